@@ -1,0 +1,3 @@
+from nlu_deploy.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The one place that knows the file names inside a stage directory, and how stage
+directories come into being (atomically: a stage never leaves something that looks done)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nlu_deploy.errors import ModelError, NluDeployError
+
+MANIFEST = "nlu_deploy.json"  # which stage, options and parent produced the directory
+METRICS = "metrics.json"  # finetune: per-epoch loss, validation score, throughput
+VALIDATION_SPLIT = "validation_split.jsonl"  # finetune: the held-out rows it scored on
+ONNX_FP32 = "model.onnx"
+ONNX_OPTIMIZED = "model_optimized.onnx"
+ONNX_QUANTIZED = "model_quantized.onnx"
+WEIGHTS = "model.safetensors"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+# The variants `predict` prefers when none is named: the fastest kinds first.
+PREFERRED_ONNX_FILES = (ONNX_QUANTIZED, ONNX_OPTIMIZED, ONNX_FP32)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}).") from None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("nlu-deploy", "torch", "transformers", "optimum", "optimum-onnx", "onnx",
+                 "onnxruntime", "onnxruntime-gpu", "numpy"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(directory: Path, stage: str, options: dict[str, Any],
+                   parent: Path | None = None, **extra: Any) -> None:
+    manifest = {
+        "stage": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "parent": str(parent.resolve()) if parent else None,
+        "options": {key: str(value) if isinstance(value, Path) else value
+                    for key, value in options.items()},
+        "versions": library_versions(),
+        "command": " ".join(sys.argv),
+        **extra,
+    }
+    write_json(directory / MANIFEST, manifest)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a stage directory, or {} for directories made by other tools."""
+    path = directory / MANIFEST
+    return read_json(path) if path.exists() else {}
+
+
+def onnx_files(directory: Path) -> list[Path]:
+    """Every .onnx file in a directory, the plain fp32 export first."""
+    if not directory.is_dir():
+        raise ModelError(f"{directory} is not a directory.")
+    files = sorted(directory.glob("*.onnx"), key=lambda p: (p.name != ONNX_FP32, p.name))
+    if not files:
+        raise ModelError(f"{directory} holds no .onnx files; run `nlu-deploy export` first.")
+    return files
+
+
+def variant_name(path: Path) -> str:
+    """Short names for reports: model.onnx -> fp32, model_quantized.onnx -> quantized."""
+    return "fp32" if path.name == ONNX_FP32 else path.stem.removeprefix("model_")
+
+
+@contextlib.contextmanager
+def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; rename it to `output` only if the block succeeds.
+
+    A failed or interrupted stage therefore leaves either the previous output or nothing,
+    never a half-written directory under the requested name.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NluDeployError(f"{output} exists and is not a directory.")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)

@@ -1,0 +1,142 @@
+"""One frozen dataclass per stage. Each checks its own values in __post_init__ so that the
+library refuses nonsense the same way whether it is called from the CLI or from Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlu_deploy.errors import ConfigError
+
+TASKS = ("text-classification",)
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
+QUANTIZATION_MODES = ("dynamic",)
+QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+COMPILE_CHOICES = ("auto", "on", "off")
+# BERT-family position embeddings stop at 512; longer inputs cannot be represented.
+MAX_SUPPORTED_LENGTH = 512
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than zero, got {value}.")
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    output: Path
+    model: str | None = None  # None: the packaged all-MiniLM-L6-v2
+    train: Path | None = None  # None: the built-in demo dataset
+    validation: Path | None = None  # None: a seeded, stratified holdout of train
+    task: str = "text-classification"
+    text_column: str = "text"
+    label_column: str = "label"
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_length: int = 128
+    compile: str = "auto"  # auto: on for CUDA, off for CPU (compiling costs ~90 s on CPU)
+    device: str = "auto"
+    seed: int = 42
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    validation_fraction: float = 0.1
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASKS)
+        _choice("compile", self.compile, COMPILE_CHOICES)
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _positive("epochs", self.epochs)
+        _positive("batch size", self.batch_size)
+        _positive("learning rate", self.lr)
+        _positive("max length", self.max_length)
+        if self.max_length > MAX_SUPPORTED_LENGTH:
+            raise ConfigError(
+                f"max length {self.max_length} is beyond what BERT-family encoders support "
+                f"({MAX_SUPPORTED_LENGTH})."
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if not 0 < self.validation_fraction < 1:
+            raise ConfigError(
+                f"validation fraction must be between 0 and 1, got {self.validation_fraction}."
+            )
+        if self.max_grad_norm <= 0:
+            raise ConfigError("max grad norm must be greater than zero.")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model_dir: Path
+    output: Path
+    opset: int | None = None  # None: Optimum's default for the architecture
+    optimize: str | None = None
+    quantize: str | None = None
+    quantize_preset: str = "auto"  # auto: chosen from this machine's CPU instruction sets
+    per_channel: bool = False
+    atol: float = 1e-4  # largest |logit| difference accepted between PyTorch and fp32 ONNX
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
+        _choice("quantize", self.quantize, QUANTIZATION_MODES)
+        _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
+        if self.opset is not None and not 11 <= self.opset <= 23:
+            raise ConfigError(f"opset must be between 11 and 23, got {self.opset}.")
+        _positive("atol", self.atol)
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    model_dir: Path
+    onnx_dir: Path
+    data: Path
+    text_column: str | None = None  # None: the columns the checkpoint was trained with
+    label_column: str | None = None
+    max_score_drop: float = 1.0  # accuracy points
+    batch_size: int = 64
+    max_length: int | None = None  # None: what the checkpoint was trained with
+
+    def __post_init__(self) -> None:
+        if self.max_score_drop < 0:
+            raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")
+        _positive("batch size", self.batch_size)
+        if self.max_length is not None:
+            _positive("max length", self.max_length)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    onnx_dir: Path
+    model_dir: Path | None = None  # the PyTorch checkpoint, benchmarked in the same run
+    provider: str = "cpu"
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    seq_lens: tuple[int, ...] = (16, 64, 128)
+    warmup_iters: int = 3
+    min_iters: int = 10
+    min_seconds: float = 0.5
+    threads: int | None = None  # None: the runtime's default (one per physical core)
+    seed: int = 0
+    variants: tuple[str, ...] = field(default_factory=tuple)  # empty: every .onnx file
+
+    def __post_init__(self) -> None:
+        _choice("provider", self.provider, PROVIDERS)
+        if not self.batch_sizes or not self.seq_lens:
+            raise ConfigError("at least one batch size and one sequence length are needed.")
+        for value in (*self.batch_sizes, *self.seq_lens):
+            _positive("batch sizes and sequence lengths", value)
+        if max(self.seq_lens) > MAX_SUPPORTED_LENGTH:
+            raise ConfigError(f"sequence lengths above {MAX_SUPPORTED_LENGTH} are not supported.")
+        _positive("min iterations", self.min_iters)
+        if self.warmup_iters < 0 or self.min_seconds < 0:
+            raise ConfigError("warm-up iterations and min seconds must not be negative.")
+        if self.threads is not None:
+            _positive("threads", self.threads)

@@ -1,0 +1,29 @@
+"""Errors that carry one clear sentence for the user.
+
+The CLI turns `ConfigError` into a usage error (exit 2) and every other `NluDeployError`
+into a plain error (exit 1). Anything else is a bug and keeps its traceback.
+"""
+
+
+class NluDeployError(Exception):
+    """A problem the user can fix: bad input, missing file, unavailable hardware."""
+
+
+class ConfigError(NluDeployError):
+    """An option value or combination of options that makes no sense."""
+
+
+class DataError(NluDeployError):
+    """A data file that is missing, unreadable, malformed or inconsistent."""
+
+
+class ModelError(NluDeployError):
+    """A model directory or ONNX file that is missing, corrupt or of the wrong kind."""
+
+
+class ProviderError(NluDeployError):
+    """An execution device (CUDA, TensorRT) that was asked for but is not available."""
+
+
+class ValidationFailed(NluDeployError):
+    """At least one ONNX variant lost more of the task score than allowed."""

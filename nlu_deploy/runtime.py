@@ -1,0 +1,172 @@
+"""Running a classifier, ONNX or PyTorch, on raw text: tokenization with dynamic padding,
+execution-provider selection that fails loudly, and checked ONNX loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy.errors import ModelError, ProviderError
+
+ORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def check_onnx_file(path: Path) -> None:
+    """Refuse files that are not valid ONNX before any runtime touches them."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist.")
+    try:
+        onnx.checker.check_model(str(path))  # by path: also works past protobuf's 2 GB limit
+    except Exception as exc:  # the checker raises ValidationError, DecodeError, OSError...
+        raise ModelError(f"{path} is not a valid ONNX model ({str(exc).strip().splitlines()[0]}).") from None
+
+
+def provider_options(provider: str, cache_dir: Path | None = None, fp16: bool = False) -> list:
+    """The provider list for onnxruntime, the requested one first and CPU as the fallback."""
+    name = ORT_PROVIDERS[provider]
+    if provider == "tensorrt":
+        options = {"trt_fp16_enable": fp16}
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
+                           trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
+        return [(name, options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "cuda":
+        return [name, "CPUExecutionProvider"]
+    return [name]
+
+
+def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
+                   fallback: bool = False, cache_dir: Path | None = None):
+    """An InferenceSession that really runs on `provider`, or a ProviderError saying why not.
+
+    onnxruntime silently falls back to CPU when CUDA cannot start; a benchmark or a deployment
+    check that did that would report CPU numbers under a GPU label, so we check.
+    """
+    import onnxruntime as ort
+
+    check_onnx_file(path)
+    wanted = ORT_PROVIDERS[provider]
+    if wanted not in ort.get_available_providers() and not fallback:
+        raise ProviderError(
+            f"{provider} was asked for but this onnxruntime build has no {wanted} "
+            f"(available: {', '.join(ort.get_available_providers())})."
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: provider start-up chatter is not for users
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=provider_options(provider, cache_dir))
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load {path} ({str(exc).strip().splitlines()[0]}).") from None
+    if session.get_providers()[0] != wanted and not fallback:
+        raise ProviderError(
+            f"{provider} was asked for but {wanted} could not start on this machine "
+            "(no usable device or driver); pass --fallback to run on CPU instead."
+        )
+    return session
+
+
+@dataclass
+class Encoded:
+    """Token ids for a list of texts, unpadded, plus how many were cut at max_length."""
+
+    features: list[dict[str, list[int]]]
+    truncated: int
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
+    full = tokenizer(texts, truncation=False, verbose=False)
+    long_rows = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
+    features = [{key: full[key][i] for key in full.keys()} for i in range(len(texts))]
+    if long_rows:
+        cut = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length)
+        for position, row in enumerate(long_rows):
+            features[row] = {key: cut[key][position] for key in cut.keys()}
+    return Encoded(features, len(long_rows))
+
+
+def length_sorted_batches(encoded: Encoded, batch_size: int) -> list[list[int]]:
+    """Indices grouped so that each batch holds texts of similar length (less padding)."""
+    order = sorted(range(len(encoded.features)), key=lambda i: len(encoded.features[i]["input_ids"]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+class TextClassifier:
+    """Shared logic: tokenize, batch by length, run, restore the input order."""
+
+    id2label: dict[int, str]
+
+    def __init__(self, tokenizer, id2label: dict[int, str], max_length: int):
+        self.tokenizer = tokenizer
+        self.id2label = {int(k): v for k, v in id2label.items()}
+        self.max_length = max_length
+        self.last_truncated = 0
+
+    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        encoded = encode(self.tokenizer, texts, self.max_length)
+        self.last_truncated = encoded.truncated
+        result = np.zeros((len(texts), len(self.id2label)), dtype=np.float32)
+        for indices in length_sorted_batches(encoded, batch_size):
+            padded = self.tokenizer.pad([encoded.features[i] for i in indices], return_tensors="np")
+            result[indices] = self._run_batch({k: np.asarray(v, dtype=np.int64) for k, v in padded.items()})
+        return result
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
+        logits = self.logits(texts, batch_size)
+        probs = softmax(logits)
+        best = probs.argmax(axis=-1)
+        return [(self.id2label[int(b)], float(p[b])) for b, p in zip(best, probs)]
+
+
+class OnnxTextClassifier(TextClassifier):
+    def __init__(self, onnx_path: Path, tokenizer, id2label: dict[int, str], max_length: int,
+                 provider: str = "cpu", threads: int | None = None):
+        super().__init__(tokenizer, id2label, max_length)
+        self.session = create_session(onnx_path, provider, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise ModelError(f"{onnx_path} expects inputs this tool does not produce: {', '.join(sorted(unknown))}.")
+        outputs = self.session.get_outputs()
+        if outputs[0].shape[-1] not in (len(self.id2label), None) and isinstance(outputs[0].shape[-1], int):
+            raise ModelError(f"{onnx_path} returns {outputs[0].shape[-1]} scores but its config names "
+                             f"{len(self.id2label)} labels.")
+
+    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"])
+                for name in self.input_names}
+        return self.session.run(None, feed)[0]
+
+
+class TorchTextClassifier(TextClassifier):
+    def __init__(self, model, tokenizer, max_length: int, device: str = "cpu"):
+        super().__init__(tokenizer, model.config.id2label, max_length)
+        self.device = device
+        self.model = model.to(device).eval()
+
+    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            return self.model(**tensors).logits.float().cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
