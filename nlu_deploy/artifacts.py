@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -95,9 +96,12 @@ def onnx_files(directory: Path) -> list[Path]:
     return files
 
 
+_VARIANT_NAMES = {ONNX_FP32: "fp32", ONNX_OPTIMIZED: "optimized", ONNX_QUANTIZED: "int8"}
+
+
 def variant_name(path: Path) -> str:
-    """Short names for reports: model.onnx -> fp32, model_quantized.onnx -> quantized."""
-    return "fp32" if path.name == ONNX_FP32 else path.stem.removeprefix("model_")
+    """Short names for reports: model.onnx -> fp32, model_quantized.onnx -> int8."""
+    return _VARIANT_NAMES.get(path.name, path.stem.removeprefix("model_"))
 
 
 @contextlib.contextmanager
@@ -119,6 +123,13 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs should not be
     if output.exists():
         shutil.rmtree(output)
     staging.rename(output)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

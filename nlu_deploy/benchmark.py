@@ -1,0 +1,212 @@
+"""Latency and throughput of every ONNX variant, and of the PyTorch checkpoint in the same run,
+over a grid of batch sizes and sequence lengths."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy import artifacts
+from nlu_deploy.config import BenchConfig
+from nlu_deploy.modeling import load_checkpoint, pick_device
+from nlu_deploy.quantize import cpu_flags
+from nlu_deploy.reports import markdown_table
+from nlu_deploy.runtime import create_session
+
+PYTORCH = "pytorch"
+
+
+@dataclass
+class Measurement:
+    variant: str
+    batch_size: int
+    seq_len: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    sequences_per_second: float
+    provider: str
+    speedup_vs_pytorch: float | None = None
+
+
+@dataclass
+class BenchReport:
+    provider: str
+    threads: int | None
+    machine: dict
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(m.variant for m in self.measurements))
+
+    def geomean_throughput(self, variant: str) -> float:
+        rates = [m.sequences_per_second for m in self.measurements if m.variant == variant]
+        return math.exp(sum(math.log(r) for r in rates) / len(rates))
+
+    @property
+    def fastest(self) -> str:
+        """Highest geometric-mean throughput over all measured shapes."""
+        return max(self.variants(), key=self.geomean_throughput)
+
+    def speedup(self, variant: str, batch_size: int, seq_len: int) -> float | None:
+        for m in self.measurements:
+            if (m.variant, m.batch_size, m.seq_len) == (variant, batch_size, seq_len):
+                return m.speedup_vs_pytorch
+        return None
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "fastest": self.fastest}
+
+    def write_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    def to_markdown(self) -> str:
+        has_baseline = any(m.variant == PYTORCH for m in self.measurements)
+        headers = ["variant", "batch", "seq len", "p50 ms", "p90 ms", "p99 ms", "seq/s", "iters"]
+        headers += ["vs pytorch"] if has_baseline else []
+        rows = []
+        for m in sorted(self.measurements, key=lambda m: (m.batch_size, m.seq_len)):
+            row = [m.variant, m.batch_size, m.seq_len, f"{m.p50_ms:.2f}", f"{m.p90_ms:.2f}", f"{m.p99_ms:.2f}",
+                   f"{m.sequences_per_second:.1f}", m.iterations]
+            if has_baseline:
+                row.append(f"{m.speedup_vs_pytorch:.2f}x" if m.speedup_vs_pytorch else "")
+            rows.append(row)
+        cpu = self.machine.get("cpu", "unknown CPU")
+        header = (f"Provider {self.provider}, {self.threads or 'default'} threads, {cpu}, "
+                  f"{self.machine.get('logical_cores')} logical cores.")
+        return f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
+
+
+def latency_stats(latencies_ms: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Percentiles with linear interpolation (numpy's default), mean, spread, throughput."""
+    latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
+    mean = float(latencies_ms.mean())
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
+            "std_ms": float(latencies_ms.std()), "sequences_per_second": batch_size * 1000.0 / mean}
+
+
+def time_calls(run: Callable[[], object], warmup_iters: int, min_iters: int, min_seconds: float,
+               max_iters: int = 10_000) -> np.ndarray:
+    """Latencies in ms; runs until both `min_iters` calls and `min_seconds` have passed."""
+    for _ in range(warmup_iters):
+        run()
+    latencies = []
+    started = time.perf_counter()
+    while len(latencies) < max_iters and (len(latencies) < min_iters or time.perf_counter() - started < min_seconds):
+        t0 = time.perf_counter()
+        run()
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    return np.array(latencies)
+
+
+def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Random word-piece ids between [CLS]=101 and [SEP]=102 style markers; full attention.
+    Latency of an encoder depends on shape, not on which ids are fed."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab_size, size=(batch_size, seq_len), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def machine_facts() -> dict:
+    facts = {"platform": platform.platform(), "python": platform.python_version(),
+             "logical_cores": os.cpu_count(), "cpu": _cpu_model(),
+             "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+                                               "amx_int8", "avx_vnni", "asimddp", "sve"}),
+             "versions": artifacts.library_versions()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            facts["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _vocab_size(onnx_dir: Path) -> int:
+    config = onnx_dir / "config.json"
+    return int(artifacts.read_json(config).get("vocab_size", 30522)) if config.exists() else 30522
+
+
+def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None = None) -> BenchReport:
+    onnx_dir = Path(config.onnx_dir)
+    files = artifacts.onnx_files(onnx_dir)
+    if config.variants:
+        files = [f for f in files if artifacts.variant_name(f) in config.variants or f.name in config.variants]
+    vocab_size = _vocab_size(onnx_dir)
+    report = BenchReport(config.provider, config.threads, machine_facts())
+    runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
+
+    if config.model_dir is not None:
+        runners.append((PYTORCH, *_torch_runner(config)))
+    for path in files:
+        session = create_session(path, config.provider, config.threads)
+        input_names = [i.name for i in session.get_inputs()]
+        runners.append((artifacts.variant_name(path), session.get_providers()[0],
+                        lambda batch, s=session, names=input_names:
+                        (lambda: s.run(None, {n: batch[n] for n in names}))))
+
+    for batch_size in config.batch_sizes:
+        for seq_len in config.seq_lens:
+            batch = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
+            baseline = None
+            for variant, provider, make_call in runners:
+                latencies = time_calls(make_call(batch), config.warmup_iters, config.min_iters, config.min_seconds)
+                stats = latency_stats(latencies, batch_size)
+                if variant == PYTORCH:
+                    baseline = stats["mean_ms"]
+                measurement = Measurement(variant, batch_size, seq_len, len(latencies), provider=provider,
+                                          speedup_vs_pytorch=baseline / stats["mean_ms"] if baseline else None,
+                                          **stats)
+                report.measurements.append(measurement)
+                if on_result:
+                    on_result(measurement)
+    return report
+
+
+def _torch_runner(config: BenchConfig):
+    """PyTorch eager fp32 on the device matching the requested provider."""
+    import torch
+
+    device = pick_device("cuda" if config.provider in ("cuda", "tensorrt") else "cpu")
+    if config.threads and device.type == "cpu":
+        torch.set_num_threads(config.threads)
+    model = load_checkpoint(Path(config.model_dir)).to(device)
+    takes_token_types = "token_type_ids" in model.forward.__code__.co_varnames
+
+    def make_call(batch: dict) -> Callable[[], object]:
+        tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items()
+                   if k != "token_type_ids" or takes_token_types}
+
+        def call():
+            with torch.inference_mode():
+                out = model(**tensors).logits
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+        return call
+
+    return f"torch-{device.type}", make_call
