@@ -140,3 +140,24 @@ class BenchConfig:
             raise ConfigError("warm-up iterations and min seconds must not be negative.")
         if self.threads is not None:
             _positive("threads", self.threads)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole chain. `finetune.output` is ignored: run places the checkpoint itself."""
+
+    output: Path
+    finetune: FinetuneConfig
+    optimize: str = "O2"
+    quantize_preset: str = "auto"
+    max_score_drop: float = 1.0
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    seq_lens: tuple[int, ...] = (16, 64, 128)
+    bench_min_seconds: float = 0.5
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
+        _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
+        if self.max_score_drop < 0:
+            raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")

@@ -102,6 +102,16 @@ def length_sorted_batches(encoded: Encoded, batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def pad_batch(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, np.ndarray]:
+    """Right-pad one batch to its longest row (the tokenizer's own pad() warns on fast tokenizers)."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key in features[0]:
+        fill = pad_token_id if key == "input_ids" else 0
+        batch[key] = np.array([f[key] + [fill] * (width - len(f[key])) for f in features], dtype=np.int64)
+    return batch
+
+
 class TextClassifier:
     """Shared logic: tokenize, batch by length, run, restore the input order."""
 
@@ -121,8 +131,8 @@ class TextClassifier:
         self.last_truncated = encoded.truncated
         result = np.zeros((len(texts), len(self.id2label)), dtype=np.float32)
         for indices in length_sorted_batches(encoded, batch_size):
-            padded = self.tokenizer.pad([encoded.features[i] for i in indices], return_tensors="np")
-            result[indices] = self._run_batch({k: np.asarray(v, dtype=np.int64) for k, v in padded.items()})
+            padded = pad_batch([encoded.features[i] for i in indices], self.tokenizer.pad_token_id or 0)
+            result[indices] = self._run_batch(padded)
         return result
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:

@@ -1,0 +1,257 @@
+"""The `nlu-deploy` command line: options -> config -> one library call -> short summary.
+
+Heavy libraries are imported inside the commands so that `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from nlu_deploy import __version__
+from nlu_deploy.config import (COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS, QUANTIZATION_PRESETS,
+                               BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
+from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
+
+
+class NluDeployGroup(click.Group):
+    """Turns the library's errors into one-sentence messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        except NluDeployError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 1,8,32, got {value!r}.") from None
+    if not numbers or min(numbers) <= 0:
+        raise click.BadParameter("expected positive integers.")
+    return numbers
+
+
+def finetune_options(command):
+    """The options `finetune` and `run` share."""
+    options = [
+        click.option("--model", default=None, metavar="NAME_OR_DIR",
+                     help="Encoder to fine-tune: a local directory or Hugging Face name. "
+                          "Default: the packaged sentence-transformers/all-MiniLM-L6-v2."),
+        click.option("--train", type=click.Path(path_type=Path), default=None,
+                     help="Training data (CSV, TSV, JSON, JSONL, Parquet). Default: the built-in demo data."),
+        click.option("--validation", type=click.Path(path_type=Path), default=None,
+                     help="Validation data. Default: a seeded, stratified 10% of --train."),
+        click.option("--task", type=click.Choice(["text-classification"]), default="text-classification",
+                     show_default=True),
+        click.option("--text-column", default="text", show_default=True),
+        click.option("--label-column", default="label", show_default=True),
+        click.option("--epochs", type=int, default=3, show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW)."),
+        click.option("--max-length", type=int, default=128, show_default=True,
+                     help="Longer texts are truncated (and counted in metrics.json)."),
+        click.option("--compile/--no-compile", "compile_flag", default=None,
+                     help="torch.compile the model. Default: on for CUDA, off for CPU."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--seed", type=int, default=42, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | None, **options) -> FinetuneConfig:
+    compile_mode = {None: "auto", True: "on", False: "off"}[compile_flag]
+    return FinetuneConfig(output=output, overwrite=overwrite, compile=compile_mode, **options)
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+
+
+@click.group(cls=NluDeployGroup)
+@click.version_option(__version__, prog_name="nlu-deploy")
+def main() -> None:
+    """Take a transformer encoder to a fast, validated ONNX deployment for intent classification."""
+
+
+@main.command()
+@finetune_options
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
+@overwrite_option
+def finetune(output, overwrite, compile_flag, **options):
+    """Fine-tune an encoder for intent classification.
+
+    Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
+    metrics.json with per-epoch loss and validation scores, the validation split it scored
+    on, and nlu_deploy.json recording how it was made.
+
+    Example: nlu-deploy finetune --train data/train.csv --label-column intent --output models/intents
+    """
+    from nlu_deploy.train import finetune as run_finetune
+
+    config = make_finetune_config(output, overwrite, compile_flag, **options)
+    result = run_finetune(config, show_progress=sys.stderr.isatty())
+    click.echo(f"Best epoch {result.best_epoch}: validation accuracy {100 * result.best_scores['accuracy']:.2f}%, "
+               f"macro-F1 {100 * result.best_scores['macro_f1']:.2f}% ({result.device}, "
+               f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Directory for the ONNX files.")
+@click.option("--opset", type=int, default=None, help="ONNX opset. Default: Optimum's choice for the model.")
+@click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default=None,
+              help="Also write model_optimized.onnx with onnxruntime's fusions at this level.")
+@click.option("--quantize", type=click.Choice(["dynamic"]), default=None,
+              help="Also write model_quantized.onnx (int8; from the optimized graph when --optimize is given).")
+@click.option("--quantize-preset", type=click.Choice(QUANTIZATION_PRESETS), default="auto", show_default=True,
+              help="Instruction-set preset; auto picks the one this CPU supports.")
+@click.option("--per-channel/--no-per-channel", default=False, show_default=True,
+              help="Per-channel weight scales (more accurate, sometimes slower).")
+@overwrite_option
+def export(model_dir, output, opset, optimize, quantize, quantize_preset, per_channel, overwrite):
+    """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
+
+    Example: nlu-deploy export models/intents --output models/intents-onnx --optimize O2 --quantize dynamic
+    """
+    from nlu_deploy.export import export as run_export
+
+    result = run_export(ExportConfig(model_dir=model_dir, output=output, opset=opset, optimize=optimize,
+                                     quantize=quantize, quantize_preset=quantize_preset,
+                                     per_channel=per_channel, overwrite=overwrite))
+    for variant, file_name in result.files.items():
+        click.echo(f"{variant:10s} {output / file_name}  (max |logit diff| vs PyTorch "
+                   f"{result.max_abs_logit_diff[variant]:.2e})")
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="The PyTorch checkpoint (finetune output).")
+@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), required=True,
+              help="Directory whose every .onnx file is scored.")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled data to score on.")
+@click.option("--text-column", default=None, help="Default: the column the checkpoint was trained with.")
+@click.option("--label-column", default=None, help="Default: the column the checkpoint was trained with.")
+@click.option("--max-score-drop", type=float, default=1.0, show_default=True,
+              help="Accuracy points an ONNX file may lose against PyTorch.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_drop, batch_size, json_path):
+    """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
+
+    Exits with status 1 when a file's accuracy is more than --max-score-drop points below PyTorch.
+
+    Example: nlu-deploy validate --model models/intents --onnx models/intents-onnx --data data/dev.csv
+    """
+    from nlu_deploy.validate import validate as run_validate
+
+    report = run_validate(ValidateConfig(model_dir=model_dir, onnx_dir=onnx_dir, data=data, text_column=text_column,
+                                         label_column=label_column, max_score_drop=max_score_drop,
+                                         batch_size=batch_size))
+    click.echo(report.to_markdown())
+    if json_path:
+        report.write_json(json_path)
+    if not report.passed:
+        names = ", ".join(f"{v.file} ({v.delta_points:+.2f} points)" for v in report.failures)
+        raise ValidationFailed(f"accuracy dropped by more than {max_score_drop} points for {names}.")
+
+
+@main.command()
+@click.argument("onnx_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="PyTorch checkpoint to benchmark in the same run, as the baseline.")
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
+@click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
+@click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
+@click.option("--variants", default=None, help="Comma-separated variants or file names. Default: every .onnx file.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads. Default: the runtime's choice.")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed calls per shape.")
+@click.option("--min-iters", type=int, default=10, show_default=True)
+@click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+def bench(onnx_dir, model_dir, provider, batch_sizes, seq_lens, variants, threads, warmup, min_iters, min_seconds,
+          json_path):
+    """Measure latency and throughput of every ONNX file (and PyTorch with --model).
+
+    Example: nlu-deploy bench models/intents-onnx --model models/intents --batch-sizes 1,32 --json bench.json
+    """
+    from nlu_deploy.benchmark import bench as run_bench
+
+    config = BenchConfig(onnx_dir=onnx_dir, model_dir=model_dir, provider=provider, batch_sizes=batch_sizes,
+                         seq_lens=seq_lens, warmup_iters=warmup, min_iters=min_iters, min_seconds=min_seconds,
+                         threads=threads,
+                         variants=tuple(v.strip() for v in variants.split(",")) if variants else ())
+    report = run_bench(config, on_result=lambda m: click.echo(
+        f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True))
+    click.echo(report.to_markdown())
+    if json_path:
+        report.write_json(json_path)
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "input_file", type=click.Path(path_type=Path), default=None,
+              help="Texts to classify: one per line, or the 'text' column of a data file.")
+@click.option("--variant", default=None,
+              help="ONNX file in MODEL_DIR to use. Default: model_quantized.onnx, else optimized, else fp32.")
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def predict(model_dir, texts, input_file, variant, provider, as_json):
+    """Classify texts with an exported model (or a PyTorch checkpoint directory).
+
+    Example: nlu-deploy predict models/demo/onnx "wake me up at 7" "play some jazz"
+    """
+    from nlu_deploy.predict import load_predictor
+    from nlu_deploy.data import read_texts
+
+    all_texts = list(texts) + (read_texts(input_file) if input_file else [])
+    if not all_texts:
+        raise click.UsageError("give texts as arguments or with --file.")
+    predictor, used = load_predictor(model_dir, variant, provider)
+    click.echo(f"using {used}", err=True)
+    for text, (label, score) in zip(all_texts, predictor.predict(all_texts)):
+        if as_json:
+            click.echo(json.dumps({"text": text, "label": label, "score": round(score, 6)}, ensure_ascii=False))
+        else:
+            click.echo(f"{label}\t{score:.4f}\t{text}")
+
+
+@main.command()
+@finetune_options
+@click.option("--output", type=click.Path(path_type=Path), default=Path("models/demo"), show_default=True,
+              help="Directory for the checkpoint, ONNX files and report.")
+@click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default="O2", show_default=True)
+@click.option("--max-score-drop", type=float, default=1.0, show_default=True,
+              help="Accuracy points an ONNX file may lose against PyTorch.")
+@click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
+@click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
+@overwrite_option
+def run(output, optimize, max_score_drop, batch_sizes, seq_lens, overwrite, compile_flag, **options):
+    """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
+
+    Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
+    options it trains the packaged MiniLM on the built-in demo data.
+
+    Example: nlu-deploy run --train data/train.jsonl --label-column intent --output models/snips
+    """
+    from nlu_deploy.pipeline import run as run_pipeline
+
+    finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
+    config = RunConfig(output=output, finetune=finetune_config, optimize=optimize, max_score_drop=max_score_drop,
+                       batch_sizes=batch_sizes, seq_lens=seq_lens, overwrite=overwrite)
+    report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
+    click.echo(report.to_markdown())
+    click.echo(f"Report: {output / 'report.md'}")
+    if not report.validation.passed:
+        raise ValidationFailed("at least one ONNX file lost more accuracy than allowed; see the report.")

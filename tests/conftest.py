@@ -1,0 +1,102 @@
+"""Tiny, local models and data for fast tests: nothing here downloads anything.
+
+The tiny encoder is a 2-layer BERT with hidden size 32 and a WordPiece vocabulary built from
+the demo dataset's own words, so it can actually learn the demo intents in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from nlu_deploy.demo import generate_demo_examples
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Four intents, two of them confusable (alarm vs timer), keep tiny-model tests quick.
+TINY_INTENTS = ("set_alarm", "set_timer", "play_music", "get_weather")
+
+
+def build_tiny_encoder(directory: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted({w for e in generate_demo_examples() for w in re.findall(r"\w+|[^\w\s]", e["text"].lower())})
+    characters = sorted({c for w in words for c in w})
+    vocab = SPECIAL_TOKENS + words + [f"##{c}" for c in characters if f"##{c}" not in words]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] = ("text", "label")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def tiny_rows(per_intent: int = 60, offset: int = 0) -> list[dict]:
+    rows, counts = [], dict.fromkeys(TINY_INTENTS, 0)
+    for example in generate_demo_examples():
+        label = example["label"]
+        if label in counts and counts[label] < per_intent + offset:
+            counts[label] += 1
+            if counts[label] > offset:
+                rows.append(example)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_train_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "train.csv", tiny_rows())
+
+
+@pytest.fixture(scope="session")
+def tiny_dev_csv(tmp_path_factory) -> Path:
+    """Examples the tiny model was not trained on."""
+    return write_csv(tmp_path_factory.mktemp("data") / "dev.csv", tiny_rows(per_intent=25, offset=60))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_encoder, tiny_train_csv) -> Path:
+    from nlu_deploy.config import FinetuneConfig
+    from nlu_deploy.train import finetune
+
+    output = tmp_path_factory.mktemp("checkpoints") / "tiny"
+    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_train_csv, epochs=6,
+                            batch_size=8, lr=5e-3, max_length=32), show_progress=False)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+    from nlu_deploy.config import ExportConfig
+    from nlu_deploy.export import export
+
+    output = tmp_path_factory.mktemp("exports") / "tiny-onnx"
+    export(ExportConfig(model_dir=tiny_checkpoint, output=output, optimize="O2", quantize="dynamic"))
+    return output
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared datasets are not at {SHARED_DATA} (they are not part of the project)")
+    return SHARED_DATA

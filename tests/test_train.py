@@ -1,0 +1,85 @@
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from nlu_deploy import artifacts
+from nlu_deploy.config import FinetuneConfig
+from nlu_deploy.errors import ConfigError, DataError
+from nlu_deploy.train import finetune
+
+
+def test_checkpoint_directory_is_complete_and_self_describing(tiny_checkpoint, tiny_train_csv):
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["id2label"] == {"0": "get_weather", "1": "play_music", "2": "set_alarm", "3": "set_timer"}
+    assert config["label2id"]["set_timer"] == 3
+    weights = load_file(tiny_checkpoint / "model.safetensors")
+    assert not any(key.startswith("_orig_mod") for key in weights)
+    assert (tiny_checkpoint / "tokenizer.json").exists()
+    manifest = artifacts.read_manifest(tiny_checkpoint)
+    assert manifest["stage"] == "finetune"
+    assert manifest["data"]["train"]["sha256"] == artifacts.file_sha256(tiny_train_csv)
+    assert manifest["versions"]["torch"]
+    held_out = artifacts.read_json(tiny_checkpoint / "metrics.json")["validation_examples"]
+    assert len((tiny_checkpoint / artifacts.VALIDATION_SPLIT).read_text().splitlines()) == held_out
+
+
+def test_loss_goes_down_and_the_model_learns(tiny_checkpoint):
+    metrics = artifacts.read_json(tiny_checkpoint / "metrics.json")
+    losses = [epoch["train_loss"] for epoch in metrics["epochs"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert metrics["best"]["accuracy"] >= 0.9  # 4 intents: chance is 0.25
+    assert all(epoch["samples_per_second"] > 0 for epoch in metrics["epochs"])
+    best = max(metrics["epochs"], key=lambda e: (e["validation_accuracy"], -e["validation_loss"]))
+    assert metrics["best_epoch"] == best["epoch"]
+
+
+def test_same_seed_same_metrics_on_cpu(tmp_path, tiny_encoder, tiny_train_csv):
+    def train(name):
+        config = FinetuneConfig(output=tmp_path / name, model=str(tiny_encoder), train=tiny_train_csv, epochs=2,
+                                batch_size=8, lr=5e-3, max_length=32, seed=3)
+        finetune(config, show_progress=False)
+        return artifacts.read_json(tmp_path / name / "metrics.json")["epochs"]
+
+    first, second = train("a"), train("b")
+    for a, b in zip(first, second):
+        assert a["train_loss"] == b["train_loss"] and a["validation_accuracy"] == b["validation_accuracy"]
+
+
+def test_compile_on_cpu_trains_a_tiny_model(tmp_path, tiny_encoder, tiny_train_csv):
+    result = finetune(FinetuneConfig(output=tmp_path / "compiled", model=str(tiny_encoder), train=tiny_train_csv,
+                                     epochs=1, batch_size=16, lr=5e-3, max_length=32, compile="on"),
+                      show_progress=False)
+    assert result.compiled
+    weights = load_file(tmp_path / "compiled" / "model.safetensors")
+    assert weights and not any(key.startswith("_orig_mod") for key in weights)
+
+
+def test_long_texts_are_truncated_and_counted(tmp_path, tiny_encoder):
+    rows = [("a long " * 40 + "alarm", "alarm"), ("play jazz", "music")] * 10
+    path = tmp_path / "long.csv"
+    path.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n", encoding="utf-8")
+    finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=path, epochs=1,
+                            batch_size=4, max_length=16), show_progress=False)
+    metrics = artifacts.read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["truncated_train"] + metrics["truncated_validation"] == 10
+
+
+def test_unseen_validation_labels_fail_before_training(tmp_path, tiny_encoder, tiny_train_csv):
+    dev = tmp_path / "dev.csv"
+    dev.write_text("text,label\nbook a cab,order_taxi\n", encoding="utf-8")
+    with pytest.raises(DataError, match="never trained on: 'order_taxi'"):
+        finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=tiny_train_csv,
+                                validation=dev), show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 0}, "epochs must be greater than zero"),
+    ({"batch_size": -1}, "batch size must be greater than zero"),
+    ({"max_length": 4096}, "beyond what BERT-family encoders support"),
+    ({"compile": "maybe"}, "compile must be one of"),
+])
+def test_absurd_options_are_refused(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        FinetuneConfig(output=tmp_path, **options)
