@@ -236,8 +236,9 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
               help="Accuracy points an ONNX file may lose against PyTorch.")
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
 @click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
+@click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
 @overwrite_option
-def run(output, optimize, max_score_drop, batch_sizes, seq_lens, overwrite, compile_flag, **options):
+def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, overwrite, compile_flag, **options):
     """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
 
     Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
@@ -249,7 +250,8 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, overwrite, comp
 
     finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
     config = RunConfig(output=output, finetune=finetune_config, optimize=optimize, max_score_drop=max_score_drop,
-                       batch_sizes=batch_sizes, seq_lens=seq_lens, overwrite=overwrite)
+                       batch_sizes=batch_sizes, seq_lens=seq_lens, bench_min_seconds=min_seconds,
+                       overwrite=overwrite)
     report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
     click.echo(report.to_markdown())
     click.echo(f"Report: {output / 'report.md'}")

@@ -4,6 +4,7 @@ optional optimized (ORTOptimizer) and int8 variants written beside it."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,8 +57,10 @@ def export(config: ExportConfig) -> ExportResult:
     quiet_transformers()
     with artifacts.staged_output(config.output, config.overwrite) as out:
         try:
-            main_export(str(model_dir), out, task="text-classification", opset=config.opset,
-                        do_validation=False, trust_remote_code=False, local_files_only=True)
+            with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
+                warnings.simplefilter("ignore")
+                main_export(str(model_dir), out, task="text-classification", opset=config.opset,
+                            do_validation=False, trust_remote_code=False, local_files_only=True)
         except Exception as exc:  # the exporter wraps torch.onnx failures in many types
             raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
 

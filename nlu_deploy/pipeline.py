@@ -89,6 +89,7 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
         validation = validate(ValidateConfig(model_dir=out / CHECKPOINT_DIR, onnx_dir=out / ONNX_DIR,
                                              data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
                                              max_score_drop=config.max_score_drop))
+        validation.data = str(config.output / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT)  # final path
         seconds["validate"] = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -3,6 +3,7 @@ configured from Optimum's per-instruction-set presets."""
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_
     from onnxruntime.quantization import quantize_dynamic
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    # onnxruntime logs a generic "consider pre-processing" hint on the root logger each time.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     preset = machine_preset() if preset == "auto" else preset
     qconfig = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=per_channel)
     operators = [getattr(op, "value", op) for op in qconfig.operators_to_quantize]

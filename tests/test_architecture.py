@@ -1,0 +1,41 @@
+"""The package's shape: imports flow one way, and `--help` never pays for torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
+# Lower layers first; a module may import only modules listed before it.
+LAYERS = ["errors", "config", "artifacts", "reports", "metrics", "data", "demo", "modeling", "runtime",
+          "quantize", "train", "export", "validate", "benchmark", "predict", "pipeline", "cli", "__main__"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nlu_deploy"):
+            parts = node.module.split(".")
+            names.update(parts[1:2] or [alias.name for alias in node.names])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("nlu_deploy."))
+    return names - {"__version__"}
+
+
+def test_every_module_has_a_layer():
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules == set(LAYERS)
+
+
+def test_imports_flow_one_way():
+    for module in LAYERS:
+        for imported in imported_modules(PACKAGE / f"{module}.py"):
+            assert LAYERS.index(imported) < LAYERS.index(module), f"{module} imports {imported}"
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from click.testing import CliRunner; from nlu_deploy.cli import main; "
+            "CliRunner().invoke(main, ['run', '--help']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'optimum') if m in sys.modules))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

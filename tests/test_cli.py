@@ -1,0 +1,155 @@
+"""The command line, in process: every command's help, the happy paths on tiny models, and
+user mistakes answered with one sentence, a non-zero exit, no traceback, no output left."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from nlu_deploy import artifacts
+from nlu_deploy.cli import main
+
+COMMANDS = ["finetune", "export", "validate", "bench", "predict", "run"]
+TINY_TRAINING = ["--epochs", "6", "--batch-size", "8", "--lr", "5e-3", "--max-length", "32"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean_failure(result, exit_code, message):
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_finetune_export_validate_bench_predict(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv):
+    checkpoint, onnx_dir = tmp_path / "ckpt", tmp_path / "onnx"
+    result = invoke("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
+                    "--output", checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "Best epoch" in result.output and (checkpoint / "model.safetensors").exists()
+
+    result = invoke("export", checkpoint, "--output", onnx_dir, "--optimize", "O2", "--quantize", "dynamic")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in onnx_dir.glob("*.onnx")) == [
+        "model.onnx", "model_optimized.onnx", "model_quantized.onnx"]
+
+    report_path = tmp_path / "validation.json"
+    result = invoke("validate", "--model", checkpoint, "--onnx", onnx_dir, "--data", tiny_dev_csv,
+                    "--json", report_path)
+    assert result.exit_code == 0, result.output
+    assert "| fp32 | model.onnx |" in result.output
+    assert json.loads(report_path.read_text())["passed"] is True
+
+    bench_path = tmp_path / "bench.json"
+    result = invoke("bench", onnx_dir, "--model", checkpoint, "--batch-sizes", "1,2", "--seq-lens", "8",
+                    "--min-seconds", "0", "--min-iters", "2", "--json", bench_path)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(bench_path.read_text())["measurements"]) == 4 * 2
+
+    result = invoke("predict", onnx_dir, "wake me up at 7 am", "play some jazz", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["label"] for line in lines] == ["set_alarm", "play_music"]
+    assert all(0 < line["score"] <= 1 for line in lines)
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("set a timer for 5 minutes\n", encoding="utf-8")
+    result = invoke("predict", checkpoint, "--file", texts)  # a PyTorch checkpoint works too
+    assert result.exit_code == 0 and result.stdout.startswith("set_timer\t")
+
+
+def test_run_writes_the_whole_chain_and_a_report(tmp_path, tiny_encoder, tiny_train_csv):
+    output = tmp_path / "run"
+    result = invoke("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
+                    "--batch-sizes", "1,4", "--seq-lens", "8", "--min-seconds", "0", "--output", output)
+    assert result.exit_code == 0, result.output
+    report = json.loads((output / "report.json").read_text())
+    assert report["recommended"] in {"fp32", "optimized", "int8"}
+    assert {f["variant"] for f in report["key_figures"]} == {"fp32", "optimized", "int8"}
+    assert report["validation"]["passed"] and report["finetune"]["best"]["accuracy"] >= 0.9
+    assert "Recommended variant" in (output / "report.md").read_text()
+    assert (output / "checkpoint" / "model.safetensors").exists()
+    assert (output / "onnx" / artifacts.ONNX_QUANTIZED).exists()
+    assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_missing_training_file(tmp_path):
+    result = invoke("finetune", "--train", tmp_path / "nope.csv", "--output", tmp_path / "out")
+    assert_clean_failure(result, 1, "nope.csv does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_column(tmp_path, tiny_encoder, tiny_train_csv):
+    result = invoke("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, "--label-column", "intent",
+                    "--output", tmp_path / "out")
+    assert_clean_failure(result, 1, "has no column 'intent' (columns: text, label)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "epochs must be greater than zero"),
+    ("--batch-size", "-4", "batch size must be greater than zero"),
+    ("--max-length", "100000", "beyond what BERT-family encoders support"),
+])
+def test_absurd_options_are_usage_errors(tmp_path, option, value, message):
+    result = invoke("finetune", option, value, "--output", tmp_path / "out")
+    assert_clean_failure(result, 2, message)
+
+
+def test_non_empty_output_is_refused_without_overwrite(tmp_path, tiny_checkpoint):
+    output = tmp_path / "onnx"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine", encoding="utf-8")
+    result = invoke("export", tiny_checkpoint, "--output", output)
+    assert_clean_failure(result, 1, "already exists and is not empty; pass --overwrite")
+    assert (output / "keep.txt").read_text() == "mine"
+
+
+def test_validate_fails_with_exit_1_on_a_perturbed_model(tmp_path, tiny_checkpoint, tiny_onnx, tiny_dev_csv):
+    from test_validate import perturb_classifier
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_onnx, broken)
+    perturb_classifier(broken / artifacts.ONNX_QUANTIZED)
+    result = invoke("validate", "--model", tiny_checkpoint, "--onnx", broken, "--data", tiny_dev_csv)
+    assert_clean_failure(result, 1, "accuracy dropped by more than 1.0 points for model_quantized.onnx")
+    assert "FAIL" in result.output
+
+
+def test_model_directory_that_is_not_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_clean_failure(invoke("export", tmp_path / "empty", "--output", tmp_path / "out"), 1,
+                         "is not a model checkpoint")
+    assert_clean_failure(invoke("predict", tmp_path / "empty", "hello"), 1, "is not a model checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_needs_some_text(tiny_onnx):
+    assert_clean_failure(invoke("predict", tiny_onnx), 2, "give texts as arguments or with --file")
+
+
+def test_unknown_variant_lists_the_files(tiny_onnx):
+    assert_clean_failure(invoke("predict", tiny_onnx, "hi", "--variant", "fp16"), 1,
+                         "has no ONNX variant 'fp16'")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error; this machine has one")
+def test_cuda_asked_for_but_absent(tiny_onnx):
+    result = invoke("bench", tiny_onnx, "--provider", "cuda", "--batch-sizes", "1", "--seq-lens", "8")
+    assert_clean_failure(result, 1, "cuda was asked for")
+    result = invoke("finetune", "--device", "cuda", "--output", "unused")
+    assert_clean_failure(result, 1, "CUDA was asked for but no CUDA device is available")
+
+
+def test_bad_integer_lists(tiny_onnx):
+    assert_clean_failure(invoke("bench", tiny_onnx, "--batch-sizes", "1,x"), 2, "comma-separated integers")

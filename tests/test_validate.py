@@ -1,0 +1,65 @@
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from nlu_deploy import artifacts
+from nlu_deploy.config import ValidateConfig
+from nlu_deploy.errors import DataError, ModelError
+from nlu_deploy.validate import validate
+
+
+def test_faithful_exports_pass_with_matching_scores(tiny_checkpoint, tiny_onnx, tiny_dev_csv):
+    report = validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=tiny_dev_csv))
+    assert report.passed and report.examples == 100
+    by_variant = {v.variant: v for v in report.variants}
+    assert set(by_variant) == {"fp32", "optimized", "int8"}
+    assert by_variant["fp32"].max_abs_logit_diff < 1e-4 and by_variant["fp32"].agreement == 1.0
+    assert by_variant["fp32"].accuracy == report.pytorch_accuracy
+    assert report.pytorch_accuracy >= 0.9
+    data = report.to_json()
+    assert data["passed"] is True and len(data["variants"]) == 3
+    assert "| int8 | model_quantized.onnx |" in report.to_markdown()
+
+
+def perturb_classifier(onnx_path):
+    """Reverse the order of the classifier's label rows (float or int8 weights): a model that
+    loads and runs fine but answers with the wrong labels."""
+    model = onnx.load(str(onnx_path))
+    for initializer in model.graph.initializer:
+        if "classifier" in initializer.name and len(initializer.dims) == 2:
+            weights = numpy_helper.to_array(initializer)
+            axis = list(weights.shape).index(4)  # the tiny models have 4 labels
+            weights = np.flip(weights, axis=axis).copy()
+            initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
+            onnx.save(model, str(onnx_path))
+            return
+    raise AssertionError("no classifier weight found in the graph")
+
+
+def test_a_perturbed_model_fails_the_gate(tmp_path, tiny_checkpoint, tiny_onnx, tiny_dev_csv):
+    broken = tmp_path / "broken-onnx"
+    shutil.copytree(tiny_onnx, broken)
+    perturb_classifier(broken / artifacts.ONNX_FP32)
+    report = validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=broken, data=tiny_dev_csv))
+    assert not report.passed
+    assert [v.file for v in report.failures] == [artifacts.ONNX_FP32]
+    failed = report.failures[0]
+    assert failed.delta_points < -1.0 and failed.agreement < 0.9
+
+
+def test_corrupt_onnx_file_is_refused(tmp_path, tiny_checkpoint, tiny_onnx, tiny_dev_csv):
+    broken = tmp_path / "corrupt"
+    shutil.copytree(tiny_onnx, broken)
+    (broken / artifacts.ONNX_FP32).write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ModelError, match="is not a valid ONNX model"):
+        validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=broken, data=tiny_dev_csv))
+
+
+def test_unknown_labels_in_the_data_are_refused(tmp_path, tiny_checkpoint, tiny_onnx):
+    data = tmp_path / "dev.csv"
+    data.write_text("text,label\nturn on the lights,control_lights\n", encoding="utf-8")
+    with pytest.raises(DataError, match="never trained on: 'control_lights'"):
+        validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=data))
