@@ -98,7 +98,7 @@ def latency_stats(latencies_ms: np.ndarray, batch_size: int) -> dict[str, float]
 
 
 def time_calls(run: Callable[[], object], warmup_iters: int, min_iters: int, min_seconds: float,
-               max_iters: int = 10_000) -> np.ndarray:
+               max_iters: int = 10_000) -> list[float]:
     """Latencies in ms; runs until both `min_iters` calls and `min_seconds` have passed."""
     for _ in range(warmup_iters):
         run()
@@ -108,7 +108,7 @@ def time_calls(run: Callable[[], object], warmup_iters: int, min_iters: int, min
         t0 = time.perf_counter()
         run()
         latencies.append((time.perf_counter() - t0) * 1000.0)
-    return np.array(latencies)
+    return latencies
 
 
 def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -168,17 +168,28 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                         lambda batch, s=session, names=input_names:
                         (lambda: s.run(None, {n: batch[n] for n in names}))))
 
+    # Variants are timed in interleaved rounds (A B C, A B C, ...) rather than one after the
+    # other, so that a shared machine slowing down mid-run penalises every variant alike.
+    rounds = max(1, min(config.rounds, config.min_iters))
     for batch_size in config.batch_sizes:
         for seq_len in config.seq_lens:
             batch = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
+            calls = [make_call(batch) for _, _, make_call in runners]
+            for call in calls:
+                time_calls(call, config.warmup_iters, 0, 0.0)
+            latencies: list[list[float]] = [[] for _ in runners]
+            for _ in range(rounds):
+                for index, call in enumerate(calls):
+                    latencies[index].extend(time_calls(call, 0, math.ceil(config.min_iters / rounds),
+                                                       config.min_seconds / rounds))
             baseline = None
-            for variant, provider, make_call in runners:
-                latencies = time_calls(make_call(batch), config.warmup_iters, config.min_iters, config.min_seconds)
-                stats = latency_stats(latencies, batch_size)
+            for (variant, provider, _), timings in zip(runners, latencies):
+                stats = latency_stats(np.array(timings), batch_size)
                 if variant == PYTORCH:
-                    baseline = stats["mean_ms"]
-                measurement = Measurement(variant, batch_size, seq_len, len(latencies), provider=provider,
-                                          speedup_vs_pytorch=baseline / stats["mean_ms"] if baseline else None,
+                    baseline = stats["p50_ms"]
+                # Speed-ups compare medians: robust to the odd slow call on a shared machine.
+                measurement = Measurement(variant, batch_size, seq_len, len(timings), provider=provider,
+                                          speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
                                           **stats)
                 report.measurements.append(measurement)
                 if on_result:

@@ -123,6 +123,7 @@ class BenchConfig:
     warmup_iters: int = 3
     min_iters: int = 10
     min_seconds: float = 0.5
+    rounds: int = 3  # interleaved timing rounds per shape (see benchmark.bench)
     threads: int | None = None  # None: the runtime's default (one per physical core)
     seed: int = 0
     variants: tuple[str, ...] = field(default_factory=tuple)  # empty: every .onnx file
@@ -136,6 +137,7 @@ class BenchConfig:
         if max(self.seq_lens) > MAX_SUPPORTED_LENGTH:
             raise ConfigError(f"sequence lengths above {MAX_SUPPORTED_LENGTH} are not supported.")
         _positive("min iterations", self.min_iters)
+        _positive("rounds", self.rounds)
         if self.warmup_iters < 0 or self.min_seconds < 0:
             raise ConfigError("warm-up iterations and min seconds must not be negative.")
         if self.threads is not None:
