@@ -14,6 +14,7 @@ import click
 from nlu_deploy import __version__
 from nlu_deploy.config import (COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS, QUANTIZATION_PRESETS,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
+from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
 
 
@@ -25,6 +26,10 @@ class NluDeployGroup(click.Group):
             return super().invoke(ctx)
         except ConfigError as exc:
             raise click.UsageError(str(exc), ctx) from None
+        except TrainingInterrupted as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = 130  # the shell convention for "stopped by a signal"
+            raise error from None
         except NluDeployError as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -64,6 +69,9 @@ def finetune_options(command):
                      help="torch.compile the model. Default: on for CUDA, off for CPU."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--allow-pickle", is_flag=True,
+                     help="Allow a base model with pickle (.bin) weights. Unpickling can run code: trust the source."),
+        click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with a hub model."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -87,6 +95,10 @@ def main() -> None:
 @main.command()
 @finetune_options
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
+@click.option("--checkpoint-every", type=int, default=200, show_default=True,
+              help="Save the training state every N optimizer steps (0: at epoch ends only). "
+                   "Ctrl-C or SIGTERM also save it before stopping.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
 @overwrite_option
 def finetune(output, overwrite, compile_flag, **options):
     """Fine-tune an encoder for intent classification.
@@ -94,6 +106,9 @@ def finetune(output, overwrite, compile_flag, **options):
     Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
     metrics.json with per-epoch loss and validation scores, the validation split it scored
     on, and nlu_deploy.json recording how it was made.
+
+    An interrupted run (Ctrl-C, SIGTERM, crash) keeps its state beside OUTPUT; the same command
+    with --resume continues it and ends with the same result as an uninterrupted run.
 
     Example: nlu-deploy finetune --train data/train.csv --label-column intent --output models/intents
     """

@@ -48,10 +48,16 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     validation_fraction: float = 0.1
+    checkpoint_every: int = 200  # optimizer steps between saved training states; 0: epoch ends only
+    resume: bool = False  # continue the interrupted run that wrote to the same output
+    allow_pickle: bool = False  # load a base model stored as pickle (.bin), which can run code
+    trust_remote_code: bool = False  # run model code shipped with a hub model
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         _choice("task", self.task, TASKS)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _positive("epochs", self.epochs)

@@ -113,6 +113,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """All rows of a data file as dicts; the format is chosen by the file suffix."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a data file.")
     suffix = path.suffix.lower()
     readers = {".csv": lambda p: _read_delimited(p, ","), ".tsv": lambda p: _read_delimited(p, "\t"),
                ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}

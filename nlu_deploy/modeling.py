@@ -36,27 +36,35 @@ def quiet_transformers() -> None:
     logging.getLogger("optimum").setLevel(logging.ERROR)
 
 
-def load_tokenizer(source: str):
+def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load a tokenizer from {source} ({_first_line(exc)}).") from None
 
 
-def load_for_training(source: str, labels: list[str]):
+def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
+                      trust_remote_code: bool = False):
+    """The encoder with a fresh classification head. Weights must be safetensors unless the
+    user allows pickle: unpickling a downloaded .bin file can execute arbitrary code."""
     from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
+    local = Path(source)
+    if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
+        if any(local.glob("*.bin")) or any(local.glob("*.pt")):
+            raise ModelError(f"{source} has only pickle weights (.bin/.pt), which can run code when loaded; "
+                             "convert them to safetensors or pass --allow-pickle if you trust the source.")
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             source,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
-            use_safetensors=True,
-            trust_remote_code=False,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as exc:
         raise ModelError(

@@ -7,16 +7,18 @@ with an evaluation at the end of every epoch and the best epoch's weights kept.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nlu_deploy import artifacts
+from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.data import LabelledTexts, check_known_labels, label_list, load_labelled_texts, stratified_holdout, write_jsonl
 from nlu_deploy.demo import demo_labelled_texts
+from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import classification_scores
 from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.runtime import encode
@@ -93,7 +95,9 @@ def weight_decay_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneResult:
+def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -> FinetuneResult:
+    """Train, keep the best epoch, write the checkpoint directory. `on_step(global_step)` is
+    called after every optimizer step (progress hooks; tests use it to interrupt a run)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -103,12 +107,20 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneResu
     check_known_labels(validation_data, labels)
     label2id = {label: i for i, label in enumerate(labels)}
     source = resolve_model_source(config.model)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(source, config.trust_remote_code)
     tokenizer.model_max_length = config.max_length  # downstream stages read it from here
     device = pick_device(config.device)
+    state_dir = checkpointing.training_state_dir(config.output)
+    data_description = {"train": _describe(config.train, train_data),
+                        "validation": _describe(config.validation, validation_data)}
+    run_fingerprint = checkpointing.fingerprint(
+        {k: v for k, v in asdict(config).items() if k not in ("overwrite", "resume", "checkpoint_every")},
+        {name: part.get("sha256", part["source"]) for name, part in data_description.items()})
+    _refuse_clobbering(config, state_dir)
 
     seed_everything(config.seed)
-    model = load_for_training(source, labels).to(device)
+    model = load_for_training(source, labels, config.allow_pickle, config.trust_remote_code).to(device)
+    _check_max_length(config.max_length, model.config)
     # bf16 needs no loss scaling; older GPUs without it get fp16 with a GradScaler. CPU stays
     # fp32: CPU autocast is slower than fp32 for encoders this size on most server CPUs.
     amp_dtype = None
@@ -128,18 +140,39 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneResu
     optimizer = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+
+    # Everything the loop needs to continue exactly where it stopped.
+    progress = {"epoch": 1, "batches_done": 0, "seen": 0, "loss_sum": 0.0, "seconds": 0.0, "global_step": 0,
+                "history": [], "best_epoch": 0, "best_scores": {}, "best_key": [-1.0, 0.0]}
+    if config.resume:
+        state = checkpointing.load_training_state(state_dir, run_fingerprint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        progress = state["progress"]
+        checkpointing.restore_rng(state)
+        train_loader.generator.set_state(state["epoch_generator"])
+    elif state_dir.exists():
+        shutil.rmtree(state_dir)
     if use_compile:
         model.compile(dynamic=True)  # in place: state_dict keys stay clean for saving
 
-    history: list[dict] = []
-    best_epoch, best_scores, best_key = 0, {}, (-1.0, 0.0)
-    with artifacts.staged_output(config.output, config.overwrite) as out:
-        for epoch in range(1, config.epochs + 1):
+    def save_state(generator_state) -> None:
+        checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
+                                          generator_state, run_fingerprint)
+
+    with checkpointing.StopOnSignal() as stop:
+        while progress["epoch"] <= config.epochs:
+            epoch = progress["epoch"]
+            epoch_generator = train_loader.generator.get_state()  # fixes this epoch's shuffle order
             model.train()
-            started, seen, loss_sum = time.perf_counter(), 0, 0.0
+            started = time.perf_counter() - progress["seconds"]
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", disable=not show_progress,
-                       unit="batch", leave=False)
-            for batch in bar:
+                       unit="batch", leave=False, initial=progress["batches_done"])
+            for index, batch in enumerate(bar):
+                if index < progress["batches_done"]:  # resumed mid-epoch: these are done
+                    continue
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss = model(**batch).loss
@@ -152,25 +185,45 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneResu
                 scheduler.step()
 
                 batch_size = len(batch["labels"])
-                seen += batch_size
-                loss_sum += loss.item() * batch_size
+                progress["batches_done"] += 1
+                progress["global_step"] += 1
+                progress["seen"] += batch_size
+                progress["loss_sum"] += loss.item() * batch_size
                 bar.set_postfix(loss=f"{loss.item():.3f}",
-                                samples_s=f"{seen / (time.perf_counter() - started):.0f}")
+                                samples_s=f"{progress['seen'] / (time.perf_counter() - started):.0f}")
+                if on_step:
+                    on_step(progress["global_step"])
+                every = config.checkpoint_every
+                if stop.requested or (every and progress["global_step"] % every == 0):
+                    progress["seconds"] = time.perf_counter() - started
+                    save_state(epoch_generator)
+                    if stop.requested:
+                        raise checkpointing.TrainingInterrupted(
+                            f"training stopped by {stop.requested} at epoch {epoch}, step "
+                            f"{progress['global_step']}; its state is saved in {state_dir}. Run the same "
+                            "command with --resume to continue.")
             seconds = time.perf_counter() - started
+            seen = progress["seen"]
             scores = evaluate(model, validation_loader, device, amp_dtype)
-            history.append({"epoch": epoch, "train_loss": loss_sum / seen,
-                            "validation_loss": scores.pop("loss"),
-                            **{f"validation_{k}": v for k, v in scores.items()},
-                            "samples_per_second": seen / seconds, "seconds": seconds})
+            progress["history"].append({"epoch": epoch, "train_loss": progress["loss_sum"] / seen,
+                                        "validation_loss": scores.pop("loss"),
+                                        **{f"validation_{k}": v for k, v in scores.items()},
+                                        "samples_per_second": seen / seconds, "seconds": seconds})
             if show_progress:
-                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation accuracy "
+                tqdm.write(f"epoch {epoch}: train loss {progress['loss_sum'] / seen:.4f}, validation accuracy "
                            f"{scores['accuracy']:.4f}, {seen / seconds:.0f} samples/s")
             # Best = highest accuracy, ties broken by lower validation loss (a surer model).
-            if (scores["accuracy"], -history[-1]["validation_loss"]) > best_key:
-                best_epoch, best_scores = epoch, scores
-                best_key = (scores["accuracy"], -history[-1]["validation_loss"])
-                model.save_pretrained(out, safe_serialization=True)  # eager weights, best epoch only
+            key = [scores["accuracy"], -progress["history"][-1]["validation_loss"]]
+            if key > progress["best_key"]:
+                progress.update(best_epoch=epoch, best_scores=scores, best_key=key)
+                model.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
+            progress.update(epoch=epoch + 1, batches_done=0, seen=0, loss_sum=0.0, seconds=0.0)
+            save_state(train_loader.generator.get_state())
 
+    history, best_epoch, best_scores = progress["history"], progress["best_epoch"], progress["best_scores"]
+    with artifacts.staged_output(config.output, config.overwrite) as out:
+        for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
+            shutil.copy2(weights_file, out / weights_file.name)
         tokenizer.save_pretrained(out)
         write_jsonl(validation_data.to_records(config.text_column, config.label_column),
                     out / artifacts.VALIDATION_SPLIT)
@@ -180,13 +233,27 @@ def finetune(config: FinetuneConfig, show_progress: bool = True) -> FinetuneResu
                    "device": device.type, "compiled": use_compile,
                    "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"}
         artifacts.write_json(out / artifacts.METRICS, metrics)
-        artifacts.write_manifest(
-            out, "finetune", asdict(config), parent=Path(source) if Path(source).exists() else None,
-            model_source=source, labels=labels,
-            data={"train": _describe(config.train, train_data),
-                  "validation": _describe(config.validation, validation_data)},
-        )
+        artifacts.write_manifest(out, "finetune", asdict(config),
+                                 parent=Path(source) if Path(source).exists() else None,
+                                 model_source=source, labels=labels, data=data_description)
+    shutil.rmtree(state_dir)  # the run is complete: nothing left to resume
     return FinetuneResult(config.output, best_epoch, best_scores, history, device.type, use_compile)
+
+
+def _refuse_clobbering(config: FinetuneConfig, state_dir: Path) -> None:
+    """Check before hours of training, not after, that the output may be written."""
+    output = Path(config.output)
+    if output.is_dir() and any(output.iterdir()) and not config.overwrite:
+        raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    if state_dir.exists() and not config.resume and not config.overwrite:
+        raise NluDeployError(f"an interrupted run's state is in {state_dir}; pass --resume to continue it "
+                             "or --overwrite to start over.")
+
+
+def _check_max_length(max_length: int, model_config) -> None:
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit and max_length > limit:
+        raise ConfigError(f"max length {max_length} is beyond this model's limit of {limit} positions.")
 
 
 def _describe(path: Path | None, data: LabelledTexts) -> dict:

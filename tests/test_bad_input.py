@@ -1,0 +1,156 @@
+"""The bad-input matrix: every user mistake through the real CLI gets one sentence naming the
+problem, a non-zero exit, no traceback, and leaves no output directory behind."""
+
+import shutil
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from nlu_deploy import artifacts
+from nlu_deploy.cli import main
+
+TINY = ["--epochs", "1", "--batch-size", "8", "--max-length", "32"]
+
+
+def write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def odd_input_onnx(directory, tiny_onnx):
+    """A valid ONNX model whose only input is named pixel_values."""
+    shutil.copytree(tiny_onnx, directory)
+    for file in directory.glob("*.onnx"):
+        file.unlink()
+    node = helper.make_node("Identity", ["pixel_values"], ["logits"])
+    graph = helper.make_graph([node], "odd", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime we support
+    onnx.save(model, str(directory / "model.onnx"))
+    return directory
+
+
+def corrupt_onnx(directory, tiny_onnx):
+    shutil.copytree(tiny_onnx, directory)
+    write(directory / artifacts.ONNX_FP32, b"\x08\x07 this is not a protobuf")
+    return directory
+
+
+def pickle_only_model(directory, tiny_encoder):
+    from transformers import AutoModel
+
+    shutil.copytree(tiny_encoder, directory)
+    (directory / "model.safetensors").unlink()
+    torch.save(AutoModel.from_pretrained(tiny_encoder).state_dict(), directory / "pytorch_model.bin")
+    return directory
+
+
+# (case id, arguments built from the fixtures, expected exit code, expected message)
+CASES = [
+    ("missing file", lambda f: ["finetune", "--train", f.tmp / "nope.csv"], 1, "nope.csv does not exist"),
+    ("directory as file", lambda f: ["finetune", "--train", f.tmp], 1, "is a directory, not a data file"),
+    ("wrong format", lambda f: ["finetune", "--train", write(f.tmp / "d.xlsx", "x")], 1, "unsupported file type .xlsx"),
+    ("empty file", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "")], 1, "d.csv is empty"),
+    ("header only", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\n")], 1, "holds no examples"),
+    ("missing column", lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--text-column", "utterance"],
+     1, "has no column 'utterance' (columns: text, label)"),
+    ("malformed JSON line", lambda f: ["finetune", "--train", write(f.tmp / "d.jsonl", '{"text": "a", "label": "x"}\n{oops\n')],
+     1, "d.jsonl line 2 is not valid JSON"),
+    ("malformed CSV row", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,y,z\n")],
+     1, "d.csv line 3: expected 2 fields like the header, found 3"),
+    ("non-UTF-8", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\nca\xe9,x\n".encode("latin-1"))],
+     1, "is not UTF-8 text (invalid byte at line 2)"),
+    ("single class", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,x\nc,x\n")],
+     1, "has a single label ('x')"),
+    ("unseen validation label", lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--validation",
+                                           write(f.tmp / "dev.csv", "text,label\nhail a cab,order_taxi\n")],
+     1, "labels the model was never trained on: 'order_taxi'"),
+    ("zero epochs", lambda f: ["finetune", "--epochs", "0"], 2, "epochs must be greater than zero"),
+    ("negative epochs", lambda f: ["finetune", "--epochs", "-2"], 2, "epochs must be greater than zero"),
+    ("zero batch size", lambda f: ["finetune", "--batch-size", "0"], 2, "batch size must be greater than zero"),
+    ("max length beyond BERT", lambda f: ["finetune", "--max-length", "4096"], 2, "beyond what BERT-family encoders support"),
+    ("max length beyond this model", lambda f: ["finetune", "--model", f.encoder, "--train", f.train,
+                                                "--max-length", "256"], 2, "beyond this model's limit of 128 positions"),
+    ("not a model directory", lambda f: ["finetune", "--model", f.tmp, "--train", f.train], 1,
+     "is not a model directory (it has no config.json)"),
+    ("pickle weights", lambda f: ["finetune", "--model", pickle_only_model(f.tmp / "bin-model", f.encoder),
+                                  "--train", f.train], 1, "only pickle weights (.bin/.pt), which can run code"),
+    ("export of a non-model", lambda f: ["export", f.tmp], 1, "is not a model checkpoint"),
+    ("corrupt ONNX in validate", lambda f: ["validate", "--model", f.checkpoint, "--onnx",
+                                            corrupt_onnx(f.tmp / "bad-onnx", f.onnx), "--data", f.dev], 1,
+     "model.onnx is not a valid ONNX model"),
+    ("corrupt ONNX in predict", lambda f: ["predict", corrupt_onnx(f.tmp / "bad-onnx", f.onnx), "--variant", "fp32",
+                                           "hello"], 1, "is not a valid ONNX model"),
+    ("ONNX inputs we do not produce", lambda f: ["predict", odd_input_onnx(f.tmp / "odd", f.onnx), "hello"], 1,
+     "expects inputs this tool does not produce: pixel_values"),
+    ("ONNX directory without ONNX", lambda f: ["bench", f.checkpoint], 1, "holds no .onnx files"),
+    ("unknown label in validate data", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data",
+                                                  write(f.tmp / "dev.csv", "text,label\nlights on,control_lights\n")],
+     1, "never trained on: 'control_lights'"),
+    ("validate column missing", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
+                                           "--label-column", "intent"], 1, "has no column 'intent'"),
+]
+
+GPU_CASES = [
+    ("CUDA for training", lambda f: ["finetune", "--device", "cuda"], 1,
+     "CUDA was asked for but no CUDA device is available"),
+    ("CUDA for ONNX", lambda f: ["bench", f.onnx, "--provider", "cuda", "--batch-sizes", "1", "--seq-lens", "8"], 1,
+     "cuda was asked for but"),
+    ("TensorRT for ONNX", lambda f: ["bench", f.onnx, "--provider", "tensorrt", "--batch-sizes", "1",
+                                     "--seq-lens", "8"], 1, "tensorrt was asked for but"),
+]
+
+
+class Fixtures:
+    def __init__(self, tmp, encoder, train, dev, checkpoint, onnx_dir):
+        self.tmp, self.encoder, self.train, self.dev = tmp, encoder, train, dev
+        self.checkpoint, self.onnx = checkpoint, onnx_dir
+
+
+def check_case(fixtures, build, exit_code, message):
+    output = fixtures.tmp / "output"
+    args = [str(a) for a in build(fixtures)]
+    if args[0] in ("finetune", "export"):
+        args += ["--output", str(output)]
+    if args[0] == "finetune":  # keep accidental real trainings tiny: fill in what the case left out
+        for flag, value in zip(TINY[::2], TINY[1::2]):
+            if flag not in args:
+                args += [flag, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not output.exists()
+    assert not list(fixtures.tmp.glob(".output*"))
+
+
+@pytest.fixture
+def fixtures(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv, tiny_checkpoint, tiny_onnx):
+    return Fixtures(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv, tiny_checkpoint, tiny_onnx)
+
+
+@pytest.mark.parametrize("case, build, exit_code, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(fixtures, case, build, exit_code, message):
+    check_case(fixtures, build, exit_code, message)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU errors; this machine has a GPU")
+@pytest.mark.parametrize("case, build, exit_code, message", GPU_CASES, ids=[c[0] for c in GPU_CASES])
+def test_accelerator_asked_for_but_absent(fixtures, case, build, exit_code, message):
+    check_case(fixtures, build, exit_code, message)
+
+
+def test_pickle_weights_load_when_explicitly_allowed(fixtures):
+    model = pickle_only_model(fixtures.tmp / "bin-model", fixtures.encoder)
+    result = CliRunner().invoke(main, ["finetune", "--model", str(model), "--train", str(fixtures.train),
+                                       "--allow-pickle", *TINY, "--output", str(fixtures.tmp / "out")])
+    assert result.exit_code == 0, result.output
+    assert (fixtures.tmp / "out" / "model.safetensors").exists()
