@@ -25,6 +25,7 @@ ONNX_FP32 = "model.onnx"
 ONNX_OPTIMIZED = "model_optimized.onnx"
 ONNX_QUANTIZED = "model_quantized.onnx"
 WEIGHTS = "model.safetensors"
+VALIDATION_REPORT = "validation.json"  # validate: written into the ONNX directory it scored
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 # The variants `predict` prefers when none is named: the fastest kinds first.
@@ -32,7 +33,11 @@ PREFERRED_ONNX_FILES = (ONNX_QUANTIZED, ONNX_OPTIMIZED, ONNX_FP32)
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Write atomically: a reader never sees half a file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def read_json(path: Path) -> Any:

@@ -3,7 +3,6 @@ over a grid of batch sizes and sequence lengths."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -19,7 +18,8 @@ from nlu_deploy.config import BenchConfig
 from nlu_deploy.modeling import load_checkpoint, pick_device
 from nlu_deploy.quantize import cpu_flags
 from nlu_deploy.reports import markdown_table
-from nlu_deploy.runtime import create_session
+from nlu_deploy.errors import ModelError
+from nlu_deploy.runtime import ORT_PROVIDERS, TensorRTSettings, create_session
 
 PYTORCH = "pytorch"
 
@@ -46,6 +46,7 @@ class BenchReport:
     threads: int | None
     machine: dict
     measurements: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # fallbacks, fp16 on CPU, compile settings
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(m.variant for m in self.measurements))
@@ -69,7 +70,7 @@ class BenchReport:
         return {**asdict(self), "fastest": self.fastest}
 
     def write_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        artifacts.write_json(Path(path), self.to_json())
 
     def to_markdown(self) -> str:
         has_baseline = any(m.variant == PYTORCH for m in self.measurements)
@@ -85,7 +86,15 @@ class BenchReport:
         cpu = self.machine.get("cpu", "unknown CPU")
         header = (f"Provider {self.provider}, {self.threads or 'default'} threads, {cpu}, "
                   f"{self.machine.get('logical_cores')} logical cores.")
-        return f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
+        notes = "".join(f"\nNote: {note}" for note in self.notes)
+        return (f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
+                f"{notes}{chr(10) if notes else ''}")
+
+    def recommend(self, validation: dict) -> str | None:
+        """The fastest measured ONNX variant that passed validation (a validate --json report)."""
+        passed = {v["variant"] for v in validation.get("variants", []) if v["passed"]}
+        candidates = [v for v in self.variants() if v in passed]
+        return max(candidates, key=self.geomean_throughput) if candidates else None
 
 
 def latency_stats(latencies_ms: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -155,19 +164,37 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
     files = artifacts.onnx_files(onnx_dir)
     if config.variants:
         files = [f for f in files if artifacts.variant_name(f) in config.variants or f.name in config.variants]
+        if not files:
+            raise ModelError(f"none of the variants {', '.join(config.variants)} is in {onnx_dir}.")
     vocab_size = _vocab_size(onnx_dir)
     report = BenchReport(config.provider, config.threads, machine_facts())
     runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
-
     if config.model_dir is not None:
-        runners.append((PYTORCH, *_torch_runner(config)))
-    for path in files:
-        session = create_session(path, config.provider, config.threads)
-        input_names = [i.name for i in session.get_inputs()]
-        runners.append((artifacts.variant_name(path), session.get_providers()[0],
-                        lambda batch, s=session, names=input_names:
-                        (lambda: s.run(None, {n: batch[n] for n in names}))))
+        runners += _torch_runners(config, report.notes)
 
+    tensorrt = TensorRTSettings(
+        cache_dir=config.trt_cache_dir, fp16=config.trt_fp16,
+        min_shape=(min(config.batch_sizes), min(config.seq_lens)),
+        opt_shape=(max(config.batch_sizes), max(config.seq_lens)),
+        max_shape=(max(config.batch_sizes), max(config.seq_lens)))
+    for path in files:
+        session = create_session(path, config.provider, config.threads, config.fallback, tensorrt)
+        ran_on = session.get_providers()[0]
+        if ran_on != ORT_PROVIDERS[config.provider]:
+            report.notes.append(f"{path.name}: {config.provider} could not start; measured on {ran_on} (--fallback).")
+        if ran_on == ORT_PROVIDERS["tensorrt"]:
+            # Build every engine outside the timed region: the profile's extremes first.
+            for batch_size, seq_len in (tensorrt.min_shape, tensorrt.max_shape):
+                warm = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
+                session.run(None, {i.name: warm[i.name] for i in session.get_inputs()})
+        if is_fp16_graph(path) and ran_on == ORT_PROVIDERS["cpu"]:
+            report.notes.append(f"{path.name} is an fp16 graph: on CPU, onnxruntime runs most fp16 ops through "
+                                "casts and slow kernels, so expect it to be slower than fp32 here. "
+                                "fp16 is meant for CUDA and TensorRT.")
+        runners.append((artifacts.variant_name(path), ran_on, _onnx_runner(session, config.io_binding)))
+
+    report.machine["threads"] = {"onnxruntime": config.threads or "default (one per physical core)",
+                                 "torch": _torch_threads()}
     # Variants are timed in interleaved rounds (A B C, A B C, ...) rather than one after the
     # other, so that a shared machine slowing down mid-run penalises every variant alike.
     rounds = max(1, min(config.rounds, config.min_iters))
@@ -197,14 +224,69 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
     return report
 
 
-def _torch_runner(config: BenchConfig):
-    """PyTorch eager fp32 on the device matching the requested provider."""
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def is_fp16_graph(path: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+
+
+def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], object]]:
+    """Plain session.run on CPU; on a GPU provider with io_binding, inputs are copied to the
+    device once and the output stays there, so the timing is of the model, not of PCIe."""
+    import onnxruntime as ort
+
+    names = [i.name for i in session.get_inputs()]
+    on_gpu = session.get_providers()[0] != ORT_PROVIDERS["cpu"]
+    if not (on_gpu and io_binding):
+        return lambda batch: (lambda: session.run(None, {n: batch[n] for n in names}))
+
+    def make_call(batch: dict) -> Callable[[], object]:
+        binding = session.io_binding()
+        for name in names:
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(batch[name], "cuda", 0))
+        for output in session.get_outputs():
+            binding.bind_output(output.name, "cuda")
+        return lambda: session.run_with_iobinding(binding)
+    return make_call
+
+
+def _torch_runners(config: BenchConfig, notes: list[str]) -> list:
+    """PyTorch baselines on the device matching the provider: eager fp32 always; fp16 and bf16
+    on CUDA; torch.compile when asked (auto: on CUDA only, since on CPU compiling takes minutes)."""
     import torch
 
     device = pick_device("cuda" if config.provider in ("cuda", "tensorrt") else "cpu")
     if config.threads and device.type == "cpu":
         torch.set_num_threads(config.threads)
-    model = load_checkpoint(Path(config.model_dir)).to(device)
+    compile_too = config.torch_compile == "on" or (config.torch_compile == "auto" and device.type == "cuda")
+    variants = [(PYTORCH, torch.float32, False)]
+    if device.type == "cuda":
+        variants += [("pytorch-fp16", torch.float16, False), ("pytorch-bf16", torch.bfloat16, False)]
+    if compile_too:
+        variants.append(("pytorch-compiled", torch.bfloat16 if device.type == "cuda" else torch.float32, True))
+    runners = []
+    for name, dtype, compiled in variants:
+        model = load_checkpoint(Path(config.model_dir)).to(device=device, dtype=dtype)
+        if compiled:
+            model.compile(dynamic=True)  # compiled during warm-up, outside the timed region
+            notes.append(f"{name}: torch.compile(dynamic=True) in {str(dtype).removeprefix('torch.')}; "
+                         "compilation happens in the untimed warm-up.")
+        runners.append((name, f"torch-{device.type}", _torch_call_factory(model, device)))
+    return runners
+
+
+def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]:
+    import torch
+
     takes_token_types = "token_type_ids" in model.forward.__code__.co_varnames
 
     def make_call(batch: dict) -> Callable[[], object]:
@@ -218,5 +300,4 @@ def _torch_runner(config: BenchConfig):
                 torch.cuda.synchronize()
             return out
         return call
-
-    return f"torch-{device.type}", make_call
+    return make_call

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from nlu_deploy import __version__
+from nlu_deploy import __version__, artifacts
 from nlu_deploy.config import (COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS, QUANTIZATION_PRESETS,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
@@ -165,6 +165,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
     """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
 
     Exits with status 1 when a file's accuracy is more than --max-score-drop points below PyTorch.
+    The report is also saved as validation.json in the ONNX directory, for `bench --recommend`.
 
     Example: nlu-deploy validate --model models/intents --onnx models/intents-onnx --data data/dev.csv
     """
@@ -174,6 +175,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
                                          label_column=label_column, max_score_drop=max_score_drop,
                                          batch_size=batch_size))
     click.echo(report.to_markdown())
+    report.write_json(onnx_dir / artifacts.VALIDATION_REPORT)  # read by `bench --recommend`
     if json_path:
         report.write_json(json_path)
     if not report.passed:
@@ -186,6 +188,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="PyTorch checkpoint to benchmark in the same run, as the baseline.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
+@click.option("--fallback", is_flag=True, help="Run on CPU if the provider cannot start (the report says so).")
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
 @click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
 @click.option("--variants", default=None, help="Comma-separated variants or file names. Default: every .onnx file.")
@@ -193,24 +196,56 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed calls per shape.")
 @click.option("--min-iters", type=int, default=10, show_default=True)
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
+@click.option("--io-binding/--no-io-binding", default=True, show_default=True,
+              help="CUDA/TensorRT: keep inputs and outputs on the GPU.")
+@click.option("--trt-cache", type=click.Path(path_type=Path), default=None,
+              help="TensorRT engine and timing cache directory (reused across runs).")
+@click.option("--trt-fp16", is_flag=True, help="Let TensorRT build fp16 engines.")
+@click.option("--torch-compile/--no-torch-compile", "torch_compile", default=None,
+              help="Also time PyTorch with torch.compile. Default: on for CUDA, off for CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
-def bench(onnx_dir, model_dir, provider, batch_sizes, seq_lens, variants, threads, warmup, min_iters, min_seconds,
-          json_path):
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Draw latency and throughput against batch size into this PNG.")
+@click.option("--recommend", is_flag=True,
+              help="Name the fastest variant that passed validation (reads validation.json in DIR, "
+                   "or --validation-report).")
+@click.option("--validation-report", type=click.Path(path_type=Path), default=None,
+              help="A `validate --json` report to recommend from.")
+def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, variants, threads, warmup, min_iters,
+          min_seconds, io_binding, trt_cache, trt_fp16, torch_compile, json_path, plot_path, recommend,
+          validation_report):
     """Measure latency and throughput of every ONNX file (and PyTorch with --model).
 
-    Example: nlu-deploy bench models/intents-onnx --model models/intents --batch-sizes 1,32 --json bench.json
+    Example: nlu-deploy bench models/demo/onnx --model models/demo/checkpoint --json r.json --plot r.png --recommend
     """
     from nlu_deploy.benchmark import bench as run_bench
 
+    validation = None
+    if recommend:
+        validation_path = validation_report or onnx_dir / artifacts.VALIDATION_REPORT
+        if not validation_path.exists():
+            raise click.UsageError(f"--recommend needs a validation report: run `nlu-deploy validate` first "
+                                   f"or pass --validation-report ({validation_path} does not exist).")
+        validation = artifacts.read_json(validation_path)
     config = BenchConfig(onnx_dir=onnx_dir, model_dir=model_dir, provider=provider, batch_sizes=batch_sizes,
                          seq_lens=seq_lens, warmup_iters=warmup, min_iters=min_iters, min_seconds=min_seconds,
-                         threads=threads,
+                         threads=threads, fallback=fallback, io_binding=io_binding, trt_cache_dir=trt_cache,
+                         trt_fp16=trt_fp16, torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
                          variants=tuple(v.strip() for v in variants.split(",")) if variants else ())
     report = run_bench(config, on_result=lambda m: click.echo(
         f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True))
     click.echo(report.to_markdown())
     if json_path:
         report.write_json(json_path)
+    if plot_path:
+        from nlu_deploy.plots import plot_benchmark
+
+        click.echo(f"Plot: {plot_benchmark(report.to_json(), plot_path)}")
+    if validation is not None:
+        best = report.recommend(validation)
+        budget = validation.get("max_score_drop")
+        click.echo(f"Recommended: {best} (fastest variant within {budget} accuracy points of PyTorch)." if best
+                   else f"Recommended: none (no measured variant passed validation within {budget} points).")
 
 
 @main.command()

@@ -133,6 +133,11 @@ class BenchConfig:
     threads: int | None = None  # None: the runtime's default (one per physical core)
     seed: int = 0
     variants: tuple[str, ...] = field(default_factory=tuple)  # empty: every .onnx file
+    fallback: bool = False  # run on CPU when the requested provider cannot start, and say so
+    io_binding: bool = True  # CUDA/TensorRT: inputs and outputs stay on the device
+    trt_cache_dir: Path | None = None  # TensorRT engine and timing cache
+    trt_fp16: bool = False
+    torch_compile: str = "auto"  # PyTorch baseline with torch.compile too; auto: on for CUDA only
 
     def __post_init__(self) -> None:
         _choice("provider", self.provider, PROVIDERS)
@@ -148,6 +153,7 @@ class BenchConfig:
             raise ConfigError("warm-up iterations and min seconds must not be negative.")
         if self.threads is not None:
             _positive("threads", self.threads)
+        _choice("torch compile", self.torch_compile, COMPILE_CHOICES)
 
 
 @dataclass(frozen=True)

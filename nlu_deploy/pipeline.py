@@ -30,8 +30,7 @@ class RunReport:
     @property
     def recommended(self) -> str | None:
         """The fastest ONNX variant that passed the accuracy gate."""
-        passing = [v.variant for v in self.validation.variants if v.passed]
-        return max(passing, key=self.benchmark.geomean_throughput) if passing else None
+        return self.benchmark.recommend(self.validation.to_json())
 
     def key_figures(self) -> list[dict]:
         largest = max(m.batch_size for m in self.benchmark.measurements)

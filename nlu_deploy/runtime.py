@@ -30,43 +30,72 @@ def check_onnx_file(path: Path) -> None:
         raise ModelError(f"{path} is not a valid ONNX model ({str(exc).strip().splitlines()[0]}).") from None
 
 
-def provider_options(provider: str, cache_dir: Path | None = None, fp16: bool = False) -> list:
-    """The provider list for onnxruntime, the requested one first and CPU as the fallback."""
-    name = ORT_PROVIDERS[provider]
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """TensorRT engine options. The optimization profile must cover every shape that will be
+    run, or TensorRT rebuilds (or refuses) at run time; engines and timing data are cached."""
+
+    cache_dir: Path | None = None
+    fp16: bool = False
+    min_shape: tuple[int, int] = (1, 1)  # (batch, sequence length)
+    opt_shape: tuple[int, int] = (1, 128)
+    max_shape: tuple[int, int] = (32, 128)
+
+    def options(self, input_names: list[str]) -> dict:
+        def shapes(shape: tuple[int, int]) -> str:
+            return ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in input_names)
+
+        options = {"trt_fp16_enable": self.fp16, "trt_profile_min_shapes": shapes(self.min_shape),
+                   "trt_profile_opt_shapes": shapes(self.opt_shape), "trt_profile_max_shapes": shapes(self.max_shape)}
+        if self.cache_dir is not None:
+            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir),
+                           trt_timing_cache_enable=True, trt_timing_cache_path=str(self.cache_dir))
+        return options
+
+
+def provider_options(provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None) -> list:
+    """The provider list for onnxruntime, the requested one first and CPU as the last resort."""
     if provider == "tensorrt":
-        options = {"trt_fp16_enable": fp16}
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
-                           trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
-        return [(name, options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        settings = (tensorrt or TensorRTSettings()).options(input_names)
+        return [(ORT_PROVIDERS["tensorrt"], settings), ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]]
     if provider == "cuda":
-        return [name, "CPUExecutionProvider"]
-    return [name]
+        return [ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]]
+    return [ORT_PROVIDERS["cpu"]]
+
+
+def _graph_input_names(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
-                   fallback: bool = False, cache_dir: Path | None = None):
+                   fallback: bool = False, tensorrt: TensorRTSettings | None = None):
     """An InferenceSession that really runs on `provider`, or a ProviderError saying why not.
 
     onnxruntime silently falls back to CPU when CUDA cannot start; a benchmark or a deployment
-    check that did that would report CPU numbers under a GPU label, so we check.
+    check that did that would report CPU numbers under a GPU label, so we check, and fall back
+    only when the user asked for it (the report then names the provider that really ran).
     """
     import onnxruntime as ort
 
     check_onnx_file(path)
     wanted = ORT_PROVIDERS[provider]
-    if wanted not in ort.get_available_providers() and not fallback:
-        raise ProviderError(
-            f"{provider} was asked for but this onnxruntime build has no {wanted} "
-            f"(available: {', '.join(ort.get_available_providers())})."
-        )
+    available = ort.get_available_providers()
+    if wanted not in available and not fallback:
+        raise ProviderError(f"{provider} was asked for but this onnxruntime build has no {wanted} "
+                            f"(available: {', '.join(available)}).")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider start-up chatter is not for users
     if threads:
         options.intra_op_num_threads = threads
+    providers = [p for p in provider_options(provider, _graph_input_names(path), tensorrt)
+                 if (p[0] if isinstance(p, tuple) else p) in available]
     try:
-        session = ort.InferenceSession(str(path), options, providers=provider_options(provider, cache_dir))
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load {path} ({str(exc).strip().splitlines()[0]}).") from None
     if session.get_providers()[0] != wanted and not fallback:

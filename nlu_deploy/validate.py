@@ -3,7 +3,6 @@ gate on how many accuracy points each ONNX variant may lose."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,7 +63,7 @@ class ValidationReport:
         return f"Validation on {self.data}: {self.examples} examples{note}.\n\n{table}\n"
 
     def write_json(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        artifacts.write_json(Path(path), self.to_json())
 
 
 def default_columns(model_dir: Path) -> tuple[str, str]:

@@ -4,7 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from nlu_deploy.benchmark import PYTORCH, bench, latency_stats, time_calls
+from nlu_deploy.benchmark import PYTORCH, BenchReport, Measurement, bench, latency_stats, time_calls
+from nlu_deploy.plots import plot_benchmark
+from nlu_deploy.runtime import TensorRTSettings, provider_options
 from nlu_deploy.config import BenchConfig
 from nlu_deploy.errors import ConfigError, ProviderError
 
@@ -44,7 +46,11 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
     path = tmp_path / "bench.json"
     report.write_json(path)
     data = json.loads(path.read_text())
-    assert set(data) == {"provider", "threads", "machine", "measurements", "fastest"}
+    assert set(data) == {"provider", "threads", "machine", "measurements", "notes", "fastest"}
+    assert set(data["measurements"][0]) == {
+        "variant", "batch_size", "seq_len", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+        "sequences_per_second", "provider", "speedup_vs_pytorch"}
+    assert data["machine"]["threads"]["torch"] >= 1 and data["machine"]["logical_cores"] >= 1
     assert data["machine"]["versions"]["onnxruntime-gpu"] or data["machine"]["versions"]["onnxruntime"]
     assert "Fastest variant" in report.to_markdown()
 
@@ -56,9 +62,48 @@ def test_variants_can_be_selected(tiny_onnx):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error; this machine has one")
-def test_cuda_asked_for_without_a_gpu_is_an_error(tiny_onnx):
+def test_cuda_asked_for_without_a_gpu_is_an_error_unless_fallback(tiny_onnx):
     with pytest.raises(ProviderError, match="cuda was asked for"):
         bench(BenchConfig(onnx_dir=tiny_onnx, provider="cuda", batch_sizes=(1,), seq_lens=(8,)))
+    report = bench(BenchConfig(onnx_dir=tiny_onnx, provider="cuda", fallback=True, batch_sizes=(1,), seq_lens=(8,),
+                               min_iters=1, min_seconds=0.0, variants=("fp32",)))
+    assert [m.provider for m in report.measurements] == ["CPUExecutionProvider"]
+    assert "cuda could not start; measured on CPUExecutionProvider" in report.to_markdown()
+
+
+def test_provider_lists_put_the_requested_provider_first():
+    settings = TensorRTSettings(cache_dir=None, fp16=True, min_shape=(1, 8), opt_shape=(32, 128), max_shape=(32, 128))
+    providers = provider_options("tensorrt", ["input_ids", "attention_mask"], settings)
+    name, options = providers[0]
+    assert name == "TensorrtExecutionProvider" and providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options["trt_profile_min_shapes"] == "input_ids:1x8,attention_mask:1x8"
+    assert options["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128"
+    assert options["trt_fp16_enable"] is True
+    assert provider_options("cuda", []) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_options("cpu", []) == ["CPUExecutionProvider"]
+
+
+def test_recommendation_is_the_fastest_variant_that_passed():
+    report = BenchReport("cpu", None, {}, [
+        Measurement("fp32", 1, 8, 5, 2.0, 2, 2, 2.0, 0, 500.0, "cpu"),
+        Measurement("int8", 1, 8, 5, 1.0, 1, 1, 1.0, 0, 1000.0, "cpu"),
+        Measurement("optimized", 1, 8, 5, 1.5, 1.5, 1.5, 1.5, 0, 700.0, "cpu")])
+    validation = {"variants": [{"variant": "fp32", "passed": True}, {"variant": "int8", "passed": False},
+                               {"variant": "optimized", "passed": True}]}
+    assert report.fastest == "int8"
+    assert report.recommend(validation) == "optimized"
+    assert report.recommend({"variants": []}) is None
+
+
+def test_plot_is_drawn_from_the_json(tmp_path):
+    from PIL import Image
+
+    measurements = [Measurement(v, b, s, 5, 10.0 / f, 1, 1, 10.0 / f, 0, b * 100.0 * f, "cpu")
+                    for v, f in (("pytorch", 1), ("int8", 3)) for b in (1, 8, 32) for s in (16, 64)]
+    report = BenchReport("cpu", None, {"cpu": "test cpu"}, measurements)
+    path = plot_benchmark(report.to_json(), tmp_path / "plots" / "bench.png")
+    with Image.open(path) as image:
+        assert image.size[0] > image.size[1] > 300  # two panels wide, two rows tall
 
 
 def test_bad_shapes_are_refused(tiny_onnx):

@@ -50,11 +50,16 @@ def test_finetune_export_validate_bench_predict(tmp_path, tiny_encoder, tiny_tra
     assert "| fp32 | model.onnx |" in result.output
     assert json.loads(report_path.read_text())["passed"] is True
 
-    bench_path = tmp_path / "bench.json"
+    assert json.loads((onnx_dir / "validation.json").read_text())["passed"] is True  # for bench --recommend
+
+    bench_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     result = invoke("bench", onnx_dir, "--model", checkpoint, "--batch-sizes", "1,2", "--seq-lens", "8",
-                    "--min-seconds", "0", "--min-iters", "2", "--json", bench_path)
+                    "--min-seconds", "0", "--min-iters", "2", "--json", bench_path, "--plot", plot_path,
+                    "--recommend")
     assert result.exit_code == 0, result.output
     assert len(json.loads(bench_path.read_text())["measurements"]) == 4 * 2
+    assert plot_path.stat().st_size > 10_000
+    assert "Recommended: " in result.output and "within 1.0 accuracy points" in result.output
 
     result = invoke("predict", onnx_dir, "wake me up at 7 am", "play some jazz", "--json")
     assert result.exit_code == 0, result.output
@@ -110,6 +115,14 @@ def test_predict_needs_some_text(tiny_onnx):
 def test_unknown_variant_lists_the_files(tiny_onnx):
     assert_clean_failure(invoke("predict", tiny_onnx, "hi", "--variant", "fp16"), 1,
                          "has no ONNX variant 'fp16'")
+
+
+def test_recommend_needs_a_validation_report(tiny_checkpoint, tmp_path):
+    from nlu_deploy.config import ExportConfig
+    from nlu_deploy.export import export
+
+    export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
+    assert_clean_failure(invoke("bench", tmp_path / "onnx", "--recommend"), 2, "--recommend needs a validation report")
 
 
 def test_bad_integer_lists(tiny_onnx):

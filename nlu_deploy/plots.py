@@ -1,0 +1,51 @@
+"""Benchmark plots, drawn from the report's JSON (so a saved report can be re-plotted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_benchmark(report: dict, path: Path) -> Path:
+    """Latency (p50) and throughput against batch size: one column per sequence length,
+    one line per variant, log-scaled axes so batch 1 and batch 32 are both readable."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    measurements = report["measurements"]
+    seq_lens = sorted({m["seq_len"] for m in measurements})
+    variants = list(dict.fromkeys(m["variant"] for m in measurements))
+    figure, axes = plt.subplots(2, len(seq_lens), figsize=(4.2 * len(seq_lens), 7), squeeze=False)
+    for column, seq_len in enumerate(seq_lens):
+        latency_axis, throughput_axis = axes[0][column], axes[1][column]
+        for variant in variants:
+            points = sorted((m["batch_size"], m["p50_ms"], m["sequences_per_second"]) for m in measurements
+                            if m["variant"] == variant and m["seq_len"] == seq_len)
+            if not points:
+                continue
+            batches, latencies, rates = zip(*points)
+            style = "--" if variant.startswith("pytorch") else "-"
+            latency_axis.plot(batches, latencies, style, marker="o", label=variant)
+            throughput_axis.plot(batches, rates, style, marker="o", label=variant)
+        latency_axis.set_title(f"sequence length {seq_len}")
+        for axis, label in ((latency_axis, "p50 latency (ms)"), (throughput_axis, "sequences / s")):
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(sorted({m["batch_size"] for m in measurements}))
+            axis.xaxis.set_major_formatter(ScalarFormatter())  # 1, 8, 32 rather than 2^0, 2^3, 2^5
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.set_yscale("log")
+            axis.set_xlabel("batch size")
+            axis.set_ylabel(label)
+            axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    machine = report.get("machine", {})
+    figure.suptitle(f"nlu-deploy bench: {report['provider']} on {machine.get('cpu', '')}"
+                    f"{' / ' + machine['gpu'] if machine.get('gpu') else ''}", fontsize="medium")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
