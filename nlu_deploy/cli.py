@@ -277,6 +277,25 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
             click.echo(f"{label}\t{score:.4f}\t{text}")
 
 
+@main.command("bench-training")
+@finetune_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the result as JSON.")
+def bench_training(json_path, compile_flag, **options):
+    """Time our training loop against the Hugging Face Trainer on the same model, data and settings.
+
+    Needs the `accelerate` package (pip install -e ".[bench]"). Nothing is kept but the figures.
+
+    Example: nlu-deploy bench-training --train ../shared/data/snips/train.jsonl --label-column intent --epochs 1
+    """
+    from nlu_deploy.training_benchmark import compare_with_trainer
+
+    config = make_finetune_config(Path("unused"), True, compile_flag, **options)
+    comparison = compare_with_trainer(config)
+    click.echo(comparison.to_markdown())
+    if json_path:
+        artifacts.write_json(json_path, comparison.to_json())
+
+
 @main.command()
 @finetune_options
 @click.option("--output", type=click.Path(path_type=Path), default=Path("models/demo"), show_default=True,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 
-COMMANDS = ["finetune", "export", "validate", "bench", "predict", "run"]
+COMMANDS = ["finetune", "export", "validate", "bench", "bench-training", "predict", "run"]
 TINY_TRAINING = ["--epochs", "6", "--batch-size", "8", "--lr", "5e-3", "--max-length", "32"]
 
 
