@@ -21,9 +21,13 @@ from nlu_deploy.errors import ModelError, NluDeployError
 MANIFEST = "nlu_deploy.json"  # which stage, options and parent produced the directory
 METRICS = "metrics.json"  # finetune: per-epoch loss, validation score, throughput
 VALIDATION_SPLIT = "validation_split.jsonl"  # finetune: the held-out rows it scored on
+CALIBRATION_SAMPLE = "calibration_sample.jsonl"  # finetune: training rows for static quantization
 ONNX_FP32 = "model.onnx"
 ONNX_OPTIMIZED = "model_optimized.onnx"
 ONNX_QUANTIZED = "model_quantized.onnx"
+ONNX_FP16 = "model_fp16.onnx"
+QUANTIZATION_REPORT_JSON = "quantization_report.json"
+QUANTIZATION_REPORT_MD = "quantization_report.md"
 WEIGHTS = "model.safetensors"
 VALIDATION_REPORT = "validation.json"  # validate: written into the ONNX directory it scored
 REPORT_MD = "report.md"
@@ -101,7 +105,7 @@ def onnx_files(directory: Path) -> list[Path]:
     return files
 
 
-_VARIANT_NAMES = {ONNX_FP32: "fp32", ONNX_OPTIMIZED: "optimized", ONNX_QUANTIZED: "int8"}
+_VARIANT_NAMES = {ONNX_FP32: "fp32", ONNX_OPTIMIZED: "optimized", ONNX_QUANTIZED: "int8", ONNX_FP16: "fp16"}
 
 
 def variant_name(path: Path) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from nlu_deploy import __version__, artifacts
-from nlu_deploy.config import (COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS, QUANTIZATION_PRESETS,
+from nlu_deploy.config import (CALIBRATION_METHODS, COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS,
+                               QUANTIZATION_MODES, QUANTIZATION_PRESETS,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
@@ -127,26 +128,42 @@ def finetune(output, overwrite, compile_flag, **options):
 @click.option("--opset", type=int, default=None, help="ONNX opset. Default: Optimum's choice for the model.")
 @click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default=None,
               help="Also write model_optimized.onnx with onnxruntime's fusions at this level.")
-@click.option("--quantize", type=click.Choice(["dynamic"]), default=None,
-              help="Also write model_quantized.onnx (int8; from the optimized graph when --optimize is given).")
+@click.option("--quantize", type=click.Choice(QUANTIZATION_MODES), default=None,
+              help="dynamic / static: also write model_quantized.onnx (int8). fp16: model_fp16.onnx for "
+                   "CUDA/TensorRT. auto: the fastest int8 candidate within --max-score-drop, with a report.")
+@click.option("--max-score-drop", type=float, default=0.3, show_default=True,
+              help="auto: accuracy points the kept int8 model may lose against PyTorch.")
+@click.option("--validation", type=click.Path(path_type=Path), default=None,
+              help="auto: held-out data to score candidates. Default: the checkpoint's validation split.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help="static/auto: texts to calibrate on. Default: the training sample finetune recorded.")
+@click.option("--calibration-samples", type=int, default=256, show_default=True)
+@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True)
 @click.option("--quantize-preset", type=click.Choice(QUANTIZATION_PRESETS), default="auto", show_default=True,
               help="Instruction-set preset; auto picks the one this CPU supports.")
-@click.option("--per-channel/--no-per-channel", default=False, show_default=True,
-              help="Per-channel weight scales (more accurate, sometimes slower).")
+@click.option("--per-channel/--no-per-channel", default=None,
+              help="Per-channel weight scales. Default: off; auto tries both.")
 @overwrite_option
-def export(model_dir, output, opset, optimize, quantize, quantize_preset, per_channel, overwrite):
+def export(model_dir, output, **options):
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
-    Example: nlu-deploy export models/intents --output models/intents-onnx --optimize O2 --quantize dynamic
+    Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
+    --quantize asks for, each loadable with Optimum's ORTModelForSequenceClassification.
+
+    Example: nlu-deploy export models/intents --output models/intents-onnx --optimize O2 --quantize auto
     """
     from nlu_deploy.export import export as run_export
 
-    result = run_export(ExportConfig(model_dir=model_dir, output=output, opset=opset, optimize=optimize,
-                                     quantize=quantize, quantize_preset=quantize_preset,
-                                     per_channel=per_channel, overwrite=overwrite))
+    result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
-        click.echo(f"{variant:10s} {output / file_name}  (max |logit diff| vs PyTorch "
-                   f"{result.max_abs_logit_diff[variant]:.2e})")
+        diff = result.max_abs_logit_diff.get(variant)
+        detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
+        click.echo(f"{variant:10s} {output / file_name}  ({detail})")
+    if result.search is not None:
+        click.echo(result.search.to_markdown())
+        if result.search.kept is None:
+            raise ValidationFailed(f"no int8 candidate stayed within {options['max_score_drop']} points; "
+                                   f"the fp32 export is in {output}, the evidence in quantization_report.md.")
 
 
 @main.command()

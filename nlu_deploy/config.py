@@ -10,7 +10,8 @@ from nlu_deploy.errors import ConfigError
 
 TASKS = ("text-classification",)
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
-QUANTIZATION_MODES = ("dynamic",)
+QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 COMPILE_CHOICES = ("auto", "on", "off")
@@ -87,13 +88,22 @@ class ExportConfig:
     optimize: str | None = None
     quantize: str | None = None
     quantize_preset: str = "auto"  # auto: chosen from this machine's CPU instruction sets
-    per_channel: bool = False
+    per_channel: bool | None = None  # None: off for dynamic/static, both tried by auto
+    max_score_drop: float = 0.3  # auto: accuracy points the kept int8 model may lose
+    validation: Path | None = None  # auto: held-out data; None: the checkpoint's validation split
+    calibration: Path | None = None  # static/auto: None: the checkpoint's training sample
+    calibration_samples: int = 256
+    calibration_method: str = "minmax"
     atol: float = 1e-4  # largest |logit| difference accepted between PyTorch and fp32 ONNX
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize", self.quantize, QUANTIZATION_MODES)
+        _choice("calibration method", self.calibration_method, CALIBRATION_METHODS)
+        _positive("calibration samples", self.calibration_samples)
+        if self.max_score_drop < 0:
+            raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")
         _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
         if self.opset is not None and not 11 <= self.opset <= 23:
             raise ConfigError(f"opset must be between 11 and 23, got {self.opset}.")

@@ -3,6 +3,7 @@ optional optimized (ORTOptimizer) and int8 variants written beside it."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -12,11 +13,14 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
-from nlu_deploy.data import read_records
-from nlu_deploy.errors import ModelError
+from nlu_deploy.data import check_known_labels, load_labelled_texts, read_records
+from nlu_deploy.errors import DataError, ModelError
 from nlu_deploy.modeling import load_checkpoint, load_tokenizer, quiet_transformers
-from nlu_deploy.quantize import quantize_dynamic_int8
-from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
+from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
+from nlu_deploy.quantize_search import Search, search_int8, write_report
+from nlu_deploy.validate import default_columns
+from nlu_deploy.runtime import (OnnxTextClassifier, TorchTextClassifier, encode, length_sorted_batches,
+                                pad_batch)
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
 _CHECK_SENTENCES = [
@@ -33,6 +37,7 @@ class ExportResult:
     files: dict[str, str]  # variant name -> file name
     max_abs_logit_diff: dict[str, float] = field(default_factory=dict)
     quantization: dict | None = None
+    search: object | None = None  # QuantizationReport for --quantize auto
 
 
 def _check_texts(model_dir: Path, limit: int = 64) -> list[str]:
@@ -55,6 +60,8 @@ def export(config: ExportConfig) -> ExportResult:
     model = load_checkpoint(model_dir)  # refuses non-checkpoints before any work starts
     tokenizer = load_tokenizer(str(model_dir))
     quiet_transformers()
+    heldout = _heldout_data(config, model_dir) if config.quantize == "auto" else None
+    calibration = _calibration_batches(config, model_dir, tokenizer) if config.quantize in ("static", "auto") else None
     with artifacts.staged_output(config.output, config.overwrite) as out:
         try:
             with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
@@ -81,24 +88,86 @@ def export(config: ExportConfig) -> ExportResult:
                 f"the ONNX export differs from PyTorch by {result.max_abs_logit_diff['fp32']:.2e} "
                 f"in the logits (allowed {config.atol:.0e}); the export is not trustworthy."
             )
-        quantize_source = artifacts.ONNX_FP32
+        graphs = {"plain": out / artifacts.ONNX_FP32}
         if config.optimize:
-            optimize_graph(out, config.optimize)
-            result.files["optimized"] = quantize_source = artifacts.ONNX_OPTIMIZED
+            graphs["optimized"] = optimize_graph(out, config.optimize)
+            result.files["optimized"] = artifacts.ONNX_OPTIMIZED
             check("optimized", artifacts.ONNX_OPTIMIZED)
+        best_graph = graphs.get("optimized", graphs["plain"])
+        quantized = out / artifacts.ONNX_QUANTIZED
+        per_channel = bool(config.per_channel)
         if config.quantize == "dynamic":
-            result.quantization = quantize_dynamic_int8(out / quantize_source, out / artifacts.ONNX_QUANTIZED,
-                                                        config.quantize_preset, config.per_channel)
-            result.files["quantized"] = artifacts.ONNX_QUANTIZED
-            check("quantized", artifacts.ONNX_QUANTIZED)
+            result.quantization = quantize_dynamic_int8(best_graph, quantized, config.quantize_preset, per_channel)
+        elif config.quantize == "static":
+            # QDQ static quantization cannot wrap the optimizer's fused ops: it starts from the plain graph.
+            result.quantization = quantize_static_int8(graphs["plain"], quantized, calibration,
+                                                       config.calibration_method, config.quantize_preset, per_channel)
+        elif config.quantize == "fp16":
+            result.quantization = convert_fp16(best_graph, out / artifacts.ONNX_FP16)
+            result.files["fp16"] = artifacts.ONNX_FP16
+            result.max_abs_logit_diff["fp16"] = _fp16_check(check)
+        elif config.quantize == "auto":
+            if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
+                graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
+            search = Search(out / ".search" / "candidates", model, tokenizer, heldout, calibration,
+                            config.max_score_drop, config.quantize_preset, config.calibration_method)
+            report = search_int8(search, graphs, quantized, config.per_channel)
+            shutil.rmtree(out / ".search", ignore_errors=True)
+            write_report(report, out)
+            result.search = report
+            kept = next((c for c in report.candidates if c.kept), None)
+            result.quantization = {"mode": "auto", "kept": asdict(kept) if kept else None, "reason": report.reason}
+        if quantized.exists():
+            result.files["int8"] = artifacts.ONNX_QUANTIZED
+            check("int8", artifacts.ONNX_QUANTIZED)
         artifacts.write_manifest(out, "export", asdict(config), parent=model_dir,
                                  files=result.files, max_abs_logit_diff=result.max_abs_logit_diff,
                                  quantization=result.quantization)
     return result
 
 
-def optimize_graph(directory: Path, level: str) -> Path:
-    """Write model_optimized.onnx: ORTOptimizer's fusions (O2: attention, LayerNorm, GELU)."""
+def _fp16_check(check) -> float | None:
+    """fp16 graphs are for GPUs; onnxruntime's CPU provider lacks fp16 kernels for some ops."""
+    try:
+        return check("fp16", artifacts.ONNX_FP16)
+    except ModelError:
+        return None
+
+
+def _heldout_data(config: ExportConfig, model_dir: Path):
+    path = config.validation or model_dir / artifacts.VALIDATION_SPLIT
+    if not path.exists():
+        raise DataError(f"--quantize auto needs held-out data: pass --validation ({path} does not exist).")
+    text_column, label_column = default_columns(model_dir)
+    data = load_labelled_texts(path, text_column, label_column)
+    model_labels = artifacts.read_json(model_dir / "config.json")["label2id"]
+    check_known_labels(data, model_labels)
+    return data
+
+
+def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch_size: int = 8) -> list[dict]:
+    """Tokenized batches of real inputs: --calibration, else the sample finetune recorded."""
+    path = config.calibration or model_dir / artifacts.CALIBRATION_SAMPLE
+    if not path.exists():
+        raise DataError(f"static quantization needs calibration texts: pass --calibration ({path} does not exist).")
+    text_column, _ = default_columns(model_dir)
+    records = read_records(path)
+    if text_column not in records[0]:
+        raise DataError(f"{path} has no column {text_column!r} (columns: {', '.join(records[0])}).")
+    texts = [str(r[text_column]) for r in records]
+    texts = random.Random(0).sample(texts, min(config.calibration_samples, len(texts)))
+    encoded = encode(tokenizer, texts, tokenizer.model_max_length)
+    # Batches of texts with the same token count need no padding: padded positions would feed
+    # the additive attention mask's huge negative values into the activation statistics.
+    by_length: dict[int, list[dict]] = {}
+    for features in encoded.features:
+        by_length.setdefault(len(features["input_ids"]), []).append(features)
+    return [pad_batch(group[start:start + batch_size], tokenizer.pad_token_id or 0)
+            for _, group in sorted(by_length.items()) for start in range(0, len(group), batch_size)]
+
+
+def optimize_graph(directory: Path, level: str, target: Path | None = None) -> Path:
+    """Write model_optimized.onnx (or `target`): ORTOptimizer's fusions (O2: attention, LayerNorm, GELU)."""
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
@@ -110,8 +179,10 @@ def optimize_graph(directory: Path, level: str) -> Path:
             optimization, save_dir=scratch, file_suffix="optimized")
     except Exception as exc:
         raise ModelError(f"onnxruntime's optimizer failed at level {level} ({str(exc).strip().splitlines()[0]}).") from None
-    target = directory / artifacts.ONNX_OPTIMIZED
+    target = target or directory / artifacts.ONNX_OPTIMIZED
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(scratch / artifacts.ONNX_OPTIMIZED, target)
-    shutil.move(scratch / "ort_config.json", directory / "ort_config.json")
+    if target.parent == directory:
+        shutil.move(scratch / "ort_config.json", directory / "ort_config.json")
     shutil.rmtree(scratch)
     return target

@@ -3,9 +3,13 @@ configured from Optimum's per-instruction-set presets."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import platform
 from pathlib import Path
+
+from nlu_deploy.errors import ModelError
 
 
 def cpu_flags() -> set[str]:
@@ -31,7 +35,8 @@ def machine_preset() -> str:
     return "avx2"
 
 
-def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_channel: bool = False) -> dict:
+def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_channel: bool = False,
+                          nodes_to_exclude: list[str] | None = None) -> dict:
     """Write `target`, an int8 (dynamic activation scales) copy of `source`; return the settings.
 
     We call onnxruntime's quantize_dynamic rather than Optimum's ORTQuantizer because the latter
@@ -55,7 +60,7 @@ def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_
         per_channel=qconfig.per_channel,
         reduce_range=qconfig.reduce_range,
         weight_type=qconfig.weights_dtype,
-        nodes_to_exclude=qconfig.nodes_to_exclude or None,
+        nodes_to_exclude=sorted(set(qconfig.nodes_to_exclude or []) | set(nodes_to_exclude or [])) or None,
         extra_options={
             "WeightSymmetric": qconfig.weights_symmetric,
             "ActivationSymmetric": qconfig.activations_symmetric,
@@ -64,4 +69,125 @@ def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_
     )
     return {"mode": "dynamic", "preset": preset, "per_channel": qconfig.per_channel,
             "reduce_range": qconfig.reduce_range, "weights": qconfig.weights_dtype.name,
-            "operators": operators, "source": Path(source).name}
+            "operators": operators, "source": Path(source).name, "nodes_excluded": sorted(nodes_to_exclude or [])}
+
+
+# Ops kept in fp32 inside fp16 graphs: normalisations and softmax sum many terms or take
+# exponentials, where fp16's 10-bit mantissa and 65504 ceiling lose accuracy or overflow.
+FP16_KEEP_FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
+                      "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "Softmax",
+                      "ReduceMean", "Pow", "Sqrt", "Exp", "Erf")
+
+
+def convert_fp16(source: Path, target: Path, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> dict:
+    """An fp16 copy for CUDA / TensorRT, with the model's inputs and outputs unchanged
+    (int64 ids in, fp32 logits out) and the numerically sensitive ops left in fp32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True,
+                                     op_block_list=list(keep_fp32_ops))
+    onnx.save(model, str(target))
+    return {"mode": "fp16", "kept_in_fp32_ops": list(keep_fp32_ops), "source": Path(source).name}
+
+
+class TokenizedBatches:
+    """Calibration input for onnxruntime: pre-tokenized batches, readable in ranges so that
+    calibration runs chunk by chunk and memory stays bounded however large the set is."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches = batches
+        self._pending = iter(batches)
+
+    def get_next(self):
+        return next(self._pending, None)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self.batches[start_index:end_index])
+
+    def rewind(self) -> None:
+        self._pending = iter(self.batches)
+
+
+def quantize_static_int8(source: Path, target: Path, batches: list[dict], method: str = "minmax",
+                         preset: str = "auto", per_channel: bool = False,
+                         nodes_to_exclude: list[str] | None = None) -> dict:
+    """int8 weights and activations, activation ranges calibrated on real inputs (QDQ format).
+
+    Calibration runs one batch at a time (onnxruntime's CalibStridedMinMax with stride 1):
+    statistics are merged as they come, so memory stays bounded however many samples are
+    used, and batches of different lengths never have to be stacked."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    preset = machine_preset() if preset == "auto" else preset
+    qconfig = getattr(AutoQuantizationConfig, preset)(is_static=True, per_channel=per_channel)
+    operators = [getattr(op, "value", op) for op in qconfig.operators_to_quantize]
+    reader = TokenizedBatches(batches)
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    with contextlib.redirect_stdout(io.StringIO()), _histogram_failures_explained(method):
+        quantize_static(
+            model_input=Path(source), model_output=Path(target), calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=operators, per_channel=qconfig.per_channel,
+            reduce_range=qconfig.reduce_range, activation_type=qconfig.activations_dtype,
+            weight_type=qconfig.weights_dtype, nodes_to_exclude=nodes_to_exclude or None,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options={"CalibStridedMinMax": 1, "DefaultTensorType": onnx.TensorProto.FLOAT,
+                           "WeightSymmetric": qconfig.weights_symmetric,
+                           "ActivationSymmetric": qconfig.activations_symmetric},
+        )
+    return {"mode": "static", "preset": preset, "method": method, "per_channel": qconfig.per_channel,
+            "calibration_batches": len(batches), "operators": operators, "source": Path(source).name,
+            "nodes_excluded": sorted(nodes_to_exclude or [])}
+
+
+@contextlib.contextmanager
+def _histogram_failures_explained(method: str):
+    """onnxruntime's entropy and percentile calibrators build numpy histograms that fail on
+    tensors whose float32 values are (almost) all equal; say so instead of a numpy message."""
+    try:
+        yield
+    except ValueError as exc:
+        if method == "minmax" or "bins" not in str(exc):
+            raise
+        raise ModelError(f"onnxruntime's {method} calibration failed on this model ({exc}); "
+                         "use --calibration-method minmax.") from None
+
+
+OPTIMUM_PEER = "model_optimum_peer.onnx"
+
+
+def write_optimum_peer(onnx_dir: Path) -> str:
+    """The plain Optimum recipe, as a peer for benchmarks: ORTQuantizer with the
+    AutoQuantizationConfig.avx512_vnni dynamic preset, applied to the O2 graph when Optimum
+    can quantize it, else to the fp32 graph. Returns a sentence saying which one it did.
+
+    Optimum's ORTQuantizer cannot quantize O2 graphs of BERT (it offers no way to pass
+    DefaultTensorType), which is exactly why quantize_dynamic_int8 above exists.
+    """
+    import shutil
+    import tempfile
+
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    onnx_dir = Path(onnx_dir)
+    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    note = "ORTQuantizer avx512_vnni dynamic on model_optimized.onnx (Optimum's O2 + int8 recipe)"
+    with tempfile.TemporaryDirectory(dir=onnx_dir, prefix=".peer-") as scratch:
+        try:
+            ORTQuantizer.from_pretrained(onnx_dir, file_name="model_optimized.onnx").quantize(qconfig, scratch)
+            produced = Path(scratch) / "model_optimized_quantized.onnx"
+        except Exception as exc:  # the O2 failure is a RuntimeError from onnxruntime's quantizer
+            first_line = str(exc).strip().splitlines()[0][:120]
+            note = (f"ORTQuantizer avx512_vnni dynamic on model.onnx: on the O2 graph Optimum fails "
+                    f"({first_line}...)")
+            ORTQuantizer.from_pretrained(onnx_dir, file_name="model.onnx").quantize(qconfig, scratch)
+            produced = Path(scratch) / "model_quantized.onnx"
+        shutil.move(produced, onnx_dir / OPTIMUM_PEER)
+    return note

@@ -131,9 +131,10 @@ def length_sorted_batches(encoded: Encoded, batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def pad_batch(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, np.ndarray]:
-    """Right-pad one batch to its longest row (the tokenizer's own pad() warns on fast tokenizers)."""
-    width = max(len(f["input_ids"]) for f in features)
+def pad_batch(features: list[dict[str, list[int]]], pad_token_id: int, width: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad one batch to its longest row, or to `width` (the tokenizer's own pad() warns
+    on fast tokenizers)."""
+    width = width or max(len(f["input_ids"]) for f in features)
     batch = {}
     for key in features[0]:
         fill = pad_token_id if key == "input_ids" else 0

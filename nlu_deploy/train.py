@@ -227,6 +227,10 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         tokenizer.save_pretrained(out)
         write_jsonl(validation_data.to_records(config.text_column, config.label_column),
                     out / artifacts.VALIDATION_SPLIT)
+        # A seeded sample of the training texts, for static-quantization calibration in export.
+        sample = random.Random(config.seed).sample(range(len(train_data)), min(1024, len(train_data)))
+        write_jsonl([{config.text_column: train_data.texts[i]} for i in sorted(sample)],
+                    out / artifacts.CALIBRATION_SAMPLE)
         metrics = {"task": config.task, "best_epoch": best_epoch, "best": best_scores, "epochs": history,
                    "train_examples": len(train_data), "validation_examples": len(validation_data),
                    "truncated_train": truncated_train, "truncated_validation": truncated_validation,

@@ -69,3 +69,14 @@ def test_export_refuses_corrupt_weights(tmp_path, tiny_checkpoint):
     with pytest.raises(ModelError, match="cannot be loaded"):
         export(ExportConfig(model_dir=broken, output=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_optimum_peer_is_written_and_says_which_graph_it_quantized(tmp_path, tiny_onnx):
+    from nlu_deploy.quantize import OPTIMUM_PEER, write_optimum_peer
+
+    directory = tmp_path / "onnx"
+    shutil.copytree(tiny_onnx, directory)
+    note = write_optimum_peer(directory)
+    assert "ORTQuantizer avx512_vnni dynamic" in note
+    assert op_types(directory / OPTIMUM_PEER) & {"DynamicQuantizeMatMul", "MatMulInteger"}
+    assert not list(directory.glob(".peer-*"))

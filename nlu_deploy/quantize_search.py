@@ -1,0 +1,226 @@
+"""`--quantize auto`: the fastest int8 model within an accuracy budget, with the evidence.
+
+Every candidate (dynamic or static, plain or O2-optimized graph, per-channel or not) is scored
+on held-out data and timed at batch 1 and 32 in the same run as PyTorch eager. A candidate
+over budget gets its most sensitive layers (measured, one group at a time) put back in fp32
+until it fits, as long as it could still beat the fastest candidate that already fits.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy import artifacts
+from nlu_deploy.benchmark import latency_stats, synthetic_batch, time_calls
+from nlu_deploy.data import LabelledTexts
+from nlu_deploy.metrics import accuracy
+from nlu_deploy.quantize import quantize_dynamic_int8, quantize_static_int8
+from nlu_deploy.reports import markdown_table
+from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier, create_session
+
+SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate uses all held-out data
+
+
+@dataclass
+class Candidate:
+    name: str
+    mode: str  # dynamic | static
+    graph: str  # file the int8 model was made from
+    per_channel: bool
+    method: str | None = None  # calibration method for static
+    nodes_in_fp32: list[str] = field(default_factory=list)
+    size_mb: float | None = None
+    accuracy: float | None = None
+    delta_points: float | None = None
+    latency_b1_ms: float | None = None
+    latency_b32_ms: float | None = None
+    speedup_b32_vs_pytorch: float | None = None
+    fits: bool = False
+    kept: bool = False
+    error: str | None = None
+    note: str = ""
+
+
+@dataclass
+class QuantizationReport:
+    budget_points: float
+    data: str
+    examples: int
+    pytorch_accuracy: float
+    seq_len: int
+    pytorch_latency_b1_ms: float
+    pytorch_latency_b32_ms: float
+    candidates: list[Candidate]
+    kept: str | None
+    reason: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        def number(value, digits=2, suffix=""):
+            return "" if value is None else f"{value:.{digits}f}{suffix}"
+
+        rows = [["pytorch (eager fp32)", "", "", number(100 * self.pytorch_accuracy), "",
+                 number(self.pytorch_latency_b1_ms), number(self.pytorch_latency_b32_ms), "1.00x", "", ""]]
+        for c in self.candidates:
+            status = "**kept**" if c.kept else ("fits" if c.fits else ("error" if c.error else "over budget"))
+            rows.append([c.name, number(c.size_mb, 1), len(c.nodes_in_fp32),
+                         number(None if c.accuracy is None else 100 * c.accuracy), number(c.delta_points, 2),
+                         number(c.latency_b1_ms), number(c.latency_b32_ms), number(c.speedup_b32_vs_pytorch, 2, "x"),
+                         status, c.error or c.note])
+        table = markdown_table(["candidate", "size MB", "nodes in fp32", "accuracy %", "delta (points)",
+                                "latency b1 ms", "latency b32 ms", "b32 vs pytorch", "status", "notes"], rows)
+        return (f"Quantization search: budget {self.budget_points} accuracy points, {self.examples} held-out "
+                f"examples from {self.data}, latency at sequence length {self.seq_len}.\n\n{table}\n\n"
+                f"Kept: **{self.kept or 'none'}**. {self.reason}\n")
+
+
+class Search:
+    """Holds what every candidate is compared with: held-out data, reference, timing inputs."""
+
+    def __init__(self, workdir: Path, model, tokenizer, heldout: LabelledTexts, calibration: list[dict],
+                 budget_points: float, preset: str, calibration_method: str):
+        self.workdir, self.tokenizer, self.heldout = workdir, tokenizer, heldout
+        self.calibration, self.budget, self.preset = calibration, budget_points, preset
+        self.calibration_method = calibration_method
+        self.id2label = model.config.id2label
+        self.gold = np.array([model.config.label2id[y] for y in heldout.labels])
+        self.max_length = tokenizer.model_max_length
+        torch_model = TorchTextClassifier(model, tokenizer, self.max_length)
+        self.reference_logits = torch_model.logits(heldout.texts)
+        self.reference_accuracy = accuracy(self.gold, self.reference_logits.argmax(-1))
+        lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
+        self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
+        self.vocab_size = model.config.vocab_size
+        self.torch_latency = {b: self._time(torch_model._run_batch, b) for b in (1, 32)}
+
+    def _time(self, run_batch: Callable[[dict], object], batch_size: int) -> float:
+        batch = synthetic_batch(batch_size, self.seq_len, self.vocab_size, seed=0)
+        latencies = time_calls(lambda: run_batch(batch), warmup_iters=3, min_iters=10, min_seconds=1.0)
+        return latency_stats(np.array(latencies), batch_size)["p50_ms"]
+
+    def build(self, candidate: Candidate, source: Path, target: Path) -> None:
+        if candidate.mode == "dynamic":
+            quantize_dynamic_int8(source, target, self.preset, candidate.per_channel, candidate.nodes_in_fp32)
+        else:
+            quantize_static_int8(source, target, self.calibration, candidate.method, self.preset,
+                                 candidate.per_channel, candidate.nodes_in_fp32)
+
+    def score(self, path: Path, texts: list[str] | None = None) -> np.ndarray:
+        classifier = OnnxTextClassifier(path, self.tokenizer, self.id2label, self.max_length)
+        return classifier.logits(texts or self.heldout.texts)
+
+    def measure(self, candidate: Candidate, path: Path) -> None:
+        candidate.size_mb = path.stat().st_size / 1e6
+        candidate.accuracy = accuracy(self.gold, self.score(path).argmax(-1))
+        candidate.delta_points = 100 * (candidate.accuracy - self.reference_accuracy)
+        candidate.fits = -candidate.delta_points <= self.budget + 1e-9
+        session = create_session(path)
+        names = [i.name for i in session.get_inputs()]
+        run = lambda batch: session.run(None, {n: batch[n] for n in names})  # noqa: E731
+        candidate.latency_b1_ms, candidate.latency_b32_ms = self._time(run, 1), self._time(run, 32)
+        candidate.speedup_b32_vs_pytorch = self.torch_latency[32] / candidate.latency_b32_ms
+
+    def layer_groups(self, graph: Path) -> dict[str, list[str]]:
+        """Quantizable nodes grouped by encoder layer (embeddings and head apart)."""
+        import onnx
+
+        groups: dict[str, list[str]] = {}
+        for node in onnx.load(str(graph)).graph.node:
+            if node.op_type not in ("MatMul", "Gather", "Attention", "EmbedLayerNormalization", "Gemm"):
+                continue
+            layer = re.search(r"layer[._/](\d+)", node.name)
+            key = f"layer {layer.group(1)}" if layer else ("embeddings" if "embedding" in node.name.lower() else "head")
+            groups.setdefault(key, []).append(node.name)
+        return groups
+
+    def repair(self, candidate: Candidate, source: Path, target: Path, beat_latency: float | None) -> None:
+        """Put the most accuracy-sensitive layer groups back in fp32 until the candidate fits."""
+        groups = self.layer_groups(source)
+        subset = self.heldout.texts[:SENSITIVITY_EXAMPLES]
+        reference = self.reference_logits[:SENSITIVITY_EXAMPLES]
+        errors = {}
+        for name, nodes in groups.items():  # error left when only this group stays fp32
+            trial = Candidate(**{**asdict(candidate), "nodes_in_fp32": nodes})
+            self.build(trial, source, target)
+            errors[name] = float(np.mean((self.score(target, subset) - reference) ** 2))
+        ranking = sorted(groups, key=errors.get)
+        kept_fp32: list[str] = []
+        for step, name in enumerate(ranking[:-1], start=1):  # all groups in fp32 would be no int8 at all
+            kept_fp32.append(name)
+            candidate.nodes_in_fp32 = sorted(n for g in kept_fp32 for n in groups[g])
+            self.build(candidate, source, target)
+            self.measure(candidate, target)
+            candidate.note = f"kept in fp32 by sensitivity: {', '.join(kept_fp32)}"
+            if candidate.fits or (beat_latency is not None and candidate.latency_b32_ms >= beat_latency):
+                return
+
+
+def candidate_specs(graphs: dict[str, Path], per_channel: bool | None, method: str) -> list[Candidate]:
+    channel_options = [False, True] if per_channel is None else [per_channel]
+    specs = []
+    for graph_name in graphs:
+        for channel in channel_options:
+            suffix = "/per-channel" if channel else ""
+            specs.append(Candidate(f"dynamic/{graph_name}{suffix}", "dynamic", graph_name, channel))
+    for channel in channel_options:  # QDQ cannot wrap the fused ops of the optimized graph
+        suffix = "/per-channel" if channel else ""
+        specs.append(Candidate(f"static-{method}/plain{suffix}", "static", "plain", channel, method))
+    return specs
+
+
+def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_channel: bool | None) -> QuantizationReport:
+    """Try every candidate, repair the promising ones, write the fastest that fits to `target`."""
+    workdir = search.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    candidates = candidate_specs(graphs, per_channel, search.calibration_method)
+    files: dict[str, Path] = {}
+    for index, candidate in enumerate(candidates):
+        path = workdir / f"candidate_{index}.onnx"
+        try:
+            search.build(candidate, graphs[candidate.graph], path)
+            search.measure(candidate, path)
+            files[candidate.name] = path
+        except Exception as exc:  # one failing recipe must not end the search; it is reported
+            candidate.error = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+    def best_fitting_latency() -> float | None:
+        fitting = [c.latency_b32_ms for c in candidates if c.fits]
+        return min(fitting) if fitting else None
+
+    for index, candidate in sorted(enumerate(candidates), key=lambda item: item[1].latency_b32_ms or 1e18):
+        if candidate.fits or candidate.error:
+            continue
+        beat = best_fitting_latency()
+        if beat is not None and candidate.latency_b32_ms >= beat:
+            candidate.note = "over budget, and slower than a candidate that fits: not repaired"
+            continue
+        path = workdir / f"candidate_{index}.onnx"
+        search.repair(candidate, graphs[candidate.graph], path, beat)
+        files[candidate.name] = path
+
+    fitting = [c for c in candidates if c.fits]
+    if fitting:
+        best = min(fitting, key=lambda c: c.latency_b32_ms)
+        best.kept = True
+        shutil.copy2(files[best.name], target)
+        reason = (f"It is the fastest at batch 32 of the {len(fitting)} candidates within {search.budget} points "
+                  f"({best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32).")
+    else:
+        best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
+    shutil.rmtree(workdir)
+    return QuantizationReport(search.budget, search.heldout.source, len(search.heldout), search.reference_accuracy,
+                              search.seq_len, search.torch_latency[1], search.torch_latency[32], candidates,
+                              best.name if best else None, reason)
+
+
+def write_report(report: QuantizationReport, directory: Path) -> None:
+    artifacts.write_json(directory / artifacts.QUANTIZATION_REPORT_JSON, report.to_json())
+    (directory / artifacts.QUANTIZATION_REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
