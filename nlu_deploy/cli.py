@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands so that `--help` stays instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,21 @@ def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | Non
     return FinetuneConfig(output=output, overwrite=overwrite, compile=compile_mode, **options)
 
 
+def launch_torchrun(nproc: int) -> int:
+    """Re-run this very command under torchrun with `nproc` processes; return its exit status."""
+    import subprocess
+
+    argv = sys.argv[sys.argv.index("finetune") + 1:]
+    if "--nproc" in argv:
+        index = argv.index("--nproc")
+        del argv[index:index + 2]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "nlu_deploy", "finetune", *argv]
+    click.echo(f"launching: {' '.join(command)}", err=True)
+    return subprocess.call(command)
+
+
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
 
 
@@ -100,8 +116,10 @@ def main() -> None:
               help="Save the training state every N optimizer steps (0: at epoch ends only). "
                    "Ctrl-C or SIGTERM also save it before stopping.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Train with N processes on this machine (launches torchrun; DDP, gloo on CPU, NCCL on CUDA).")
 @overwrite_option
-def finetune(output, overwrite, compile_flag, **options):
+def finetune(output, overwrite, compile_flag, nproc, **options):
     """Fine-tune an encoder for intent classification.
 
     Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
@@ -116,7 +134,11 @@ def finetune(output, overwrite, compile_flag, **options):
     from nlu_deploy.train import finetune as run_finetune
 
     config = make_finetune_config(output, overwrite, compile_flag, **options)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(launch_torchrun(nproc))
     result = run_finetune(config, show_progress=sys.stderr.isatty())
+    if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
+        return  # the main process reports
     click.echo(f"Best epoch {result.best_epoch}: validation accuracy {100 * result.best_scores['accuracy']:.2f}%, "
                f"macro-F1 {100 * result.best_scores['macro_f1']:.2f}% ({result.device}, "
                f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
@@ -143,8 +165,14 @@ def finetune(output, overwrite, compile_flag, **options):
               help="Instruction-set preset; auto picks the one this CPU supports.")
 @click.option("--per-channel/--no-per-channel", default=None,
               help="Per-channel weight scales. Default: off; auto tries both.")
+@click.option("--triton", "triton_repo", type=click.Path(path_type=Path), default=None,
+              help="Also write a Triton Inference Server model repository here (text in, label out).")
+@click.option("--triton-name", default="nlu", show_default=True, help="Name of the ensemble clients call.")
+@click.option("--triton-device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Where Triton runs the ONNX model (cpu serves the int8 file, gpu the float one).")
+@click.option("--triton-tensorrt", is_flag=True, help="gpu: let onnxruntime hand the graph to TensorRT (fp16).")
 @overwrite_option
-def export(model_dir, output, **options):
+def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, **options):
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
     Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
@@ -154,11 +182,19 @@ def export(model_dir, output, **options):
     """
     from nlu_deploy.export import export as run_export
 
+    if triton_tensorrt and triton_device != "gpu":
+        raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
         detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
         click.echo(f"{variant:10s} {output / file_name}  ({detail})")
+    if triton_repo is not None:
+        from nlu_deploy.triton import TritonOptions, export_triton_repository
+
+        served = export_triton_repository(output, triton_repo, TritonOptions(
+            name=triton_name, device=triton_device, tensorrt=triton_tensorrt), overwrite=options["overwrite"])
+        click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())
         if result.search.kept is None:

@@ -211,7 +211,7 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
         best = min(fitting, key=lambda c: c.latency_b32_ms)
         best.kept = True
         shutil.copy2(files[best.name], target)
-        reason = (f"It is the fastest at batch 32 of the {len(fitting)} candidates within {search.budget} points "
+        reason = (f"It is the fastest at batch 32 of {len(fitting)} candidate(s) within {search.budget} points "
                   f"({best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32).")
     else:
         best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."

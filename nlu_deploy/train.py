@@ -18,6 +18,7 @@ from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.data import LabelledTexts, check_known_labels, label_list, load_labelled_texts, stratified_holdout, write_jsonl
 from nlu_deploy.demo import demo_labelled_texts
+from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import classification_scores
 from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
@@ -53,8 +54,11 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loader(tokenizer, data: LabelledTexts, label2id: dict[str, int], batch_size: int,
-                max_length: int, shuffle: bool, seed: int, pad_multiple: int | None):
-    """Dynamic padding: each batch is padded to its own longest row, not to max_length."""
+                max_length: int, shuffle: bool, seed: int, pad_multiple: int | None,
+                dist: DistributedContext = DistributedContext()):
+    """Dynamic padding: each batch is padded to its own longest row, not to max_length.
+    Under torchrun each process gets its share: a DistributedSampler (reshuffled every epoch
+    with set_epoch) for training, a plain slice for evaluation (no padded duplicates)."""
     import torch
     from transformers import DataCollatorWithPadding
 
@@ -62,18 +66,25 @@ def make_loader(tokenizer, data: LabelledTexts, label2id: dict[str, int], batch_
     rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
     if not shuffle:  # evaluation: similar lengths together, less padding
         rows.sort(key=lambda row: len(row["input_ids"]))
+        rows = rows[dist.rank::dist.world_size]
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
     generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle,
-                                         collate_fn=collate, generator=generator)
+    sampler = None
+    if shuffle and dist.enabled:
+        sampler = torch.utils.data.DistributedSampler(rows, num_replicas=dist.world_size, rank=dist.rank,
+                                                      shuffle=True, seed=seed)
+    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                         sampler=sampler, collate_fn=collate, generator=generator)
     return loader, encoded.truncated
 
 
-def evaluate(model, loader, device, amp_dtype) -> dict[str, float]:
+def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = DistributedContext()) -> dict[str, float]:
+    """Scores on the whole validation set; under torchrun each process scores its slice and
+    the predictions are gathered, so every process gets the same, exact figures."""
     import torch
 
     model.eval()
-    gold, predicted, loss_sum = [], [], 0.0
+    gold, predicted, loss_sum = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], 0.0
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -82,8 +93,10 @@ def evaluate(model, loader, device, amp_dtype) -> dict[str, float]:
             loss_sum += output.loss.float().item() * len(batch["labels"])
             predicted.append(output.logits.argmax(-1).cpu().numpy())
             gold.append(batch["labels"].cpu().numpy())
-    scores = classification_scores(np.concatenate(gold), np.concatenate(predicted))
-    scores["loss"] = loss_sum / len(loader.dataset)
+    gold_all = gather_arrays(dist, np.concatenate(gold))
+    predicted_all = gather_arrays(dist, np.concatenate(predicted))
+    scores = classification_scores(gold_all, predicted_all)
+    scores["loss"] = sum_across(dist, loss_sum)[0] / len(gold_all)
     return scores
 
 
@@ -109,7 +122,14 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source, config.trust_remote_code)
     tokenizer.model_max_length = config.max_length  # downstream stages read it from here
+    dist = init_distributed(config.device)
     device = pick_device(config.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if config.batch_size % dist.world_size:
+        raise ConfigError(f"batch size {config.batch_size} must be divisible by the {dist.world_size} processes "
+                          "(it is the global batch, split evenly between them).")
+    per_process_batch = config.batch_size // dist.world_size
     state_dir = checkpointing.training_state_dir(config.output)
     data_description = {"train": _describe(config.train, train_data),
                         "validation": _describe(config.validation, validation_data)}
@@ -132,11 +152,11 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     use_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
     pad_multiple = 8 if use_compile else None  # fewer distinct shapes -> fewer recompiles
 
-    train_loader, truncated_train = make_loader(tokenizer, train_data, label2id, config.batch_size,
-                                                config.max_length, True, config.seed, pad_multiple)
+    train_loader, truncated_train = make_loader(tokenizer, train_data, label2id, per_process_batch,
+                                                config.max_length, True, config.seed, pad_multiple, dist)
     validation_loader, truncated_validation = make_loader(
-        tokenizer, validation_data, label2id, config.batch_size * 2, config.max_length, False,
-        config.seed, pad_multiple)
+        tokenizer, validation_data, label2id, per_process_batch * 2, config.max_length, False,
+        config.seed, pad_multiple, dist)
     optimizer = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -153,19 +173,29 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         progress = state["progress"]
         checkpointing.restore_rng(state)
         train_loader.generator.set_state(state["epoch_generator"])
-    elif state_dir.exists():
+    elif state_dir.exists() and dist.is_main:
         shutil.rmtree(state_dir)
     if use_compile:
         model.compile(dynamic=True)  # in place: state_dict keys stay clean for saving
+    # Under torchrun, DDP averages gradients across processes; `model` stays the bare module
+    # for evaluation and saving.
+    forward = model
+    if dist.enabled:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    show_progress = show_progress and dist.is_main
 
     def save_state(generator_state) -> None:
-        checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
-                                          generator_state, run_fingerprint)
+        if dist.is_main:
+            checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
+                                              generator_state, run_fingerprint)
 
     with checkpointing.StopOnSignal() as stop:
         while progress["epoch"] <= config.epochs:
             epoch = progress["epoch"]
             epoch_generator = train_loader.generator.get_state()  # fixes this epoch's shuffle order
+            if dist.enabled:
+                train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every process
             model.train()
             started = time.perf_counter() - progress["seconds"]
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", disable=not show_progress,
@@ -175,7 +205,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                     continue
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = model(**batch).loss
+                    loss = forward(**batch).loss
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -194,33 +224,39 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                 if on_step:
                     on_step(progress["global_step"])
                 every = config.checkpoint_every
-                if stop.requested or (every and progress["global_step"] % every == 0):
+                stopping = any_across(dist, bool(stop.requested))  # all processes stop at the same step
+                if stopping or (every and progress["global_step"] % every == 0):
                     progress["seconds"] = time.perf_counter() - started
                     save_state(epoch_generator)
-                    if stop.requested:
+                    if stopping:
                         raise checkpointing.TrainingInterrupted(
-                            f"training stopped by {stop.requested} at epoch {epoch}, step "
+                            f"training stopped by {stop.requested or 'a signal'} at epoch {epoch}, step "
                             f"{progress['global_step']}; its state is saved in {state_dir}. Run the same "
                             "command with --resume to continue.")
             seconds = time.perf_counter() - started
-            seen = progress["seen"]
-            scores = evaluate(model, validation_loader, device, amp_dtype)
-            progress["history"].append({"epoch": epoch, "train_loss": progress["loss_sum"] / seen,
+            seen, loss_sum = sum_across(dist, progress["seen"], progress["loss_sum"])  # all processes' share
+            scores = evaluate(model, validation_loader, device, amp_dtype, dist)
+            progress["history"].append({"epoch": epoch, "train_loss": loss_sum / seen,
                                         "validation_loss": scores.pop("loss"),
                                         **{f"validation_{k}": v for k, v in scores.items()},
                                         "samples_per_second": seen / seconds, "seconds": seconds})
             if show_progress:
-                tqdm.write(f"epoch {epoch}: train loss {progress['loss_sum'] / seen:.4f}, validation accuracy "
+                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation accuracy "
                            f"{scores['accuracy']:.4f}, {seen / seconds:.0f} samples/s")
             # Best = highest accuracy, ties broken by lower validation loss (a surer model).
             key = [scores["accuracy"], -progress["history"][-1]["validation_loss"]]
             if key > progress["best_key"]:
                 progress.update(best_epoch=epoch, best_scores=scores, best_key=key)
-                model.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
+                if dist.is_main:
+                    model.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
             progress.update(epoch=epoch + 1, batches_done=0, seen=0, loss_sum=0.0, seconds=0.0)
             save_state(train_loader.generator.get_state())
 
     history, best_epoch, best_scores = progress["history"], progress["best_epoch"], progress["best_scores"]
+    result = FinetuneResult(config.output, best_epoch, best_scores, history, device.type, use_compile)
+    if not dist.is_main:  # the main process writes the one output
+        shutdown(dist)
+        return result
     with artifacts.staged_output(config.output, config.overwrite) as out:
         for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
             shutil.copy2(weights_file, out / weights_file.name)
@@ -232,6 +268,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         write_jsonl([{config.text_column: train_data.texts[i]} for i in sorted(sample)],
                     out / artifacts.CALIBRATION_SAMPLE)
         metrics = {"task": config.task, "best_epoch": best_epoch, "best": best_scores, "epochs": history,
+                   "processes": dist.world_size,
                    "train_examples": len(train_data), "validation_examples": len(validation_data),
                    "truncated_train": truncated_train, "truncated_validation": truncated_validation,
                    "device": device.type, "compiled": use_compile,
@@ -241,7 +278,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                                  parent=Path(source) if Path(source).exists() else None,
                                  model_source=source, labels=labels, data=data_description)
     shutil.rmtree(state_dir)  # the run is complete: nothing left to resume
-    return FinetuneResult(config.output, best_epoch, best_scores, history, device.type, use_compile)
+    shutdown(dist)
+    return result
 
 
 def _refuse_clobbering(config: FinetuneConfig, state_dir: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first; a module may import only modules listed before it.
-LAYERS = ["errors", "config", "artifacts", "reports", "metrics", "data", "demo", "modeling", "runtime", "checkpointing",
-          "quantize", "train", "validate", "benchmark", "quantize_search", "export", "training_benchmark", "plots", "predict", "pipeline", "cli", "__main__"]
+LAYERS = ["errors", "config", "artifacts", "reports", "metrics", "data", "demo", "modeling", "runtime", "checkpointing", "distributed",
+          "quantize", "train", "validate", "benchmark", "quantize_search", "export", "triton", "training_benchmark", "plots", "predict", "pipeline", "cli", "__main__"]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,0 +1,164 @@
+"""A Triton Inference Server model repository for an exported classifier: the ONNX model on the
+onnxruntime backend, a Python-backend tokenizer and post-processor, and an ensemble that chains
+them so clients send raw text and get a label and a score back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from nlu_deploy import artifacts
+from nlu_deploy.errors import ModelError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    name: str = "nlu"
+    device: str = "cpu"  # cpu | gpu: where the ONNX model's instances run
+    instances: int = 1
+    max_batch_size: int = 64
+    queue_delay_us: int = 2000  # dynamic batching waits at most 2 ms to fill a batch
+    tensorrt: bool = False  # gpu only: let onnxruntime hand the graph to TensorRT
+    tensorrt_fp16: bool = True
+
+
+def _io(name: str, data_type: str, dims: list[int]) -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
+
+
+def _block(key: str, entries: list[str]) -> str:
+    return f"{key} [\n" + ",\n".join(entries) + "\n]"
+
+
+def onnx_model_config(name: str, input_names: list[str], num_labels: int, options: TritonOptions) -> str:
+    kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+    lines = [
+        f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {options.max_batch_size}",
+        _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
+        _block("output", [_io("logits", "TYPE_FP32", [num_labels])]),
+        f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}",
+        f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
+    ]
+    if options.tensorrt:
+        precision = "FP16" if options.tensorrt_fp16 else "FP32"
+        lines.append(
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
+            f'parameters {{ key: "precision_mode" value: "{precision}" }} '
+            'parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }')
+    return "\n".join(lines) + "\n"
+
+
+def python_model_config(name: str, inputs: list[str], outputs: list[str], options: TritonOptions,
+                        parameters: dict[str, str] | None = None) -> str:
+    lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {options.max_batch_size}",
+             _block("input", inputs), _block("output", outputs),
+             "instance_group [ { count: 1 kind: KIND_CPU } ]"]
+    for key, value in (parameters or {}).items():
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_config(options: TritonOptions, input_names: list[str]) -> str:
+    name = options.name
+    token_map = "\n".join(f'      output_map {{ key: "{n}" value: "{n}" }}' for n in input_names)
+    model_map = "\n".join(f'      input_map {{ key: "{n}" value: "{n}" }}' for n in input_names)
+    return f'''name: "{name}"
+platform: "ensemble"
+max_batch_size: {options.max_batch_size}
+{_block("input", [_io("TEXT", "TYPE_STRING", [1])])}
+{_block("output", [_io("LABEL", "TYPE_STRING", [1]), _io("SCORE", "TYPE_FP32", [1])])}
+ensemble_scheduling {{
+  step [
+    {{
+      model_name: "{name}_tokenizer"
+      model_version: -1
+      input_map {{ key: "TEXT" value: "TEXT" }}
+{token_map}
+    }},
+    {{
+      model_name: "{name}_model"
+      model_version: -1
+{model_map}
+      output_map {{ key: "logits" value: "logits" }}
+    }},
+    {{
+      model_name: "{name}_postprocess"
+      model_version: -1
+      input_map {{ key: "logits" value: "logits" }}
+      output_map {{ key: "LABEL" value: "LABEL" }}
+      output_map {{ key: "SCORE" value: "SCORE" }}
+    }}
+  ]
+}}
+'''
+
+
+def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: TritonOptions) -> None:
+    """Fill `staging` (an empty directory) with the four models of the repository."""
+    import onnx
+
+    onnx_dir = Path(onnx_dir)
+    config = artifacts.read_json(onnx_dir / "config.json")
+    if "id2label" not in config:
+        raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
+    graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
+    input_names = [i.name for i in graph.input]
+    num_labels = len(config["id2label"])
+    tokenizer_config = artifacts.read_json(onnx_dir / "tokenizer_config.json")
+    max_length = min(int(tokenizer_config.get("model_max_length", 512)), 512)
+    name = options.name
+
+    model_dir = staging / f"{name}_model"
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
+    (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, num_labels, options))
+
+    tokenizer_dir = staging / f"{name}_tokenizer"
+    (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
+    for file_name in TOKENIZER_FILES:
+        if (onnx_dir / file_name).exists():
+            shutil.copy2(onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
+    _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
+    (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
+        f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in input_names],
+        options, {"max_length": str(max_length)}))
+
+    post_dir = staging / f"{name}_postprocess"
+    (post_dir / "1").mkdir(parents=True)
+    (post_dir / "1" / "labels.json").write_text(json.dumps(config["id2label"], ensure_ascii=False, indent=2))
+    _copy_model_code("postprocess_model.py", post_dir / "1" / "model.py")
+    (post_dir / "config.pbtxt").write_text(python_model_config(
+        f"{name}_postprocess", [_io("logits", "TYPE_FP32", [num_labels])],
+        [_io("LABEL", "TYPE_STRING", [1]), _io("SCORE", "TYPE_FP32", [1])], options))
+
+    ensemble_dir = staging / name
+    (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
+    (ensemble_dir / "config.pbtxt").write_text(ensemble_config(options, input_names))
+
+
+def _copy_model_code(resource: str, target: Path) -> None:
+    source = resources.files("nlu_deploy.triton_models").joinpath(resource)
+    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def default_triton_file(onnx_dir: Path, device: str) -> str:
+    """int8 for CPU serving; for GPUs the float graphs (onnxruntime's int8 kernels are CPU ones)."""
+    preference = ((artifacts.ONNX_QUANTIZED, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32) if device == "cpu"
+                  else (artifacts.ONNX_FP16, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32))
+    return next(name for name in preference if (Path(onnx_dir) / name).exists())
+
+
+def export_triton_repository(onnx_dir: Path, repository: Path, options: TritonOptions,
+                             onnx_file: str | None = None, overwrite: bool = False) -> str:
+    """Write the repository atomically; return the ONNX file it serves."""
+    onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
+    if not (Path(onnx_dir) / onnx_file).exists():
+        raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")
+    with artifacts.staged_output(repository, overwrite) as staging:
+        write_repository(Path(onnx_dir), staging, onnx_file, options)
+    return onnx_file

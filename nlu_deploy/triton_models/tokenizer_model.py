@@ -1,0 +1,32 @@
+"""Triton Python-backend model: raw text in, token ids out (written by nlu-deploy export --triton).
+
+Runs inside Triton's Python backend, which provides triton_python_backend_utils; it needs
+`transformers` in the backend's Python environment. The tokenizer files sit next to this file.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parent / "tokenizer"))
+        config = json.loads(args["model_config"])
+        self.output_names = [output["name"] for output in config["output"]]
+        self.max_length = int(config["parameters"]["max_length"]["string_value"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
+            encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="np")
+            outputs = [pb_utils.Tensor(name, encoded[name].astype(np.int64)) for name in self.output_names]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses

@@ -1,0 +1,133 @@
+"""The Triton model repository: every config.pbtxt parses as Triton's own ModelConfig message,
+and the Python-backend models run (against a stub of the backend's utilities) to the same
+labels as `nlu-deploy predict`."""
+
+import importlib.util
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format, text_format
+
+from nlu_deploy.cli import main
+from nlu_deploy.predict import load_predictor
+from nlu_deploy.runtime import create_session
+from nlu_deploy.triton import TritonOptions, export_triton_repository
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                                       reason="tritonclient[grpc] is a test dependency")
+TEXTS = ["wake me up at 7 am", "play some jazz please", "will it rain in oslo tomorrow"]
+
+
+def parse(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, tiny_onnx):
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    served = export_triton_repository(tiny_onnx, repo, TritonOptions(name="intents"))
+    assert served == "model_quantized.onnx"
+    return repo
+
+
+def test_every_config_is_a_valid_triton_model_config(repository):
+    configs = {path.parent.name: parse(path) for path in repository.glob("*/config.pbtxt")}
+    assert set(configs) == {"intents", "intents_model", "intents_tokenizer", "intents_postprocess"}
+    model = configs["intents_model"]
+    assert model.platform == "onnxruntime_onnx" and model.max_batch_size == 64
+    assert model.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert [i.name for i in model.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(list(i.dims) == [-1] for i in model.input)  # batch and sequence length both dynamic
+    assert list(model.output[0].dims) == [4]
+    assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    ensemble = configs["intents"]
+    assert ensemble.platform == "ensemble"
+    steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
+    assert steps == ["intents_tokenizer", "intents_model", "intents_postprocess"]
+    for name in steps:
+        assert (repository / name / "1").is_dir()
+    assert configs["intents_tokenizer"].backend == "python"
+    assert (repository / "intents_model" / "1" / "model.onnx").exists()
+
+
+def test_gpu_repository_asks_for_tensorrt_fp16(tmp_path, tiny_onnx):
+    repo = tmp_path / "gpu"
+    served = export_triton_repository(tiny_onnx, repo, TritonOptions(device="gpu", tensorrt=True))
+    assert served == "model_optimized.onnx"  # int8 kernels are CPU ones
+    config = parse(repo / "nlu_model" / "config.pbtxt")
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+
+
+class StubTensor:
+    def __init__(self, name, array):
+        self._name, self._array = name, np.asarray(array)
+
+    def name(self):
+        return self._name
+
+    def as_numpy(self):
+        return self._array
+
+
+class StubResponse:
+    def __init__(self, output_tensors):
+        self.tensors = {t.name(): t.as_numpy() for t in output_tensors}
+
+
+class StubRequest:
+    def __init__(self, **tensors):
+        self.tensors = {name: StubTensor(name, value) for name, value in tensors.items()}
+
+
+@pytest.fixture
+def backend_stub(monkeypatch):
+    """The slice of triton_python_backend_utils our models use."""
+    stub = types.ModuleType("triton_python_backend_utils")
+    stub.Tensor, stub.InferenceResponse = StubTensor, StubResponse
+    stub.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)
+
+
+def load_python_model(repository, name):
+    path = repository / name / "1" / "model.py"
+    spec = importlib.util.spec_from_file_location(f"triton_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = json_format.MessageToDict(parse(repository / name / "config.pbtxt"), preserving_proto_field_name=True)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config)})
+    return model
+
+
+def test_the_ensemble_chain_gives_the_labels_predict_gives(repository, backend_stub, tiny_onnx):
+    tokenizer = load_python_model(repository, "intents_tokenizer")
+    postprocess = load_python_model(repository, "intents_postprocess")
+    text = np.array([[t.encode("utf-8")] for t in TEXTS], dtype=object)  # Triton's [batch, 1] BYTES
+    [tokens] = tokenizer.execute([StubRequest(TEXT=text)])
+    assert set(tokens.tensors) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert tokens.tensors["input_ids"].shape[0] == len(TEXTS)
+    session = create_session(repository / "intents_model" / "1" / "model.onnx")
+    logits = session.run(None, tokens.tensors)[0]
+    [result] = postprocess.execute([StubRequest(logits=logits)])
+    labels = [value[0].decode("utf-8") for value in result.tensors["LABEL"]]
+    predictor, _ = load_predictor(tiny_onnx)
+    expected = predictor.predict(TEXTS)
+    assert labels == [label for label, _ in expected]
+    np.testing.assert_allclose(result.tensors["SCORE"].reshape(-1), [score for _, score in expected], atol=1e-5)
+
+
+def test_export_cli_writes_the_repository(tmp_path, tiny_checkpoint):
+    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "--output", str(tmp_path / "onnx"),
+                                       "--triton", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    assert "ensemble 'nlu' serves model.onnx" in result.output
+    assert (tmp_path / "repo" / "nlu" / "config.pbtxt").exists()
+    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "--output", str(tmp_path / "onnx2"),
+                                       "--triton", str(tmp_path / "repo2"), "--triton-tensorrt"])
+    assert result.exit_code == 2 and "--triton-tensorrt needs --triton-device gpu" in result.output
