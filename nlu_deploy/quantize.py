@@ -81,14 +81,70 @@ FP16_KEEP_FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLaye
 
 def convert_fp16(source: Path, target: Path, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> dict:
     """An fp16 copy for CUDA / TensorRT, with the model's inputs and outputs unchanged
-    (int64 ids in, fp32 logits out) and the numerically sensitive ops left in fp32."""
+    (int64 ids in, fp32 logits out) and the numerically sensitive ops left in fp32.
+
+    Start from the plain (unfused) graph: onnxruntime's converter leaves fused
+    SkipLayerNormalization nodes with mixed fp16/fp32 inputs, which no runtime accepts; the GPU
+    providers fuse the fp16 graph again when they load it."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True,
                                      op_block_list=list(keep_fp32_ops))
-    onnx.save(model, str(target))
+    onnx.save(_repair_fp16_graph(model, keep_fp32_ops), str(target))
     return {"mode": "fp16", "kept_in_fp32_ops": list(keep_fp32_ops), "source": Path(source).name}
+
+
+def _repair_fp16_graph(model, keep_fp32_ops: tuple[str, ...]):
+    """Mend three flaws of onnxruntime 1.31's converter on BERT graphs: it inserts the same Cast
+    twice when two kept-fp32 nodes read one tensor (an invalid graph), it hands kept-fp32 nodes
+    fp16 initializers (a type error), and it appends Casts out of topological order (which
+    onnx.checker rejects). Drop the duplicates, give those nodes fp32 copies, re-sort."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    seen, unique = set(), []
+    for node in graph.node:
+        signature = (node.op_type, tuple(node.input), tuple(node.output))
+        if signature not in seen:
+            seen.add(signature)
+            unique.append(node)
+    del graph.node[:]
+    graph.node.extend(unique)
+    initializers = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in keep_fp32_ops:
+            continue
+        for position, name in enumerate(node.input):
+            initializer = initializers.get(name)
+            if initializer is None or initializer.data_type != onnx.TensorProto.FLOAT16:
+                continue
+            copy_name = f"{name}_fp32"
+            if copy_name not in initializers:
+                copy = numpy_helper.from_array(numpy_helper.to_array(initializer).astype(np.float32), copy_name)
+                graph.initializer.append(copy)
+                initializers[copy_name] = copy
+            node.input[position] = copy_name
+    _sort_topologically(graph)
+    return model
+
+
+def _sort_topologically(graph) -> None:
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise ValueError("the fp16 graph has a cycle or an undefined input")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 class TokenizedBatches:

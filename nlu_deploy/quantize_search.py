@@ -99,7 +99,7 @@ class Search:
         lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
-        self.torch_latency = {b: self._time(torch_model._run_batch, b) for b in (1, 32)}
+        self.torch_latency = {b: self._time(torch_model.run_batch, b) for b in (1, 32)}
 
     def _time(self, run_batch: Callable[[dict], object], batch_size: int) -> float:
         batch = synthetic_batch(batch_size, self.seq_len, self.vocab_size, seed=0)

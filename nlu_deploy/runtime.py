@@ -153,7 +153,7 @@ class TextClassifier:
         self.max_length = max_length
         self.last_truncated = 0
 
-    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -162,7 +162,7 @@ class TextClassifier:
         result = np.zeros((len(texts), len(self.id2label)), dtype=np.float32)
         for indices in length_sorted_batches(encoded, batch_size):
             padded = pad_batch([encoded.features[i] for i in indices], self.tokenizer.pad_token_id or 0)
-            result[indices] = self._run_batch(padded)
+            result[indices] = self.run_batch(padded)
         return result
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
@@ -186,7 +186,7 @@ class OnnxTextClassifier(TextClassifier):
             raise ModelError(f"{onnx_path} returns {outputs[0].shape[-1]} scores but its config names "
                              f"{len(self.id2label)} labels.")
 
-    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"])
                 for name in self.input_names}
         return self.session.run(None, feed)[0]
@@ -198,7 +198,7 @@ class TorchTextClassifier(TextClassifier):
         self.device = device
         self.model = model.to(device).eval()
 
-    def _run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
