@@ -13,8 +13,11 @@ mkdir -p bench/results
 run_dataset() {
   local name=$1 train=$2 label=$3 epochs=$4
   local work=models/bench-quantize-$name out=bench/results/$stamp-$name
-  nlu-deploy finetune --train "$train" --label-column "$label" --epochs "$epochs" --seed 42 \
-    --output "$work/checkpoint" --overwrite
+  # REUSE_CHECKPOINTS=1 skips fine-tuning when the checkpoint exists (training is reproducible on CPU).
+  if [ "${REUSE_CHECKPOINTS:-0}" != 1 ] || [ ! -f "$work/checkpoint/model.safetensors" ]; then
+    nlu-deploy finetune --train "$train" --label-column "$label" --epochs "$epochs" --seed 42 \
+      --output "$work/checkpoint" --overwrite
+  fi
   nlu-deploy export "$work/checkpoint" --output "$work/onnx" --optimize O2 --quantize auto \
     --max-score-drop 0.3 --overwrite | tee "$out-quantization.md"
   cp "$work/onnx/quantization_report.json" "$out-quantization.json"

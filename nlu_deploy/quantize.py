@@ -36,13 +36,15 @@ def machine_preset() -> str:
 
 
 def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_channel: bool = False,
-                          nodes_to_exclude: list[str] | None = None) -> dict:
+                          nodes_to_exclude: list[str] | None = None, activation_matmuls: bool = False) -> dict:
     """Write `target`, an int8 (dynamic activation scales) copy of `source`; return the settings.
 
     We call onnxruntime's quantize_dynamic rather than Optimum's ORTQuantizer because the latter
     cannot pass `DefaultTensorType`, without which graphs fused by ORTOptimizer (O2 and up)
     fail with "Unable to find data type for weight_name": the fused Attention and
     SkipLayerNormalization outputs have no inferred type. The preset still comes from Optimum.
+    `activation_matmuls` also quantizes MatMuls between two activations (attention scores and
+    context), which onnxruntime leaves in fp32 by default.
     """
     import onnx
     from onnxruntime.quantization import quantize_dynamic
@@ -65,9 +67,11 @@ def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_
             "WeightSymmetric": qconfig.weights_symmetric,
             "ActivationSymmetric": qconfig.activations_symmetric,
             "DefaultTensorType": onnx.TensorProto.FLOAT,
+            "MatMulConstBOnly": not activation_matmuls,
         },
     )
     return {"mode": "dynamic", "preset": preset, "per_channel": qconfig.per_channel,
+            "activation_matmuls": activation_matmuls,
             "reduce_range": qconfig.reduce_range, "weights": qconfig.weights_dtype.name,
             "operators": operators, "source": Path(source).name, "nodes_excluded": sorted(nodes_to_exclude or [])}
 

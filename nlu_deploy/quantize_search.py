@@ -34,6 +34,7 @@ class Candidate:
     graph: str  # file the int8 model was made from
     per_channel: bool
     method: str | None = None  # calibration method for static
+    activation_matmuls: bool = False  # dynamic: also the attention MatMuls between two activations
     nodes_in_fp32: list[str] = field(default_factory=list)
     size_mb: float | None = None
     accuracy: float | None = None
@@ -108,7 +109,8 @@ class Search:
 
     def build(self, candidate: Candidate, source: Path, target: Path) -> None:
         if candidate.mode == "dynamic":
-            quantize_dynamic_int8(source, target, self.preset, candidate.per_channel, candidate.nodes_in_fp32)
+            quantize_dynamic_int8(source, target, self.preset, candidate.per_channel, candidate.nodes_in_fp32,
+                                  candidate.activation_matmuls)
         else:
             quantize_static_int8(source, target, self.calibration, candidate.method, self.preset,
                                  candidate.per_channel, candidate.nodes_in_fp32)
@@ -170,6 +172,9 @@ def candidate_specs(graphs: dict[str, Path], per_channel: bool | None, method: s
         for channel in channel_options:
             suffix = "/per-channel" if channel else ""
             specs.append(Candidate(f"dynamic/{graph_name}{suffix}", "dynamic", graph_name, channel))
+    if "plain" in graphs:  # the optimized graph's fused Attention already covers these MatMuls
+        specs.append(Candidate("dynamic/plain/all-matmuls", "dynamic", "plain", bool(per_channel),
+                               activation_matmuls=True))
     for channel in channel_options:  # QDQ cannot wrap the fused ops of the optimized graph
         suffix = "/per-channel" if channel else ""
         specs.append(Candidate(f"static-{method}/plain{suffix}", "static", "plain", channel, method))
