@@ -40,6 +40,7 @@ def load_finetune_data(config: FinetuneConfig) -> tuple[LabelledTexts, LabelledT
         data = demo_labelled_texts()
     else:
         data = load_labelled_texts(config.train, config.text_column, config.label_column)
+    label_list(data)  # refuses single-class data before anything is split or trained
     if config.validation is not None:
         return data, load_labelled_texts(config.validation, config.text_column, config.label_column)
     return stratified_holdout(data, config.validation_fraction, config.seed)

@@ -68,7 +68,7 @@ CASES = [
     ("non-UTF-8", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\nca\xe9,x\n".encode("latin-1"))],
      1, "is not UTF-8 text (invalid byte at line 2)"),
     ("single class", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,x\nc,x\n")],
-     1, "has a single label ('x')"),
+     1, "d.csv has a single label ('x'); a classifier needs at least two."),
     ("unseen validation label", lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--validation",
                                            write(f.tmp / "dev.csv", "text,label\nhail a cab,order_taxi\n")],
      1, "labels the model was never trained on: 'order_taxi'"),
