@@ -168,9 +168,6 @@ class TokenizedBatches:
     def set_range(self, start_index: int, end_index: int) -> None:
         self._pending = iter(self.batches[start_index:end_index])
 
-    def rewind(self) -> None:
-        self._pending = iter(self.batches)
-
 
 def quantize_static_int8(source: Path, target: Path, batches: list[dict], method: str = "minmax",
                          preset: str = "auto", per_channel: bool = False,

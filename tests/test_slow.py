@@ -1,0 +1,24 @@
+"""Minutes-long checks on the real SNIPS training data (pytest -m slow). They skip with a
+reason when ../shared/data is absent: the datasets are not part of the project."""
+
+import pytest
+
+from nlu_deploy import artifacts
+from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
+from nlu_deploy.export import export
+from nlu_deploy.train import finetune
+from nlu_deploy.validate import validate
+
+
+@pytest.mark.slow
+def test_snips_intents_one_epoch_reach_the_v1_bar(tmp_path, shared_data):
+    """MiniLM, one epoch on a seeded 90% of SNIPS, scored on the other 10% (about 4 minutes)."""
+    checkpoint, onnx_dir = tmp_path / "snips", tmp_path / "snips-onnx"
+    finetune(FinetuneConfig(output=checkpoint, train=shared_data / "snips" / "train.jsonl", label_column="intent",
+                            epochs=1), show_progress=False)
+    export(ExportConfig(model_dir=checkpoint, output=onnx_dir, optimize="O2", quantize="dynamic"))
+    report = validate(ValidateConfig(model_dir=checkpoint, onnx_dir=onnx_dir,
+                                     data=checkpoint / artifacts.VALIDATION_SPLIT, max_score_drop=1.0))
+    by_variant = {v.variant: v for v in report.variants}
+    assert by_variant["fp32"].accuracy >= 0.975
+    assert by_variant["int8"].delta_points >= -1.0 and report.passed
