@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from nlu_deploy import __version__, artifacts
-from nlu_deploy.config import (CALIBRATION_METHODS, COMPILE_CHOICES, OPTIMIZATION_LEVELS, PROVIDERS,
+from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDERS,
                                QUANTIZATION_MODES, QUANTIZATION_PRESETS,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted

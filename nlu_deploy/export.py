@@ -17,10 +17,9 @@ from nlu_deploy.data import check_known_labels, load_labelled_texts, read_record
 from nlu_deploy.errors import DataError, ModelError
 from nlu_deploy.modeling import load_checkpoint, load_tokenizer, quiet_transformers
 from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
-from nlu_deploy.quantize_search import Search, search_int8, write_report
+from nlu_deploy.quantize_search import QuantizationReport, Search, search_int8, write_report
+from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier, encode, pad_batch
 from nlu_deploy.validate import default_columns
-from nlu_deploy.runtime import (OnnxTextClassifier, TorchTextClassifier, encode, length_sorted_batches,
-                                pad_batch)
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
 _CHECK_SENTENCES = [
@@ -37,13 +36,14 @@ class ExportResult:
     files: dict[str, str]  # variant name -> file name
     max_abs_logit_diff: dict[str, float] = field(default_factory=dict)
     quantization: dict | None = None
-    search: object | None = None  # QuantizationReport for --quantize auto
+    search: QuantizationReport | None = None  # --quantize auto only
 
 
 def _check_texts(model_dir: Path, limit: int = 64) -> list[str]:
     split = model_dir / artifacts.VALIDATION_SPLIT
+    text_column, _ = default_columns(model_dir)
     if split.exists():
-        texts = [str(next(iter(record.values()))) for record in read_records(split)[:limit]]
+        texts = [str(record[text_column]) for record in read_records(split)[:limit] if text_column in record]
         if texts:
             return texts + _CHECK_SENTENCES
     return _CHECK_SENTENCES

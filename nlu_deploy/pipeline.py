@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.benchmark import BenchReport, bench

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
 from onnx import numpy_helper
 
 from nlu_deploy import artifacts
