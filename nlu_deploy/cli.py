@@ -14,10 +14,11 @@ import click
 
 from nlu_deploy import __version__, artifacts
 from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDERS,
-                               QUANTIZATION_MODES, QUANTIZATION_PRESETS,
+                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
+from nlu_deploy.modeling import checkpoint_task
 
 
 class NluDeployGroup(click.Group):
@@ -55,13 +56,16 @@ def finetune_options(command):
                      help="Encoder to fine-tune: a local directory or Hugging Face name. "
                           "Default: the packaged sentence-transformers/all-MiniLM-L6-v2."),
         click.option("--train", type=click.Path(path_type=Path), default=None,
-                     help="Training data (CSV, TSV, JSON, JSONL, Parquet). Default: the built-in demo data."),
+                     help="Training data (CSV, TSV, JSON, JSONL, Parquet; for tagging also CoNLL .conll/.iob/.bio). "
+                          "Default: the built-in demo data."),
         click.option("--validation", type=click.Path(path_type=Path), default=None,
-                     help="Validation data. Default: a seeded, stratified 10% of --train."),
-        click.option("--task", type=click.Choice(["text-classification"]), default="text-classification",
-                     show_default=True),
-        click.option("--text-column", default="text", show_default=True),
-        click.option("--label-column", default="label", show_default=True),
+                     help="Validation data. Default: a seeded 10% of --train (stratified by intent)."),
+        click.option("--task", type=click.Choice(TASKS), default="text-classification", show_default=True,
+                     help="text-classification: one intent per text. token-classification: BIO slot/NER tags per word."),
+        click.option("--text-column", default=None,
+                     help="Column with the text (default 'text'), or for tagging the list of words (default 'tokens')."),
+        click.option("--label-column", default=None,
+                     help="Column with the intent (default 'label'), or for tagging the list of tags (default 'tags')."),
         click.option("--epochs", type=int, default=3, show_default=True),
         click.option("--batch-size", type=int, default=32, show_default=True),
         click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW)."),
@@ -106,7 +110,8 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPU
 @click.group(cls=NluDeployGroup)
 @click.version_option(__version__, prog_name="nlu-deploy")
 def main() -> None:
-    """Take a transformer encoder to a fast, validated ONNX deployment for intent classification."""
+    """Take a transformer encoder to a fast, validated ONNX deployment for intent classification
+    and slot filling / NER."""
 
 
 @main.command()
@@ -120,7 +125,7 @@ def main() -> None:
               help="Train with N processes on this machine (launches torchrun; DDP, gloo on CPU, NCCL on CUDA).")
 @overwrite_option
 def finetune(output, overwrite, compile_flag, nproc, **options):
-    """Fine-tune an encoder for intent classification.
+    """Fine-tune an encoder for intent classification or (--task token-classification) slot tagging.
 
     Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
     metrics.json with per-epoch loss and validation scores, the validation split it scored
@@ -130,6 +135,8 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
     with --resume continues it and ends with the same result as an uninterrupted run.
 
     Example: nlu-deploy finetune --train data/train.csv --label-column intent --output models/intents
+
+    Example: nlu-deploy finetune --task token-classification --train snips/train.jsonl --output models/slots
     """
     from nlu_deploy.train import finetune as run_finetune
 
@@ -139,8 +146,13 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
     result = run_finetune(config, show_progress=sys.stderr.isatty())
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports
-    click.echo(f"Best epoch {result.best_epoch}: validation accuracy {100 * result.best_scores['accuracy']:.2f}%, "
-               f"macro-F1 {100 * result.best_scores['macro_f1']:.2f}% ({result.device}, "
+    best = result.best_scores
+    if config.task == "token-classification":
+        scores = (f"entity F1 {100 * best['entity_f1']:.2f}% (precision {100 * best['entity_precision']:.2f}%, "
+                  f"recall {100 * best['entity_recall']:.2f}%)")
+    else:
+        scores = f"accuracy {100 * best['accuracy']:.2f}%, macro-F1 {100 * best['macro_f1']:.2f}%"
+    click.echo(f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
                f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
 
 
@@ -154,7 +166,7 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
               help="dynamic / static: also write model_quantized.onnx (int8). fp16: model_fp16.onnx for "
                    "CUDA/TensorRT. auto: the fastest int8 candidate within --max-score-drop, with a report.")
 @click.option("--max-score-drop", type=float, default=0.3, show_default=True,
-              help="auto: accuracy points the kept int8 model may lose against PyTorch.")
+              help="auto: points of accuracy (entity F1 for a slot tagger) the kept int8 model may lose.")
 @click.option("--validation", type=click.Path(path_type=Path), default=None,
               help="auto: held-out data to score candidates. Default: the checkpoint's validation split.")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
@@ -184,6 +196,8 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
+    if triton_repo is not None and checkpoint_task(model_dir) == "token-classification":
+        raise click.UsageError("--triton serves intent classifiers only; this checkpoint is a slot tagger.")
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
@@ -211,13 +225,15 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 @click.option("--text-column", default=None, help="Default: the column the checkpoint was trained with.")
 @click.option("--label-column", default=None, help="Default: the column the checkpoint was trained with.")
 @click.option("--max-score-drop", type=float, default=1.0, show_default=True,
-              help="Accuracy points an ONNX file may lose against PyTorch.")
+              help="Points of accuracy (intents) or entity F1 (tagging) an ONNX file may lose against PyTorch.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
 def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_drop, batch_size, json_path):
     """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
 
-    Exits with status 1 when a file's accuracy is more than --max-score-drop points below PyTorch.
+    Exits with status 1 when a file's accuracy (entity F1 for a slot tagger) is more than
+    --max-score-drop points below PyTorch. Tagged data may be JSONL/JSON/Parquet word and tag
+    lists or a CoNLL file.
     The report is also saved as validation.json in the ONNX directory, for `bench --recommend`.
 
     Example: nlu-deploy validate --model models/intents --onnx models/intents-onnx --data data/dev.csv
@@ -233,7 +249,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
         report.write_json(json_path)
     if not report.passed:
         names = ", ".join(f"{v.file} ({v.delta_points:+.2f} points)" for v in report.failures)
-        raise ValidationFailed(f"accuracy dropped by more than {max_score_drop} points for {names}.")
+        raise ValidationFailed(f"{report.metric_name} dropped by more than {max_score_drop} points for {names}.")
 
 
 @main.command()
@@ -311,19 +327,32 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def predict(model_dir, texts, input_file, variant, provider, as_json):
-    """Classify texts with an exported model (or a PyTorch checkpoint directory).
+    """Classify texts, or find their slots/entities, with an exported model (or a PyTorch checkpoint).
+
+    A slot tagger prints each entity's type, text, character offsets [start, end) into the
+    input and score; texts are split into words at whitespace, as in the training data.
 
     Example: nlu-deploy predict models/demo/onnx "wake me up at 7" "play some jazz"
     """
-    from nlu_deploy.predict import load_predictor
     from nlu_deploy.data import read_texts
+    from nlu_deploy.predict import load_predictor
+    from nlu_deploy.tagging import WordTagger
 
     all_texts = list(texts) + (read_texts(input_file) if input_file else [])
     if not all_texts:
         raise click.UsageError("give texts as arguments or with --file.")
     predictor, used = load_predictor(model_dir, variant, provider)
     click.echo(f"using {used}", err=True)
-    for text, (label, score) in zip(all_texts, predictor.predict(all_texts)):
+    predictions = predictor.predict(all_texts)
+    if isinstance(predictor, WordTagger):
+        for text, entities in zip(all_texts, predictions):
+            if as_json:
+                click.echo(json.dumps({"text": text, "entities": [e.to_json() for e in entities]}, ensure_ascii=False))
+            else:
+                found = "  ".join(f"{e.type}={e.text!r}[{e.start}:{e.end}]@{e.score:.3f}" for e in entities)
+                click.echo(f"{text}\t{found or '(no entities)'}")
+        return
+    for text, (label, score) in zip(all_texts, predictions):
         if as_json:
             click.echo(json.dumps({"text": text, "label": label, "score": round(score, 6)}, ensure_ascii=False))
         else:
@@ -355,7 +384,7 @@ def bench_training(json_path, compile_flag, **options):
               help="Directory for the checkpoint, ONNX files and report.")
 @click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default="O2", show_default=True)
 @click.option("--max-score-drop", type=float, default=1.0, show_default=True,
-              help="Accuracy points an ONNX file may lose against PyTorch.")
+              help="Points of accuracy (entity F1 for tagging) an ONNX file may lose against PyTorch.")
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
 @click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
@@ -367,6 +396,8 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, ov
     options it trains the packaged MiniLM on the built-in demo data.
 
     Example: nlu-deploy run --train data/train.jsonl --label-column intent --output models/snips
+
+    Example: nlu-deploy run --task token-classification --output models/demo-slots
     """
     from nlu_deploy.pipeline import run as run_pipeline
 
@@ -378,4 +409,5 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, ov
     click.echo(report.to_markdown())
     click.echo(f"Report: {output / 'report.md'}")
     if not report.validation.passed:
-        raise ValidationFailed("at least one ONNX file lost more accuracy than allowed; see the report.")
+        raise ValidationFailed(f"at least one ONNX file lost more {report.validation.metric_name} than allowed; "
+                               "see the report.")

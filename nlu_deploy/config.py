@@ -8,7 +8,10 @@ from pathlib import Path
 
 from nlu_deploy.errors import ConfigError
 
-TASKS = ("text-classification",)
+TASKS = ("text-classification", "token-classification")
+# The columns each task reads when none are named: a sentence and its intent, or a list of
+# words and their BIO tags (as in SNIPS's tokens/tags).
+DEFAULT_COLUMNS = {"text-classification": ("text", "label"), "token-classification": ("tokens", "tags")}
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -36,8 +39,8 @@ class FinetuneConfig:
     train: Path | None = None  # None: the built-in demo dataset
     validation: Path | None = None  # None: a seeded, stratified holdout of train
     task: str = "text-classification"
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | None = None  # None: the task's default (DEFAULT_COLUMNS)
+    label_column: str | None = None
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-4
@@ -57,6 +60,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _choice("task", self.task, TASKS)
+        default_text, default_label = DEFAULT_COLUMNS[self.task]
+        # Frozen dataclass: fill the task's default columns once, here, so every reader agrees.
+        object.__setattr__(self, "text_column", self.text_column or default_text)
+        object.__setattr__(self, "label_column", self.label_column or default_label)
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
@@ -117,7 +124,7 @@ class ValidateConfig:
     data: Path
     text_column: str | None = None  # None: the columns the checkpoint was trained with
     label_column: str | None = None
-    max_score_drop: float = 1.0  # accuracy points
+    max_score_drop: float = 1.0  # points of the task's score: accuracy, or entity F1 for tagging
     batch_size: int = 64
     max_length: int | None = None  # None: what the checkpoint was trained with
 

@@ -34,7 +34,7 @@ class LabelledTexts:
         return [{text_column: t, label_column: y} for t, y in zip(self.texts, self.labels)]
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -51,7 +51,7 @@ def _read_text(path: Path) -> str:
 
 
 def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
-    lines = _read_text(path).splitlines()
+    lines = read_text(path).splitlines()
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)
@@ -72,7 +72,7 @@ def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -87,7 +87,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
@@ -195,7 +195,7 @@ def read_texts(path: Path) -> list[str]:
         if "text" not in records[0]:
             raise DataError(f"{path} has no 'text' column.")
         return [str(record["text"]) for record in records]
-    texts = [line for line in _read_text(path).splitlines() if line.strip()]
+    texts = [line for line in read_text(path).splitlines() if line.strip()]
     if not texts:
         raise DataError(f"{path} holds no text.")
     return texts

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 from nlu_deploy.data import LabelledTexts, write_jsonl
+from nlu_deploy.tagged_data import TaggedSentences
 
 SLOT_VALUES: dict[str, list[str]] = {
     "time": ["7 am", "6:30", "half past eight", "noon", "9 pm", "5:45 in the morning", "midnight",
@@ -160,6 +161,12 @@ def generate_demo_examples(per_intent: int = 300, seed: int = 13) -> list[dict]:
 def demo_labelled_texts() -> LabelledTexts:
     examples = generate_demo_examples()
     return LabelledTexts([e["text"] for e in examples], [e["label"] for e in examples], "built-in demo data")
+
+
+def demo_tagged_sentences() -> TaggedSentences:
+    """The same utterances as word lists with BIO slot tags (16 slot types)."""
+    examples = generate_demo_examples()
+    return TaggedSentences([e["tokens"] for e in examples], [e["tags"] for e in examples], "built-in demo data")
 
 
 def write_demo_dataset(path: Path) -> None:

@@ -15,10 +15,12 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
 from nlu_deploy.data import check_known_labels, load_labelled_texts, read_records
 from nlu_deploy.errors import DataError, ModelError
-from nlu_deploy.modeling import load_checkpoint, load_tokenizer, quiet_transformers
+from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer, quiet_transformers
 from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier, encode, pad_batch
+from nlu_deploy.tagged_data import check_known_tags, load_tagged_sentences
+from nlu_deploy.tagging import onnx_tagger, torch_tagger
 from nlu_deploy.validate import default_columns
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
@@ -43,10 +45,28 @@ def _check_texts(model_dir: Path, limit: int = 64) -> list[str]:
     split = model_dir / artifacts.VALIDATION_SPLIT
     text_column, _ = default_columns(model_dir)
     if split.exists():
-        texts = [str(record[text_column]) for record in read_records(split)[:limit] if text_column in record]
+        texts = [_as_text(record[text_column]) for record in read_records(split)[:limit] if text_column in record]
         if texts:
             return texts + _CHECK_SENTENCES
     return _CHECK_SENTENCES
+
+
+def _as_text(value) -> str:
+    """A text column, or a tagged sentence's word list joined by spaces."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _logits_for_check(model_or_path, tokenizer, id2label, texts: list[str], task: str) -> np.ndarray:
+    """Logits of the check texts, from the PyTorch model or an ONNX file: one row per text,
+    or for tagging one row per word (its first sub-word)."""
+    max_length = tokenizer.model_max_length
+    if task == "token-classification":
+        tagger = (onnx_tagger(model_or_path, tokenizer, id2label, max_length) if isinstance(model_or_path, Path)
+                  else torch_tagger(model_or_path, tokenizer, max_length))
+        return np.nan_to_num(np.concatenate(tagger.word_logits([t.split() for t in texts])), nan=0.0)
+    if isinstance(model_or_path, Path):
+        return OnnxTextClassifier(model_or_path, tokenizer, id2label, max_length).logits(texts)
+    return TorchTextClassifier(model_or_path, tokenizer, max_length).logits(texts)
 
 
 def max_logit_difference(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -59,6 +79,7 @@ def export(config: ExportConfig) -> ExportResult:
     model_dir = Path(config.model_dir)
     model = load_checkpoint(model_dir)  # refuses non-checkpoints before any work starts
     tokenizer = load_tokenizer(str(model_dir))
+    task = checkpoint_task(model_dir)
     quiet_transformers()
     heldout = _heldout_data(config, model_dir) if config.quantize == "auto" else None
     calibration = _calibration_batches(config, model_dir, tokenizer) if config.quantize in ("static", "auto") else None
@@ -66,20 +87,19 @@ def export(config: ExportConfig) -> ExportResult:
         try:
             with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
                 warnings.simplefilter("ignore")
-                main_export(str(model_dir), out, task="text-classification", opset=config.opset,
+                main_export(str(model_dir), out, task=task, opset=config.opset,
                             do_validation=False, trust_remote_code=False, local_files_only=True)
         except Exception as exc:  # the exporter wraps torch.onnx failures in many types
             raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
 
         # Optimum's own validation only warns on a mismatch; a deployment tool must refuse.
         texts = _check_texts(model_dir)
-        reference = TorchTextClassifier(model, tokenizer, tokenizer.model_max_length).logits(texts)
+        reference = _logits_for_check(model, tokenizer, model.config.id2label, texts, task)
         result = ExportResult(config.output, {"fp32": artifacts.ONNX_FP32})
 
         def check(name: str, file_name: str) -> float:
-            onnx_model = OnnxTextClassifier(out / file_name, tokenizer, model.config.id2label,
-                                            tokenizer.model_max_length)
-            diff = max_logit_difference(reference, onnx_model.logits(texts))
+            logits = _logits_for_check(out / file_name, tokenizer, model.config.id2label, texts, task)
+            diff = max_logit_difference(reference, logits)
             result.max_abs_logit_diff[name] = diff
             return diff
 
@@ -122,7 +142,7 @@ def export(config: ExportConfig) -> ExportResult:
             check("int8", artifacts.ONNX_QUANTIZED)
         artifacts.write_manifest(out, "export", asdict(config), parent=model_dir,
                                  files=result.files, max_abs_logit_diff=result.max_abs_logit_diff,
-                                 quantization=result.quantization)
+                                 quantization=result.quantization, task=task)
     return result
 
 
@@ -131,8 +151,12 @@ def _heldout_data(config: ExportConfig, model_dir: Path):
     if not path.exists():
         raise DataError(f"--quantize auto needs held-out data: pass --validation ({path} does not exist).")
     text_column, label_column = default_columns(model_dir)
-    data = load_labelled_texts(path, text_column, label_column)
     model_labels = artifacts.read_json(model_dir / "config.json")["label2id"]
+    if checkpoint_task(model_dir) == "token-classification":
+        tagged = load_tagged_sentences(path, text_column, label_column)
+        check_known_tags(tagged, model_labels)
+        return tagged
+    data = load_labelled_texts(path, text_column, label_column)
     check_known_labels(data, model_labels)
     return data
 
@@ -146,7 +170,7 @@ def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch
     records = read_records(path)
     if text_column not in records[0]:
         raise DataError(f"{path} has no column {text_column!r} (columns: {', '.join(records[0])}).")
-    texts = [str(r[text_column]) for r in records]
+    texts = [_as_text(r[text_column]) for r in records]
     texts = random.Random(0).sample(texts, min(config.calibration_samples, len(texts)))
     encoded = encode(tokenizer, texts, tokenizer.model_max_length)
     # Batches of texts with the same token count need no padding: padded positions would feed

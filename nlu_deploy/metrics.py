@@ -1,4 +1,5 @@
-"""Task metrics for intent classification, in plain numpy so every stage scores the same way."""
+"""Task metrics, in plain Python/numpy so every stage scores the same way: accuracy and
+macro-F1 for intents; entity-level precision, recall and F1 for BIO-tagged slots."""
 
 from __future__ import annotations
 
@@ -23,3 +24,53 @@ def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
 
 def classification_scores(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted)}
+
+
+def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities as (type, first word, end word exclusive), with conlleval's rules (seqeval's
+    default mode): B-X starts an entity; I-X continues an X entity and otherwise starts one;
+    O, or a tag of another type, ends it."""
+    spans = []
+    current: tuple[str, int] | None = None
+    for index, tag in enumerate([*tags, "O"]):
+        prefix, _, kind = tag.partition("-")
+        if prefix == "I" and current is not None and current[0] == kind:
+            continue
+        if current is not None:
+            spans.append((current[0], current[1], index))
+            current = None
+        if prefix in ("B", "I"):
+            current = (kind, index)
+    return spans
+
+
+def _prf(true_positives: int, predicted: int, gold: int) -> dict[str, float]:
+    precision = true_positives / predicted if predicted else 0.0
+    recall = true_positives / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": gold}
+
+
+def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Exact-span entity precision/recall/F1, overall (micro) and per type, plus word-level tag
+    accuracy. An entity counts only if its type and both boundaries match."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted ones.")
+    gold_entities, predicted_entities = set(), set()
+    words = correct_words = 0
+    for sentence, (gold_tags, predicted_tags) in enumerate(zip(gold, predicted)):
+        if len(gold_tags) != len(predicted_tags):
+            raise ValueError(f"sentence {sentence}: {len(gold_tags)} gold tags but {len(predicted_tags)} predicted.")
+        gold_entities.update((sentence, *span) for span in entity_spans(gold_tags))
+        predicted_entities.update((sentence, *span) for span in entity_spans(predicted_tags))
+        words += len(gold_tags)
+        correct_words += sum(g == p for g, p in zip(gold_tags, predicted_tags))
+    matched = gold_entities & predicted_entities
+    per_type = {}
+    for kind in sorted({e[1] for e in gold_entities | predicted_entities}):
+        per_type[kind] = _prf(sum(e[1] == kind for e in matched), sum(e[1] == kind for e in predicted_entities),
+                              sum(e[1] == kind for e in gold_entities))
+    overall = _prf(len(matched), len(predicted_entities), len(gold_entities))
+    return {"entity_f1": overall["f1"], "entity_precision": overall["precision"],
+            "entity_recall": overall["recall"], "entities": overall["support"],
+            "tag_accuracy": correct_words / words if words else 0.0, "per_type": per_type}

@@ -45,12 +45,31 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         raise ModelError(f"could not load a tokenizer from {source} ({_first_line(exc)}).") from None
 
 
-def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
-                      trust_remote_code: bool = False):
-    """The encoder with a fresh classification head. Weights must be safetensors unless the
-    user allows pickle: unpickling a downloaded .bin file can execute arbitrary code."""
-    from transformers import AutoModelForSequenceClassification
+def auto_model_class(task: str):
+    """The transformers Auto class with the right head: one label per text, or one per token."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    return AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
+
+
+def checkpoint_task(directory: Path) -> str:
+    """text-classification or token-classification, from the head named in config.json."""
+    import json
+
+    path = Path(directory) / "config.json"
+    try:
+        architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return "text-classification"  # load_checkpoint reports what is wrong with the directory
+    return "token-classification" if any(a.endswith("ForTokenClassification") for a in architectures) \
+        else "text-classification"
+
+
+def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
+                      trust_remote_code: bool = False, task: str = "text-classification"):
+    """The encoder with a fresh classification head (per text or per token). Weights must be
+    safetensors unless the user allows pickle: unpickling a downloaded .bin file can execute
+    arbitrary code."""
     quiet_transformers()
     local = Path(source)
     if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
@@ -58,7 +77,7 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
             raise ModelError(f"{source} has only pickle weights (.bin/.pt), which can run code when loaded; "
                              "convert them to safetensors or pass --allow-pickle if you trust the source.")
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        return auto_model_class(task).from_pretrained(
             source,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
@@ -74,9 +93,8 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
 
 
 def load_checkpoint(directory: Path):
-    """A fine-tuned classification checkpoint written by `finetune` (or any HF directory)."""
-    from transformers import AutoModelForSequenceClassification
-
+    """A fine-tuned checkpoint written by `finetune` (or any HF directory), with the head its
+    config.json names: sequence or token classification."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ModelError(f"{directory} is not a model checkpoint (it has no config.json).")
@@ -84,7 +102,7 @@ def load_checkpoint(directory: Path):
         raise ModelError(f"{directory} has no safetensors weights ({WEIGHTS}).")
     quiet_transformers()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_model_class(checkpoint_task(directory)).from_pretrained(
             directory, use_safetensors=True, trust_remote_code=False
         )
     except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError

@@ -13,7 +13,7 @@ from nlu_deploy.config import BenchConfig, ExportConfig, RunConfig, ValidateConf
 from nlu_deploy.export import export
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.train import finetune
-from nlu_deploy.validate import ValidationReport, validate
+from nlu_deploy.validate import TaggingValidationReport, ValidationReport, validate
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"
@@ -22,7 +22,7 @@ ONNX_DIR = "onnx"
 @dataclass
 class RunReport:
     finetune_metrics: dict
-    validation: ValidationReport
+    validation: ValidationReport | TaggingValidationReport
     benchmark: BenchReport
     seconds: dict[str, float]
 
@@ -36,7 +36,7 @@ class RunReport:
         shortest = min(m.seq_len for m in self.benchmark.measurements)
         rows = []
         for v in self.validation.variants:
-            rows.append({"variant": v.variant, "file": v.file, "accuracy": v.accuracy, "delta_points": v.delta_points,
+            rows.append({"variant": v.variant, "file": v.file, "score": v.score, "delta_points": v.delta_points,
                          "passed": v.passed, "batch_size": largest, "seq_len": shortest,
                          "speedup_vs_pytorch": self.benchmark.speedup(v.variant, largest, shortest)})
         return rows
@@ -49,17 +49,19 @@ class RunReport:
     def to_markdown(self) -> str:
         figures = self.key_figures()
         shape = f"batch {figures[0]['batch_size']}, seq len {figures[0]['seq_len']}" if figures else ""
-        rows = [[f["variant"], percent(f["accuracy"]), signed_points(f["delta_points"]),
+        metric = self.validation.metric_name
+        rows = [[f["variant"], percent(f["score"]), signed_points(f["delta_points"]),
                  "pass" if f["passed"] else "FAIL",
                  f"{f['speedup_vs_pytorch']:.2f}x" if f["speedup_vs_pytorch"] else "n/a"] for f in figures]
+        primary = self.finetune_metrics.get("primary_metric", "accuracy")
         best = self.finetune_metrics["best"]
         lines = [
             "# nlu-deploy run report", "",
             f"Recommended variant: **{self.recommended or 'none passed the accuracy gate'}** "
             "(fastest ONNX file within the accuracy budget).", "",
-            f"PyTorch checkpoint: validation accuracy {percent(best['accuracy'])}% "
+            f"PyTorch checkpoint: validation {primary.replace('_', ' ')} {percent(best[primary])}% "
             f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).", "",
-            markdown_table(["variant", "accuracy %", "delta (points)", "gate", f"speed-up vs PyTorch ({shape})"], rows),
+            markdown_table(["variant", f"{metric} %", "delta (points)", "gate", f"speed-up vs PyTorch ({shape})"], rows),
             "", "## Validation", "", self.validation.to_markdown(),
             "## Benchmark", "", self.benchmark.to_markdown(),
             "## Time per stage", "",

@@ -19,10 +19,12 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.benchmark import latency_stats, synthetic_batch, time_calls
 from nlu_deploy.data import LabelledTexts
-from nlu_deploy.metrics import accuracy
+from nlu_deploy.metrics import accuracy, entity_scores
 from nlu_deploy.quantize import quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.reports import markdown_table
-from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier, create_session
+from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, create_session
+from nlu_deploy.tagged_data import TaggedSentences
+from nlu_deploy.tagging import WordTagger
 
 SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate uses all held-out data
 
@@ -37,7 +39,7 @@ class Candidate:
     activation_matmuls: bool = False  # dynamic: also the attention MatMuls between two activations
     nodes_in_fp32: list[str] = field(default_factory=list)
     size_mb: float | None = None
-    accuracy: float | None = None
+    accuracy: float | None = None  # the task's score: accuracy, or entity F1 for a tagger
     delta_points: float | None = None
     latency_b1_ms: float | None = None
     latency_b32_ms: float | None = None
@@ -60,6 +62,7 @@ class QuantizationReport:
     candidates: list[Candidate]
     kept: str | None
     reason: str
+    metric: str = "accuracy"  # or "entity F1": what `accuracy` holds in this report
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,31 +79,54 @@ class QuantizationReport:
                          number(None if c.accuracy is None else 100 * c.accuracy), number(c.delta_points, 2),
                          number(c.latency_b1_ms), number(c.latency_b32_ms), number(c.speedup_b32_vs_pytorch, 2, "x"),
                          status, c.error or c.note])
-        table = markdown_table(["candidate", "size MB", "nodes in fp32", "accuracy %", "delta (points)",
+        table = markdown_table(["candidate", "size MB", "nodes in fp32", f"{self.metric} %", "delta (points)",
                                 "latency b1 ms", "latency b32 ms", "b32 vs pytorch", "status", "notes"], rows)
-        return (f"Quantization search: budget {self.budget_points} accuracy points, {self.examples} held-out "
+        return (f"Quantization search: budget {self.budget_points} {self.metric} points, {self.examples} held-out "
                 f"examples from {self.data}, latency at sequence length {self.seq_len}.\n\n{table}\n\n"
                 f"Kept: **{self.kept or 'none'}**. {self.reason}\n")
 
 
 class Search:
-    """Holds what every candidate is compared with: held-out data, reference, timing inputs."""
+    """Holds what every candidate is compared with: held-out data, reference, timing inputs.
+    Intent classifiers are scored on accuracy, slot taggers on entity F1 (word logits)."""
 
-    def __init__(self, workdir: Path, model, tokenizer, heldout: LabelledTexts, calibration: list[dict],
-                 budget_points: float, preset: str, calibration_method: str):
+    def __init__(self, workdir: Path, model, tokenizer, heldout: LabelledTexts | TaggedSentences,
+                 calibration: list[dict], budget_points: float, preset: str, calibration_method: str):
         self.workdir, self.tokenizer, self.heldout = workdir, tokenizer, heldout
         self.calibration, self.budget, self.preset = calibration, budget_points, preset
         self.calibration_method = calibration_method
+        self.tagging = isinstance(heldout, TaggedSentences)
+        self.metric = "entity F1" if self.tagging else "accuracy"
         self.id2label = model.config.id2label
-        self.gold = np.array([model.config.label2id[y] for y in heldout.labels])
         self.max_length = tokenizer.model_max_length
         torch_model = TorchTextClassifier(model, tokenizer, self.max_length)
-        self.reference_logits = torch_model.logits(heldout.texts)
-        self.reference_accuracy = accuracy(self.gold, self.reference_logits.argmax(-1))
+        if not self.tagging:
+            self.gold = np.array([model.config.label2id[y] for y in heldout.labels])
+        self.reference_logits = self._run(torch_model, self._examples())
+        self.reference_accuracy = self._score(self.reference_logits)
         lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
         self.torch_latency = {b: self._time(torch_model.run_batch, b) for b in (1, 32)}
+
+    def _examples(self, limit: int | None = None) -> list:
+        examples = self.heldout.words if self.tagging else self.heldout.texts
+        return examples[:limit] if limit else examples
+
+    def _run(self, backend: TextClassifier, examples: list) -> np.ndarray:
+        """Logits: one row per text, or for a tagger one per word (words never seen: zeros)."""
+        if self.tagging:
+            return np.nan_to_num(np.concatenate(WordTagger(backend).word_logits(examples)), nan=0.0)
+        return backend.logits(examples)
+
+    def _score(self, logits: np.ndarray) -> float:
+        if not self.tagging:
+            return accuracy(self.gold, logits.argmax(-1))
+        best, index, predicted = logits.argmax(-1), 0, []
+        for tags in self.heldout.tags:  # the flat word rows back into sentences
+            predicted.append([self.id2label[int(b)] for b in best[index:index + len(tags)]])
+            index += len(tags)
+        return entity_scores(self.heldout.tags, predicted)["entity_f1"]
 
     def _time(self, run_batch: Callable[[dict], object], batch_size: int) -> float:
         batch = synthetic_batch(batch_size, self.seq_len, self.vocab_size, seed=0)
@@ -115,13 +141,13 @@ class Search:
             quantize_static_int8(source, target, self.calibration, candidate.method, self.preset,
                                  candidate.per_channel, candidate.nodes_in_fp32)
 
-    def score(self, path: Path, texts: list[str] | None = None) -> np.ndarray:
-        classifier = OnnxTextClassifier(path, self.tokenizer, self.id2label, self.max_length)
-        return classifier.logits(texts or self.heldout.texts)
+    def score(self, path: Path, examples: list | None = None) -> np.ndarray:
+        backend = OnnxTextClassifier(path, self.tokenizer, self.id2label, self.max_length)
+        return self._run(backend, examples or self._examples())
 
     def measure(self, candidate: Candidate, path: Path) -> None:
         candidate.size_mb = path.stat().st_size / 1e6
-        candidate.accuracy = accuracy(self.gold, self.score(path).argmax(-1))
+        candidate.accuracy = self._score(self.score(path))
         candidate.delta_points = 100 * (candidate.accuracy - self.reference_accuracy)
         candidate.fits = -candidate.delta_points <= self.budget + 1e-9
         session = create_session(path)
@@ -146,8 +172,9 @@ class Search:
     def repair(self, candidate: Candidate, source: Path, target: Path, beat_latency: float | None) -> None:
         """Put the most accuracy-sensitive layer groups back in fp32 until the candidate fits."""
         groups = self.layer_groups(source)
-        subset = self.heldout.texts[:SENSITIVITY_EXAMPLES]
-        reference = self.reference_logits[:SENSITIVITY_EXAMPLES]
+        subset = self._examples(SENSITIVITY_EXAMPLES)
+        rows = sum(map(len, subset)) if self.tagging else len(subset)  # tagger rows are words
+        reference = self.reference_logits[:rows]
         errors = {}
         for name, nodes in groups.items():  # error left when only this group stays fp32
             trial = Candidate(**{**asdict(candidate), "nodes_in_fp32": nodes})
@@ -223,7 +250,7 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
     shutil.rmtree(workdir)
     return QuantizationReport(search.budget, search.heldout.source, len(search.heldout), search.reference_accuracy,
                               search.seq_len, search.torch_latency[1], search.torch_latency[32], candidates,
-                              best.name if best else None, reason)
+                              best.name if best else None, reason, search.metric)
 
 
 def write_report(report: QuantizationReport, directory: Path) -> None:

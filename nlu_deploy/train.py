@@ -17,12 +17,17 @@ import numpy as np
 from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.data import LabelledTexts, check_known_labels, label_list, load_labelled_texts, stratified_holdout, write_jsonl
-from nlu_deploy.demo import demo_labelled_texts
+from nlu_deploy.demo import demo_labelled_texts, demo_tagged_sentences
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
-from nlu_deploy.metrics import classification_scores
+from nlu_deploy.metrics import classification_scores, entity_scores
 from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.runtime import encode
+from nlu_deploy.tagged_data import TaggedSentences, check_known_tags, load_tagged_sentences, random_holdout, tag_list
+from nlu_deploy.tagging import IGNORED, aligned_labels, cut_entities, encode_words
+
+# The score that picks the best epoch (and that validate gates on) for each task.
+PRIMARY_METRIC = {"text-classification": "accuracy", "token-classification": "entity_f1"}
 
 
 @dataclass
@@ -35,7 +40,9 @@ class FinetuneResult:
     compiled: bool
 
 
-def load_finetune_data(config: FinetuneConfig) -> tuple[LabelledTexts, LabelledTexts]:
+def load_finetune_data(config: FinetuneConfig) -> tuple[LabelledTexts, LabelledTexts] | tuple[TaggedSentences, TaggedSentences]:
+    if config.task == "token-classification":
+        return _load_tagged_data(config)
     if config.train is None:
         data = demo_labelled_texts()
     else:
@@ -46,6 +53,25 @@ def load_finetune_data(config: FinetuneConfig) -> tuple[LabelledTexts, LabelledT
     return stratified_holdout(data, config.validation_fraction, config.seed)
 
 
+def _load_tagged_data(config: FinetuneConfig) -> tuple[TaggedSentences, TaggedSentences]:
+    if config.train is None:
+        data = demo_tagged_sentences()
+    else:
+        data = load_tagged_sentences(config.train, config.text_column, config.label_column)
+    tag_list(data)  # refuses data without entities before anything is split or trained
+    if config.validation is not None:
+        return data, load_tagged_sentences(config.validation, config.text_column, config.label_column)
+    return random_holdout(data, config.validation_fraction, config.seed)
+
+
+def label_set(data: LabelledTexts | TaggedSentences) -> list[str]:
+    return tag_list(data) if isinstance(data, TaggedSentences) else label_list(data)
+
+
+def check_labels_known(data: LabelledTexts | TaggedSentences, labels: list[str]) -> None:
+    (check_known_tags if isinstance(data, TaggedSentences) else check_known_labels)(data, labels)
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -54,21 +80,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(tokenizer, data: LabelledTexts, label2id: dict[str, int], batch_size: int,
+def make_loader(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict[str, int], batch_size: int,
                 max_length: int, shuffle: bool, seed: int, pad_multiple: int | None,
                 dist: DistributedContext = DistributedContext()):
     """Dynamic padding: each batch is padded to its own longest row, not to max_length.
     Under torchrun each process gets its share: a DistributedSampler (reshuffled every epoch
-    with set_epoch) for training, a plain slice for evaluation (no padded duplicates)."""
+    with set_epoch) for training, a plain slice for evaluation (no padded duplicates).
+    Returns the loader and what truncation cut: sentences, and (tagging) gold entities."""
     import torch
-    from transformers import DataCollatorWithPadding
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
-    encoded = encode(tokenizer, data.texts, max_length)
-    rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
+    if isinstance(data, TaggedSentences):  # one label per word, on its first sub-word
+        words = encode_words(tokenizer, data.words, max_length)
+        rows = [dict(features, labels=aligned_labels(first, [label2id[t] for t in tags], len(features["input_ids"])))
+                for features, first, tags in zip(words.features, words.first_subword, data.tags)]
+        truncation = {"sentences": words.truncated,
+                      "entities": sum(cut_entities(first, tags) for first, tags in zip(words.first_subword, data.tags))}
+        collate = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
+    else:
+        encoded = encode(tokenizer, data.texts, max_length)
+        rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
+        truncation = {"sentences": encoded.truncated}
+        collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
     if not shuffle:  # evaluation: similar lengths together, less padding
         rows.sort(key=lambda row: len(row["input_ids"]))
         rows = rows[dist.rank::dist.world_size]
-    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if shuffle and dist.enabled:
@@ -76,28 +112,45 @@ def make_loader(tokenizer, data: LabelledTexts, label2id: dict[str, int], batch_
                                                       shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle and sampler is None,
                                          sampler=sampler, collate_fn=collate, generator=generator)
-    return loader, encoded.truncated
+    return loader, truncation
 
 
-def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = DistributedContext()) -> dict[str, float]:
+def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = DistributedContext()) -> dict:
     """Scores on the whole validation set; under torchrun each process scores its slice and
-    the predictions are gathered, so every process gets the same, exact figures."""
+    the predictions are gathered, so every process gets the same, exact figures. Tagging is
+    scored per word (first sub-words) with entity-level F1."""
     import torch
 
     model.eval()
-    gold, predicted, loss_sum = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], 0.0
+    tagging = False  # set from the logits' shape: [batch, labels] or [batch, tokens, labels]
+    empty = np.zeros(0, dtype=np.int64)
+    gold, predicted, sentence_ids, loss_sum, sentences = [empty], [empty], [empty], 0.0, 0
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model(**batch)
-            loss_sum += output.loss.float().item() * len(batch["labels"])
-            predicted.append(output.logits.argmax(-1).cpu().numpy())
-            gold.append(batch["labels"].cpu().numpy())
+            labels, best = batch["labels"].cpu().numpy(), output.logits.argmax(-1).cpu().numpy()
+            tagging = output.logits.dim() == 3
+            loss_sum += output.loss.float().item() * len(labels)
+            if tagging:  # keep only labelled positions, and which sentence each belongs to
+                rows, _ = np.nonzero(labels != IGNORED)
+                sentence_ids.append(rows + sentences + dist.rank * 10**9)
+                labels, best = labels[labels != IGNORED], best[labels != IGNORED]
+            sentences += len(batch["labels"])
+            predicted.append(best)
+            gold.append(labels)
     gold_all = gather_arrays(dist, np.concatenate(gold))
     predicted_all = gather_arrays(dist, np.concatenate(predicted))
-    scores = classification_scores(gold_all, predicted_all)
-    scores["loss"] = sum_across(dist, loss_sum)[0] / len(gold_all)
+    if tagging:
+        id2label = model.config.id2label
+        owners = gather_arrays(dist, np.concatenate(sentence_ids))
+        boundaries = np.flatnonzero(np.diff(owners)) + 1
+        scores = entity_scores([[id2label[int(i)] for i in part] for part in np.split(gold_all, boundaries)],
+                               [[id2label[int(i)] for i in part] for part in np.split(predicted_all, boundaries)])
+    else:
+        scores = classification_scores(gold_all, predicted_all)
+    scores["loss"] = sum_across(dist, loss_sum)[0] / sum_across(dist, sentences)[0]
     return scores
 
 
@@ -117,8 +170,9 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     from transformers import get_linear_schedule_with_warmup
 
     train_data, validation_data = load_finetune_data(config)
-    labels = label_list(train_data)
-    check_known_labels(validation_data, labels)
+    labels = label_set(train_data)
+    check_labels_known(validation_data, labels)
+    primary = PRIMARY_METRIC[config.task]
     label2id = {label: i for i, label in enumerate(labels)}
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source, config.trust_remote_code)
@@ -140,7 +194,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     _refuse_clobbering(config, state_dir)
 
     seed_everything(config.seed)
-    model = load_for_training(source, labels, config.allow_pickle, config.trust_remote_code).to(device)
+    model = load_for_training(source, labels, config.allow_pickle, config.trust_remote_code, config.task).to(device)
     _check_max_length(config.max_length, model.config)
     # bf16 needs no loss scaling; older GPUs without it get fp16 with a GradScaler. CPU stays
     # fp32: CPU autocast is slower than fp32 for encoders this size on most server CPUs.
@@ -239,13 +293,13 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
             scores = evaluate(model, validation_loader, device, amp_dtype, dist)
             progress["history"].append({"epoch": epoch, "train_loss": loss_sum / seen,
                                         "validation_loss": scores.pop("loss"),
-                                        **{f"validation_{k}": v for k, v in scores.items()},
+                                        **{f"validation_{k}": v for k, v in scores.items() if k != "per_type"},
                                         "samples_per_second": seen / seconds, "seconds": seconds})
             if show_progress:
-                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation accuracy "
-                           f"{scores['accuracy']:.4f}, {seen / seconds:.0f} samples/s")
-            # Best = highest accuracy, ties broken by lower validation loss (a surer model).
-            key = [scores["accuracy"], -progress["history"][-1]["validation_loss"]]
+                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation {primary.replace('_', ' ')} "
+                           f"{scores[primary]:.4f}, {seen / seconds:.0f} samples/s")
+            # Best = highest task score, ties broken by lower validation loss (a surer model).
+            key = [scores[primary], -progress["history"][-1]["validation_loss"]]
             if key > progress["best_key"]:
                 progress.update(best_epoch=epoch, best_scores=scores, best_key=key)
                 if dist.is_main:
@@ -268,12 +322,18 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         sample = random.Random(config.seed).sample(range(len(train_data)), min(1024, len(train_data)))
         write_jsonl([{config.text_column: train_data.texts[i]} for i in sorted(sample)],
                     out / artifacts.CALIBRATION_SAMPLE)
-        metrics = {"task": config.task, "best_epoch": best_epoch, "best": best_scores, "epochs": history,
-                   "processes": dist.world_size,
+        metrics = {"task": config.task, "primary_metric": primary, "best_epoch": best_epoch, "best": best_scores,
+                   "epochs": history, "processes": dist.world_size,
                    "train_examples": len(train_data), "validation_examples": len(validation_data),
-                   "truncated_train": truncated_train, "truncated_validation": truncated_validation,
+                   "truncated_train": truncated_train["sentences"],
+                   "truncated_validation": truncated_validation["sentences"],
                    "device": device.type, "compiled": use_compile,
                    "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"}
+        if isinstance(train_data, TaggedSentences):  # what reading and truncation changed, counted
+            metrics.update(entities_cut_train=truncated_train["entities"],
+                           entities_cut_validation=truncated_validation["entities"],
+                           repaired_tags=train_data.repaired_tags + validation_data.repaired_tags,
+                           empty_sentences_skipped=train_data.empty_sentences + validation_data.empty_sentences)
         artifacts.write_json(out / artifacts.METRICS, metrics)
         artifacts.write_manifest(out, "finetune", asdict(config),
                                  parent=Path(source) if Path(source).exists() else None,
@@ -299,7 +359,7 @@ def _check_max_length(max_length: int, model_config) -> None:
         raise ConfigError(f"max length {max_length} is beyond this model's limit of {limit} positions.")
 
 
-def _describe(path: Path | None, data: LabelledTexts) -> dict:
+def _describe(path: Path | None, data: LabelledTexts | TaggedSentences) -> dict:
     described = {"source": data.source, "rows": len(data)}
     if path is not None:
         described["sha256"] = artifacts.file_sha256(path)

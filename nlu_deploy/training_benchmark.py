@@ -13,6 +13,7 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.data import label_list
+from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import accuracy
 from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.reports import markdown_table
@@ -51,6 +52,8 @@ class TrainingComparison:
 
 
 def compare_with_trainer(config: FinetuneConfig) -> TrainingComparison:
+    if config.task != "text-classification":
+        raise ConfigError("bench-training compares the intent recipe only; it does not train slot taggers yet.")
     with tempfile.TemporaryDirectory(prefix="nlu-deploy-train-bench-") as scratch:
         ours = finetune(replace(config, output=Path(scratch) / "ours", checkpoint_every=0), show_progress=False)
         metrics = artifacts.read_json(Path(scratch) / "ours" / artifacts.METRICS)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
+from nlu_deploy.modeling import checkpoint_task
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -156,6 +157,9 @@ def default_triton_file(onnx_dir: Path, device: str) -> str:
 def export_triton_repository(onnx_dir: Path, repository: Path, options: TritonOptions,
                              onnx_file: str | None = None, overwrite: bool = False) -> str:
     """Write the repository atomically; return the ONNX file it serves."""
+    if checkpoint_task(Path(onnx_dir)) == "token-classification":
+        raise ModelError(f"{onnx_dir} holds a slot tagger; the Triton repository (tokenizer, classifier, "
+                         "post-processor) serves intent classifiers only.")
     onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
     if not (Path(onnx_dir) / onnx_file).exists():
         raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")

@@ -1,5 +1,6 @@
 """Parity: score the PyTorch checkpoint and every ONNX file on the same labelled data, and
-gate on how many accuracy points each ONNX variant may lose."""
+gate on how many points of the task's score each ONNX variant may lose: accuracy for
+intents, entity F1 for slot filling / NER."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
 from nlu_deploy.data import check_known_labels, load_labelled_texts
-from nlu_deploy.metrics import classification_scores
-from nlu_deploy.modeling import load_checkpoint, load_tokenizer
+from nlu_deploy.metrics import classification_scores, entity_scores
+from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
+from nlu_deploy.tagged_data import check_known_tags, load_tagged_sentences
+from nlu_deploy.tagging import cut_entities, encode_words, onnx_tagger, torch_tagger
 
 
 @dataclass
@@ -28,9 +31,33 @@ class VariantScore:
     agreement: float  # share of examples where the predicted label equals PyTorch's
     passed: bool
 
+    @property
+    def score(self) -> float:
+        return self.accuracy
+
+
+class GatedReport:
+    """What both reports share: every variant passed the gate or not, and saving as JSON."""
+
+    variants: list
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.variants)
+
+    @property
+    def failures(self) -> list:
+        return [v for v in self.variants if not v.passed]
+
+    def to_json(self) -> dict:
+        raise NotImplementedError
+
+    def write_json(self, path: Path) -> None:
+        artifacts.write_json(Path(path), self.to_json())
+
 
 @dataclass
-class ValidationReport:
+class ValidationReport(GatedReport):
     data: str
     examples: int
     truncated: int
@@ -38,14 +65,11 @@ class ValidationReport:
     pytorch_accuracy: float
     pytorch_macro_f1: float
     variants: list[VariantScore]
+    metric_name = "accuracy"
 
     @property
-    def passed(self) -> bool:
-        return all(v.passed for v in self.variants)
-
-    @property
-    def failures(self) -> list[VariantScore]:
-        return [v for v in self.variants if not v.passed]
+    def pytorch_score(self) -> float:
+        return self.pytorch_accuracy
 
     def to_json(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -62,9 +86,6 @@ class ValidationReport:
         note = f" ({self.truncated} truncated to the model's max length)" if self.truncated else ""
         return f"Validation on {self.data}: {self.examples} examples{note}.\n\n{table}\n"
 
-    def write_json(self, path: Path) -> None:
-        artifacts.write_json(Path(path), self.to_json())
-
 
 def default_columns(model_dir: Path) -> tuple[str, str]:
     """The text and label columns the checkpoint was trained with, else text / label."""
@@ -72,7 +93,9 @@ def default_columns(model_dir: Path) -> tuple[str, str]:
     return options.get("text_column", "text"), options.get("label_column", "label")
 
 
-def validate(config: ValidateConfig) -> ValidationReport:
+def validate(config: ValidateConfig) -> ValidationReport | TaggingValidationReport:
+    if checkpoint_task(Path(config.model_dir)) == "token-classification":
+        return validate_tagging(config)
     model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
     onnx_files = artifacts.onnx_files(onnx_dir)
     model = load_checkpoint(model_dir)
@@ -106,3 +129,103 @@ def validate(config: ValidateConfig) -> ValidationReport:
         ))
     return ValidationReport(str(config.data), len(data), torch_model.last_truncated, config.max_score_drop,
                             reference_scores["accuracy"], reference_scores["macro_f1"], variants)
+
+
+@dataclass
+class TagVariantScore:
+    variant: str
+    file: str
+    entity_f1: float
+    entity_precision: float
+    entity_recall: float
+    tag_accuracy: float
+    delta_points: float  # entity F1 minus PyTorch's, in points
+    max_abs_logit_diff: float  # over the words' first sub-words
+    tag_agreement: float  # share of words tagged as PyTorch tags them
+    per_type_f1: dict[str, float]
+    passed: bool
+
+    @property
+    def score(self) -> float:
+        return self.entity_f1
+
+
+@dataclass
+class TaggingValidationReport(GatedReport):
+    data: str
+    examples: int
+    truncated: int  # sentences cut at the model's max length
+    entities_cut: int  # gold entities (partly) in the cut-off words: they count as missed
+    max_score_drop: float
+    pytorch: dict  # entity_f1, entity_precision, entity_recall, tag_accuracy, entities, per_type
+    variants: list[TagVariantScore]
+    metric_name = "entity F1"
+
+    @property
+    def pytorch_score(self) -> float:
+        return self.pytorch["entity_f1"]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "task": "token-classification", "passed": self.passed}
+
+    def to_markdown(self) -> str:
+        p = self.pytorch
+        rows = [["pytorch", "(checkpoint)", percent(p["entity_f1"]), percent(p["entity_precision"]),
+                 percent(p["entity_recall"]), percent(p["tag_accuracy"]), "", "", "", ""]]
+        rows += [[v.variant, v.file, percent(v.entity_f1), percent(v.entity_precision), percent(v.entity_recall),
+                  percent(v.tag_accuracy), signed_points(v.delta_points), f"{v.max_abs_logit_diff:.2e}",
+                  percent(v.tag_agreement), "pass" if v.passed else "FAIL"] for v in self.variants]
+        table = markdown_table(["variant", "file", "entity F1 %", "precision %", "recall %", "tag accuracy %",
+                                "delta F1 (points)", "max abs logit diff", "tag agreement %",
+                                f"gate (max drop {self.max_score_drop})"], rows)
+        types = sorted(p["per_type"])
+        per_type = markdown_table(
+            ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
+            [[kind, p["per_type"][kind]["support"], percent(p["per_type"][kind]["f1"]),
+              *[percent(v.per_type_f1.get(kind, 0.0)) for v in self.variants]] for kind in types])
+        note = ""
+        if self.truncated:
+            note = (f" {self.truncated} sentences were cut at the model's max length; {self.entities_cut} gold "
+                    "entities lay (partly) in the cut-off words and count as missed.")
+        return (f"Validation on {self.data}: {self.examples} sentences, {p['entities']} gold entities "
+                f"(exact-span matching, conlleval rules).{note}\n\n{table}\n\nPer entity type:\n\n{per_type}\n")
+
+
+def validate_tagging(config: ValidateConfig) -> TaggingValidationReport:
+    model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
+    onnx_files = artifacts.onnx_files(onnx_dir)
+    model = load_checkpoint(model_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    trained_words, trained_tags = default_columns(model_dir)
+    data = load_tagged_sentences(config.data, config.text_column or trained_words, config.label_column or trained_tags)
+    check_known_tags(data, model.config.label2id)
+    max_length = config.max_length or tokenizer.model_max_length
+
+    reference_tagger = torch_tagger(model, tokenizer, max_length)
+    reference = reference_tagger.word_logits(data.words, config.batch_size)
+    reference_tags = [reference_tagger.tags_from_logits(x) for x in reference]
+    reference_scores = entity_scores(data.tags, reference_tags)
+    encoded = encode_words(tokenizer, data.words, max_length)
+    entities_cut = sum(cut_entities(first, tags) for first, tags in zip(encoded.first_subword, data.tags))
+    reference_flat = np.concatenate(reference)
+    words = len(reference_flat)
+
+    variants = []
+    for path in onnx_files:
+        tagger = onnx_tagger(path, tokenizer, model.config.id2label, max_length)
+        logits = tagger.word_logits(data.words, config.batch_size)
+        tags = [tagger.tags_from_logits(x) for x in logits]
+        scores = entity_scores(data.tags, tags)
+        delta = 100 * (scores["entity_f1"] - reference_scores["entity_f1"])
+        agreement = sum(a == b for ours, theirs in zip(tags, reference_tags) for a, b in zip(ours, theirs))
+        variants.append(TagVariantScore(
+            variant=artifacts.variant_name(path), file=path.name, entity_f1=scores["entity_f1"],
+            entity_precision=scores["entity_precision"], entity_recall=scores["entity_recall"],
+            tag_accuracy=scores["tag_accuracy"], delta_points=delta,
+            max_abs_logit_diff=float(np.nanmax(np.abs(np.concatenate(logits) - reference_flat))),
+            tag_agreement=agreement / words if words else 1.0,
+            per_type_f1={kind: s["f1"] for kind, s in scores["per_type"].items()},
+            passed=-delta <= config.max_score_drop + 1e-9,
+        ))
+    return TaggingValidationReport(str(config.data), len(data), encoded.truncated, entities_cut,
+                                   config.max_score_drop, reference_scores, variants)

@@ -100,3 +100,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared datasets are not at {SHARED_DATA} (they are not part of the project)")
     return SHARED_DATA
+
+
+def write_tagged_jsonl(path: Path, examples: list[dict]) -> Path:
+    from nlu_deploy.data import write_jsonl
+
+    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"]} for e in examples], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tagged_train(tmp_path_factory) -> Path:
+    """500 demo sentences with BIO slot tags over all 16 slot types."""
+    return write_tagged_jsonl(tmp_path_factory.mktemp("tagged") / "train.jsonl", generate_demo_examples()[:500])
+
+
+@pytest.fixture(scope="session")
+def tiny_tagged_dev(tmp_path_factory) -> Path:
+    """Sentences the tiny tagger was not trained on."""
+    return write_tagged_jsonl(tmp_path_factory.mktemp("tagged") / "dev.jsonl", generate_demo_examples()[500:650])
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger(tmp_path_factory, tiny_encoder, tiny_tagged_train) -> Path:
+    from nlu_deploy.config import FinetuneConfig
+    from nlu_deploy.train import finetune
+
+    output = tmp_path_factory.mktemp("checkpoints") / "tiny-tagger"
+    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_tagged_train,
+                            task="token-classification", epochs=6, batch_size=8, lr=5e-3, max_length=32),
+             show_progress=False)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_onnx(tmp_path_factory, tiny_tagger) -> Path:
+    from nlu_deploy.config import ExportConfig
+    from nlu_deploy.export import export
+
+    output = tmp_path_factory.mktemp("exports") / "tiny-tagger-onnx"
+    export(ExportConfig(model_dir=tiny_tagger, output=output, optimize="O2", quantize="dynamic"))
+    return output

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -25,14 +26,16 @@ def test_faithful_exports_pass_with_matching_scores(tiny_checkpoint, tiny_onnx, 
 
 
 def perturb_classifier(onnx_path):
-    """Reverse the order of the classifier's label rows (float or int8 weights): a model that
-    loads and runs fine but answers with the wrong labels."""
+    """Shift the classifier's label rows by one (float or int8 weights, sentence or token head):
+    a model that loads and runs fine but answers with the wrong labels."""
     model = onnx.load(str(onnx_path))
+    labels = len(json.loads((onnx_path.parent / "config.json").read_text())["id2label"])
+    # a token head's weight is an anonymous MatMul input: find it through the classifier node
+    head_inputs = {i for n in model.graph.node if "classifier" in n.name for i in n.input}
     for initializer in model.graph.initializer:
-        if "classifier" in initializer.name and len(initializer.dims) == 2:
+        if (initializer.name in head_inputs or "classifier" in initializer.name) and len(initializer.dims) == 2:
             weights = numpy_helper.to_array(initializer)
-            axis = list(weights.shape).index(4)  # the tiny models have 4 labels
-            weights = np.flip(weights, axis=axis).copy()
+            weights = np.roll(weights, 1, axis=list(weights.shape).index(labels)).copy()
             initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
             onnx.save(model, str(onnx_path))
             return

@@ -1,0 +1,168 @@
+"""Token classification (slot filling, NER) at the word level, for PyTorch and ONNX alike.
+
+Words -> sub-words: the first sub-word of each word carries the word's label; the other
+sub-words, the special tokens and the padding are ignored (label -100 in training, not read
+at inference). Sentences longer than max_length are cut; the words cut off get no prediction
+(they count as `O`, so their gold entities count as missed) and the number of gold entities
+cut is reported, never silently dropped.
+
+Raw text -> entities: the text is split on whitespace (the same words the training data
+gives), tagged, and BIO spans are turned into entities with character offsets into the
+original string (Python indices, i.e. Unicode code points).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy.errors import ModelError
+from nlu_deploy.metrics import entity_spans
+from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, pad_batch, softmax
+
+IGNORED = -100  # PyTorch's cross-entropy ignore_index: positions that carry no label
+NO_SUBWORD = -1  # a word with no sub-word position (cut by truncation, or nothing to encode)
+# Punctuation glued to a word ("tonight.", "(Paris") is not part of an entity's surface text.
+_LEADING_PUNCTUATION = "\"'([{«“‘¿¡"
+_TRAILING_PUNCTUATION = ",;:!?\"')]}»”’"
+
+
+@dataclass
+class EncodedWords:
+    features: list[dict[str, list[int]]]  # input ids etc., unpadded
+    first_subword: list[list[int]]  # per sentence, per word: position of its first sub-word, or NO_SUBWORD
+    truncated: int  # sentences cut at max_length
+
+
+def encode_words(tokenizer, sentences: list[list[str]], max_length: int) -> EncodedWords:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError("token classification needs a fast (Rust) tokenizer to map sub-words back to words.")
+    features: list[dict[str, list[int]]] = [{} for _ in sentences]
+    first_subword: list[list[int]] = [[] for _ in sentences]
+    full = tokenizer(sentences, is_split_into_words=True, truncation=False, verbose=False)
+    long_rows = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
+    cut = tokenizer([sentences[i] for i in long_rows], is_split_into_words=True, truncation=True,
+                    max_length=max_length) if long_rows else None
+    sources = {i: (full, i) for i in range(len(sentences))}
+    sources.update({row: (cut, k) for k, row in enumerate(long_rows)})
+    for row, (encoding, k) in sources.items():
+        features[row] = {key: encoding[key][k] for key in encoding.keys()}
+        first = [NO_SUBWORD] * len(sentences[row])
+        for position, word in enumerate(encoding.word_ids(k)):
+            if word is not None and first[word] == NO_SUBWORD:
+                first[word] = position
+        first_subword[row] = first
+    return EncodedWords(features, first_subword, len(long_rows))
+
+
+def aligned_labels(first_subword: list[int], tag_ids: list[int], length: int) -> list[int]:
+    """One label per sub-word position: the word's tag on its first sub-word, IGNORED elsewhere."""
+    labels = [IGNORED] * length
+    for position, tag_id in zip(first_subword, tag_ids):
+        if position != NO_SUBWORD:
+            labels[position] = tag_id
+    return labels
+
+
+def cut_entities(first_subword: list[int], tags: list[str]) -> int:
+    """Gold entities with at least one word the model never sees."""
+    return sum(any(first_subword[i] == NO_SUBWORD for i in range(start, end))
+               for _, start, end in entity_spans(tags))
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Whitespace-separated words with their character offsets."""
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Offsets without the punctuation glued to the entity's first or last word. A final full
+    stop is kept when the last word has another one (abbreviations such as "p.m.")."""
+    while end - start > 1:
+        if text[end - 1] in _TRAILING_PUNCTUATION:
+            end -= 1
+        elif text[end - 1] == "." and text[start:end].split()[-1].count(".") == 1:
+            end -= 1
+        else:
+            break
+    while end - start > 1 and text[start] in _LEADING_PUNCTUATION:
+        start += 1
+    return start, end
+
+
+@dataclass
+class Entity:
+    type: str
+    text: str
+    start: int  # character offsets into the input text: text[start:end] == self.text
+    end: int
+    score: float  # mean probability of the predicted tags over the entity's words
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "score": round(self.score, 6)}
+
+
+class WordTagger:
+    """Tags words (and raw text) with any backend whose run_batch returns [batch, seq, labels]
+    logits: the ONNX session and PyTorch wrappers of runtime serve both tasks unchanged."""
+
+    def __init__(self, backend: TextClassifier):
+        self.backend = backend
+        self.tokenizer = backend.tokenizer
+        self.id2label = backend.id2label
+        self.max_length = backend.max_length
+        self.last_truncated = 0
+
+    def word_logits(self, sentences: list[list[str]], batch_size: int = 64) -> list[np.ndarray]:
+        """Per sentence, a [words, labels] array of the first sub-words' logits; rows of words
+        the model never saw are NaN."""
+        result = [np.full((len(words), len(self.id2label)), np.nan, dtype=np.float32) for words in sentences]
+        rows = [i for i, words in enumerate(sentences) if words]  # empty sentences: nothing to run
+        encoded = encode_words(self.tokenizer, [sentences[i] for i in rows], self.max_length)
+        self.last_truncated = encoded.truncated
+        order = sorted(range(len(rows)), key=lambda k: len(encoded.features[k]["input_ids"]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            logits = self.backend.run_batch(pad_batch([encoded.features[k] for k in chunk],
+                                                      self.tokenizer.pad_token_id or 0))
+            for k, token_logits in zip(chunk, logits):
+                positions = np.array(encoded.first_subword[k])
+                seen = positions != NO_SUBWORD
+                result[rows[k]][seen] = token_logits[positions[seen]]
+        return result
+
+    def tags_from_logits(self, logits: np.ndarray) -> list[str]:
+        best = np.nan_to_num(logits, nan=-np.inf).argmax(-1)
+        return [self.id2label[int(b)] if not np.isnan(row).any() else "O" for b, row in zip(best, logits)]
+
+    def tag(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
+        return [self.tags_from_logits(x) for x in self.word_logits(sentences, batch_size)]
+
+    def predict_entities(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
+        split = [split_words(text) for text in texts]
+        all_logits = self.word_logits([[w for w, _, _ in words] for words in split], batch_size)
+        results = []
+        for text, words, logits in zip(texts, split, all_logits):
+            tags = self.tags_from_logits(logits)
+            probabilities = softmax(np.nan_to_num(logits, nan=0.0)).max(-1) if len(logits) else np.zeros(0)
+            entities = []
+            for kind, first, end in entity_spans(tags):
+                start, stop = trim_span(text, words[first][1], words[end - 1][2])
+                entities.append(Entity(kind, text[start:stop], start, stop, float(probabilities[first:end].mean())))
+            results.append(entities)
+        return results
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
+        return self.predict_entities(texts, batch_size)
+
+
+def onnx_tagger(path: Path, tokenizer, id2label: dict, max_length: int, provider: str = "cpu",
+                threads: int | None = None) -> WordTagger:
+    return WordTagger(OnnxTextClassifier(path, tokenizer, id2label, max_length, provider, threads))
+
+
+def torch_tagger(model, tokenizer, max_length: int, device: str = "cpu") -> WordTagger:
+    return WordTagger(TorchTextClassifier(model, tokenizer, max_length, device))
