@@ -313,7 +313,8 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
     if validation is not None:
         best = report.recommend(validation)
         budget = validation.get("max_score_drop")
-        click.echo(f"Recommended: {best} (fastest variant within {budget} accuracy points of PyTorch)." if best
+        metric = "entity F1" if validation.get("task") == "token-classification" else "accuracy"
+        click.echo(f"Recommended: {best} (fastest variant within {budget} {metric} points of PyTorch)." if best
                    else f"Recommended: none (no measured variant passed validation within {budget} points).")
 
 
@@ -344,6 +345,9 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
     predictor, used = load_predictor(model_dir, variant, provider)
     click.echo(f"using {used}", err=True)
     predictions = predictor.predict(all_texts)
+    if predictor.last_truncated:
+        click.echo(f"note: {predictor.last_truncated} text(s) exceed the model's max length of "
+                   f"{predictor.max_length} tokens; the rest of each was not read.", err=True)
     if isinstance(predictor, WordTagger):
         for text, entities in zip(all_texts, predictions):
             if as_json:

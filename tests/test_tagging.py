@@ -290,3 +290,14 @@ def test_quantize_auto_scores_a_tagger_on_entity_f1(tmp_path, tiny_tagger):
     int8 = next(v for v in validation.variants if v.variant == "int8")
     assert int8.entity_f1 == pytest.approx(kept.accuracy, abs=1e-9) and kept.delta_points >= -1.0
     assert "entity F1 %" in (tmp_path / "auto" / artifacts.QUANTIZATION_REPORT_MD).read_text()
+
+
+def test_predict_says_when_a_text_was_cut(tiny_tagger_onnx):
+    from test_cli import invoke
+
+    long_text = "play some jazz in the kitchen " * 12  # 72 words, max length 32
+    result = invoke("predict", tiny_tagger_onnx, "--json", long_text)
+    assert result.exit_code == 0, result.output
+    assert "1 text(s) exceed the model's max length of 32 tokens" in result.output
+    entities = json.loads(result.stdout)["entities"]
+    assert entities and max(e["end"] for e in entities) < len(long_text) // 2  # only the start was read

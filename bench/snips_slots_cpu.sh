@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce the README's slot-filling figures (SNIPS tokens/tags) from a fresh clone, after the
+# README's install command:
+#   1. fine-tune MiniLM as a BIO tagger for 3 epochs on a seeded 90% of SNIPS train (seed 42;
+#      batch 16, lr 2e-4: chosen on the held-out 10% of train, never on SNIPS test);
+#   2. export fp32 / O2 / dynamic int8 (from the O2 graph);
+#   3. validate every file on the held-out 10%: entity F1 (exact spans), tag agreement;
+#   4. benchmark all of them against PyTorch eager in one run.
+# REUSE_CHECKPOINT=1 skips step 1 when $WORK_DIR/checkpoint already holds a finished run.
+# Results: bench/results/<date>-<machine>-snips-slots-{validation,bench}.{json,md}.
+# Needs ../shared/data/snips (not part of the project; see ../shared/data/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
+work=${WORK_DIR:-models/bench-snips-slots}
+out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-snips-slots"
+mkdir -p bench/results
+
+if [ "${REUSE_CHECKPOINT:-0}" != 1 ] || [ ! -f "$work/checkpoint/metrics.json" ]; then
+  nlu-deploy finetune --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4 \
+    --seed 42 --output "$work/checkpoint" --overwrite
+fi
+cp "$work/checkpoint/metrics.json" "$out-finetune-metrics.json"
+nlu-deploy export "$work/checkpoint" --output "$work/onnx" --optimize O2 --quantize dynamic --overwrite
+nlu-deploy validate --model "$work/checkpoint" --onnx "$work/onnx" \
+  --data "$work/checkpoint/validation_split.jsonl" --json "$out-validation.json" | tee "$out-validation.md"
+nlu-deploy bench "$work/onnx" --model "$work/checkpoint" --batch-sizes 1,8,32 --seq-lens 16,32,64 \
+  --min-seconds 2 --json "$out-bench.json" --recommend | tee "$out-bench.md"
