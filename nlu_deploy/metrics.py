@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# How reports name the score keys ("entity_f1" in metrics.json reads "entity F1").
+DISPLAY_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1"}
+
 
 def accuracy(gold: np.ndarray, predicted: np.ndarray) -> float:
     return float((np.asarray(gold) == np.asarray(predicted)).mean()) if len(gold) else 0.0

@@ -11,6 +11,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.benchmark import BenchReport, bench
 from nlu_deploy.config import BenchConfig, ExportConfig, RunConfig, ValidateConfig
 from nlu_deploy.export import export
+from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.train import finetune
 from nlu_deploy.validate import TaggingValidationReport, ValidationReport, validate
@@ -59,7 +60,7 @@ class RunReport:
             "# nlu-deploy run report", "",
             f"Recommended variant: **{self.recommended or 'none passed the accuracy gate'}** "
             "(fastest ONNX file within the accuracy budget).", "",
-            f"PyTorch checkpoint: validation {primary.replace('_', ' ')} {percent(best[primary])}% "
+            f"PyTorch checkpoint: validation {DISPLAY_NAMES[primary]} {percent(best[primary])}% "
             f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).", "",
             markdown_table(["variant", f"{metric} %", "delta (points)", "gate", f"speed-up vs PyTorch ({shape})"], rows),
             "", "## Validation", "", self.validation.to_markdown(),

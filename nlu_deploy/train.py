@@ -20,7 +20,7 @@ from nlu_deploy.data import LabelledTexts, check_known_labels, label_list, load_
 from nlu_deploy.demo import demo_labelled_texts, demo_tagged_sentences
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
-from nlu_deploy.metrics import classification_scores, entity_scores
+from nlu_deploy.metrics import DISPLAY_NAMES, classification_scores, entity_scores
 from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.runtime import encode
 from nlu_deploy.tagged_data import TaggedSentences, check_known_tags, load_tagged_sentences, random_holdout, tag_list
@@ -296,7 +296,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                                         **{f"validation_{k}": v for k, v in scores.items() if k != "per_type"},
                                         "samples_per_second": seen / seconds, "seconds": seconds})
             if show_progress:
-                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation {primary.replace('_', ' ')} "
+                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation {DISPLAY_NAMES[primary]} "
                            f"{scores[primary]:.4f}, {seen / seconds:.0f} samples/s")
             # Best = highest task score, ties broken by lower validation loss (a surer model).
             key = [scores[primary], -progress["history"][-1]["validation_loss"]]

@@ -29,3 +29,19 @@ def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_t
     # one output only: the main process wrote it, the other wrote nothing beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["double", "single"]
     assert (tmp_path / "double" / "model.safetensors").exists()
+
+
+def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder, tiny_tagged_train):
+    """Each process scores its slice of sentences; the gathered words must rebuild every sentence."""
+    from nlu_deploy.metrics import entity_scores
+    from nlu_deploy.tagged_data import load_tagged_sentences
+
+    double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--task", "token-classification",
+                             "--model", str(tiny_encoder), "--train", str(tiny_tagged_train), TINY[0], "1",
+                             *TINY[2:], "--nproc", "2", "--output", str(tmp_path / "tagger")],
+                            capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-3000:]
+    metrics = artifacts.read_json(tmp_path / "tagger" / "metrics.json")
+    held_out = load_tagged_sentences(tmp_path / "tagger" / artifacts.VALIDATION_SPLIT)
+    assert metrics["processes"] == 2 and metrics["validation_examples"] == len(held_out) == 50
+    assert metrics["best"]["entities"] == entity_scores(held_out.tags, held_out.tags)["entities"]
