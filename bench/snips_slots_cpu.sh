@@ -5,9 +5,10 @@
 #      batch 16, lr 2e-4: chosen on the held-out 10% of train, never on SNIPS test);
 #   2. export fp32 / O2 / dynamic int8 (from the O2 graph);
 #   3. validate every file on the held-out 10%: entity F1 (exact spans), tag agreement;
-#   4. benchmark all of them against PyTorch eager in one run.
+#   4. benchmark all of them against PyTorch eager in one run;
+#   5. export --quantize auto (budget 0.3 entity F1 points) and keep its report.
 # REUSE_CHECKPOINT=1 skips step 1 when $WORK_DIR/checkpoint already holds a finished run.
-# Results: bench/results/<date>-<machine>-snips-slots-{validation,bench}.{json,md}.
+# Results: bench/results/<date>-<machine>-snips-slots-{validation,bench,quantization}.{json,md}.
 # Needs ../shared/data/snips (not part of the project; see ../shared/data/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,8 @@ nlu-deploy validate --model "$work/checkpoint" --onnx "$work/onnx" \
   --data "$work/checkpoint/validation_split.jsonl" --json "$out-validation.json" | tee "$out-validation.md"
 nlu-deploy bench "$work/onnx" --model "$work/checkpoint" --batch-sizes 1,8,32 --seq-lens 16,32,64 \
   --min-seconds 2 --json "$out-bench.json" --recommend | tee "$out-bench.md"
+# 5. the accuracy-aware search: the fastest int8 candidate within 0.3 entity F1 points
+nlu-deploy export "$work/checkpoint" --output "$work/onnx-auto" --optimize O2 --quantize auto \
+  --max-score-drop 0.3 --overwrite
+cp "$work/onnx-auto/quantization_report.md" "$out-quantization.md"
+cp "$work/onnx-auto/quantization_report.json" "$out-quantization.json"
