@@ -40,6 +40,8 @@ class EncodedWords:
 def encode_words(tokenizer, sentences: list[list[str]], max_length: int) -> EncodedWords:
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError("token classification needs a fast (Rust) tokenizer to map sub-words back to words.")
+    if not sentences:  # the tokenizer reads an empty batch as one unbatched input
+        return EncodedWords([], [], 0)
     features: list[dict[str, list[int]]] = [{} for _ in sentences]
     first_subword: list[list[int]] = [[] for _ in sentences]
     full = tokenizer(sentences, is_split_into_words=True, truncation=False, verbose=False)

@@ -156,6 +156,7 @@ def test_words_without_sub_words_and_empty_sentences_are_tagged_o(tiny_tagger):
     assert logits[1].shape == (0, len(model.config.id2label))
     tags = tagger.tag([["play", "\u200b", "jazz"], []])
     assert tags[0][1] == "O" and tags[1] == []
+    assert tagger.tag([[], []]) == [[], []] and tagger.predict_entities(["", "   "]) == [[], []]
 
 
 # --- raw text to entities -----------------------------------------------------------------
@@ -301,3 +302,15 @@ def test_predict_says_when_a_text_was_cut(tiny_tagger_onnx):
     assert "1 text(s) exceed the model's max length of 32 tokens" in result.output
     entities = json.loads(result.stdout)["entities"]
     assert entities and max(e["end"] for e in entities) < len(long_text) // 2  # only the start was read
+
+
+@pytest.mark.parametrize("mode, variant", [("static", "int8"), ("fp16", "fp16")])
+def test_static_int8_and_fp16_taggers_keep_their_entities(tmp_path, tiny_tagger, tiny_tagged_dev, mode, variant):
+    from nlu_deploy.config import ExportConfig
+    from nlu_deploy.export import export
+
+    # static calibrates on the training sample finetune recorded (sentences, not word lists)
+    export(ExportConfig(model_dir=tiny_tagger, output=tmp_path / mode, quantize=mode))
+    report = validate(ValidateConfig(model_dir=tiny_tagger, onnx_dir=tmp_path / mode, data=tiny_tagged_dev))
+    scored = next(v for v in report.variants if v.variant == variant)
+    assert report.passed and scored.tag_agreement > 0.95
