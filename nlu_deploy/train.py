@@ -122,7 +122,8 @@ def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = Distri
     import torch
 
     model.eval()
-    tagging = False  # set from the logits' shape: [batch, labels] or [batch, tokens, labels]
+    # decided by the head, not by a batch: every process must take the same collective calls
+    tagging = type(model).__name__.endswith("ForTokenClassification")
     empty = np.zeros(0, dtype=np.int64)
     gold, predicted, sentence_ids, loss_sum, sentences = [empty], [empty], [empty], 0.0, 0
     with torch.inference_mode():
@@ -131,7 +132,6 @@ def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = Distri
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model(**batch)
             labels, best = batch["labels"].cpu().numpy(), output.logits.argmax(-1).cpu().numpy()
-            tagging = output.logits.dim() == 3
             loss_sum += output.loss.float().item() * len(labels)
             if tagging:  # keep only labelled positions, and which sentence each belongs to
                 rows, _ = np.nonzero(labels != IGNORED)
