@@ -2,9 +2,10 @@
 
 Words -> sub-words: the first sub-word of each word carries the word's label; the other
 sub-words, the special tokens and the padding are ignored (label -100 in training, not read
-at inference). Sentences longer than max_length are cut; the words cut off get no prediction
-(they count as `O`, so their gold entities count as missed) and the number of gold entities
-cut is reported, never silently dropped.
+at inference). In training, sentences longer than max_length are cut and the gold entities
+cut are counted. At inference nothing is cut: a long sentence is tagged in overlapping windows
+of whole words, each word taking its logits from the window where it sits most centrally (so
+it has context on both sides).
 
 Raw text -> entities: the text is split on whitespace (the same words the training data
 gives), tagged, and BIO spans are turned into entities with character offsets into the
@@ -58,6 +59,26 @@ def encode_words(tokenizer, sentences: list[list[str]], max_length: int) -> Enco
                 first[word] = position
         first_subword[row] = first
     return EncodedWords(features, first_subword, len(long_rows))
+
+
+def word_windows(subword_counts: list[int], budget: int) -> list[tuple[int, int]]:
+    """Word ranges [start, end) whose sub-words fit in `budget`, consecutive ones overlapping by
+    about a quarter of the budget. A single word longer than the budget gets a window of its
+    own (its first sub-word, the one that matters, always fits)."""
+    windows, start, words = [], 0, len(subword_counts)
+    while True:
+        end, used = start, 0
+        while end < words and (used + subword_counts[end] <= budget or end == start):
+            used += subword_counts[end]
+            end += 1
+        windows.append((start, end))
+        if end >= words:
+            return windows
+        back, overlap = end, 0
+        while back - 1 > start and overlap + subword_counts[back - 1] <= budget // 4:
+            back -= 1
+            overlap += subword_counts[back]
+        start = back  # always past the previous start: the loop ends
 
 
 def aligned_labels(first_subword: list[int], tag_ids: list[int], length: int) -> list[int]:
@@ -116,24 +137,46 @@ class WordTagger:
         self.tokenizer = backend.tokenizer
         self.id2label = backend.id2label
         self.max_length = backend.max_length
-        self.last_truncated = 0
+        self.last_truncated = 0  # nothing is cut at inference (see the module docstring)
+        self.last_windowed = 0  # sentences of the last call tagged in several windows
+
+    def _windows(self, sentences: list[list[str]]) -> list[tuple[int, int, int]]:
+        """(sentence, first word, end word) pieces that each fit in max_length."""
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        counted = self.tokenizer(sentences, is_split_into_words=True, add_special_tokens=False, verbose=False)
+        pieces, self.last_windowed = [], 0
+        for row, words in enumerate(sentences):
+            counts = [0] * len(words)
+            for word in counted.word_ids(row):
+                if word is not None:
+                    counts[word] += 1
+            windows = word_windows(counts, budget) if sum(counts) > budget else [(0, len(words))]
+            self.last_windowed += len(windows) > 1
+            pieces += [(row, start, end) for start, end in windows]
+        return pieces
 
     def word_logits(self, sentences: list[list[str]], batch_size: int = 64) -> list[np.ndarray]:
         """Per sentence, a [words, labels] array of the first sub-words' logits; rows of words
-        the model never saw are NaN."""
+        with no sub-word at all are NaN."""
         result = [np.full((len(words), len(self.id2label)), np.nan, dtype=np.float32) for words in sentences]
+        centrality = [np.full(len(words), -1) for words in sentences]  # of the window each word took
+        pieces = self._windows([words for words in sentences if words]) if any(sentences) else []
         rows = [i for i, words in enumerate(sentences) if words]  # empty sentences: nothing to run
-        encoded = encode_words(self.tokenizer, [sentences[i] for i in rows], self.max_length)
-        self.last_truncated = encoded.truncated
-        order = sorted(range(len(rows)), key=lambda k: len(encoded.features[k]["input_ids"]))
+        encoded = encode_words(self.tokenizer, [sentences[rows[r]][a:b] for r, a, b in pieces], self.max_length)
+        order = sorted(range(len(pieces)), key=lambda k: len(encoded.features[k]["input_ids"]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             logits = self.backend.run_batch(pad_batch([encoded.features[k] for k in chunk],
                                                       self.tokenizer.pad_token_id or 0))
             for k, token_logits in zip(chunk, logits):
-                positions = np.array(encoded.first_subword[k])
-                seen = positions != NO_SUBWORD
-                result[rows[k]][seen] = token_logits[positions[seen]]
+                row, first, end = pieces[k]
+                row = rows[row]
+                for offset, position in enumerate(encoded.first_subword[k]):
+                    word = first + offset
+                    central = min(word - first, end - 1 - word)
+                    if position != NO_SUBWORD and central > centrality[row][word]:
+                        result[row][word] = token_logits[position]
+                        centrality[row][word] = central
         return result
 
     def tags_from_logits(self, logits: np.ndarray) -> list[str]:

@@ -17,7 +17,7 @@ from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tagged_data import check_known_tags, load_tagged_sentences
-from nlu_deploy.tagging import cut_entities, encode_words, onnx_tagger, torch_tagger
+from nlu_deploy.tagging import onnx_tagger, torch_tagger
 
 
 @dataclass
@@ -154,8 +154,7 @@ class TagVariantScore:
 class TaggingValidationReport(GatedReport):
     data: str
     examples: int
-    truncated: int  # sentences cut at the model's max length
-    entities_cut: int  # gold entities (partly) in the cut-off words: they count as missed
+    windowed: int  # sentences longer than the model's max length, tagged in overlapping windows
     max_score_drop: float
     pytorch: dict  # entity_f1, entity_precision, entity_recall, tag_accuracy, entities, per_type
     variants: list[TagVariantScore]
@@ -184,9 +183,9 @@ class TaggingValidationReport(GatedReport):
             [[kind, p["per_type"][kind]["support"], percent(p["per_type"][kind]["f1"]),
               *[percent(v.per_type_f1.get(kind, 0.0)) for v in self.variants]] for kind in types])
         note = ""
-        if self.truncated:
-            note = (f" {self.truncated} sentences were cut at the model's max length; {self.entities_cut} gold "
-                    "entities lay (partly) in the cut-off words and count as missed.")
+        if self.windowed:
+            note = (f" {self.windowed} sentences were longer than the model's max length and were tagged "
+                    "whole, in overlapping windows.")
         return (f"Validation on {self.data}: {self.examples} sentences, {p['entities']} gold entities "
                 f"(exact-span matching, conlleval rules).{note}\n\n{table}\n\nPer entity type:\n\n{per_type}\n")
 
@@ -205,8 +204,7 @@ def validate_tagging(config: ValidateConfig) -> TaggingValidationReport:
     reference = reference_tagger.word_logits(data.words, config.batch_size)
     reference_tags = [reference_tagger.tags_from_logits(x) for x in reference]
     reference_scores = entity_scores(data.tags, reference_tags)
-    encoded = encode_words(tokenizer, data.words, max_length)
-    entities_cut = sum(cut_entities(first, tags) for first, tags in zip(encoded.first_subword, data.tags))
+    windowed = reference_tagger.last_windowed
     reference_flat = np.concatenate(reference)
     words = len(reference_flat)
 
@@ -227,5 +225,5 @@ def validate_tagging(config: ValidateConfig) -> TaggingValidationReport:
             per_type_f1={kind: s["f1"] for kind, s in scores["per_type"].items()},
             passed=-delta <= config.max_score_drop + 1e-9,
         ))
-    return TaggingValidationReport(str(config.data), len(data), encoded.truncated, entities_cut,
-                                   config.max_score_drop, reference_scores, variants)
+    return TaggingValidationReport(str(config.data), len(data), windowed, config.max_score_drop,
+                                   reference_scores, variants)

@@ -293,15 +293,30 @@ def test_quantize_auto_scores_a_tagger_on_entity_f1(tmp_path, tiny_tagger):
     assert "entity F1 %" in (tmp_path / "auto" / artifacts.QUANTIZATION_REPORT_MD).read_text()
 
 
-def test_predict_says_when_a_text_was_cut(tiny_tagger_onnx):
+def test_long_texts_are_tagged_whole_in_overlapping_windows(tiny_tagger_onnx):
     from test_cli import invoke
 
     long_text = "play some jazz in the kitchen " * 12  # 72 words, max length 32
     result = invoke("predict", tiny_tagger_onnx, "--json", long_text)
     assert result.exit_code == 0, result.output
-    assert "1 text(s) exceed the model's max length of 32 tokens" in result.output
     entities = json.loads(result.stdout)["entities"]
-    assert entities and max(e["end"] for e in entities) < len(long_text) // 2  # only the start was read
+    assert all(long_text[e["start"]:e["end"]] == e["text"] for e in entities)
+    # every repetition is read: 12 genres, and rooms up to the last words (a single 32-token
+    # window would stop after about 5 repetitions)
+    assert [(e["type"], e["text"]) for e in entities if e["type"] == "genre"] == [("genre", "jazz")] * 12
+    assert sum(e["text"] == "kitchen" for e in entities) >= 10 and entities[-1]["end"] > 0.95 * len(long_text.strip())
+
+
+def test_windows_cover_every_word_and_overlap():
+    from nlu_deploy.tagging import word_windows
+
+    counts = [1, 3, 1, 1, 2, 1, 1, 1, 4, 1, 1]
+    windows = word_windows(counts, budget=6)
+    assert windows[0][0] == 0 and windows[-1][1] == len(counts)
+    assert all(sum(counts[a:b]) <= 6 for a, b in windows)
+    assert all(b2 > b1 and a2 > a1 and a2 < b1 for (a1, b1), (a2, b2) in zip(windows, windows[1:]))  # overlap
+    assert word_windows([9, 1], budget=4) == [(0, 1), (1, 2)]  # a word longer than the budget: alone
+    assert word_windows([1, 1], budget=4) == [(0, 2)]
 
 
 @pytest.mark.parametrize("mode, variant", [("static", "int8"), ("fp16", "fp16")])
