@@ -88,20 +88,9 @@ def make_loader(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict
     with set_epoch) for training, a plain slice for evaluation (no padded duplicates).
     Returns the loader and what truncation cut: sentences, and (tagging) gold entities."""
     import torch
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
-    if isinstance(data, TaggedSentences):  # one label per word, on its first sub-word
-        words = encode_words(tokenizer, data.words, max_length)
-        rows = [dict(features, labels=aligned_labels(first, [label2id[t] for t in tags], len(features["input_ids"])))
-                for features, first, tags in zip(words.features, words.first_subword, data.tags)]
-        truncation = {"sentences": words.truncated,
-                      "entities": sum(cut_entities(first, tags) for first, tags in zip(words.first_subword, data.tags))}
-        collate = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
-    else:
-        encoded = encode(tokenizer, data.texts, max_length)
-        rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
-        truncation = {"sentences": encoded.truncated}
-        collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
+    rows, truncation = labelled_rows(tokenizer, data, label2id, max_length)
+    collate = collator(tokenizer, data, pad_multiple)
     if not shuffle:  # evaluation: similar lengths together, less padding
         rows.sort(key=lambda row: len(row["input_ids"]))
         rows = rows[dist.rank::dist.world_size]
@@ -113,6 +102,29 @@ def make_loader(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict
     loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle and sampler is None,
                                          sampler=sampler, collate_fn=collate, generator=generator)
     return loader, truncation
+
+
+def labelled_rows(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict[str, int],
+                  max_length: int) -> tuple[list[dict], dict[str, int]]:
+    """Token ids with their labels (one per text, or one per word on its first sub-word), and
+    what truncation cut: sentences, and for tagging the gold entities."""
+    if isinstance(data, TaggedSentences):
+        words = encode_words(tokenizer, data.words, max_length)
+        rows = [dict(features, labels=aligned_labels(first, [label2id[t] for t in tags], len(features["input_ids"])))
+                for features, first, tags in zip(words.features, words.first_subword, data.tags)]
+        cut = sum(cut_entities(first, tags) for first, tags in zip(words.first_subword, data.tags))
+        return rows, {"sentences": words.truncated, "entities": cut}
+    encoded = encode(tokenizer, data.texts, max_length)
+    rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
+    return rows, {"sentences": encoded.truncated}
+
+
+def collator(tokenizer, data: LabelledTexts | TaggedSentences, pad_multiple: int | None):
+    """Dynamic padding; per-token labels are padded with the ignored label."""
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    kind = DataCollatorForTokenClassification if isinstance(data, TaggedSentences) else DataCollatorWithPadding
+    return kind(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
 
 
 def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = DistributedContext()) -> dict:

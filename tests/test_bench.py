@@ -124,6 +124,6 @@ def test_training_comparison_runs_both_loops_on_the_same_data(tmp_path, tiny_enc
     assert (ours.loop, trainer.loop) == ("nlu-deploy", "transformers.Trainer")
     assert ours.samples_per_second > 0 and trainer.samples_per_second > 0
     # same recipe, same data: both loops must learn the four tiny intents
-    assert ours.final_validation_accuracy >= 0.9 and trainer.final_validation_accuracy >= 0.9
+    assert ours.final_validation_score >= 0.9 and trainer.final_validation_score >= 0.9
     assert "nlu-deploy / Trainer throughput" in comparison.to_markdown()
     assert not (tmp_path / "unused").exists()

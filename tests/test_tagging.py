@@ -255,6 +255,20 @@ def test_run_token_classification_on_the_demo_slots_then_predict(tmp_path, tiny_
         ("time", "7 am", 14, 18), ("date", "tomorrow", 19, 27)}
 
 
+def test_training_comparison_scores_both_taggers_on_entity_f1(tmp_path, tiny_encoder, tiny_tagged_train):
+    from nlu_deploy.config import FinetuneConfig
+    from nlu_deploy.training_benchmark import compare_with_trainer
+
+    config = FinetuneConfig(output=tmp_path / "unused", model=str(tiny_encoder), train=tiny_tagged_train,
+                            task="token-classification", epochs=6, batch_size=8, lr=5e-3, max_length=32)
+    comparison = compare_with_trainer(config)
+    ours, trainer = comparison.runs
+    assert comparison.metric == "entity F1" and "final validation entity F1 %" in comparison.to_markdown()
+    # same recipe, same words, same alignment: both loops learn the demo slots alike
+    assert ours.final_validation_score >= 0.85 and trainer.final_validation_score >= 0.85
+    assert abs(ours.final_validation_score - trainer.final_validation_score) < 0.05
+
+
 def test_tagger_mistakes_get_one_sentence(tmp_path, tiny_encoder, tiny_tagger, tiny_tagger_onnx):
     from test_cli import assert_clean_failure, invoke
 
