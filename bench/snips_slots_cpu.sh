@@ -6,9 +6,11 @@
 #   2. export fp32 / O2 / dynamic int8 (from the O2 graph);
 #   3. validate every file on the held-out 10%: entity F1 (exact spans), tag agreement;
 #   4. benchmark all of them against PyTorch eager in one run;
-#   5. export --quantize auto (budget 0.3 entity F1 points) and keep its report.
+#   5. export --quantize auto (budget 0.3 entity F1 points) and keep its report;
+#   6. time our training loop against transformers.Trainer on the same recipe (needs the
+#      `bench` extra: pip install -e ".[bench]").
 # REUSE_CHECKPOINT=1 skips step 1 when $WORK_DIR/checkpoint already holds a finished run.
-# Results: bench/results/<date>-<machine>-snips-slots-{validation,bench,quantization}.{json,md}.
+# Results: bench/results/<date>-<machine>-snips-slots-{validation,bench,quantization,training}.{json,md}.
 # Needs ../shared/data/snips (not part of the project; see ../shared/data/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +34,9 @@ nlu-deploy export "$work/checkpoint" --output "$work/onnx-auto" --optimize O2 --
   --max-score-drop 0.3 --overwrite
 cp "$work/onnx-auto/quantization_report.md" "$out-quantization.md"
 cp "$work/onnx-auto/quantization_report.json" "$out-quantization.json"
+# 6. optional (SKIP_TRAINING_BENCH=1 skips it; about 25 minutes on 2 cores): our loop against
+#    transformers.Trainer on the same tagging recipe, both scored on entity F1
+if [ "${SKIP_TRAINING_BENCH:-0}" != 1 ]; then
+  nlu-deploy bench-training --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4 \
+    --seed 42 --json "$out-training.json" | tee "$out-training.md"
+fi
