@@ -15,7 +15,8 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import BenchConfig
-from nlu_deploy.modeling import load_checkpoint, pick_device
+from nlu_deploy.modeling import pick_device
+from nlu_deploy.tasks import load_checkpoint
 from nlu_deploy.quantize import cpu_flags
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.errors import ModelError
@@ -295,7 +296,7 @@ def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]
 
         def call():
             with torch.inference_mode():
-                out = model(**tensors).logits
+                out = model(**tensors)  # every head: a joint model's two outputs too
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return out

@@ -18,7 +18,6 @@ from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDE
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
-from nlu_deploy.modeling import checkpoint_task
 
 
 class NluDeployGroup(click.Group):
@@ -61,14 +60,22 @@ def finetune_options(command):
         click.option("--validation", type=click.Path(path_type=Path), default=None,
                      help="Validation data. Default: a seeded 10% of --train (stratified by intent)."),
         click.option("--task", type=click.Choice(TASKS), default="text-classification", show_default=True,
-                     help="text-classification: one intent per text. token-classification: BIO slot/NER tags per word."),
+                     help="text-classification: one intent per text. token-classification: BIO slot/NER tags per "
+                          "word. joint: the intent and the slots of each text, from one model."),
         click.option("--text-column", default=None,
-                     help="Column with the text (default 'text'), or for tagging the list of words (default 'tokens')."),
+                     help="Column with the text (default 'text'), or for tagging and joint the list of words "
+                          "(default 'tokens')."),
         click.option("--label-column", default=None,
-                     help="Column with the intent (default 'label'), or for tagging the list of tags (default 'tags')."),
+                     help="Column with the intent (default 'label'), or for tagging and joint the list of tags "
+                          "(default 'tags')."),
+        click.option("--intent-column", default=None, help="joint: column with the intent (default 'intent')."),
+        click.option("--slot-loss-weight", type=float, default=1.0, show_default=True,
+                     help="joint: loss = intent cross-entropy + this * slot cross-entropy."),
         click.option("--epochs", type=int, default=3, show_default=True),
-        click.option("--batch-size", type=int, default=32, show_default=True),
-        click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW)."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Global batch size. Default: 32; 16 for --task joint."),
+        click.option("--lr", type=float, default=None,
+                     help="Peak learning rate (AdamW). Default: 1e-4; 2e-4 for --task joint."),
         click.option("--max-length", type=int, default=128, show_default=True,
                      help="Longer texts are truncated (and counted in metrics.json)."),
         click.option("--compile/--no-compile", "compile_flag", default=None,
@@ -146,12 +153,13 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
     result = run_finetune(config, show_progress=sys.stderr.isatty())
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports
-    best = result.best_scores
-    if config.task == "token-classification":
-        scores = (f"entity F1 {100 * best['entity_f1']:.2f}% (precision {100 * best['entity_precision']:.2f}%, "
-                  f"recall {100 * best['entity_recall']:.2f}%)")
-    else:
-        scores = f"accuracy {100 * best['accuracy']:.2f}%, macro-F1 {100 * best['macro_f1']:.2f}%"
+    from nlu_deploy.tasks import get_task
+
+    scores = get_task(config.task).training_summary(result.best_scores)
+    unseen = artifacts.read_json(result.output / artifacts.METRICS).get("unseen_in_validation", {})
+    for head, found in unseen.items():
+        click.echo(f"note: {found['rows']} validation example(s) hold {head} the training data never had "
+                   f"({', '.join(sorted(found['labels']))}); they are scored as errors.", err=True)
     click.echo(f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
                f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
 
@@ -196,8 +204,6 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
-    if triton_repo is not None and checkpoint_task(model_dir) == "token-classification":
-        raise click.UsageError("--triton serves intent classifiers only; this checkpoint is a slot tagger.")
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
@@ -224,11 +230,14 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled data to score on.")
 @click.option("--text-column", default=None, help="Default: the column the checkpoint was trained with.")
 @click.option("--label-column", default=None, help="Default: the column the checkpoint was trained with.")
+@click.option("--intent-column", default=None, help="joint: default: the column the checkpoint was trained with.")
 @click.option("--max-score-drop", type=float, default=1.0, show_default=True,
-              help="Points of accuracy (intents) or entity F1 (tagging) an ONNX file may lose against PyTorch.")
+              help="Points of accuracy (intents), entity F1 (tagging) or each of intent accuracy, entity F1 and "
+                   "exact match (joint) an ONNX file may lose against PyTorch.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
-def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_drop, batch_size, json_path):
+def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column, max_score_drop, batch_size,
+             json_path):
     """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
 
     Exits with status 1 when a file's accuracy (entity F1 for a slot tagger) is more than
@@ -241,15 +250,21 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, max_score_dro
     from nlu_deploy.validate import validate as run_validate
 
     report = run_validate(ValidateConfig(model_dir=model_dir, onnx_dir=onnx_dir, data=data, text_column=text_column,
-                                         label_column=label_column, max_score_drop=max_score_drop,
+                                         label_column=label_column, intent_column=intent_column,
+                                         max_score_drop=max_score_drop,
                                          batch_size=batch_size))
     click.echo(report.to_markdown())
     report.write_json(onnx_dir / artifacts.VALIDATION_REPORT)  # read by `bench --recommend`
     if json_path:
         report.write_json(json_path)
     if not report.passed:
-        names = ", ".join(f"{v.file} ({v.delta_points:+.2f} points)" for v in report.failures)
-        raise ValidationFailed(f"{report.metric_name} dropped by more than {max_score_drop} points for {names}.")
+        from nlu_deploy.metrics import DISPLAY_NAMES
+
+        lost = " and ".join(DISPLAY_NAMES[m] for m in report.gated_metrics
+                            if any(m in v.failed_on for v in report.failures))
+        files = ", ".join(f"{v.file} ({', '.join(f'{v.delta_points[m]:+.2f}' for m in v.failed_on)} points)"
+                          for v in report.failures)
+        raise ValidationFailed(f"{lost} dropped by more than {max_score_drop} points for {files}.")
 
 
 @main.command()
@@ -313,7 +328,9 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
     if validation is not None:
         best = report.recommend(validation)
         budget = validation.get("max_score_drop")
-        metric = "entity F1" if validation.get("task") == "token-classification" else "accuracy"
+        from nlu_deploy.metrics import DISPLAY_NAMES
+
+        metric = " / ".join(DISPLAY_NAMES[m] for m in validation.get("gated_metrics", ["accuracy"]))
         click.echo(f"Recommended: {best} (fastest variant within {budget} {metric} points of PyTorch)." if best
                    else f"Recommended: none (no measured variant passed validation within {budget} points).")
 
@@ -336,31 +353,22 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
     Example: nlu-deploy predict models/demo/onnx "wake me up at 7" "play some jazz"
     """
     from nlu_deploy.data import read_texts
-    from nlu_deploy.predict import load_predictor
-    from nlu_deploy.tagging import WordTagger
+    from nlu_deploy.predict import load_task_predictor
 
     all_texts = list(texts) + (read_texts(input_file) if input_file else [])
     if not all_texts:
         raise click.UsageError("give texts as arguments or with --file.")
-    predictor, used = load_predictor(model_dir, variant, provider)
+    predictor, used, task = load_task_predictor(model_dir, variant, provider)
     click.echo(f"using {used}", err=True)
     predictions = predictor.predict(all_texts)
     if predictor.last_truncated:
         click.echo(f"note: {predictor.last_truncated} text(s) exceed the model's max length of "
                    f"{predictor.max_length} tokens; the rest of each was not read.", err=True)
-    if isinstance(predictor, WordTagger):
-        for text, entities in zip(all_texts, predictions):
-            if as_json:
-                click.echo(json.dumps({"text": text, "entities": [e.to_json() for e in entities]}, ensure_ascii=False))
-            else:
-                found = "  ".join(f"{e.type}={e.text!r}[{e.start}:{e.end}]@{e.score:.3f}" for e in entities)
-                click.echo(f"{text}\t{found or '(no entities)'}")
-        return
-    for text, (label, score) in zip(all_texts, predictions):
+    for text, prediction in zip(all_texts, predictions):
         if as_json:
-            click.echo(json.dumps({"text": text, "label": label, "score": round(score, 6)}, ensure_ascii=False))
+            click.echo(json.dumps(task.prediction_json(text, prediction), ensure_ascii=False))
         else:
-            click.echo(f"{label}\t{score:.4f}\t{text}")
+            click.echo(task.prediction_line(text, prediction))
 
 
 @main.command("bench-training")

@@ -8,10 +8,16 @@ from pathlib import Path
 
 from nlu_deploy.errors import ConfigError
 
-TASKS = ("text-classification", "token-classification")
-# The columns each task reads when none are named: a sentence and its intent, or a list of
-# words and their BIO tags (as in SNIPS's tokens/tags).
-DEFAULT_COLUMNS = {"text-classification": ("text", "label"), "token-classification": ("tokens", "tags")}
+# The task names (nlu_deploy.tasks holds what each does; a test keeps the two lists equal).
+TASKS = ("text-classification", "token-classification", "joint")
+# The columns each task reads when none are named: a sentence and its intent, a list of words
+# and their BIO tags (as in SNIPS's tokens/tags), or both (tokens/tags/intent).
+DEFAULT_COLUMNS = {"text-classification": ("text", "label", None), "token-classification": ("tokens", "tags", None),
+                   "joint": ("tokens", "tags", "intent")}
+# Batch size and learning rate when none are given. The joint task uses the slot tagger's best
+# recipe on SNIPS's held-out 10% of train (batch 16 / lr 2e-4: 95.4 entity F1 after 3 epochs,
+# against 93.4 for batch 32 / lr 1e-4); the single tasks keep their v1 defaults.
+DEFAULT_RECIPES = {"text-classification": (32, 1e-4), "token-classification": (32, 1e-4), "joint": (16, 2e-4)}
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -41,9 +47,10 @@ class FinetuneConfig:
     task: str = "text-classification"
     text_column: str | None = None  # None: the task's default (DEFAULT_COLUMNS)
     label_column: str | None = None
+    intent_column: str | None = None  # joint task only
     epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-4
+    batch_size: int | None = None  # None: the task's default (DEFAULT_RECIPES)
+    lr: float | None = None
     max_length: int = 128
     compile: str = "auto"  # auto: on for CUDA, off for CPU (compiling costs ~90 s on CPU)
     device: str = "auto"
@@ -51,6 +58,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    slot_loss_weight: float = 1.0  # joint task: loss = intent CE + this * slot CE
     validation_fraction: float = 0.1
     checkpoint_every: int = 200  # optimizer steps between saved training states; 0: epoch ends only
     resume: bool = False  # continue the interrupted run that wrote to the same output
@@ -60,10 +68,17 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _choice("task", self.task, TASKS)
-        default_text, default_label = DEFAULT_COLUMNS[self.task]
+        default_text, default_label, default_intent = DEFAULT_COLUMNS[self.task]
+        if self.intent_column and not default_intent:
+            raise ConfigError("--intent-column is for --task joint only.")
         # Frozen dataclass: fill the task's default columns once, here, so every reader agrees.
         object.__setattr__(self, "text_column", self.text_column or default_text)
         object.__setattr__(self, "label_column", self.label_column or default_label)
+        object.__setattr__(self, "intent_column", self.intent_column or default_intent)
+        default_batch, default_lr = DEFAULT_RECIPES[self.task]
+        object.__setattr__(self, "batch_size", default_batch if self.batch_size is None else self.batch_size)
+        object.__setattr__(self, "lr", default_lr if self.lr is None else self.lr)
+        _positive("slot loss weight", self.slot_loss_weight)
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
@@ -85,6 +100,11 @@ class FinetuneConfig:
             )
         if self.max_grad_norm <= 0:
             raise ConfigError("max grad norm must be greater than zero.")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The data columns the task reads, in its order (text, labels[, intent])."""
+        return tuple(c for c in (self.text_column, self.label_column, self.intent_column) if c)
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,7 @@ class ValidateConfig:
     data: Path
     text_column: str | None = None  # None: the columns the checkpoint was trained with
     label_column: str | None = None
+    intent_column: str | None = None  # joint task
     max_score_drop: float = 1.0  # points of the task's score: accuracy, or entity F1 for tagging
     batch_size: int = 64
     max_length: int | None = None  # None: what the checkpoint was trained with

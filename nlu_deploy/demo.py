@@ -163,10 +163,12 @@ def demo_labelled_texts() -> LabelledTexts:
     return LabelledTexts([e["text"] for e in examples], [e["label"] for e in examples], "built-in demo data")
 
 
-def demo_tagged_sentences() -> TaggedSentences:
-    """The same utterances as word lists with BIO slot tags (16 slot types)."""
+def demo_tagged_sentences(with_intents: bool = False) -> TaggedSentences:
+    """The same utterances as word lists with BIO slot tags (16 slot types), and with
+    `with_intents` their intents too (the joint task)."""
     examples = generate_demo_examples()
-    return TaggedSentences([e["tokens"] for e in examples], [e["tags"] for e in examples], "built-in demo data")
+    return TaggedSentences([e["tokens"] for e in examples], [e["tags"] for e in examples], "built-in demo data",
+                           intents=[e["label"] for e in examples] if with_intents else None)
 
 
 def write_demo_dataset(path: Path) -> None:

@@ -13,14 +13,13 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
-from nlu_deploy.data import check_known_labels, load_labelled_texts, read_records
+from nlu_deploy.data import read_records
 from nlu_deploy.errors import DataError, ModelError
-from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer, quiet_transformers
+from nlu_deploy.modeling import load_tokenizer, quiet_transformers
 from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.quantize_search import QuantizationReport, Search, search_int8, write_report
-from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier, encode, pad_batch
-from nlu_deploy.tagged_data import check_known_tags, load_tagged_sentences
-from nlu_deploy.tagging import onnx_tagger, torch_tagger
+from nlu_deploy.runtime import encode, pad_batch
+from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 from nlu_deploy.validate import default_columns
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
@@ -43,7 +42,7 @@ class ExportResult:
 
 def _check_texts(model_dir: Path, limit: int = 64) -> list[str]:
     split = model_dir / artifacts.VALIDATION_SPLIT
-    text_column, _ = default_columns(model_dir)
+    text_column = default_columns(model_dir)[0]
     if split.exists():
         texts = [_as_text(record[text_column]) for record in read_records(split)[:limit] if text_column in record]
         if texts:
@@ -56,50 +55,44 @@ def _as_text(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _logits_for_check(model_or_path, tokenizer, id2label, texts: list[str], task: str) -> np.ndarray:
-    """Logits of the check texts, from the PyTorch model or an ONNX file: one row per text,
-    or for tagging one row per word (its first sub-word)."""
+def _outputs_for_check(task: Task, model, path: Path | None, tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
+    """Every output's scored rows for the check texts (one per text, or per word), from the
+    PyTorch model or, given `path`, an ONNX file."""
     max_length = tokenizer.model_max_length
-    if task == "token-classification":
-        tagger = (onnx_tagger(model_or_path, tokenizer, id2label, max_length) if isinstance(model_or_path, Path)
-                  else torch_tagger(model_or_path, tokenizer, max_length))
-        return np.nan_to_num(np.concatenate(tagger.word_logits([t.split() for t in texts])), nan=0.0)
-    if isinstance(model_or_path, Path):
-        return OnnxTextClassifier(model_or_path, tokenizer, id2label, max_length).logits(texts)
-    return TorchTextClassifier(model_or_path, tokenizer, max_length).logits(texts)
+    backend = (torch_backend(model, tokenizer, max_length) if path is None
+               else onnx_backend(path, tokenizer, model.config, max_length))
+    return task.infer(backend, task.examples_from_texts(texts)).outputs
 
 
-def max_logit_difference(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return float(np.abs(reference - candidate).max())
+def max_logit_difference(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
+    """The largest |difference| over every output (words never seen by the model excluded)."""
+    return max(float(np.nanmax(np.abs(reference[name] - candidate[name]))) for name in reference)
 
 
 def export(config: ExportConfig) -> ExportResult:
-    from optimum.exporters.onnx import main_export
-
     model_dir = Path(config.model_dir)
-    model = load_checkpoint(model_dir)  # refuses non-checkpoints before any work starts
+    task = task_of(model_dir)
+    model = task.load_model(model_dir)  # refuses non-checkpoints before any work starts
     tokenizer = load_tokenizer(str(model_dir))
-    task = checkpoint_task(model_dir)
     quiet_transformers()
-    heldout = _heldout_data(config, model_dir) if config.quantize == "auto" else None
+    heldout = _heldout_data(config, model_dir, task) if config.quantize == "auto" else None
     calibration = _calibration_batches(config, model_dir, tokenizer) if config.quantize in ("static", "auto") else None
     with artifacts.staged_output(config.output, config.overwrite) as out:
         try:
             with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
                 warnings.simplefilter("ignore")
-                main_export(str(model_dir), out, task=task, opset=config.opset,
-                            do_validation=False, trust_remote_code=False, local_files_only=True)
+                task.export_onnx(model_dir, model, tokenizer, out, config.opset)
         except Exception as exc:  # the exporter wraps torch.onnx failures in many types
             raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
 
         # Optimum's own validation only warns on a mismatch; a deployment tool must refuse.
         texts = _check_texts(model_dir)
-        reference = _logits_for_check(model, tokenizer, model.config.id2label, texts, task)
+        reference = _outputs_for_check(task, model, None, tokenizer, texts)
         result = ExportResult(config.output, {"fp32": artifacts.ONNX_FP32})
 
         def check(name: str, file_name: str) -> float:
-            logits = _logits_for_check(out / file_name, tokenizer, model.config.id2label, texts, task)
-            diff = max_logit_difference(reference, logits)
+            outputs = _outputs_for_check(task, model, out / file_name, tokenizer, texts)
+            diff = max_logit_difference(reference, outputs)
             result.max_abs_logit_diff[name] = diff
             return diff
 
@@ -129,7 +122,7 @@ def export(config: ExportConfig) -> ExportResult:
         elif config.quantize == "auto":
             if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
                 graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
-            search = Search(out / ".search" / "candidates", model, tokenizer, heldout, calibration,
+            search = Search(out / ".search" / "candidates", task, model, tokenizer, heldout, calibration,
                             config.max_score_drop, config.quantize_preset, config.calibration_method)
             report = search_int8(search, graphs, quantized, config.per_channel)
             shutil.rmtree(out / ".search", ignore_errors=True)
@@ -142,23 +135,16 @@ def export(config: ExportConfig) -> ExportResult:
             check("int8", artifacts.ONNX_QUANTIZED)
         artifacts.write_manifest(out, "export", asdict(config), parent=model_dir,
                                  files=result.files, max_abs_logit_diff=result.max_abs_logit_diff,
-                                 quantization=result.quantization, task=task)
+                                 quantization=result.quantization, task=task.name)
     return result
 
 
-def _heldout_data(config: ExportConfig, model_dir: Path):
+def _heldout_data(config: ExportConfig, model_dir: Path, task: Task):
+    """Held-out data for the search; labels the model never had are scored as errors."""
     path = config.validation or model_dir / artifacts.VALIDATION_SPLIT
     if not path.exists():
         raise DataError(f"--quantize auto needs held-out data: pass --validation ({path} does not exist).")
-    text_column, label_column = default_columns(model_dir)
-    model_labels = artifacts.read_json(model_dir / "config.json")["label2id"]
-    if checkpoint_task(model_dir) == "token-classification":
-        tagged = load_tagged_sentences(path, text_column, label_column)
-        check_known_tags(tagged, model_labels)
-        return tagged
-    data = load_labelled_texts(path, text_column, label_column)
-    check_known_labels(data, model_labels)
-    return data
+    return task.read(path, default_columns(model_dir, task))
 
 
 def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch_size: int = 8) -> list[dict]:
@@ -166,7 +152,7 @@ def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch
     path = config.calibration or model_dir / artifacts.CALIBRATION_SAMPLE
     if not path.exists():
         raise DataError(f"static quantization needs calibration texts: pass --calibration ({path} does not exist).")
-    text_column, _ = default_columns(model_dir)
+    text_column = default_columns(model_dir)[0]
     records = read_records(path)
     if text_column not in records[0]:
         raise DataError(f"{path} has no column {text_column!r} (columns: {', '.join(records[0])}).")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from nlu_deploy.spans import entity_spans  # noqa: F401  (re-exported: the scores' span rules)
+
 # How reports name the score keys ("entity_f1" in metrics.json reads "entity F1").
-DISPLAY_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1"}
+DISPLAY_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",
+                 "entity_precision": "precision", "entity_recall": "recall", "tag_accuracy": "tag accuracy",
+                 "intent_accuracy": "intent accuracy", "intent_macro_f1": "intent macro-F1",
+                 "exact_match": "exact match", "joint_score": "mean of intent accuracy and entity F1"}
 
 
 def accuracy(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -27,24 +32,6 @@ def macro_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
 
 def classification_scores(gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {"accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted)}
-
-
-def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """Entities as (type, first word, end word exclusive), with conlleval's rules (seqeval's
-    default mode): B-X starts an entity; I-X continues an X entity and otherwise starts one;
-    O, or a tag of another type, ends it."""
-    spans = []
-    current: tuple[str, int] | None = None
-    for index, tag in enumerate([*tags, "O"]):
-        prefix, _, kind = tag.partition("-")
-        if prefix == "I" and current is not None and current[0] == kind:
-            continue
-        if current is not None:
-            spans.append((current[0], current[1], index))
-            current = None
-        if prefix in ("B", "I"):
-            current = (kind, index)
-    return spans
 
 
 def _prf(true_positives: int, predicted: int, gold: int) -> dict[str, float]:

@@ -10,6 +10,11 @@ from nlu_deploy.artifacts import WEIGHTS
 from nlu_deploy.errors import ModelError, ProviderError
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Encoder families the stages handle (tokenizer word alignment, heads, Optimum export and the
+# onnxruntime transformer optimizer). Decoders such as GPT-2 are refused: their classification
+# head pools the last non-pad token and needs a pad token added, which export checks, word
+# alignment and the Triton tokenizer here do not model.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
 _DEFAULT_ALIASES = {DEFAULT_MODEL_NAME.lower(), "all-minilm-l6-v2"}
 
 
@@ -65,17 +70,35 @@ def checkpoint_task(directory: Path) -> str:
         else "text-classification"
 
 
-def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
-                      trust_remote_code: bool = False, task: str = "text-classification"):
-    """The encoder with a fresh classification head (per text or per token). Weights must be
-    safetensors unless the user allows pickle: unpickling a downloaded .bin file can execute
-    arbitrary code."""
-    quiet_transformers()
+def check_model_family(source: str, trust_remote_code: bool = False) -> None:
+    """Refuse model families the stages do not handle, before any weights are read."""
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).model_type
+    except (OSError, ValueError):
+        return  # loading the weights reports what is wrong with the source
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(f"{source} is a {model_type!r} model; nlu-deploy fine-tunes encoders of the families "
+                         f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoders such as GPT-2 are not supported).")
+
+
+def refuse_pickle(source: str, allow_pickle: bool) -> None:
+    """Weights must be safetensors unless the user allows pickle: unpickling a downloaded .bin
+    file can execute arbitrary code."""
     local = Path(source)
     if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
         if any(local.glob("*.bin")) or any(local.glob("*.pt")):
             raise ModelError(f"{source} has only pickle weights (.bin/.pt), which can run code when loaded; "
                              "convert them to safetensors or pass --allow-pickle if you trust the source.")
+
+
+def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
+                      trust_remote_code: bool = False, task: str = "text-classification"):
+    """The encoder with a fresh classification head (per text or per token)."""
+    quiet_transformers()
+    refuse_pickle(source, allow_pickle)
+    check_model_family(source, trust_remote_code)
     try:
         return auto_model_class(task).from_pretrained(
             source,
@@ -92,22 +115,30 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
         ) from None
 
 
-def load_checkpoint(directory: Path):
-    """A fine-tuned checkpoint written by `finetune` (or any HF directory), with the head its
-    config.json names: sequence or token classification."""
+def check_checkpoint_files(directory: Path) -> Path:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ModelError(f"{directory} is not a model checkpoint (it has no config.json).")
     if not (directory / WEIGHTS).is_file() and not any(directory.glob("model-*.safetensors")):
         raise ModelError(f"{directory} has no safetensors weights ({WEIGHTS}).")
     quiet_transformers()
+    return directory
+
+
+def load_hf_checkpoint(directory: Path, task: str):
+    """A checkpoint with a Hugging Face head: sequence or token classification."""
+    directory = check_checkpoint_files(directory)
     try:
-        model = auto_model_class(checkpoint_task(directory)).from_pretrained(
-            directory, use_safetensors=True, trust_remote_code=False
-        )
+        model = auto_model_class(task).from_pretrained(directory, use_safetensors=True, trust_remote_code=False)
     except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError
         raise ModelError(f"{directory} holds a checkpoint that cannot be loaded ({_first_line(exc)}).") from None
     return model.eval()
+
+
+def load_checkpoint(directory: Path):
+    """A single-head checkpoint with the head its config.json names (the stages load every
+    task's checkpoints through nlu_deploy.tasks.load_checkpoint)."""
+    return load_hf_checkpoint(directory, checkpoint_task(directory))
 
 
 def pick_device(requested: str = "auto"):

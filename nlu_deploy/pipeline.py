@@ -14,7 +14,7 @@ from nlu_deploy.export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.train import finetune
-from nlu_deploy.validate import TaggingValidationReport, ValidationReport, validate
+from nlu_deploy.validate import ValidationReport, validate
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"
@@ -23,7 +23,7 @@ ONNX_DIR = "onnx"
 @dataclass
 class RunReport:
     finetune_metrics: dict
-    validation: ValidationReport | TaggingValidationReport
+    validation: ValidationReport
     benchmark: BenchReport
     seconds: dict[str, float]
 
@@ -37,7 +37,8 @@ class RunReport:
         shortest = min(m.seq_len for m in self.benchmark.measurements)
         rows = []
         for v in self.validation.variants:
-            rows.append({"variant": v.variant, "file": v.file, "score": v.score, "delta_points": v.delta_points,
+            rows.append({"variant": v.variant, "file": v.file, "score": v.score, "scores": {
+                             m: v.scores[m] for m in self.validation.gated_metrics}, "delta_points": v.delta_points,
                          "passed": v.passed, "batch_size": largest, "seq_len": shortest,
                          "speedup_vs_pytorch": self.benchmark.speedup(v.variant, largest, shortest)})
         return rows
@@ -50,9 +51,9 @@ class RunReport:
     def to_markdown(self) -> str:
         figures = self.key_figures()
         shape = f"batch {figures[0]['batch_size']}, seq len {figures[0]['seq_len']}" if figures else ""
-        metric = self.validation.metric_name
-        rows = [[f["variant"], percent(f["score"]), signed_points(f["delta_points"]),
-                 "pass" if f["passed"] else "FAIL",
+        gated = self.validation.gated_metrics
+        rows = [[f["variant"], *[percent(f["scores"][m]) for m in gated],
+                 *[signed_points(f["delta_points"][m]) for m in gated], "pass" if f["passed"] else "FAIL",
                  f"{f['speedup_vs_pytorch']:.2f}x" if f["speedup_vs_pytorch"] else "n/a"] for f in figures]
         primary = self.finetune_metrics.get("primary_metric", "accuracy")
         best = self.finetune_metrics["best"]
@@ -62,7 +63,9 @@ class RunReport:
             "(fastest ONNX file within the accuracy budget).", "",
             f"PyTorch checkpoint: validation {DISPLAY_NAMES[primary]} {percent(best[primary])}% "
             f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).", "",
-            markdown_table(["variant", f"{metric} %", "delta (points)", "gate", f"speed-up vs PyTorch ({shape})"], rows),
+            markdown_table(["variant", *[f"{DISPLAY_NAMES[m]} %" for m in gated],
+                            *[f"delta {DISPLAY_NAMES[m]} (points)" for m in gated], "gate",
+                            f"speed-up vs PyTorch ({shape})"], rows),
             "", "## Validation", "", self.validation.to_markdown(),
             "## Benchmark", "", self.benchmark.to_markdown(),
             "## Time per stage", "",

@@ -1,5 +1,5 @@
 """Loading the deployed model for `predict`: an ONNX export directory or a PyTorch checkpoint,
-as an intent classifier or a slot tagger, whichever head the model has."""
+wrapped by its task's predictor (intents, slots, or both)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,29 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
-from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer
-from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier
-from nlu_deploy.tagging import WordTagger
+from nlu_deploy.modeling import load_tokenizer
+from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 
-def load_predictor(model_dir: Path, variant: str | None = None,
-                   provider: str = "cpu") -> tuple[TextClassifier | WordTagger, str]:
-    """The classifier (or tagger) and a description of which file it runs. Its predict(texts)
-    gives (label, score) per text, or a list of entities per text for a tagger."""
+def load_predictor(model_dir: Path, variant: str | None = None, provider: str = "cpu"):
+    """(predictor, description of the file it runs). predictor.predict(texts) gives one
+    prediction per text: (label, score) for intents, a list of entities for a slot tagger,
+    (label, score, entities) for a joint model; predictor.task formats them."""
+    predictor, used, _ = load_task_predictor(model_dir, variant, provider)
+    return predictor, used
+
+
+def load_task_predictor(model_dir: Path, variant: str | None = None, provider: str = "cpu"):
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir} is not a directory.")
-    tagging = checkpoint_task(model_dir) == "token-classification"
+    task: Task = task_of(model_dir)
     onnx_files = {p.name: p for p in model_dir.glob("*.onnx")}
     if not onnx_files:
-        model = load_checkpoint(model_dir)
+        model = task.load_model(model_dir)
         tokenizer = load_tokenizer(str(model_dir))
-        backend = TorchTextClassifier(model, tokenizer, tokenizer.model_max_length)
-        return (WordTagger(backend) if tagging else backend), f"PyTorch checkpoint {model_dir}"
+        backend = torch_backend(model, tokenizer, tokenizer.model_max_length)
+        return task.predictor(backend), f"PyTorch checkpoint {model_dir}", task
     if variant is None:
         variant = next(name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files)
     path = onnx_files.get(variant) or onnx_files.get(f"{variant}.onnx") or next(
@@ -36,5 +40,5 @@ def load_predictor(model_dir: Path, variant: str | None = None,
     if "id2label" not in config:
         raise ModelError(f"{model_dir} has no config.json with id2label; export it with `nlu-deploy export`.")
     tokenizer = load_tokenizer(str(model_dir))
-    backend = OnnxTextClassifier(path, tokenizer, config["id2label"], tokenizer.model_max_length, provider)
-    return (WordTagger(backend) if tagging else backend), str(path)
+    backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider)
+    return task.predictor(backend), str(path), task

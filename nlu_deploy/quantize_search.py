@@ -18,13 +18,11 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.benchmark import latency_stats, synthetic_batch, time_calls
-from nlu_deploy.data import LabelledTexts
-from nlu_deploy.metrics import accuracy, entity_scores
+from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.quantize import quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.reports import markdown_table
-from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, create_session
-from nlu_deploy.tagged_data import TaggedSentences
-from nlu_deploy.tagging import WordTagger
+from nlu_deploy.runtime import create_session
+from nlu_deploy.tasks import Task, flat_logits, onnx_backend, torch_backend
 
 SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate uses all held-out data
 
@@ -39,8 +37,9 @@ class Candidate:
     activation_matmuls: bool = False  # dynamic: also the attention MatMuls between two activations
     nodes_in_fp32: list[str] = field(default_factory=list)
     size_mb: float | None = None
-    accuracy: float | None = None  # the task's score: accuracy, or entity F1 for a tagger
-    delta_points: float | None = None
+    accuracy: float | None = None  # the task's primary score: accuracy, entity F1, or the joint mean
+    delta_points: float | None = None  # of the primary score
+    deltas: dict[str, float] = field(default_factory=dict)  # every gated score, in points
     latency_b1_ms: float | None = None
     latency_b32_ms: float | None = None
     speedup_b32_vs_pytorch: float | None = None
@@ -88,45 +87,29 @@ class QuantizationReport:
 
 class Search:
     """Holds what every candidate is compared with: held-out data, reference, timing inputs.
-    Intent classifiers are scored on accuracy, slot taggers on entity F1 (word logits)."""
+    Candidates are scored with the task's own scores (accuracy, entity F1, ...) and must stay
+    within the budget on each score the task gates on; labels the model never had count as errors."""
 
-    def __init__(self, workdir: Path, model, tokenizer, heldout: LabelledTexts | TaggedSentences,
-                 calibration: list[dict], budget_points: float, preset: str, calibration_method: str):
-        self.workdir, self.tokenizer, self.heldout = workdir, tokenizer, heldout
+    def __init__(self, workdir: Path, task: Task, model, tokenizer, heldout, calibration: list[dict],
+                 budget_points: float, preset: str, calibration_method: str):
+        self.workdir, self.task, self.tokenizer, self.heldout = workdir, task, tokenizer, heldout
         self.calibration, self.budget, self.preset = calibration, budget_points, preset
         self.calibration_method = calibration_method
-        self.tagging = isinstance(heldout, TaggedSentences)
-        self.metric = "entity F1" if self.tagging else "accuracy"
-        self.id2label = model.config.id2label
+        self.metric = DISPLAY_NAMES[task.primary_metric]
+        self.model_config = model.config
         self.max_length = tokenizer.model_max_length
-        torch_model = TorchTextClassifier(model, tokenizer, self.max_length)
-        if not self.tagging:
-            self.gold = np.array([model.config.label2id[y] for y in heldout.labels])
-        self.reference_logits = self._run(torch_model, self._examples())
-        self.reference_accuracy = self._score(self.reference_logits)
+        self.torch_model = torch_model = torch_backend(model, tokenizer, self.max_length)
+        self.reference_outputs = task.infer(torch_model, self._examples()).outputs
+        self.reference_scores = task.score(heldout, self.reference_outputs, model.config)
+        self.reference_accuracy = self.reference_scores[task.primary_metric]
         lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
         self.torch_latency = {b: self._time(torch_model.run_batch, b) for b in (1, 32)}
 
     def _examples(self, limit: int | None = None) -> list:
-        examples = self.heldout.words if self.tagging else self.heldout.texts
+        examples = self.task.examples(self.heldout)
         return examples[:limit] if limit else examples
-
-    def _run(self, backend: TextClassifier, examples: list) -> np.ndarray:
-        """Logits: one row per text, or for a tagger one per word (words never seen: zeros)."""
-        if self.tagging:
-            return np.nan_to_num(np.concatenate(WordTagger(backend).word_logits(examples)), nan=0.0)
-        return backend.logits(examples)
-
-    def _score(self, logits: np.ndarray) -> float:
-        if not self.tagging:
-            return accuracy(self.gold, logits.argmax(-1))
-        best, index, predicted = logits.argmax(-1), 0, []
-        for tags in self.heldout.tags:  # the flat word rows back into sentences
-            predicted.append([self.id2label[int(b)] for b in best[index:index + len(tags)]])
-            index += len(tags)
-        return entity_scores(self.heldout.tags, predicted)["entity_f1"]
 
     def _time(self, run_batch: Callable[[dict], object], batch_size: int) -> float:
         batch = synthetic_batch(batch_size, self.seq_len, self.vocab_size, seed=0)
@@ -141,15 +124,21 @@ class Search:
             quantize_static_int8(source, target, self.calibration, candidate.method, self.preset,
                                  candidate.per_channel, candidate.nodes_in_fp32)
 
+    def outputs(self, path: Path, examples: list | None = None) -> dict[str, np.ndarray]:
+        backend = onnx_backend(path, self.tokenizer, self.model_config, self.max_length)
+        return self.task.infer(backend, examples or self._examples()).outputs
+
     def score(self, path: Path, examples: list | None = None) -> np.ndarray:
-        backend = OnnxTextClassifier(path, self.tokenizer, self.id2label, self.max_length)
-        return self._run(backend, examples or self._examples())
+        """Every output's rows side by side (for the sensitivity ranking)."""
+        return flat_logits(self.outputs(path, examples))
 
     def measure(self, candidate: Candidate, path: Path) -> None:
         candidate.size_mb = path.stat().st_size / 1e6
-        candidate.accuracy = self._score(self.score(path))
+        scores = self.task.score(self.heldout, self.outputs(path), self.model_config)
+        candidate.accuracy = scores[self.task.primary_metric]
         candidate.delta_points = 100 * (candidate.accuracy - self.reference_accuracy)
-        candidate.fits = -candidate.delta_points <= self.budget + 1e-9
+        candidate.deltas = {m: 100 * (scores[m] - self.reference_scores[m]) for m in self.task.gated_metrics}
+        candidate.fits = all(-d <= self.budget + 1e-9 for d in candidate.deltas.values())
         session = create_session(path)
         names = [i.name for i in session.get_inputs()]
         run = lambda batch: session.run(None, {n: batch[n] for n in names})  # noqa: E731
@@ -173,8 +162,7 @@ class Search:
         """Put the most accuracy-sensitive layer groups back in fp32 until the candidate fits."""
         groups = self.layer_groups(source)
         subset = self._examples(SENSITIVITY_EXAMPLES)
-        rows = sum(map(len, subset)) if self.tagging else len(subset)  # tagger rows are words
-        reference = self.reference_logits[:rows]
+        reference = flat_logits(self.task.infer(self.torch_model, subset).outputs)
         errors = {}
         for name, nodes in groups.items():  # error left when only this group stays fp32
             trial = Candidate(**{**asdict(candidate), "nodes_in_fp32": nodes})

@@ -147,14 +147,23 @@ class TextClassifier:
 
     id2label: dict[int, str]
 
-    def __init__(self, tokenizer, id2label: dict[int, str], max_length: int):
+    def __init__(self, tokenizer, id2label: dict[int, str], max_length: int,
+                 intent_id2label: dict[int, str] | None = None):
         self.tokenizer = tokenizer
         self.id2label = {int(k): v for k, v in id2label.items()}
+        # a joint model's second label map (id2label then holds its slot tags)
+        self.intent_id2label = {int(k): v for k, v in (intent_id2label or {}).items()}
         self.max_length = max_length
         self.last_truncated = 0
 
-    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the model by name (`logits`; a joint model's `intent_logits` and
+        `slot_logits`)."""
         raise NotImplementedError
+
+    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The first output: the logits of a single-head model."""
+        return next(iter(self.run_outputs(batch).values()))
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         encoded = encode(self.tokenizer, texts, self.max_length)
@@ -174,36 +183,40 @@ class TextClassifier:
 
 class OnnxTextClassifier(TextClassifier):
     def __init__(self, onnx_path: Path, tokenizer, id2label: dict[int, str], max_length: int,
-                 provider: str = "cpu", threads: int | None = None):
-        super().__init__(tokenizer, id2label, max_length)
+                 provider: str = "cpu", threads: int | None = None, intent_id2label: dict | None = None):
+        super().__init__(tokenizer, id2label, max_length, intent_id2label)
         self.session = create_session(onnx_path, provider, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:
             raise ModelError(f"{onnx_path} expects inputs this tool does not produce: {', '.join(sorted(unknown))}.")
         outputs = self.session.get_outputs()
-        if outputs[0].shape[-1] not in (len(self.id2label), None) and isinstance(outputs[0].shape[-1], int):
-            raise ModelError(f"{onnx_path} returns {outputs[0].shape[-1]} scores but its config names "
+        self.output_names = [o.name for o in outputs]
+        label_output = next((o for o in outputs if o.name in ("logits", "slot_logits")), outputs[0])
+        if isinstance(label_output.shape[-1], int) and label_output.shape[-1] != len(self.id2label):
+            raise ModelError(f"{onnx_path} returns {label_output.shape[-1]} scores but its config names "
                              f"{len(self.id2label)} labels.")
 
-    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"])
                 for name in self.input_names}
-        return self.session.run(None, feed)[0]
+        return dict(zip(self.output_names, self.session.run(None, feed)))
 
 
 class TorchTextClassifier(TextClassifier):
     def __init__(self, model, tokenizer, max_length: int, device: str = "cpu"):
-        super().__init__(tokenizer, model.config.id2label, max_length)
+        super().__init__(tokenizer, model.config.id2label, max_length, getattr(model.config, "intent_id2label", None))
         self.device = device
         self.model = model.to(device).eval()
 
-    def run_batch(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         with torch.inference_mode():
             tensors = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-            return self.model(**tensors).logits.float().cpu().numpy()
+            output = self.model(**tensors)
+            return {name: value.float().cpu().numpy() for name, value in output.items()
+                    if name.endswith("logits") and value is not None}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

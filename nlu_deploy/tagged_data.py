@@ -34,6 +34,7 @@ class TaggedSentences:
     source: str
     repaired_tags: int = 0  # I-X tags rewritten as B-X (see the module docstring)
     empty_sentences: int = 0  # rows with no words: nothing to tag, skipped and counted
+    intents: list[str] | None = None  # the joint task: one intent per sentence
 
     def __len__(self) -> int:
         return len(self.words)
@@ -44,10 +45,16 @@ class TaggedSentences:
         return [" ".join(words) for words in self.words]
 
     def subset(self, indices: list[int], source: str) -> TaggedSentences:
-        return TaggedSentences([self.words[i] for i in indices], [self.tags[i] for i in indices], source)
+        intents = None if self.intents is None else [self.intents[i] for i in indices]
+        return TaggedSentences([self.words[i] for i in indices], [self.tags[i] for i in indices], source,
+                               intents=intents)
 
-    def to_records(self, text_column: str, label_column: str) -> list[dict[str, list[str]]]:
-        return [{text_column: w, label_column: t} for w, t in zip(self.words, self.tags)]
+    def to_records(self, text_column: str, label_column: str, intent_column: str | None = None) -> list[dict]:
+        records = [{text_column: w, label_column: t} for w, t in zip(self.words, self.tags)]
+        if intent_column and self.intents is not None:
+            for record, intent in zip(records, self.intents):
+                record[intent_column] = intent
+        return records
 
 
 def normalise_bio(tags: list[str], where: str) -> tuple[list[str], int]:
@@ -101,16 +108,22 @@ def _read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
     return sentences
 
 
-def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column: str = "tags") -> TaggedSentences:
+def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column: str = "tags",
+                          intent_column: str | None = None) -> TaggedSentences:
+    """Words and BIO tags per sentence; with `intent_column` (the joint task) an intent too."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in CONLL_SUFFIXES and intent_column:
+        raise DataError(f"{path}: CoNLL files carry no intent per sentence; the joint task reads CSV, TSV, JSON, "
+                        "JSONL or Parquet rows with words, tags and an intent.")
+    raw_intents: list[str] = []
     if suffix in CONLL_SUFFIXES:
         raw = [(w, t, f"{path} line {line}") for w, t, line in _read_conll(path)]
         if not raw:
             raise DataError(f"{path} holds no sentences.")
     elif suffix in SUPPORTED_SUFFIXES:
         records = read_records(path)
-        for column in (words_column, tags_column):
+        for column in (words_column, tags_column, *([intent_column] if intent_column else [])):
             if column not in records[0]:
                 available = ", ".join(map(str, records[0].keys()))
                 raise DataError(f"{path} has no column {column!r} (columns: {available}).")
@@ -119,12 +132,17 @@ def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column:
             where = f"{path} example {number}"
             raw.append((_as_sequence(record.get(words_column), words_column, where),
                         _as_sequence(record.get(tags_column), tags_column, where), where))
+            if intent_column:
+                intent = record.get(intent_column)
+                if intent is None or intent == "" or isinstance(intent, (list, dict)):
+                    raise DataError(f"{where}: {intent_column!r} is missing or not a single intent.")
+                raw_intents.append(str(intent))
     else:
         readable = ", ".join((*SUPPORTED_SUFFIXES, *CONLL_SUFFIXES))
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'} for tagged data; use one of {readable}.")
 
-    all_words, all_tags, repaired, empty = [], [], 0, 0
-    for words, tags, where in raw:
+    all_words, all_tags, all_intents, repaired, empty = [], [], [], 0, 0
+    for index, (words, tags, where) in enumerate(raw):
         if len(words) != len(tags):
             raise DataError(f"{where}: {len(words)} words but {len(tags)} tags.")
         if not words:
@@ -134,9 +152,12 @@ def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column:
         repaired += fixed
         all_words.append(words)
         all_tags.append(tags)
+        if intent_column:
+            all_intents.append(raw_intents[index])
     if not all_words:
         raise DataError(f"{path} holds no sentences with words.")
-    return TaggedSentences(all_words, all_tags, str(path), repaired, empty)
+    return TaggedSentences(all_words, all_tags, str(path), repaired, empty,
+                           all_intents if intent_column else None)
 
 
 def tag_list(data: TaggedSentences) -> list[str]:
@@ -166,4 +187,5 @@ def random_holdout(data: TaggedSentences, fraction: float, seed: int) -> tuple[T
     train = data.subset(sorted(order[n_held:]), f"{data.source} (train part)")
     held = data.subset(sorted(order[:n_held]), f"{data.source} (held-out {fraction:.0%})")
     # the counts describe the file as read; keep them with the training part
-    return TaggedSentences(train.words, train.tags, train.source, data.repaired_tags, data.empty_sentences), held
+    return TaggedSentences(train.words, train.tags, train.source, data.repaired_tags, data.empty_sentences,
+                           train.intents), held

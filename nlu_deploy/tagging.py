@@ -14,21 +14,17 @@ original string (Python indices, i.e. Unicode code points).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy.errors import ModelError
-from nlu_deploy.metrics import entity_spans
-from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, pad_batch, softmax
+from nlu_deploy.spans import entity_spans, split_words, text_entities, trim_span  # noqa: F401 (re-exported)
+from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, encode, pad_batch, softmax
 
 IGNORED = -100  # PyTorch's cross-entropy ignore_index: positions that carry no label
 NO_SUBWORD = -1  # a word with no sub-word position (cut by truncation, or nothing to encode)
-# Punctuation glued to a word ("tonight.", "(Paris") is not part of an entity's surface text.
-_LEADING_PUNCTUATION = "\"'([{«“‘¿¡"
-_TRAILING_PUNCTUATION = ",;:!?\"')]}»”’"
 
 
 @dataclass
@@ -96,26 +92,6 @@ def cut_entities(first_subword: list[int], tags: list[str]) -> int:
                for _, start, end in entity_spans(tags))
 
 
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Whitespace-separated words with their character offsets."""
-    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-
-
-def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
-    """Offsets without the punctuation glued to the entity's first or last word. A final full
-    stop is kept when the last word has another one (abbreviations such as "p.m.")."""
-    while end - start > 1:
-        if text[end - 1] in _TRAILING_PUNCTUATION:
-            end -= 1
-        elif text[end - 1] == "." and text[start:end].split()[-1].count(".") == 1:
-            end -= 1
-        else:
-            break
-    while end - start > 1 and text[start] in _LEADING_PUNCTUATION:
-        start += 1
-    return start, end
-
-
 @dataclass
 class Entity:
     type: str
@@ -132,8 +108,10 @@ class WordTagger:
     """Tags words (and raw text) with any backend whose run_batch returns [batch, seq, labels]
     logits: the ONNX session and PyTorch wrappers of runtime serve both tasks unchanged."""
 
-    def __init__(self, backend: TextClassifier):
+    def __init__(self, backend: TextClassifier, token_output: str = "logits", sentence_output: str | None = None):
         self.backend = backend
+        self.token_output, self.sentence_output = token_output, sentence_output
+        self.last_sentence_logits: np.ndarray | None = None  # sentence_output per sentence, last call
         self.tokenizer = backend.tokenizer
         self.id2label = backend.id2label
         self.max_length = backend.max_length
@@ -164,19 +142,37 @@ class WordTagger:
         rows = [i for i, words in enumerate(sentences) if words]  # empty sentences: nothing to run
         encoded = encode_words(self.tokenizer, [sentences[rows[r]][a:b] for r, a, b in pieces], self.max_length)
         order = sorted(range(len(pieces)), key=lambda k: len(encoded.features[k]["input_ids"]))
+        sentence_sums: list = [None] * len(sentences)  # a joint model's intent logits, summed over windows
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            logits = self.backend.run_batch(pad_batch([encoded.features[k] for k in chunk],
-                                                      self.tokenizer.pad_token_id or 0))
-            for k, token_logits in zip(chunk, logits):
+            outputs = self.backend.run_outputs(pad_batch([encoded.features[k] for k in chunk],
+                                                         self.tokenizer.pad_token_id or 0))
+            logits = outputs[self.token_output] if self.token_output in outputs else next(iter(outputs.values()))
+            for index, (k, token_logits) in enumerate(zip(chunk, logits)):
                 row, first, end = pieces[k]
                 row = rows[row]
+                if self.sentence_output:
+                    value = outputs[self.sentence_output][index]
+                    sentence_sums[row] = value if sentence_sums[row] is None else sentence_sums[row] + value
                 for offset, position in enumerate(encoded.first_subword[k]):
                     word = first + offset
                     central = min(word - first, end - 1 - word)
                     if position != NO_SUBWORD and central > centrality[row][word]:
                         result[row][word] = token_logits[position]
                         centrality[row][word] = central
+        if self.sentence_output and sentences:
+            # An empty sentence still gets the model's answer for an empty text (as a classifier
+            # would give, and as a served model gives); a sentence in several windows gets the
+            # mean of its windows' sentence logits.
+            empty = [i for i, value in enumerate(sentence_sums) if value is None]
+            if empty:
+                features = encode(self.tokenizer, [""] * len(empty), self.max_length).features
+                answers = self.backend.run_outputs(pad_batch(features, self.tokenizer.pad_token_id or 0))
+                for i, value in zip(empty, answers[self.sentence_output]):
+                    sentence_sums[i] = value
+            windows = np.maximum(np.bincount([rows[r] for r, _, _ in pieces], minlength=len(sentences)), 1)
+            self.last_sentence_logits = np.array([v / windows[i] for i, v in enumerate(sentence_sums)],
+                                                 dtype=np.float32).reshape(len(sentences), -1)
         return result
 
     def tags_from_logits(self, logits: np.ndarray) -> list[str]:
@@ -191,13 +187,9 @@ class WordTagger:
         all_logits = self.word_logits([[w for w, _, _ in words] for words in split], batch_size)
         results = []
         for text, words, logits in zip(texts, split, all_logits):
-            tags = self.tags_from_logits(logits)
             probabilities = softmax(np.nan_to_num(logits, nan=0.0)).max(-1) if len(logits) else np.zeros(0)
-            entities = []
-            for kind, first, end in entity_spans(tags):
-                start, stop = trim_span(text, words[first][1], words[end - 1][2])
-                entities.append(Entity(kind, text[start:stop], start, stop, float(probabilities[first:end].mean())))
-            results.append(entities)
+            found = text_entities(text, self.tags_from_logits(logits), probabilities.tolist())
+            results.append([Entity(**entity) for entity in found])
         return results
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:

@@ -16,18 +16,12 @@ import numpy as np
 
 from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.config import FinetuneConfig
-from nlu_deploy.data import LabelledTexts, check_known_labels, label_list, load_labelled_texts, stratified_holdout, write_jsonl
-from nlu_deploy.demo import demo_labelled_texts, demo_tagged_sentences
+from nlu_deploy.data import write_jsonl
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
-from nlu_deploy.metrics import DISPLAY_NAMES, classification_scores, entity_scores
-from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
-from nlu_deploy.runtime import encode
-from nlu_deploy.tagged_data import TaggedSentences, check_known_tags, load_tagged_sentences, random_holdout, tag_list
-from nlu_deploy.tagging import IGNORED, aligned_labels, cut_entities, encode_words
-
-# The score that picks the best epoch (and that validate gates on) for each task.
-PRIMARY_METRIC = {"text-classification": "accuracy", "token-classification": "entity_f1"}
+from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
+from nlu_deploy.tasks import Task, get_task
 
 
 @dataclass
@@ -40,36 +34,14 @@ class FinetuneResult:
     compiled: bool
 
 
-def load_finetune_data(config: FinetuneConfig) -> tuple[LabelledTexts, LabelledTexts] | tuple[TaggedSentences, TaggedSentences]:
-    if config.task == "token-classification":
-        return _load_tagged_data(config)
-    if config.train is None:
-        data = demo_labelled_texts()
-    else:
-        data = load_labelled_texts(config.train, config.text_column, config.label_column)
-    label_list(data)  # refuses single-class data before anything is split or trained
+def load_finetune_data(config: FinetuneConfig, task: Task):
+    """(train, validation): the training data checked strictly (it defines the label sets);
+    the validation data only read, since labels it has and train lacks are scored as errors."""
+    data = task.demo() if config.train is None else task.read(config.train, config.columns)
+    task.label_sets(data)  # refuses data a model cannot learn from before anything is split or trained
     if config.validation is not None:
-        return data, load_labelled_texts(config.validation, config.text_column, config.label_column)
-    return stratified_holdout(data, config.validation_fraction, config.seed)
-
-
-def _load_tagged_data(config: FinetuneConfig) -> tuple[TaggedSentences, TaggedSentences]:
-    if config.train is None:
-        data = demo_tagged_sentences()
-    else:
-        data = load_tagged_sentences(config.train, config.text_column, config.label_column)
-    tag_list(data)  # refuses data without entities before anything is split or trained
-    if config.validation is not None:
-        return data, load_tagged_sentences(config.validation, config.text_column, config.label_column)
-    return random_holdout(data, config.validation_fraction, config.seed)
-
-
-def label_set(data: LabelledTexts | TaggedSentences) -> list[str]:
-    return tag_list(data) if isinstance(data, TaggedSentences) else label_list(data)
-
-
-def check_labels_known(data: LabelledTexts | TaggedSentences, labels: list[str]) -> None:
-    (check_known_tags if isinstance(data, TaggedSentences) else check_known_labels)(data, labels)
+        return data, task.read(config.validation, config.columns)
+    return task.holdout(data, config.validation_fraction, config.seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -80,17 +52,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict[str, int], batch_size: int,
+def make_loader(task: Task, tokenizer, data, label_ids: dict[str, dict[str, int]], batch_size: int,
                 max_length: int, shuffle: bool, seed: int, pad_multiple: int | None,
                 dist: DistributedContext = DistributedContext()):
     """Dynamic padding: each batch is padded to its own longest row, not to max_length.
     Under torchrun each process gets its share: a DistributedSampler (reshuffled every epoch
     with set_epoch) for training, a plain slice for evaluation (no padded duplicates).
-    Returns the loader and what truncation cut: sentences, and (tagging) gold entities."""
+    Returns the loader and what truncation cut (sentences; for word tasks, gold entities)."""
     import torch
 
-    rows, truncation = labelled_rows(tokenizer, data, label2id, max_length)
-    collate = collator(tokenizer, data, pad_multiple)
+    rows, truncation = task.rows(tokenizer, data, label_ids, max_length)
     if not shuffle:  # evaluation: similar lengths together, less padding
         rows.sort(key=lambda row: len(row["input_ids"]))
         rows = rows[dist.rank::dist.world_size]
@@ -100,69 +71,38 @@ def make_loader(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict
         sampler = torch.utils.data.DistributedSampler(rows, num_replicas=dist.world_size, rank=dist.rank,
                                                       shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                                         sampler=sampler, collate_fn=collate, generator=generator)
+                                         sampler=sampler, collate_fn=task.collator(tokenizer, pad_multiple),
+                                         generator=generator)
     return loader, truncation
 
 
-def labelled_rows(tokenizer, data: LabelledTexts | TaggedSentences, label2id: dict[str, int],
-                  max_length: int) -> tuple[list[dict], dict[str, int]]:
-    """Token ids with their labels (one per text, or one per word on its first sub-word), and
-    what truncation cut: sentences, and for tagging the gold entities."""
-    if isinstance(data, TaggedSentences):
-        words = encode_words(tokenizer, data.words, max_length)
-        rows = [dict(features, labels=aligned_labels(first, [label2id[t] for t in tags], len(features["input_ids"])))
-                for features, first, tags in zip(words.features, words.first_subword, data.tags)]
-        cut = sum(cut_entities(first, tags) for first, tags in zip(words.first_subword, data.tags))
-        return rows, {"sentences": words.truncated, "entities": cut}
-    encoded = encode(tokenizer, data.texts, max_length)
-    rows = [dict(features, labels=label2id[label]) for features, label in zip(encoded.features, data.labels)]
-    return rows, {"sentences": encoded.truncated}
-
-
-def collator(tokenizer, data: LabelledTexts | TaggedSentences, pad_multiple: int | None):
-    """Dynamic padding; per-token labels are padded with the ignored label."""
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
-
-    kind = DataCollatorForTokenClassification if isinstance(data, TaggedSentences) else DataCollatorWithPadding
-    return kind(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
-
-
-def evaluate(model, loader, device, amp_dtype, dist: DistributedContext = DistributedContext()) -> dict:
+def evaluate(task: Task, model, loader, device, amp_dtype, id2labels: dict[str, dict[int, str]],
+             dist: DistributedContext = DistributedContext()) -> dict:
     """Scores on the whole validation set; under torchrun each process scores its slice and
-    the predictions are gathered, so every process gets the same, exact figures. Tagging is
-    scored per word (first sub-words) with entity-level F1."""
+    the predictions are gathered, so every process gets the same, exact figures. Every
+    process takes the same collective calls (one per key the task returns), even with no batches."""
     import torch
 
     model.eval()
-    # decided by the head, not by a batch: every process must take the same collective calls
-    tagging = type(model).__name__.endswith("ForTokenClassification")
-    empty = np.zeros(0, dtype=np.int64)
-    gold, predicted, sentence_ids, loss_sum, sentences = [empty], [empty], [empty], 0.0, 0
+    parts: dict[str, list[np.ndarray]] = {}
+    loss_sum, rows = 0.0, 0
     with torch.inference_mode():
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                output = model(**batch)
-            labels, best = batch["labels"].cpu().numpy(), output.logits.argmax(-1).cpu().numpy()
-            loss_sum += output.loss.float().item() * len(labels)
-            if tagging:  # keep only labelled positions, and which sentence each belongs to
-                rows, _ = np.nonzero(labels != IGNORED)
-                sentence_ids.append(rows + sentences + dist.rank * 10**9)
-                labels, best = labels[labels != IGNORED], best[labels != IGNORED]
-            sentences += len(batch["labels"])
-            predicted.append(best)
-            gold.append(labels)
-    gold_all = gather_arrays(dist, np.concatenate(gold))
-    predicted_all = gather_arrays(dist, np.concatenate(predicted))
-    if tagging:
-        id2label = model.config.id2label
-        owners = gather_arrays(dist, np.concatenate(sentence_ids))
-        boundaries = np.flatnonzero(np.diff(owners)) + 1
-        scores = entity_scores([[id2label[int(i)] for i in part] for part in np.split(gold_all, boundaries)],
-                               [[id2label[int(i)] for i in part] for part in np.split(predicted_all, boundaries)])
-    else:
-        scores = classification_scores(gold_all, predicted_all)
-    scores["loss"] = sum_across(dist, loss_sum)[0] / sum_across(dist, sentences)[0]
+                loss, outputs = task.loss(model, batch)
+            size = len(batch["input_ids"])
+            if not torch.isnan(loss):  # a batch whose every label is unseen has no loss
+                loss_sum += loss.float().item() * size
+            # row ids unique across processes, so gathered word rows regroup into sentences
+            for key, value in task.batch_predictions(outputs, batch, rows + dist.rank * 10**9).items():
+                parts.setdefault(key, []).append(value)
+            rows += size
+    empty = np.zeros(0, dtype=np.int64)
+    gathered = {key: gather_arrays(dist, np.concatenate([empty, *parts.get(key, [])]))
+                for key in task.prediction_keys}
+    scores = task.score_predictions(gathered, id2labels)
+    scores["loss"] = sum_across(dist, loss_sum)[0] / max(1, sum_across(dist, rows)[0])
     return scores
 
 
@@ -181,12 +121,15 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    train_data, validation_data = load_finetune_data(config)
-    labels = label_set(train_data)
-    check_labels_known(validation_data, labels)
-    primary = PRIMARY_METRIC[config.task]
-    label2id = {label: i for i, label in enumerate(labels)}
+    task = get_task(config.task)
+    train_data, validation_data = load_finetune_data(config, task)
+    label_sets = task.label_sets(train_data)
+    label2ids = {head: {label: i for i, label in enumerate(labels)} for head, labels in label_sets.items()}
+    # Validation labels the training data lacks are scored as errors, counted and reported.
+    unseen = {head: u for head, u in task.unseen(validation_data, label2ids).items() if u.rows}
+    primary = task.primary_metric
     source = resolve_model_source(config.model)
+    check_model_family(source, config.trust_remote_code)  # before the tokenizer: a clear sentence first
     tokenizer = load_tokenizer(source, config.trust_remote_code)
     tokenizer.model_max_length = config.max_length  # downstream stages read it from here
     dist = init_distributed(config.device)
@@ -206,7 +149,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     _refuse_clobbering(config, state_dir)
 
     seed_everything(config.seed)
-    model = load_for_training(source, labels, config.allow_pickle, config.trust_remote_code, config.task).to(device)
+    model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
+                           {"slot_loss_weight": config.slot_loss_weight}).to(device)
     _check_max_length(config.max_length, model.config)
     # bf16 needs no loss scaling; older GPUs without it get fp16 with a GradScaler. CPU stays
     # fp32: CPU autocast is slower than fp32 for encoders this size on most server CPUs.
@@ -219,11 +163,16 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     use_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
     pad_multiple = 8 if use_compile else None  # fewer distinct shapes -> fewer recompiles
 
-    train_loader, truncated_train = make_loader(tokenizer, train_data, label2id, per_process_batch,
+    validation_ids = task.label_ids_for(validation_data, label2ids)
+    id2labels = {head: {i: label for label, i in ids.items()} for head, ids in validation_ids.items()}
+    train_loader, truncated_train = make_loader(task, tokenizer, train_data, label2ids, per_process_batch,
                                                 config.max_length, True, config.seed, pad_multiple, dist)
     validation_loader, truncated_validation = make_loader(
-        tokenizer, validation_data, label2id, per_process_batch * 2, config.max_length, False,
+        task, tokenizer, validation_data, validation_ids, per_process_batch * 2, config.max_length, False,
         config.seed, pad_multiple, dist)
+    if show_progress and dist.is_main:
+        for head, found in unseen.items():
+            tqdm.write(f"note: validation data: {found.describe(head)}")
     optimizer = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -272,7 +221,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                     continue
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = forward(**batch).loss
+                    loss, _ = task.loss(forward, batch)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -281,7 +230,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
 
-                batch_size = len(batch["labels"])
+                batch_size = len(batch["input_ids"])
                 progress["batches_done"] += 1
                 progress["global_step"] += 1
                 progress["seen"] += batch_size
@@ -302,7 +251,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                             "command with --resume to continue.")
             seconds = time.perf_counter() - started
             seen, loss_sum = sum_across(dist, progress["seen"], progress["loss_sum"])  # all processes' share
-            scores = evaluate(model, validation_loader, device, amp_dtype, dist)
+            scores = evaluate(task, model, validation_loader, device, amp_dtype, id2labels, dist)
             progress["history"].append({"epoch": epoch, "train_loss": loss_sum / seen,
                                         "validation_loss": scores.pop("loss"),
                                         **{f"validation_{k}": v for k, v in scores.items() if k != "per_type"},
@@ -328,8 +277,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
             shutil.copy2(weights_file, out / weights_file.name)
         tokenizer.save_pretrained(out)
-        write_jsonl(validation_data.to_records(config.text_column, config.label_column),
-                    out / artifacts.VALIDATION_SPLIT)
+        write_jsonl(task.to_records(validation_data, config.columns), out / artifacts.VALIDATION_SPLIT)
         # A seeded sample of the training texts, for static-quantization calibration in export.
         sample = random.Random(config.seed).sample(range(len(train_data)), min(1024, len(train_data)))
         write_jsonl([{config.text_column: train_data.texts[i]} for i in sorted(sample)],
@@ -337,19 +285,14 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         metrics = {"task": config.task, "primary_metric": primary, "best_epoch": best_epoch, "best": best_scores,
                    "epochs": history, "processes": dist.world_size,
                    "train_examples": len(train_data), "validation_examples": len(validation_data),
-                   "truncated_train": truncated_train["sentences"],
-                   "truncated_validation": truncated_validation["sentences"],
+                   **task.data_facts(train_data, validation_data, truncated_train, truncated_validation),
+                   "unseen_in_validation": {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
                    "device": device.type, "compiled": use_compile,
                    "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"}
-        if isinstance(train_data, TaggedSentences):  # what reading and truncation changed, counted
-            metrics.update(entities_cut_train=truncated_train["entities"],
-                           entities_cut_validation=truncated_validation["entities"],
-                           repaired_tags=train_data.repaired_tags + validation_data.repaired_tags,
-                           empty_sentences_skipped=train_data.empty_sentences + validation_data.empty_sentences)
         artifacts.write_json(out / artifacts.METRICS, metrics)
         artifacts.write_manifest(out, "finetune", asdict(config),
                                  parent=Path(source) if Path(source).exists() else None,
-                                 model_source=source, labels=labels, data=data_description)
+                                 model_source=source, labels=label_sets, data=data_description)
     shutil.rmtree(state_dir)  # the run is complete: nothing left to resume
     shutdown(dist)
     return result
@@ -371,7 +314,7 @@ def _check_max_length(max_length: int, model_config) -> None:
         raise ConfigError(f"max length {max_length} is beyond this model's limit of {limit} positions.")
 
 
-def _describe(path: Path | None, data: LabelledTexts | TaggedSentences) -> dict:
+def _describe(path: Path | None, data) -> dict:
     described = {"source": data.source, "rows": len(data)}
     if path is not None:
         described["sha256"] = artifacts.file_sha256(path)

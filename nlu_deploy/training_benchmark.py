@@ -9,16 +9,14 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig
-from nlu_deploy.metrics import DISPLAY_NAMES, accuracy, entity_scores
-from nlu_deploy.modeling import load_for_training, load_tokenizer, pick_device, resolve_model_source
+from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.modeling import load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.reports import markdown_table
-from nlu_deploy.tagging import IGNORED
-from nlu_deploy.train import (PRIMARY_METRIC, collator, finetune, label_set, labelled_rows, load_finetune_data,
-                              seed_everything)
+from nlu_deploy.tasks import get_task
+from nlu_deploy.train import evaluate, finetune, load_finetune_data, make_loader, seed_everything
 
 
 @dataclass
@@ -53,7 +51,7 @@ class TrainingComparison:
 
 
 def compare_with_trainer(config: FinetuneConfig) -> TrainingComparison:
-    primary = PRIMARY_METRIC[config.task]
+    primary = get_task(config.task).primary_metric
     with tempfile.TemporaryDirectory(prefix="nlu-deploy-train-bench-") as scratch:
         ours = finetune(replace(config, output=Path(scratch) / "ours", checkpoint_every=0), show_progress=False)
         metrics = artifacts.read_json(Path(scratch) / "ours" / artifacts.METRICS)
@@ -71,18 +69,18 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    train_data, validation_data = load_finetune_data(config)
-    labels = label_set(train_data)
-    label2id = {label: i for i, label in enumerate(labels)}
+    task = get_task(config.task)
+    train_data, validation_data = load_finetune_data(config, task)
+    label_sets = task.label_sets(train_data)
+    label2ids = {head: {label: i for i, label in enumerate(labels)} for head, labels in label_sets.items()}
+    validation_ids = task.label_ids_for(validation_data, label2ids)
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source)
     device = pick_device(config.device)
 
-    def rows(data):
-        return labelled_rows(tokenizer, data, label2id, config.max_length)[0]
-
     seed_everything(config.seed)
-    model = load_for_training(source, labels, task=config.task)
+    model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
+                           {"slot_loss_weight": config.slot_loss_weight})
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     arguments = TrainingArguments(
         output_dir=str(output), per_device_train_batch_size=config.batch_size,
@@ -91,20 +89,26 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
         max_grad_norm=config.max_grad_norm, lr_scheduler_type="linear", optim="adamw_torch", seed=config.seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
         bf16=bf16, fp16=device.type == "cuda" and not bf16, torch_compile=compiled,
-        use_cpu=device.type == "cpu", dataloader_num_workers=0,
+        use_cpu=device.type == "cpu", dataloader_num_workers=0, remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=arguments, train_dataset=rows(train_data),
-                      data_collator=collator(tokenizer, train_data, 8 if compiled else None))
+
+    class TaskLossTrainer(Trainer):
+        """The task's loss (the same function our loop calls), so a joint model trains too."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, outputs = task.loss(model, inputs)
+            return (loss, outputs) if return_outputs else loss
+
+    rows = task.rows(tokenizer, train_data, label2ids, config.max_length)[0]
+    trainer = TaskLossTrainer(model=model, args=arguments, train_dataset=rows,
+                              data_collator=task.collator(tokenizer, 8 if compiled else None))
     trainer.remove_callback(PrinterCallback)  # it prints the metrics dict to stdout
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    output = trainer.predict(rows(validation_data))
-    best, gold = np.asarray(output.predictions).argmax(-1), np.asarray(output.label_ids)
-    if config.task == "token-classification":  # per sentence, the words' first sub-words
-        tag = lambda ids: [labels[int(i)] for i in ids]  # noqa: E731
-        score = entity_scores([tag(g[g != IGNORED]) for g in gold],
-                              [tag(b[g != IGNORED]) for b, g in zip(best, gold)])["entity_f1"]
-    else:
-        score = accuracy(gold, best)
+    # Scored by the same code that scores our loop's epochs.
+    loader, _ = make_loader(task, tokenizer, validation_data, validation_ids, config.batch_size * 2,
+                            config.max_length, False, config.seed, None)
+    id2labels = {head: {i: label for label, i in ids.items()} for head, ids in validation_ids.items()}
+    score = evaluate(task, model.to(device), loader, device, None, id2labels)[task.primary_metric]
     return TrainingRun("transformers.Trainer", seconds, len(train_data) * config.epochs / seconds, score)

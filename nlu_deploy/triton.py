@@ -1,6 +1,8 @@
-"""A Triton Inference Server model repository for an exported classifier: the ONNX model on the
-onnxruntime backend, a Python-backend tokenizer and post-processor, and an ensemble that chains
-them so clients send raw text and get a label and a score back."""
+"""A Triton Inference Server model repository for an exported model of any task: the ONNX model
+on the onnxruntime backend, a Python-backend tokenizer and post-processor, and an ensemble that
+chains them so clients send raw text and get the task's answer back: LABEL and SCORE for
+intents, ENTITIES (JSON) for slots, all three for a joint model. What differs between tasks
+(word-level tokenization, the post-processor and its outputs) comes from the task."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
-from nlu_deploy.modeling import checkpoint_task
+from nlu_deploy.tasks import task_of
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -36,12 +38,12 @@ def _block(key: str, entries: list[str]) -> str:
     return f"{key} [\n" + ",\n".join(entries) + "\n]"
 
 
-def onnx_model_config(name: str, input_names: list[str], num_labels: int, options: TritonOptions) -> str:
+def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list[int]], options: TritonOptions) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     lines = [
         f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {options.max_batch_size}",
         _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
-        _block("output", [_io("logits", "TYPE_FP32", [num_labels])]),
+        _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]),
         f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}",
         f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
     ]
@@ -64,35 +66,41 @@ def python_model_config(name: str, inputs: list[str], outputs: list[str], option
     return "\n".join(lines) + "\n"
 
 
-def ensemble_config(options: TritonOptions, input_names: list[str]) -> str:
+def _maps(kind: str, names: list[str]) -> str:
+    return "\n".join(f'      {kind} {{ key: "{n}" value: "{n}" }}' for n in names)
+
+
+def ensemble_config(options: TritonOptions, input_names: list[str], model_outputs: list[str],
+                    results: list[tuple[str, str]], words: bool) -> str:
+    """TEXT -> tokenizer -> model -> post-processor -> results; word tasks also hand the text
+    and each token's word (WORD_IDS) to the post-processor."""
     name = options.name
-    token_map = "\n".join(f'      output_map {{ key: "{n}" value: "{n}" }}' for n in input_names)
-    model_map = "\n".join(f'      input_map {{ key: "{n}" value: "{n}" }}' for n in input_names)
+    token_names = [*input_names, *(["WORD_IDS"] if words else [])]
+    post_inputs = [*(["TEXT", "WORD_IDS"] if words else []), *model_outputs]
     return f'''name: "{name}"
 platform: "ensemble"
 max_batch_size: {options.max_batch_size}
 {_block("input", [_io("TEXT", "TYPE_STRING", [1])])}
-{_block("output", [_io("LABEL", "TYPE_STRING", [1]), _io("SCORE", "TYPE_FP32", [1])])}
+{_block("output", [_io(n, t, [1]) for n, t in results])}
 ensemble_scheduling {{
   step [
     {{
       model_name: "{name}_tokenizer"
       model_version: -1
       input_map {{ key: "TEXT" value: "TEXT" }}
-{token_map}
+{_maps("output_map", token_names)}
     }},
     {{
       model_name: "{name}_model"
       model_version: -1
-{model_map}
-      output_map {{ key: "logits" value: "logits" }}
+{_maps("input_map", input_names)}
+{_maps("output_map", model_outputs)}
     }},
     {{
       model_name: "{name}_postprocess"
       model_version: -1
-      input_map {{ key: "logits" value: "logits" }}
-      output_map {{ key: "LABEL" value: "LABEL" }}
-      output_map {{ key: "SCORE" value: "SCORE" }}
+{_maps("input_map", post_inputs)}
+{_maps("output_map", [n for n, _ in results])}
     }}
   ]
 }}
@@ -109,7 +117,10 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
     graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
     input_names = [i.name for i in graph.input]
-    num_labels = len(config["id2label"])
+    # every output's shape after the batch axis: -1 for the sequence axis of per-token outputs
+    outputs = {o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim[1:]] for o in graph.output}
+    task = task_of(onnx_dir)
+    words = task.triton_words
     tokenizer_config = artifacts.read_json(onnx_dir / "tokenizer_config.json")
     max_length = min(int(tokenizer_config.get("model_max_length", 512)), 512)
     name = options.name
@@ -117,7 +128,7 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     model_dir = staging / f"{name}_model"
     (model_dir / "1").mkdir(parents=True)
     shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, num_labels, options))
+    (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
 
     tokenizer_dir = staging / f"{name}_tokenizer"
     (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
@@ -125,25 +136,32 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         if (onnx_dir / file_name).exists():
             shutil.copy2(onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
     _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
+    token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
     (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
-        f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in input_names],
-        options, {"max_length": str(max_length)}))
+        f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
+        options, {"max_length": str(max_length), "words": "true" if words else "false"}))
 
     post_dir = staging / f"{name}_postprocess"
     (post_dir / "1").mkdir(parents=True)
-    (post_dir / "1" / "labels.json").write_text(json.dumps(config["id2label"], ensure_ascii=False, indent=2))
-    _copy_model_code("postprocess_model.py", post_dir / "1" / "model.py")
+    labels = config["id2label"]
+    if words:  # the tags, and a joint model's intents
+        labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
+        _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy")
+    (post_dir / "1" / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
+    _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
+    post_inputs = [*([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
+                   *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]]
     (post_dir / "config.pbtxt").write_text(python_model_config(
-        f"{name}_postprocess", [_io("logits", "TYPE_FP32", [num_labels])],
-        [_io("LABEL", "TYPE_STRING", [1]), _io("SCORE", "TYPE_FP32", [1])], options))
+        f"{name}_postprocess", post_inputs, [_io(n, t, [1]) for n, t in task.triton_results], options))
 
     ensemble_dir = staging / name
     (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
-    (ensemble_dir / "config.pbtxt").write_text(ensemble_config(options, input_names))
+    (ensemble_dir / "config.pbtxt").write_text(
+        ensemble_config(options, input_names, list(outputs), task.triton_results, words))
 
 
-def _copy_model_code(resource: str, target: Path) -> None:
-    source = resources.files("nlu_deploy.triton_models").joinpath(resource)
+def _copy_model_code(resource: str, target: Path, package: str = "nlu_deploy.triton_models") -> None:
+    source = resources.files(package).joinpath(resource)
     target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
 
 
@@ -157,9 +175,6 @@ def default_triton_file(onnx_dir: Path, device: str) -> str:
 def export_triton_repository(onnx_dir: Path, repository: Path, options: TritonOptions,
                              onnx_file: str | None = None, overwrite: bool = False) -> str:
     """Write the repository atomically; return the ONNX file it serves."""
-    if checkpoint_task(Path(onnx_dir)) == "token-classification":
-        raise ModelError(f"{onnx_dir} holds a slot tagger; the Triton repository (tokenizer, classifier, "
-                         "post-processor) serves intent classifiers only.")
     onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
     if not (Path(onnx_dir) / onnx_file).exists():
         raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")

@@ -1,229 +1,154 @@
 """Parity: score the PyTorch checkpoint and every ONNX file on the same labelled data, and
-gate on how many points of the task's score each ONNX variant may lose: accuracy for
-intents, entity F1 for slot filling / NER."""
+gate on how many points of each of the task's gated scores an ONNX variant may lose (accuracy
+for intents, entity F1 for slot filling / NER, intent accuracy, entity F1 and exact match for
+the joint task). Labels the model never had are scored as errors and reported."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
-from nlu_deploy.data import check_known_labels, load_labelled_texts
-from nlu_deploy.metrics import classification_scores, entity_scores
-from nlu_deploy.modeling import checkpoint_task, load_checkpoint, load_tokenizer
+from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.modeling import load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
-from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
-from nlu_deploy.tagged_data import check_known_tags, load_tagged_sentences
-from nlu_deploy.tagging import onnx_tagger, torch_tagger
+from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 
 @dataclass
 class VariantScore:
     variant: str
     file: str
-    accuracy: float
-    macro_f1: float
-    delta_points: float  # accuracy minus PyTorch's, in percentage points
-    max_abs_logit_diff: float
-    agreement: float  # share of examples where the predicted label equals PyTorch's
+    primary_metric: str
+    scores: dict  # the task's scores: accuracy, entity_f1, per_type, ...
+    delta_points: dict[str, float]  # per gated score: minus PyTorch's, in percentage points
+    max_abs_logit_diff: dict[str, float]  # per output, over the scored rows (texts or words)
+    agreement: dict[str, float]  # per output: share of rows whose best label equals PyTorch's
     passed: bool
+    failed_on: list[str] = field(default_factory=list)  # the gated scores that lost too much
 
     @property
     def score(self) -> float:
-        return self.accuracy
+        return self.scores[self.primary_metric]
 
 
-class GatedReport:
-    """What both reports share: every variant passed the gate or not, and saving as JSON."""
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.nanmax(np.abs(a - b))) if a.size and not np.isnan(a - b).all() else 0.0
 
-    variants: list
+
+@dataclass
+class ValidationReport:
+    task: str
+    data: str
+    examples: int
+    truncated: int  # texts cut at the model's max length
+    windowed: int  # sentences longer than the max length, tagged whole in overlapping windows
+    max_score_drop: float
+    primary_metric: str
+    gated_metrics: list[str]
+    table_metrics: list[str]
+    pytorch: dict
+    variants: list[VariantScore]
+    unseen: dict[str, dict] = field(default_factory=dict)  # head -> {"rows", "labels": {label: count}}
 
     @property
     def passed(self) -> bool:
         return all(v.passed for v in self.variants)
 
     @property
-    def failures(self) -> list:
+    def failures(self) -> list[VariantScore]:
         return [v for v in self.variants if not v.passed]
 
-    def to_json(self) -> dict:
-        raise NotImplementedError
-
-    def write_json(self, path: Path) -> None:
-        artifacts.write_json(Path(path), self.to_json())
-
-
-@dataclass
-class ValidationReport(GatedReport):
-    data: str
-    examples: int
-    truncated: int
-    max_score_drop: float
-    pytorch_accuracy: float
-    pytorch_macro_f1: float
-    variants: list[VariantScore]
-    metric_name = "accuracy"
+    @property
+    def metric_name(self) -> str:
+        return " / ".join(DISPLAY_NAMES[m] for m in self.gated_metrics)
 
     @property
     def pytorch_score(self) -> float:
-        return self.pytorch_accuracy
+        return self.pytorch[self.primary_metric]
 
     def to_json(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
-    def to_markdown(self) -> str:
-        rows = [["pytorch", "(checkpoint)", percent(self.pytorch_accuracy), percent(self.pytorch_macro_f1),
-                 "", "", "", ""]]
-        rows += [[v.variant, v.file, percent(v.accuracy), percent(v.macro_f1), signed_points(v.delta_points),
-                  f"{v.max_abs_logit_diff:.2e}", percent(v.agreement), "pass" if v.passed else "FAIL"]
-                 for v in self.variants]
-        table = markdown_table(["variant", "file", "accuracy %", "macro-F1 %", "delta (points)",
-                                "max abs logit diff", "agreement %", f"gate (max drop {self.max_score_drop})"],
-                               rows)
-        note = f" ({self.truncated} truncated to the model's max length)" if self.truncated else ""
-        return f"Validation on {self.data}: {self.examples} examples{note}.\n\n{table}\n"
-
-
-def default_columns(model_dir: Path) -> tuple[str, str]:
-    """The text and label columns the checkpoint was trained with, else text / label."""
-    options = artifacts.read_manifest(model_dir).get("options", {})
-    return options.get("text_column", "text"), options.get("label_column", "label")
-
-
-def validate(config: ValidateConfig) -> ValidationReport | TaggingValidationReport:
-    if checkpoint_task(Path(config.model_dir)) == "token-classification":
-        return validate_tagging(config)
-    model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
-    onnx_files = artifacts.onnx_files(onnx_dir)
-    model = load_checkpoint(model_dir)
-    tokenizer = load_tokenizer(str(model_dir))
-    trained_text, trained_label = default_columns(model_dir)
-    data = load_labelled_texts(config.data, config.text_column or trained_text,
-                               config.label_column or trained_label)
-    label2id = {label: int(i) for label, i in model.config.label2id.items()}
-    check_known_labels(data, label2id)
-    gold = np.array([label2id[label] for label in data.labels])
-    max_length = config.max_length or tokenizer.model_max_length
-
-    torch_model = TorchTextClassifier(model, tokenizer, max_length)
-    reference = torch_model.logits(data.texts, config.batch_size)
-    reference_pred = reference.argmax(-1)
-    reference_scores = classification_scores(gold, reference_pred)
-
-    variants = []
-    for path in onnx_files:
-        onnx_model = OnnxTextClassifier(path, tokenizer, model.config.id2label, max_length)
-        logits = onnx_model.logits(data.texts, config.batch_size)
-        predicted = logits.argmax(-1)
-        scores = classification_scores(gold, predicted)
-        delta = 100 * (scores["accuracy"] - reference_scores["accuracy"])
-        variants.append(VariantScore(
-            variant=artifacts.variant_name(path), file=path.name, accuracy=scores["accuracy"],
-            macro_f1=scores["macro_f1"], delta_points=delta,
-            max_abs_logit_diff=float(np.abs(logits - reference).max()),
-            agreement=float((predicted == reference_pred).mean()),
-            passed=-delta <= config.max_score_drop + 1e-9,
-        ))
-    return ValidationReport(str(config.data), len(data), torch_model.last_truncated, config.max_score_drop,
-                            reference_scores["accuracy"], reference_scores["macro_f1"], variants)
-
-
-@dataclass
-class TagVariantScore:
-    variant: str
-    file: str
-    entity_f1: float
-    entity_precision: float
-    entity_recall: float
-    tag_accuracy: float
-    delta_points: float  # entity F1 minus PyTorch's, in points
-    max_abs_logit_diff: float  # over the words' first sub-words
-    tag_agreement: float  # share of words tagged as PyTorch tags them
-    per_type_f1: dict[str, float]
-    passed: bool
-
-    @property
-    def score(self) -> float:
-        return self.entity_f1
-
-
-@dataclass
-class TaggingValidationReport(GatedReport):
-    data: str
-    examples: int
-    windowed: int  # sentences longer than the model's max length, tagged in overlapping windows
-    max_score_drop: float
-    pytorch: dict  # entity_f1, entity_precision, entity_recall, tag_accuracy, entities, per_type
-    variants: list[TagVariantScore]
-    metric_name = "entity F1"
-
-    @property
-    def pytorch_score(self) -> float:
-        return self.pytorch["entity_f1"]
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "task": "token-classification", "passed": self.passed}
+    def write_json(self, path: Path) -> None:
+        artifacts.write_json(Path(path), self.to_json())
 
     def to_markdown(self) -> str:
-        p = self.pytorch
-        rows = [["pytorch", "(checkpoint)", percent(p["entity_f1"]), percent(p["entity_precision"]),
-                 percent(p["entity_recall"]), percent(p["tag_accuracy"]), "", "", "", ""]]
-        rows += [[v.variant, v.file, percent(v.entity_f1), percent(v.entity_precision), percent(v.entity_recall),
-                  percent(v.tag_accuracy), signed_points(v.delta_points), f"{v.max_abs_logit_diff:.2e}",
-                  percent(v.tag_agreement), "pass" if v.passed else "FAIL"] for v in self.variants]
-        table = markdown_table(["variant", "file", "entity F1 %", "precision %", "recall %", "tag accuracy %",
-                                "delta F1 (points)", "max abs logit diff", "tag agreement %",
+        names = [DISPLAY_NAMES[m] for m in self.table_metrics]
+        deltas = [f"delta {DISPLAY_NAMES[m]} (points)" for m in self.gated_metrics]
+        rows = [["pytorch", "(checkpoint)", *[percent(self.pytorch[m]) for m in self.table_metrics],
+                 *[""] * (len(deltas) + 3)]]
+        for v in self.variants:
+            rows.append([v.variant, v.file, *[percent(v.scores[m]) for m in self.table_metrics],
+                         *[signed_points(v.delta_points[m]) for m in self.gated_metrics],
+                         "; ".join(f"{value:.2e}" for value in v.max_abs_logit_diff.values()),
+                         "; ".join(percent(value) for value in v.agreement.values()),
+                         "pass" if v.passed else f"FAIL ({', '.join(DISPLAY_NAMES[m] for m in v.failed_on)})"])
+        outputs = ", ".join(self.variants[0].max_abs_logit_diff) if self.variants else ""
+        table = markdown_table(["variant", "file", *[f"{n} %" for n in names], *deltas,
+                                f"max abs logit diff ({outputs})", "agreement %",
                                 f"gate (max drop {self.max_score_drop})"], rows)
-        types = sorted(p["per_type"])
-        per_type = markdown_table(
-            ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
-            [[kind, p["per_type"][kind]["support"], percent(p["per_type"][kind]["f1"]),
-              *[percent(v.per_type_f1.get(kind, 0.0)) for v in self.variants]] for kind in types])
-        note = ""
+        notes = []
+        if self.truncated:
+            notes.append(f"{self.truncated} texts were truncated to the model's max length.")
         if self.windowed:
-            note = (f" {self.windowed} sentences were longer than the model's max length and were tagged "
-                    "whole, in overlapping windows.")
-        return (f"Validation on {self.data}: {self.examples} sentences, {p['entities']} gold entities "
-                f"(exact-span matching, conlleval rules).{note}\n\n{table}\n\nPer entity type:\n\n{per_type}\n")
+            notes.append(f"{self.windowed} sentences were longer than the model's max length and were tagged "
+                         "whole, in overlapping windows.")
+        for head, found in self.unseen.items():
+            shown = ", ".join(f"{label!r} ({n})" for label, n in sorted(found["labels"].items()))
+            notes.append(f"{found['rows']} examples hold {head} the model was never trained on, scored as errors: "
+                         f"{shown}.")
+        entities = f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)" \
+            if "entities" in self.pytorch else ""
+        text = f"Validation on {self.data}: {self.examples} examples{entities}. {' '.join(notes)}\n\n{table}\n"
+        if "per_type" in self.pytorch:
+            per_type = self.pytorch["per_type"]
+            text += "\nPer entity type:\n\n" + markdown_table(
+                ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
+                [[kind, per_type[kind]["support"], percent(per_type[kind]["f1"]),
+                  *[percent(v.scores["per_type"].get(kind, {}).get("f1", 0.0)) for v in self.variants]]
+                 for kind in sorted(per_type)]) + "\n"
+        return text
 
 
-def validate_tagging(config: ValidateConfig) -> TaggingValidationReport:
+def default_columns(model_dir: Path, task: Task | None = None) -> tuple[str, ...]:
+    """The data columns the checkpoint was trained with, else the task's defaults."""
+    task = task or task_of(model_dir)
+    options = artifacts.read_manifest(Path(model_dir)).get("options", {})
+    keys = ("text_column", "label_column", "intent_column")[:len(task.columns)]
+    return tuple(options.get(key) or default for key, default in zip(keys, task.columns))
+
+
+def validate(config: ValidateConfig) -> ValidationReport:
     model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
     onnx_files = artifacts.onnx_files(onnx_dir)
-    model = load_checkpoint(model_dir)
+    task = task_of(model_dir)
+    model = task.load_model(model_dir)
     tokenizer = load_tokenizer(str(model_dir))
-    trained_words, trained_tags = default_columns(model_dir)
-    data = load_tagged_sentences(config.data, config.text_column or trained_words, config.label_column or trained_tags)
-    check_known_tags(data, model.config.label2id)
+    given = (config.text_column, config.label_column, config.intent_column)
+    columns = tuple(g or trained for g, trained in zip(given, default_columns(model_dir, task)))
+    data = task.read(config.data, columns)
+    unseen = {head: u for head, u in task.unseen(data, task.label2ids(model.config)).items() if u.rows}
     max_length = config.max_length or tokenizer.model_max_length
+    examples = task.examples(data)
 
-    reference_tagger = torch_tagger(model, tokenizer, max_length)
-    reference = reference_tagger.word_logits(data.words, config.batch_size)
-    reference_tags = [reference_tagger.tags_from_logits(x) for x in reference]
-    reference_scores = entity_scores(data.tags, reference_tags)
-    windowed = reference_tagger.last_windowed
-    reference_flat = np.concatenate(reference)
-    words = len(reference_flat)
-
+    reference = task.infer(torch_backend(model, tokenizer, max_length), examples, config.batch_size)
+    reference_scores = task.score(data, reference.outputs, model.config)
     variants = []
     for path in onnx_files:
-        tagger = onnx_tagger(path, tokenizer, model.config.id2label, max_length)
-        logits = tagger.word_logits(data.words, config.batch_size)
-        tags = [tagger.tags_from_logits(x) for x in logits]
-        scores = entity_scores(data.tags, tags)
-        delta = 100 * (scores["entity_f1"] - reference_scores["entity_f1"])
-        agreement = sum(a == b for ours, theirs in zip(tags, reference_tags) for a, b in zip(ours, theirs))
-        variants.append(TagVariantScore(
-            variant=artifacts.variant_name(path), file=path.name, entity_f1=scores["entity_f1"],
-            entity_precision=scores["entity_precision"], entity_recall=scores["entity_recall"],
-            tag_accuracy=scores["tag_accuracy"], delta_points=delta,
-            max_abs_logit_diff=float(np.nanmax(np.abs(np.concatenate(logits) - reference_flat))),
-            tag_agreement=agreement / words if words else 1.0,
-            per_type_f1={kind: s["f1"] for kind, s in scores["per_type"].items()},
-            passed=-delta <= config.max_score_drop + 1e-9,
-        ))
-    return TaggingValidationReport(str(config.data), len(data), windowed, config.max_score_drop,
-                                   reference_scores, variants)
+        inference = task.infer(onnx_backend(path, tokenizer, model.config, max_length), examples, config.batch_size)
+        scores = task.score(data, inference.outputs, model.config)
+        deltas = {m: 100 * (scores[m] - reference_scores[m]) for m in task.gated_metrics}
+        failed = [m for m, d in deltas.items() if -d > config.max_score_drop + 1e-9]
+        variants.append(VariantScore(
+            variant=artifacts.variant_name(path), file=path.name, primary_metric=task.primary_metric, scores=scores,
+            delta_points=deltas,
+            max_abs_logit_diff={name: _diff(out, reference.outputs[name]) for name, out in inference.outputs.items()},
+            agreement=task.agreement(inference.outputs, reference.outputs), passed=not failed, failed_on=failed))
+    return ValidationReport(task.name, str(config.data), len(data), reference.truncated, reference.windowed,
+                            config.max_score_drop, task.primary_metric, list(task.gated_metrics),
+                            list(task.report_metrics), reference_scores, variants,
+                            {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()})

@@ -141,3 +141,45 @@ def tiny_tagger_onnx(tmp_path_factory, tiny_tagger) -> Path:
     output = tmp_path_factory.mktemp("exports") / "tiny-tagger-onnx"
     export(ExportConfig(model_dir=tiny_tagger, output=output, optimize="O2", quantize="dynamic"))
     return output
+
+
+def write_joint_jsonl(path: Path, examples: list[dict]) -> Path:
+    from nlu_deploy.data import write_jsonl
+
+    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"], "intent": e["label"]} for e in examples], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_train(tmp_path_factory) -> Path:
+    """Demo sentences with their intent and BIO slot tags, every intent represented."""
+    examples = generate_demo_examples()
+    return write_joint_jsonl(tmp_path_factory.mktemp("joint") / "train.jsonl", examples[::5])
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_dev(tmp_path_factory) -> Path:
+    """Sentences the tiny joint model was not trained on."""
+    examples = generate_demo_examples()
+    return write_joint_jsonl(tmp_path_factory.mktemp("joint") / "dev.jsonl", examples[2::25])
+
+
+@pytest.fixture(scope="session")
+def tiny_joint(tmp_path_factory, tiny_encoder, tiny_joint_train) -> Path:
+    from nlu_deploy.config import FinetuneConfig
+    from nlu_deploy.train import finetune
+
+    output = tmp_path_factory.mktemp("checkpoints") / "tiny-joint"
+    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_joint_train, task="joint",
+                            epochs=6, batch_size=8, lr=5e-3, max_length=32), show_progress=False)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_onnx(tmp_path_factory, tiny_joint) -> Path:
+    from nlu_deploy.config import ExportConfig
+    from nlu_deploy.export import export
+
+    output = tmp_path_factory.mktemp("exports") / "tiny-joint-onnx"
+    export(ExportConfig(model_dir=tiny_joint, output=output, optimize="O2", quantize="dynamic"))
+    return output

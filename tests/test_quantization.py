@@ -102,11 +102,12 @@ def borderline_examples(model, tokenizer, count=200):
 def test_budget_search_repairs_a_candidate_by_keeping_sensitive_layers_in_fp32(tmp_path, tiny_checkpoint):
     from nlu_deploy.modeling import load_checkpoint, load_tokenizer
     from nlu_deploy.quantize_search import Candidate, Search
+    from nlu_deploy.tasks import get_task
 
     model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
     export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
     plain = tmp_path / "onnx" / artifacts.ONNX_FP32
-    search = Search(tmp_path / "work", model, tokenizer, borderline_examples(model, tokenizer), [],
+    search = Search(tmp_path / "work", get_task("text-classification"), model, tokenizer, borderline_examples(model, tokenizer), [],
                     budget_points=1.0, preset="auto", calibration_method="minmax")
     candidate = Candidate("dynamic/plain", "dynamic", "plain", False)
     target = tmp_path / "work" / "candidate.onnx"

@@ -65,13 +65,22 @@ def test_long_texts_are_truncated_and_counted(tmp_path, tiny_encoder):
     assert metrics["truncated_train"] + metrics["truncated_validation"] == 10
 
 
-def test_unseen_validation_labels_fail_before_training(tmp_path, tiny_encoder, tiny_train_csv):
+def test_unseen_validation_labels_are_scored_as_errors_and_counted(tmp_path, tiny_encoder, tiny_train_csv,
+                                                                    tiny_dev_csv):
+    """Real validation sets hold labels the training data never had: training goes on, those
+    rows count as errors (never as right), and metrics.json says which and how many."""
     dev = tmp_path / "dev.csv"
-    dev.write_text("text,label\nbook a cab,order_taxi\n", encoding="utf-8")
-    with pytest.raises(DataError, match="never trained on: 'order_taxi'"):
-        finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=tiny_train_csv,
-                                validation=dev), show_progress=False)
-    assert not (tmp_path / "out").exists()
+    known = tiny_dev_csv.read_text(encoding="utf-8").splitlines()
+    dev.write_text("\n".join(known + ["book a cab to the station,order_taxi", "call a taxi,order_taxi"]) + "\n",
+                   encoding="utf-8")
+    result = finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=tiny_train_csv,
+                                     validation=dev, epochs=2, batch_size=8, lr=5e-3, max_length=32),
+                      show_progress=False)
+    metrics = artifacts.read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["unseen_in_validation"] == {"labels": {"rows": 2, "labels": {"order_taxi": 2}}}
+    assert metrics["validation_examples"] == len(known) - 1 + 2
+    # the two unseen rows can never be right: at most (n - 2) / n
+    assert result.best_scores["accuracy"] <= (len(known) - 1) / (len(known) + 1) + 1e-9
 
 
 @pytest.mark.parametrize("options, message", [

@@ -17,9 +17,9 @@ def test_faithful_exports_pass_with_matching_scores(tiny_checkpoint, tiny_onnx, 
     assert report.passed and report.examples == 100
     by_variant = {v.variant: v for v in report.variants}
     assert set(by_variant) == {"fp32", "optimized", "int8"}
-    assert by_variant["fp32"].max_abs_logit_diff < 1e-4 and by_variant["fp32"].agreement == 1.0
-    assert by_variant["fp32"].accuracy == report.pytorch_accuracy
-    assert report.pytorch_accuracy >= 0.9
+    assert by_variant["fp32"].max_abs_logit_diff["logits"] < 1e-4 and by_variant["fp32"].agreement["logits"] == 1.0
+    assert by_variant["fp32"].scores["accuracy"] == report.pytorch["accuracy"] == report.pytorch_score
+    assert report.pytorch["accuracy"] >= 0.9
     data = report.to_json()
     assert data["passed"] is True and len(data["variants"]) == 3
     assert "| int8 | model_quantized.onnx |" in report.to_markdown()
@@ -50,7 +50,8 @@ def test_a_perturbed_model_fails_the_gate(tmp_path, tiny_checkpoint, tiny_onnx, 
     assert not report.passed
     assert [v.file for v in report.failures] == [artifacts.ONNX_FP32]
     failed = report.failures[0]
-    assert failed.delta_points < -1.0 and failed.agreement < 0.9
+    assert failed.delta_points["accuracy"] < -1.0 and failed.agreement["logits"] < 0.9
+    assert failed.failed_on == ["accuracy"]
 
 
 def test_corrupt_onnx_file_is_refused(tmp_path, tiny_checkpoint, tiny_onnx, tiny_dev_csv):
@@ -61,8 +62,17 @@ def test_corrupt_onnx_file_is_refused(tmp_path, tiny_checkpoint, tiny_onnx, tiny
         validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=broken, data=tiny_dev_csv))
 
 
-def test_unknown_labels_in_the_data_are_refused(tmp_path, tiny_checkpoint, tiny_onnx):
+def test_labels_the_model_never_had_are_scored_as_errors_and_reported(tmp_path, tiny_checkpoint, tiny_onnx,
+                                                                        tiny_dev_csv):
     data = tmp_path / "dev.csv"
-    data.write_text("text,label\nturn on the lights,control_lights\n", encoding="utf-8")
-    with pytest.raises(DataError, match="never trained on: 'control_lights'"):
-        validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=data))
+    rows = tiny_dev_csv.read_text(encoding="utf-8").splitlines()
+    data.write_text("\n".join(rows + ["turn on the lights,control_lights"] * 3) + "\n", encoding="utf-8")
+    known = validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=tiny_dev_csv))
+    report = validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=data))
+    assert report.examples == known.examples + 3
+    assert report.unseen == {"labels": {"rows": 3, "labels": {"control_lights": 3}}}
+    # the three rows are wrong for every variant: the same right answers over more examples
+    right = round(known.pytorch["accuracy"] * known.examples)
+    assert report.pytorch["accuracy"] == pytest.approx(right / report.examples)
+    assert all(v.scores["accuracy"] <= right / report.examples + 1e-9 for v in report.variants)
+    assert "3 examples hold labels the model was never trained on" in report.to_markdown()

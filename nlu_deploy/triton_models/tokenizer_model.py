@@ -19,14 +19,21 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.output_names = [output["name"] for output in config["output"]]
         self.max_length = int(config["parameters"]["max_length"]["string_value"])
+        # Word tasks (slots, joint): the text is split at whitespace, as `nlu-deploy predict` does,
+        # and WORD_IDS says which word each token belongs to (-1: special tokens and padding).
+        self.words = config["parameters"].get("words", {}).get("string_value") == "true"
 
     def execute(self, requests):
         responses = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
-            encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="np")
+            inputs = [text.split() for text in texts] if self.words else texts
+            encoded = self.tokenizer(inputs, is_split_into_words=self.words, padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="np")
+            if self.words:
+                encoded["WORD_IDS"] = np.array([[-1 if w is None else w for w in encoded.word_ids(i)]
+                                                for i in range(len(texts))], dtype=np.int64)
             outputs = [pb_utils.Tensor(name, encoded[name].astype(np.int64)) for name in self.output_names]
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

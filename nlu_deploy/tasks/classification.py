@@ -1,0 +1,118 @@
+"""Intent classification: one label per text, read from the first token (or the pooled output)
+by a Hugging Face sequence-classification head. Scored on accuracy (which picks the best epoch
+and gates `validate`) and macro-F1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy.data import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
+from nlu_deploy.demo import demo_labelled_texts
+from nlu_deploy.metrics import classification_scores
+from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
+from nlu_deploy.runtime import TextClassifier
+from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
+
+LABELS = "labels"  # the one head's name in label maps
+
+
+class ClassificationTask(Task):
+    name = "text-classification"
+    columns = ("text", "label")
+    primary_metric = "accuracy"
+    gated_metrics = ("accuracy",)
+    prediction_keys = ("gold", "predicted")
+    report_metrics = ("accuracy", "macro_f1")  # columns of the validation table
+    triton_words = False  # the Triton tokenizer reads whole texts
+    triton_postprocess = "postprocess_model.py"
+    triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32")]
+    optimum_task = "text-classification"
+
+    def read(self, path: Path, columns: tuple[str, ...]) -> LabelledTexts:
+        return load_labelled_texts(path, columns[0], columns[1])
+
+    def demo(self) -> LabelledTexts:
+        return demo_labelled_texts()
+
+    def holdout(self, data: LabelledTexts, fraction: float, seed: int):
+        return stratified_holdout(data, fraction, seed)
+
+    def label_sets(self, data: LabelledTexts) -> dict[str, list[str]]:
+        return {LABELS: label_list(data)}
+
+    def unseen(self, data: LabelledTexts, label2ids) -> dict[str, Unseen]:
+        return {LABELS: count_unseen([[label] for label in data.labels], label2ids[LABELS])}
+
+    def examples(self, data: LabelledTexts) -> list[str]:
+        return data.texts
+
+    def examples_from_texts(self, texts: list[str]) -> list[str]:
+        return texts
+
+    def to_records(self, data: LabelledTexts, columns: tuple[str, ...]) -> list[dict]:
+        return data.to_records(columns[0], columns[1])
+
+    def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
+        return load_for_training(source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name)
+
+    def load_model(self, directory: Path):
+        return load_hf_checkpoint(directory, self.name)
+
+    def label2ids(self, model_config) -> dict[str, dict[str, int]]:
+        return {LABELS: {label: int(i) for label, i in model_config.label2id.items()}}
+
+    def label_ids_for(self, data: LabelledTexts, label2ids):
+        return {LABELS: extended_label2id(label2ids[LABELS], data.labels)}
+
+    def rows(self, tokenizer, data: LabelledTexts, label_ids, max_length: int):
+        from nlu_deploy.runtime import encode
+
+        ids = label_ids[LABELS]
+        encoded = encode(tokenizer, data.texts, max_length)
+        rows = [dict(features, labels=ids[label]) for features, label in zip(encoded.features, data.labels)]
+        return rows, {"sentences": encoded.truncated}
+
+    def collator(self, tokenizer, pad_multiple):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
+
+    def loss(self, model, batch: dict):
+        import torch.nn.functional as F
+
+        outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+        return F.cross_entropy(outputs.logits.float(), trainable(batch["labels"])), outputs
+
+    def batch_predictions(self, outputs, batch, first_row):
+        return {"gold": batch["labels"].cpu().numpy(), "predicted": outputs.logits.argmax(-1).cpu().numpy()}
+
+    def score_predictions(self, gathered, id2labels) -> dict:
+        return classification_scores(gathered["gold"], gathered["predicted"])
+
+    def infer(self, backend: TextClassifier, examples: list[str], batch_size: int = 64) -> Inference:
+        logits = backend.logits(examples, batch_size)
+        return Inference({"logits": logits}, truncated=backend.last_truncated)
+
+    def score(self, data: LabelledTexts, outputs, model_config) -> dict:
+        ids = extended_label2id(self.label2ids(model_config)[LABELS], data.labels)
+        gold = np.array([ids[label] for label in data.labels])
+        return classification_scores(gold, outputs["logits"].argmax(-1))
+
+    def predictor(self, backend: TextClassifier) -> TextClassifier:
+        return backend  # predict(texts) -> (label, score) per text
+
+    def prediction_json(self, text: str, prediction) -> dict:
+        label, score = prediction
+        return {"text": text, "label": label, "score": round(score, 6)}
+
+    def prediction_line(self, text: str, prediction) -> str:
+        label, score = prediction
+        return f"{label}\t{score:.4f}\t{text}"
+
+    def training_summary(self, scores: dict) -> str:
+        return f"accuracy {100 * scores['accuracy']:.2f}%, macro-F1 {100 * scores['macro_f1']:.2f}%"
+
+
+TASK = ClassificationTask()

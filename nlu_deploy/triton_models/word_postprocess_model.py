@@ -1,0 +1,65 @@
+"""Triton Python-backend model: a slot tagger's (or joint model's) outputs in, the entities as JSON
+(and a joint model's intent and score) out (written by nlu-deploy export --triton).
+
+Each word takes the tag of its first sub-word (WORD_IDS, from the tokenizer model, maps token
+positions to whitespace words); entities come from spans.py, the file nlu-deploy itself uses,
+copied beside this one.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).parent))
+from spans import text_entities  # noqa: E402  (copied from nlu_deploy/spans.py)
+
+
+def softmax(logits):
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        labels = json.loads((Path(__file__).parent / "labels.json").read_text(encoding="utf-8"))
+        self.tags = [labels["tags"][str(i)] for i in range(len(labels["tags"]))]
+        intents = labels.get("intents")
+        self.intents = [intents[str(i)] for i in range(len(intents))] if intents else None
+        self.slot_output = "slot_logits" if self.intents else "logits"
+
+    def word_results(self, text, word_ids, token_logits):
+        """Entities of one text: each whitespace word tagged by its first sub-word."""
+        words = len(text.split())
+        word_logits = np.zeros((words, len(self.tags)))  # words cut by truncation: no preference
+        seen = set()
+        for position, word in enumerate(word_ids):
+            if word >= 0 and word not in seen and word < words:
+                seen.add(word)
+                word_logits[word] = token_logits[position]
+        probabilities = softmax(word_logits)
+        tags = [self.tags[i] if w in seen else "O" for w, i in enumerate(probabilities.argmax(-1))]
+        return text_entities(text, tags, probabilities.max(-1).tolist())
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
+            word_ids = pb_utils.get_input_tensor_by_name(request, "WORD_IDS").as_numpy()
+            slots = pb_utils.get_input_tensor_by_name(request, self.slot_output).as_numpy().astype(np.float64)
+            entities = [json.dumps(self.word_results(t, w, s), ensure_ascii=False) for t, w, s in
+                        zip(texts, word_ids, slots)]
+            outputs = [pb_utils.Tensor("ENTITIES", np.array([[e.encode("utf-8")] for e in entities], dtype=object))]
+            if self.intents:
+                logits = pb_utils.get_input_tensor_by_name(request, "intent_logits").as_numpy().astype(np.float64)
+                probabilities = softmax(logits)
+                best = probabilities.argmax(-1)
+                outputs.append(pb_utils.Tensor("LABEL", np.array([[self.intents[i].encode("utf-8")] for i in best],
+                                                                 dtype=object)))
+                outputs.append(pb_utils.Tensor("SCORE", probabilities[np.arange(len(best)), best]
+                                               .astype(np.float32).reshape(-1, 1)))
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses
