@@ -21,7 +21,7 @@ from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
-from nlu_deploy.tasks import Task, get_task
+from nlu_deploy.tasks import Task, get_task, label_maps
 
 
 @dataclass
@@ -124,7 +124,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     task = get_task(config.task)
     train_data, validation_data = load_finetune_data(config, task)
     label_sets = task.label_sets(train_data)
-    label2ids = {head: {label: i for i, label in enumerate(labels)} for head, labels in label_sets.items()}
+    label2ids = label_maps(label_sets)
     # Validation labels the training data lacks are scored as errors, counted and reported.
     unseen = {head: u for head, u in task.unseen(validation_data, label2ids).items() if u.rows}
     primary = task.primary_metric

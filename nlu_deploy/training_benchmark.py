@@ -15,7 +15,7 @@ from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.modeling import load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.reports import markdown_table
-from nlu_deploy.tasks import get_task
+from nlu_deploy.tasks import get_task, label_maps
 from nlu_deploy.train import evaluate, finetune, load_finetune_data, make_loader, seed_everything
 
 
@@ -72,7 +72,7 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
     task = get_task(config.task)
     train_data, validation_data = load_finetune_data(config, task)
     label_sets = task.label_sets(train_data)
-    label2ids = {head: {label: i for i, label in enumerate(labels)} for head, labels in label_sets.items()}
+    label2ids = label_maps(label_sets)
     validation_ids = task.label_ids_for(validation_data, label2ids)
     source = resolve_model_source(config.model)
     tokenizer = load_tokenizer(source)

@@ -74,25 +74,35 @@ def tiny_dev_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "dev.csv", tiny_rows(per_intent=25, offset=60))
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, tiny_encoder, tiny_train_csv) -> Path:
+def train_tiny(tmp_path_factory, name: str, encoder: Path, train: Path, task: str = "text-classification") -> Path:
+    """Six quick epochs of the tiny encoder: enough to learn the demo intents and slots."""
     from nlu_deploy.config import FinetuneConfig
     from nlu_deploy.train import finetune
 
-    output = tmp_path_factory.mktemp("checkpoints") / "tiny"
-    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_train_csv, epochs=6,
+    output = tmp_path_factory.mktemp("checkpoints") / name
+    finetune(FinetuneConfig(output=output, model=str(encoder), train=train, task=task, epochs=6,
                             batch_size=8, lr=5e-3, max_length=32), show_progress=False)
     return output
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+def export_tiny(tmp_path_factory, name: str, checkpoint: Path) -> Path:
+    """fp32, O2 and dynamic int8 files."""
     from nlu_deploy.config import ExportConfig
     from nlu_deploy.export import export
 
-    output = tmp_path_factory.mktemp("exports") / "tiny-onnx"
-    export(ExportConfig(model_dir=tiny_checkpoint, output=output, optimize="O2", quantize="dynamic"))
+    output = tmp_path_factory.mktemp("exports") / name
+    export(ExportConfig(model_dir=checkpoint, output=output, optimize="O2", quantize="dynamic"))
     return output
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_encoder, tiny_train_csv) -> Path:
+    return train_tiny(tmp_path_factory, "tiny", tiny_encoder, tiny_train_csv)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_checkpoint) -> Path:
+    return export_tiny(tmp_path_factory, "tiny-onnx", tiny_checkpoint)
 
 
 @pytest.fixture
@@ -123,24 +133,12 @@ def tiny_tagged_dev(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tagger(tmp_path_factory, tiny_encoder, tiny_tagged_train) -> Path:
-    from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.train import finetune
-
-    output = tmp_path_factory.mktemp("checkpoints") / "tiny-tagger"
-    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_tagged_train,
-                            task="token-classification", epochs=6, batch_size=8, lr=5e-3, max_length=32),
-             show_progress=False)
-    return output
+    return train_tiny(tmp_path_factory, "tiny-tagger", tiny_encoder, tiny_tagged_train, "token-classification")
 
 
 @pytest.fixture(scope="session")
 def tiny_tagger_onnx(tmp_path_factory, tiny_tagger) -> Path:
-    from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
-
-    output = tmp_path_factory.mktemp("exports") / "tiny-tagger-onnx"
-    export(ExportConfig(model_dir=tiny_tagger, output=output, optimize="O2", quantize="dynamic"))
-    return output
+    return export_tiny(tmp_path_factory, "tiny-tagger-onnx", tiny_tagger)
 
 
 def write_joint_jsonl(path: Path, examples: list[dict]) -> Path:
@@ -166,20 +164,9 @@ def tiny_joint_dev(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_joint(tmp_path_factory, tiny_encoder, tiny_joint_train) -> Path:
-    from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.train import finetune
-
-    output = tmp_path_factory.mktemp("checkpoints") / "tiny-joint"
-    finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_joint_train, task="joint",
-                            epochs=6, batch_size=8, lr=5e-3, max_length=32), show_progress=False)
-    return output
+    return train_tiny(tmp_path_factory, "tiny-joint", tiny_encoder, tiny_joint_train, "joint")
 
 
 @pytest.fixture(scope="session")
 def tiny_joint_onnx(tmp_path_factory, tiny_joint) -> Path:
-    from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
-
-    output = tmp_path_factory.mktemp("exports") / "tiny-joint-onnx"
-    export(ExportConfig(model_dir=tiny_joint, output=output, optimize="O2", quantize="dynamic"))
-    return output
+    return export_tiny(tmp_path_factory, "tiny-joint-onnx", tiny_joint)

@@ -154,11 +154,17 @@ def test_predict_gives_the_intent_and_the_entities_from_pytorch_and_onnx_alike(t
     assert all(texts[0][e["start"]:e["end"]] == e["text"] for e in line["entities"])
 
 
-def test_quantize_auto_gates_each_joint_score(tmp_path, tiny_joint):
+def test_quantize_auto_gates_each_joint_score_and_scores_unseen_labels_as_errors(tmp_path, tiny_joint):
+    heldout = tmp_path / "heldout.jsonl"
+    unseen = {"tokens": ["book", "a", "cab"], "tags": ["O", "O", "B-vehicle"], "intent": "order_taxi"}
+    heldout.write_text((tiny_joint / artifacts.VALIDATION_SPLIT).read_text() + json.dumps(unseen) + "\n")
     result = export(ExportConfig(model_dir=tiny_joint, output=tmp_path / "auto", quantize="auto",
-                                 max_score_drop=1.0))
+                                 max_score_drop=1.0, validation=heldout))
     report = result.search
     assert report.kept is not None and report.metric == "mean of intent accuracy and entity F1"
+    metrics = artifacts.read_json(tiny_joint / artifacts.METRICS)
+    assert report.examples == metrics["validation_examples"] + 1
+    assert report.pytorch_accuracy < 1.0  # the unseen intent and slot can never be right
     for candidate in report.candidates:
         if candidate.error is None:
             assert set(candidate.deltas) == {"intent_accuracy", "entity_f1", "exact_match"}

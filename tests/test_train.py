@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig
-from nlu_deploy.errors import ConfigError, DataError
+from nlu_deploy.errors import ConfigError
 from nlu_deploy.train import finetune
 
 

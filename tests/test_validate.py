@@ -8,7 +8,7 @@ from onnx import numpy_helper
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
-from nlu_deploy.errors import DataError, ModelError
+from nlu_deploy.errors import ModelError
 from nlu_deploy.validate import validate
 
 

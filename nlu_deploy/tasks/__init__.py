@@ -12,11 +12,11 @@ from pathlib import Path
 
 from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tasks import classification, joint, tagging
-from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits
+from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits, label_maps
 
 TASKS: dict[str, Task] = {task.name: task for task in (classification.TASK, tagging.TASK, joint.TASK)}
 
-__all__ = ["TASKS", "Inference", "Task", "Unseen", "flat_logits", "get_task", "load_checkpoint", "onnx_backend",
+__all__ = ["TASKS", "Inference", "Task", "Unseen", "flat_logits", "get_task", "label_maps", "load_checkpoint", "onnx_backend",
            "task_of", "torch_backend"]
 
 

@@ -58,6 +58,11 @@ def extended_label2id(known: dict[str, int], seen) -> dict[str, int]:
     return ids
 
 
+def label_maps(label_sets: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Per head, label -> id in the label set's (sorted) order: the ids a new model gets."""
+    return {head: {label: i for i, label in enumerate(labels)} for head, labels in label_sets.items()}
+
+
 def trainable(labels):
     """Label ids for the loss: unseen labels (negative ids) are masked out."""
     return labels.masked_fill(labels < 0, IGNORED)
