@@ -58,5 +58,5 @@ rm -rf "$work/both" && mkdir -p "$work/both"
 cp "$work/joint-onnx/config.json" "$work/both/"
 cp "$work/joint-onnx/model_quantized.onnx" "$work/both/model_joint_int8.onnx"
 cp "$work/intent-onnx/model_quantized.onnx" "$work/both/model_intent_int8.onnx"
-nlu-deploy bench "$work/both" --model "$work/joint" --batch-sizes 1,32 --seq-lens 16,32 --min-seconds 3 \
+nlu-deploy bench "$work/both" --model "$work/joint" --batch-sizes 1,32 --seq-lens 16,32 --min-seconds 4 \
   --json "$out-bench.json" | tee "$out-bench.md"

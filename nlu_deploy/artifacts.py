@@ -20,6 +20,7 @@ from nlu_deploy.errors import ModelError, NluDeployError
 
 MANIFEST = "nlu_deploy.json"  # which stage, options and parent produced the directory
 METRICS = "metrics.json"  # finetune: per-epoch loss, validation score, throughput
+TRAINING_LOG = "training.log"  # finetune: the progress lines of the run, as they were printed
 VALIDATION_SPLIT = "validation_split.jsonl"  # finetune: the held-out rows it scored on
 CALIBRATION_SAMPLE = "calibration_sample.jsonl"  # finetune: training rows for static quantization
 ONNX_FP32 = "model.onnx"
@@ -126,7 +127,9 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    remove_stale_partials(output)
+    # the process id in the name tells a later run whether the stage that wrote it still runs
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
     try:
         yield staging
     except BaseException:
@@ -136,6 +139,32 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     if output.exists():
         shutil.rmtree(output)
     staging.rename(output)
+
+
+def remove_stale_partials(output: Path) -> list[Path]:
+    """Remove the staging directories of `output` left by stages that were killed hard (SIGKILL,
+    out of memory: no cleanup ran), and say so. A staging directory whose process still runs is
+    left alone; one without a process id in its name (older versions) counts as stale."""
+    removed = []
+    for partial in Path(output).parent.glob(f".{Path(output).name}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+        print(f"note: removed {partial}, left behind by an earlier run of this stage that was killed.",
+              file=sys.stderr)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -20,7 +20,7 @@ from nlu_deploy.tasks import load_checkpoint
 from nlu_deploy.quantize import cpu_flags
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.errors import ModelError
-from nlu_deploy.runtime import ORT_PROVIDERS, TensorRTSettings, create_session
+from nlu_deploy.runtime import ORT_PROVIDERS, TensorRTSettings, create_session, has_contrib_ops, is_dynamic_int8
 
 PYTORCH = "pytorch"
 
@@ -39,6 +39,8 @@ class Measurement:
     sequences_per_second: float
     provider: str
     speedup_vs_pytorch: float | None = None
+    file: str | None = None  # what was measured: the .onnx file, or the checkpoint's weights
+    size_mb: float | None = None
 
 
 @dataclass
@@ -48,6 +50,8 @@ class BenchReport:
     machine: dict
     measurements: list[Measurement] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # fallbacks, fp16 on CPU, compile settings
+    setup_seconds: dict[str, float] = field(default_factory=dict)  # per variant: session start, TensorRT engines
+    cpu_only_variants: list[str] = field(default_factory=list)  # dynamic int8 measured on a GPU: never recommended
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(m.variant for m in self.measurements))
@@ -94,7 +98,7 @@ class BenchReport:
     def recommend(self, validation: dict) -> str | None:
         """The fastest measured ONNX variant that passed validation (a validate --json report)."""
         passed = {v["variant"] for v in validation.get("variants", []) if v["passed"]}
-        candidates = [v for v in self.variants() if v in passed]
+        candidates = [v for v in self.variants() if v in passed and v not in self.cpu_only_variants]
         return max(candidates, key=self.geomean_throughput) if candidates else None
 
 
@@ -169,9 +173,17 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             raise ModelError(f"none of the variants {', '.join(config.variants)} is in {onnx_dir}.")
     vocab_size = _vocab_size(onnx_dir)
     report = BenchReport(config.provider, config.threads, machine_facts())
+    files = _files_for_provider(config, files, report)
+    on_gpu = config.provider in ("cuda", "tensorrt")
+    report.machine["tf32"] = config.tf32 if on_gpu else "n/a (CPU)"
+    if on_gpu:
+        _set_torch_tf32(config.tf32)
     runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
+    sources = {artifacts.variant_name(path): path for path in files}  # what each variant runs
     if config.model_dir is not None:
         runners += _torch_runners(config, report.notes)
+        for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
+            sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
 
     tensorrt = TensorRTSettings(
         cache_dir=config.trt_cache_dir, fp16=config.trt_fp16,
@@ -179,7 +191,8 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         opt_shape=(max(config.batch_sizes), max(config.seq_lens)),
         max_shape=(max(config.batch_sizes), max(config.seq_lens)))
     for path in files:
-        session = create_session(path, config.provider, config.threads, config.fallback, tensorrt)
+        started = time.perf_counter()
+        session = create_session(path, config.provider, config.threads, config.fallback, tensorrt, config.tf32)
         ran_on = session.get_providers()[0]
         if ran_on != ORT_PROVIDERS[config.provider]:
             report.notes.append(f"{path.name}: {config.provider} could not start; measured on {ran_on} (--fallback).")
@@ -188,6 +201,8 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             for batch_size, seq_len in (tensorrt.min_shape, tensorrt.max_shape):
                 warm = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
                 session.run(None, {i.name: warm[i.name] for i in session.get_inputs()})
+        # session start (and TensorRT's engine builds), reported apart from the latencies
+        report.setup_seconds[artifacts.variant_name(path)] = time.perf_counter() - started
         if is_fp16_graph(path) and ran_on == ORT_PROVIDERS["cpu"]:
             report.notes.append(f"{path.name} is an fp16 graph: on CPU, onnxruntime runs most fp16 ops through "
                                 "casts and slow kernels, so expect it to be slower than fp32 here. "
@@ -216,13 +231,52 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                 if variant == PYTORCH:
                     baseline = stats["p50_ms"]
                 # Speed-ups compare medians: robust to the odd slow call on a shared machine.
+                source = sources.get(variant)
                 measurement = Measurement(variant, batch_size, seq_len, len(timings), provider=provider,
                                           speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
+                                          file=str(source) if source else None,
+                                          size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
                                           **stats)
                 report.measurements.append(measurement)
                 if on_result:
                     on_result(measurement)
     return report
+
+
+def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchReport) -> list[Path]:
+    """On a GPU provider, leave out what would measure something else than the claim: dynamic
+    int8 files (CPU kernels; on a GPU they copy to the host every layer) unless asked for, and
+    for TensorRT graphs with onnxruntime's fused contrib ops, which TensorRT cannot parse (the
+    layers would silently fall back to onnxruntime's CUDA kernels)."""
+    if config.provider == "cpu":
+        return files
+    kept = []
+    for path in files:
+        int8 = is_dynamic_int8(path)
+        if int8 and not config.int8_on_gpu:
+            report.notes.append(f"{path.name} skipped: dynamic int8 runs on CPU kernels only; on {config.provider} "
+                                "every int8 layer would copy to the host (--int8-on-gpu measures it anyway).")
+            continue
+        if config.provider == "tensorrt" and has_contrib_ops(path):
+            report.notes.append(f"{path.name} skipped: TensorRT cannot parse onnxruntime's fused contrib ops; it gets "
+                                "the plain (or O1) export.")
+            continue
+        if int8:
+            report.cpu_only_variants.append(artifacts.variant_name(path))
+            report.notes.append(f"{path.name}: dynamic int8 on {config.provider} runs CPU kernels; measured as asked, "
+                                "never recommended for a GPU.")
+        kept.append(path)
+    if not kept:
+        raise ModelError(f"no file in {config.onnx_dir} can be measured on {config.provider}: "
+                         f"{' '.join(report.notes)}")
+    return kept
+
+
+def _set_torch_tf32(enabled: bool) -> None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def _torch_threads() -> int | None:
@@ -243,21 +297,35 @@ def is_fp16_graph(path: Path) -> bool:
 def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], object]]:
     """Plain session.run on CPU; on a GPU provider with io_binding, inputs are copied to the
     device once and the output stays there, so the timing is of the model, not of PCIe."""
-    import onnxruntime as ort
-
     names = [i.name for i in session.get_inputs()]
     on_gpu = session.get_providers()[0] != ORT_PROVIDERS["cpu"]
     if not (on_gpu and io_binding):
         return lambda batch: (lambda: session.run(None, {n: batch[n] for n in names}))
 
     def make_call(batch: dict) -> Callable[[], object]:
-        binding = session.io_binding()
-        for name in names:
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(batch[name], "cuda", 0))
-        for output in session.get_outputs():
-            binding.bind_output(output.name, "cuda")
+        binding = _bind(session, {n: batch[n] for n in names}, "cuda")
         return lambda: session.run_with_iobinding(binding)
     return make_call
+
+
+def _bind(session, feed: dict[str, np.ndarray], device: str):
+    """Inputs copied to `device` once, outputs left there (allocated by onnxruntime)."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    for name, value in feed.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device)
+    return binding
+
+
+def bound_outputs(session, feed: dict[str, np.ndarray], device: str) -> list[np.ndarray]:
+    """One run through IOBinding, the outputs copied back: what `bench` times on a GPU, checked
+    against session.run in the tests (onnxruntime binds on CPU too)."""
+    binding = _bind(session, feed, device)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()
 
 
 def _torch_runners(config: BenchConfig, notes: list[str]) -> list:

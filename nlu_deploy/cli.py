@@ -285,6 +285,10 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
 @click.option("--trt-cache", type=click.Path(path_type=Path), default=None,
               help="TensorRT engine and timing cache directory (reused across runs).")
 @click.option("--trt-fp16", is_flag=True, help="Let TensorRT build fp16 engines.")
+@click.option("--int8-on-gpu", is_flag=True,
+              help="CUDA/TensorRT: measure dynamic int8 files too (CPU kernels: never recommended for a GPU).")
+@click.option("--tf32/--no-tf32", default=False, show_default=True,
+              help="CUDA: TF32 matmuls, the same setting for PyTorch and onnxruntime; recorded in the report.")
 @click.option("--torch-compile/--no-torch-compile", "torch_compile", default=None,
               help="Also time PyTorch with torch.compile. Default: on for CUDA, off for CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
@@ -296,8 +300,8 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
 @click.option("--validation-report", type=click.Path(path_type=Path), default=None,
               help="A `validate --json` report to recommend from.")
 def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, variants, threads, warmup, min_iters,
-          min_seconds, io_binding, trt_cache, trt_fp16, torch_compile, json_path, plot_path, recommend,
-          validation_report):
+          min_seconds, io_binding, trt_cache, trt_fp16, int8_on_gpu, tf32, torch_compile, json_path, plot_path,
+          recommend, validation_report):
     """Measure latency and throughput of every ONNX file (and PyTorch with --model).
 
     Example: nlu-deploy bench models/demo/onnx --model models/demo/checkpoint --json r.json --plot r.png --recommend
@@ -315,6 +319,7 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
                          seq_lens=seq_lens, warmup_iters=warmup, min_iters=min_iters, min_seconds=min_seconds,
                          threads=threads, fallback=fallback, io_binding=io_binding, trt_cache_dir=trt_cache,
                          trt_fp16=trt_fp16, torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
+                         int8_on_gpu=int8_on_gpu, tf32=tf32,
                          variants=tuple(v.strip() for v in variants.split(",")) if variants else ())
     report = run_bench(config, on_result=lambda m: click.echo(
         f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True))
@@ -369,6 +374,35 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
             click.echo(json.dumps(task.prediction_json(text, prediction), ensure_ascii=False))
         else:
             click.echo(task.prediction_line(text, prediction))
+
+
+@main.command()
+@click.option("--require", type=click.Choice(["cuda", "tensorrt"]), default=None,
+              help="Exit 1 unless this provider really starts here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+def doctor(require, json_path):
+    """Check the GPU stack: torch and onnxruntime builds and their CUDA versions, the CUDA,
+    cuDNN, cuBLAS and TensorRT libraries, TF32, and which execution providers really start.
+
+    Each missing piece comes with the command that installs it.
+
+    Example: nlu-deploy doctor --require tensorrt
+    """
+    from nlu_deploy.gpu_stack import PROVIDERS, diagnose
+
+    report = diagnose()
+    click.echo(report.to_markdown())
+    if json_path:
+        artifacts.write_json(json_path, report.to_json())
+    started = [p for p in PROVIDERS if report.starts(p)]
+    click.echo(f"Providers that start here: {', '.join(started)}.")
+    if require:
+        from nlu_deploy.runtime import ORT_PROVIDERS
+
+        wanted = ORT_PROVIDERS[require]
+        if not report.starts(wanted):
+            problems = " ".join(report.problems())
+            raise click.ClickException(f"{wanted} does not start here ({report.providers[wanted]}).{' ' + problems if problems else ''}")
 
 
 @main.command("bench-training")

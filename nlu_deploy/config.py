@@ -176,6 +176,10 @@ class BenchConfig:
     trt_cache_dir: Path | None = None  # TensorRT engine and timing cache
     trt_fp16: bool = False
     torch_compile: str = "auto"  # PyTorch baseline with torch.compile too; auto: on for CUDA only
+    # Dynamic int8 kernels exist on CPU only: on CUDA/TensorRT every int8 layer copies to the host,
+    # so such files are skipped on a GPU provider unless asked for (and then never recommended).
+    int8_on_gpu: bool = False
+    tf32: bool = False  # TF32 matmuls on CUDA, the same choice for PyTorch and onnxruntime
 
     def __post_init__(self) -> None:
         _choice("provider", self.provider, PROVIDERS)

@@ -54,14 +54,35 @@ class TensorRTSettings:
         return options
 
 
-def provider_options(provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None) -> list:
-    """The provider list for onnxruntime, the requested one first and CPU as the last resort."""
+def provider_options(provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None,
+                     tf32: bool = False) -> list:
+    """The provider list for onnxruntime, the requested one first and CPU as the last resort.
+    TF32 is set explicitly on CUDA (onnxruntime's default is on, PyTorch's is off), so that both
+    runtimes make the same choice and the report can say which."""
+    cuda = (ORT_PROVIDERS["cuda"], {"use_tf32": str(int(tf32))})
     if provider == "tensorrt":
         settings = (tensorrt or TensorRTSettings()).options(input_names)
-        return [(ORT_PROVIDERS["tensorrt"], settings), ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]]
+        return [(ORT_PROVIDERS["tensorrt"], settings), cuda, ORT_PROVIDERS["cpu"]]
     if provider == "cuda":
-        return [ORT_PROVIDERS["cuda"], ORT_PROVIDERS["cpu"]]
+        return [cuda, ORT_PROVIDERS["cpu"]]
     return [ORT_PROVIDERS["cpu"]]
+
+
+def graph_ops(path: Path) -> set[tuple[str, str]]:
+    """(domain, op type) of every node: tells dynamic int8 graphs and onnxruntime's fused
+    contrib ops (domain com.microsoft) apart from plain ONNX."""
+    import onnx
+
+    return {(node.domain or "ai.onnx", node.op_type)
+            for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def is_dynamic_int8(path: Path) -> bool:
+    return any(op in ("DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger") for _, op in graph_ops(path))
+
+
+def has_contrib_ops(path: Path) -> bool:
+    return any(domain == "com.microsoft" for domain, _ in graph_ops(path))
 
 
 def _graph_input_names(path: Path) -> list[str]:
@@ -73,7 +94,7 @@ def _graph_input_names(path: Path) -> list[str]:
 
 
 def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
-                   fallback: bool = False, tensorrt: TensorRTSettings | None = None):
+                   fallback: bool = False, tensorrt: TensorRTSettings | None = None, tf32: bool = False):
     """An InferenceSession that really runs on `provider`, or a ProviderError saying why not.
 
     onnxruntime silently falls back to CPU when CUDA cannot start; a benchmark or a deployment
@@ -92,17 +113,17 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     options.log_severity_level = 3  # errors only: provider start-up chatter is not for users
     if threads:
         options.intra_op_num_threads = threads
-    providers = [p for p in provider_options(provider, _graph_input_names(path), tensorrt)
+    providers = [p for p in provider_options(provider, _graph_input_names(path), tensorrt, tf32)
                  if (p[0] if isinstance(p, tuple) else p) in available]
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise ModelError(f"onnxruntime cannot load {path} ({str(exc).strip().splitlines()[0]}).") from None
     if session.get_providers()[0] != wanted and not fallback:
-        raise ProviderError(
-            f"{provider} was asked for but {wanted} could not start on this machine "
-            "(no usable device or driver); pass --fallback to run on CPU instead."
-        )
+        from nlu_deploy.gpu_stack import provider_problem
+
+        raise ProviderError(f"{provider} was asked for but {wanted} could not start on this machine; pass --fallback "
+                            f"to run on CPU instead. {provider_problem(wanted)}")
     return session
 
 

@@ -20,8 +20,13 @@ from nlu_deploy.data import write_jsonl
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.progress import ProgressLog
 from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.tasks import Task, get_task, label_maps
+
+
+PROGRESS_LOG = "progress.log"  # in the training state directory while training
+LOSS_READ_EVERY = 20  # optimizer steps between reads of the device-side loss (progress lines, bar)
 
 
 @dataclass
@@ -170,9 +175,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     validation_loader, truncated_validation = make_loader(
         task, tokenizer, validation_data, validation_ids, per_process_batch * 2, config.max_length, False,
         config.seed, pad_multiple, dist)
-    if show_progress and dist.is_main:
-        for head, found in unseen.items():
-            tqdm.write(f"note: validation data: {found.describe(head)}")
+
     optimizer = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -199,9 +202,30 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     if dist.enabled:
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    show_progress = show_progress and dist.is_main
+    terminal = show_progress and dist.is_main  # a tqdm bar; otherwise timed plain lines
+    log = ProgressLog(state_dir / PROGRESS_LOG, terminal, enabled=dist.is_main)
+    log.line(f"training {task.name}: {len(train_data)} examples, {len(validation_data)} held out, "
+             f"{config.epochs} epochs of {len(train_loader)} steps, batch {config.batch_size}, lr {config.lr}, "
+             f"{device.type}{', compiled' if use_compile else ''}")
+    for head, found in unseen.items():
+        log.line(f"note: validation data: {found.describe(head)}")
+    # The loss stays on the device and is read every LOSS_READ_EVERY steps: reading it every
+    # step (loss.item()) makes the host wait for the GPU, which stalls a compiled CUDA loop.
+    # float64: the sum over hundreds of steps stays exact enough for resumed runs to match
+    pending_loss = torch.zeros((), dtype=torch.float64, device=device)  # sum of loss x batch size since the last read
+    pending = {"seen": 0}
+
+    def read_loss() -> float:
+        """Move the device-side loss sum into progress; the mean loss since the last read."""
+        value = pending_loss.item()
+        pending_loss.zero_()
+        progress["loss_sum"] += value
+        mean = value / pending["seen"] if pending["seen"] else float("nan")
+        pending["seen"] = 0
+        return mean
 
     def save_state(generator_state) -> None:
+        read_loss()  # the saved state holds every step's loss
         if dist.is_main:
             checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
                                               generator_state, run_fingerprint)
@@ -214,7 +238,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                 train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every process
             model.train()
             started = time.perf_counter() - progress["seconds"]
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", disable=not show_progress,
+            bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", disable=not terminal,
                        unit="batch", leave=False, initial=progress["batches_done"])
             for index, batch in enumerate(bar):
                 if index < progress["batches_done"]:  # resumed mid-epoch: these are done
@@ -234,9 +258,14 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                 progress["batches_done"] += 1
                 progress["global_step"] += 1
                 progress["seen"] += batch_size
-                progress["loss_sum"] += loss.item() * batch_size
-                bar.set_postfix(loss=f"{loss.item():.3f}",
-                                samples_s=f"{progress['seen'] / (time.perf_counter() - started):.0f}")
+                pending_loss += loss.detach().double() * batch_size
+                pending["seen"] += batch_size
+                if progress["global_step"] % LOSS_READ_EVERY == 0 and (terminal or log.due()):
+                    rate = progress["seen"] / (time.perf_counter() - started)
+                    mean_loss = read_loss()
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", samples_s=f"{rate:.0f}")
+                    log.periodic(f"epoch {epoch}/{config.epochs} step {index + 1}/{len(train_loader)}: "
+                                 f"loss {mean_loss:.4f}, {rate:.0f} samples/s")
                 if on_step:
                     on_step(progress["global_step"])
                 every = config.checkpoint_every
@@ -250,15 +279,16 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                             f"{progress['global_step']}; its state is saved in {state_dir}. Run the same "
                             "command with --resume to continue.")
             seconds = time.perf_counter() - started
+            read_loss()
             seen, loss_sum = sum_across(dist, progress["seen"], progress["loss_sum"])  # all processes' share
             scores = evaluate(task, model, validation_loader, device, amp_dtype, id2labels, dist)
             progress["history"].append({"epoch": epoch, "train_loss": loss_sum / seen,
                                         "validation_loss": scores.pop("loss"),
                                         **{f"validation_{k}": v for k, v in scores.items() if k != "per_type"},
                                         "samples_per_second": seen / seconds, "seconds": seconds})
-            if show_progress:
-                tqdm.write(f"epoch {epoch}: train loss {loss_sum / seen:.4f}, validation {DISPLAY_NAMES[primary]} "
-                           f"{scores[primary]:.4f}, {seen / seconds:.0f} samples/s")
+            log.line(f"epoch {epoch}/{config.epochs}: train loss {loss_sum / seen:.4f}, validation "
+                     f"{DISPLAY_NAMES[primary]} {scores[primary]:.4f}, {seen / seconds:.0f} samples/s, "
+                     f"{seconds:.0f} s")
             # Best = highest task score, ties broken by lower validation loss (a surer model).
             key = [scores[primary], -progress["history"][-1]["validation_loss"]]
             if key > progress["best_key"]:
@@ -277,6 +307,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
             shutil.copy2(weights_file, out / weights_file.name)
         tokenizer.save_pretrained(out)
+        if (state_dir / PROGRESS_LOG).exists():
+            shutil.copy2(state_dir / PROGRESS_LOG, out / artifacts.TRAINING_LOG)
         write_jsonl(task.to_records(validation_data, config.columns), out / artifacts.VALIDATION_SPLIT)
         # A seeded sample of the training texts, for static-quantization calibration in export.
         sample = random.Random(config.seed).sample(range(len(train_data)), min(1024, len(train_data)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first; a module may import only modules listed before it.
-LAYERS = ["errors", "config", "artifacts", "reports", "spans", "metrics", "data", "tagged_data", "demo", "modeling", "runtime", "tagging", "checkpointing", "distributed",
+LAYERS = ["errors", "config", "artifacts", "reports", "gpu_stack", "spans", "metrics", "data", "tagged_data", "demo", "modeling", "runtime", "tagging", "checkpointing", "distributed", "progress",
           "tasks", "quantize", "train", "validate", "benchmark", "quantize_search", "export", "triton", "training_benchmark", "plots", "predict", "pipeline", "cli", "__main__"]
 
 

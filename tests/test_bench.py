@@ -46,10 +46,15 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
     path = tmp_path / "bench.json"
     report.write_json(path)
     data = json.loads(path.read_text())
-    assert set(data) == {"provider", "threads", "machine", "measurements", "notes", "fastest"}
+    assert set(data) == {"provider", "threads", "machine", "measurements", "notes", "fastest", "setup_seconds",
+                         "cpu_only_variants"}
     assert set(data["measurements"][0]) == {
         "variant", "batch_size", "seq_len", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
-        "sequences_per_second", "provider", "speedup_vs_pytorch"}
+        "sequences_per_second", "provider", "speedup_vs_pytorch", "file", "size_mb"}
+    by_variant = {m["variant"]: m for m in data["measurements"]}
+    assert by_variant["int8"]["file"].endswith("model_quantized.onnx")
+    assert by_variant[PYTORCH]["file"].endswith("model.safetensors")
+    assert 0 < by_variant["int8"]["size_mb"] < by_variant["fp32"]["size_mb"]
     assert data["machine"]["threads"]["torch"] >= 1 and data["machine"]["logical_cores"] >= 1
     assert data["machine"]["versions"]["onnxruntime-gpu"] or data["machine"]["versions"]["onnxruntime"]
     assert "Fastest variant" in report.to_markdown()
@@ -75,11 +80,13 @@ def test_provider_lists_put_the_requested_provider_first():
     settings = TensorRTSettings(cache_dir=None, fp16=True, min_shape=(1, 8), opt_shape=(32, 128), max_shape=(32, 128))
     providers = provider_options("tensorrt", ["input_ids", "attention_mask"], settings)
     name, options = providers[0]
-    assert name == "TensorrtExecutionProvider" and providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    cuda_off = ("CUDAExecutionProvider", {"use_tf32": "0"})
+    assert name == "TensorrtExecutionProvider" and providers[1:] == [cuda_off, "CPUExecutionProvider"]
     assert options["trt_profile_min_shapes"] == "input_ids:1x8,attention_mask:1x8"
     assert options["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128"
     assert options["trt_fp16_enable"] is True
-    assert provider_options("cuda", []) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_options("cuda", []) == [cuda_off, "CPUExecutionProvider"]
+    assert provider_options("cuda", [], tf32=True)[0] == ("CUDAExecutionProvider", {"use_tf32": "1"})
     assert provider_options("cpu", []) == ["CPUExecutionProvider"]
 
 
@@ -127,3 +134,57 @@ def test_training_comparison_runs_both_loops_on_the_same_data(tmp_path, tiny_enc
     assert ours.final_validation_score >= 0.9 and trainer.final_validation_score >= 0.9
     assert "nlu-deploy / Trainer throughput" in comparison.to_markdown()
     assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("provider, measured", [("cuda", ["fp32", "optimized"]), ("tensorrt", ["fp32"])])
+def test_gpu_providers_skip_cpu_kernel_int8_and_tensorrt_skips_contrib_ops(tiny_onnx, provider, measured):
+    """Decided from the graphs, before any session starts: checked here with --fallback on CPU."""
+    config = BenchConfig(onnx_dir=tiny_onnx, provider=provider, fallback=True, batch_sizes=(1,), seq_lens=(8,),
+                         warmup_iters=0, min_iters=1, min_seconds=0.0)
+    report = bench(config)
+    assert report.variants() == measured
+    notes = " ".join(report.notes)
+    assert "model_quantized.onnx skipped: dynamic int8 runs on CPU kernels only" in notes
+    assert ("model_optimized.onnx skipped: TensorRT cannot parse" in notes) == (provider == "tensorrt")
+    assert report.machine["tf32"] is False and set(report.setup_seconds) == set(measured)
+    with_int8 = bench(BenchConfig(**{**config.__dict__, "int8_on_gpu": True}))
+    if provider == "tensorrt":  # this int8 file was quantized from the O2 graph: contrib ops
+        assert "int8" not in with_int8.variants() and with_int8.cpu_only_variants == []
+        return
+    assert "int8" in with_int8.variants() and with_int8.cpu_only_variants == ["int8"]
+    passed_all = {"variants": [{"variant": v, "passed": True} for v in with_int8.variants()]}
+    assert with_int8.recommend(passed_all) != "int8"
+
+
+def test_io_binding_gives_the_results_of_session_run(tiny_onnx):
+    from nlu_deploy.benchmark import bound_outputs, synthetic_batch
+    from nlu_deploy.runtime import create_session
+
+    session = create_session(tiny_onnx / "model.onnx")
+    batch = synthetic_batch(4, 12, 100, seed=0)
+    feed = {i.name: batch[i.name] for i in session.get_inputs()}
+    expected = session.run(None, feed)
+    got = bound_outputs(session, feed, "cpu")  # onnxruntime binds on CPU too: the same code path as CUDA
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_doctor_reports_which_providers_really_start(tmp_path):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+    from nlu_deploy.gpu_stack import diagnose
+
+    report = diagnose()
+    assert report.starts("CPUExecutionProvider")
+    names = {check.name for check in report.checks}
+    assert {"torch", "onnxruntime"} <= names
+    for check in report.checks:
+        assert check.ok is not False or check.fix.startswith("pip install")  # every missing piece has its fix
+    result = CliRunner().invoke(main, ["doctor", "--json", str(tmp_path / "doctor.json")])
+    assert result.exit_code == 0 and "| CPUExecutionProvider | starts |" in result.output
+    assert json.loads((tmp_path / "doctor.json").read_text())["providers"]["CPUExecutionProvider"] == "starts"
+    if not report.starts("CUDAExecutionProvider"):  # this machine: the requirement fails in one sentence
+        result = CliRunner().invoke(main, ["doctor", "--require", "cuda"])
+        assert result.exit_code == 1 and "CUDAExecutionProvider does not start here" in result.output

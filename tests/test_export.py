@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -80,3 +81,18 @@ def test_optimum_peer_is_written_and_says_which_graph_it_quantized(tmp_path, tin
     assert "ORTQuantizer avx512_vnni dynamic" in note
     assert op_types(directory / OPTIMUM_PEER) & {"DynamicQuantizeMatMul", "MatMulInteger"}
     assert not list(directory.glob(".peer-*"))
+
+
+def test_a_stage_removes_the_partial_output_of_a_killed_run_and_says_so(tmp_path, tiny_checkpoint, capsys):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs
+    stale = tmp_path / f".onnx.partial-{dead.pid}-abc123"
+    (stale / "model.onnx").parent.mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"half a model")
+    running = tmp_path / f".onnx.partial-{os.getpid()}-def456"  # a stage still at work: kept
+    running.mkdir()
+    export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
+    assert not stale.exists() and running.exists() and (tmp_path / "onnx" / artifacts.ONNX_FP32).exists()
+    assert f"removed {stale}" in capsys.readouterr().err

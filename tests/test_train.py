@@ -92,3 +92,29 @@ def test_unseen_validation_labels_are_scored_as_errors_and_counted(tmp_path, tin
 def test_absurd_options_are_refused(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         FinetuneConfig(output=tmp_path, **options)
+
+
+def test_without_a_terminal_training_prints_timed_lines_and_keeps_a_log(tmp_path, tiny_encoder, tiny_train_csv):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+
+    result = CliRunner().invoke(main, ["finetune", "--model", str(tiny_encoder), "--train", str(tiny_train_csv),
+                                       "--epochs", "2", "--batch-size", "8", "--max-length", "32",
+                                       "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "out" / artifacts.TRAINING_LOG).read_text(encoding="utf-8")
+    assert "training text-classification: " in log and "epoch 1/2: train loss" in log and "epoch 2/2:" in log
+    assert "epoch 2/2: train loss" in result.output  # CliRunner is no terminal: plain lines on stderr
+
+
+def test_periodic_progress_lines_are_rate_limited(tmp_path, capsys):
+    from nlu_deploy.progress import ProgressLog
+
+    log = ProgressLog(tmp_path / "progress.log", terminal=False, every_seconds=3600)
+    log.line("start")
+    log.periodic("too soon")
+    ProgressLog(tmp_path / "progress.log", terminal=False, every_seconds=0).periodic("due")
+    lines = (tmp_path / "progress.log").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == ["start", "due"]
+    assert "start" in capsys.readouterr().err
