@@ -28,6 +28,10 @@ class TritonOptions:
     queue_delay_us: int = 2000  # dynamic batching waits at most 2 ms to fill a batch
     tensorrt: bool = False  # gpu only: let onnxruntime hand the graph to TensorRT
     tensorrt_fp16: bool = True
+    # The tokenizer pads every request to the smallest of these lengths that holds it (capped at
+    # the model's max length): Triton's dynamic batcher only merges requests whose tensors have
+    # the same shape, so per-request padding would leave it almost nothing to batch.
+    length_buckets: tuple[int, ...] = (16, 32, 64, 128)
 
 
 def _io(name: str, data_type: str, dims: list[int]) -> str:
@@ -139,7 +143,8 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
     (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
         f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
-        options, {"max_length": str(max_length), "words": "true" if words else "false"}))
+        options, {"max_length": str(max_length), "words": "true" if words else "false",
+                  "length_buckets": ",".join(str(b) for b in sorted(options.length_buckets) if b < max_length)}))
 
     post_dir = staging / f"{name}_postprocess"
     (post_dir / "1").mkdir(parents=True)

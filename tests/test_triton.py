@@ -111,7 +111,12 @@ def test_the_ensemble_chain_gives_the_labels_predict_gives(repository, backend_s
     text = np.array([[t.encode("utf-8")] for t in TEXTS], dtype=object)  # Triton's [batch, 1] BYTES
     [tokens] = tokenizer.execute([StubRequest(TEXT=text)])
     assert set(tokens.tensors) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert tokens.tensors["input_ids"].shape[0] == len(TEXTS)
+    assert tokens.tensors["input_ids"].shape == (len(TEXTS), 16)  # the smallest length bucket that fits
+    [alone] = tokenizer.execute([StubRequest(TEXT=text[:1])])
+    assert alone.tensors["input_ids"].shape == (1, 16)  # same shape as the others: Triton can batch them
+    long_text = np.array([[" ".join(["play"] * 20).encode("utf-8")]], dtype=object)
+    [longer] = tokenizer.execute([StubRequest(TEXT=long_text)])
+    assert longer.tensors["input_ids"].shape == (1, 32)  # the tiny model's max length (32) caps the buckets
     session = create_session(repository / "intents_model" / "1" / "model.onnx")
     logits = session.run(None, tokens.tensors)[0]
     [result] = postprocess.execute([StubRequest(logits=logits)])
@@ -119,7 +124,8 @@ def test_the_ensemble_chain_gives_the_labels_predict_gives(repository, backend_s
     predictor, _ = load_predictor(tiny_onnx)
     expected = predictor.predict(TEXTS)
     assert labels == [label for label, _ in expected]
-    np.testing.assert_allclose(result.tensors["SCORE"].reshape(-1), [score for _, score in expected], atol=1e-5)
+    # int8 with dynamic activation scales: padding to a length bucket moves scores by ~1e-4
+    np.testing.assert_allclose(result.tensors["SCORE"].reshape(-1), [score for _, score in expected], atol=2e-3)
 
 
 def test_export_cli_writes_the_repository(tmp_path, tiny_checkpoint):

@@ -22,6 +22,10 @@ class TritonPythonModel:
         # Word tasks (slots, joint): the text is split at whitespace, as `nlu-deploy predict` does,
         # and WORD_IDS says which word each token belongs to (-1: special tokens and padding).
         self.words = config["parameters"].get("words", {}).get("string_value") == "true"
+        # Requests are padded to fixed lengths, so that Triton's dynamic batcher (which merges
+        # only requests of one shape) can batch them: the smallest bucket that fits, else max_length.
+        buckets = config["parameters"].get("length_buckets", {}).get("string_value", "")
+        self.buckets = sorted(int(b) for b in buckets.split(",") if b.strip()) + [self.max_length]
 
     def execute(self, requests):
         responses = []
@@ -29,8 +33,11 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
             inputs = [text.split() for text in texts] if self.words else texts
-            encoded = self.tokenizer(inputs, is_split_into_words=self.words, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="np")
+            lengths = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True,
+                                     max_length=self.max_length)["input_ids"]
+            width = next(b for b in self.buckets if b >= max(len(ids) for ids in lengths))
+            encoded = self.tokenizer(inputs, is_split_into_words=self.words, padding="max_length", truncation=True,
+                                     max_length=width, return_tensors="np")
             if self.words:
                 encoded["WORD_IDS"] = np.array([[-1 if w is None else w for w in encoded.word_ids(i)]
                                                 for i in range(len(texts))], dtype=np.int64)
