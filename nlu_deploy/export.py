@@ -20,7 +20,7 @@ from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_st
 from nlu_deploy.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime import encode, pad_batch
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
-from nlu_deploy.validate import default_columns
+from nlu_deploy.validate import default_columns, max_abs_difference
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
 _CHECK_SENTENCES = [
@@ -66,7 +66,7 @@ def _outputs_for_check(task: Task, model, path: Path | None, tokenizer, texts: l
 
 def max_logit_difference(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
     """The largest |difference| over every output (words never seen by the model excluded)."""
-    return max(float(np.nanmax(np.abs(reference[name] - candidate[name]))) for name in reference)
+    return max(max_abs_difference(reference[name], candidate[name]) for name in reference)
 
 
 def export(config: ExportConfig) -> ExportResult:

@@ -98,7 +98,6 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
     """The encoder with a fresh classification head (per text or per token)."""
     quiet_transformers()
     refuse_pickle(source, allow_pickle)
-    check_model_family(source, trust_remote_code)
     try:
         return auto_model_class(task).from_pretrained(
             source,

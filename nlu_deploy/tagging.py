@@ -183,10 +183,9 @@ class WordTagger:
         return [self.tags_from_logits(x) for x in self.word_logits(sentences, batch_size)]
 
     def predict_entities(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
-        split = [split_words(text) for text in texts]
-        all_logits = self.word_logits([[w for w, _, _ in words] for words in split], batch_size)
+        all_logits = self.word_logits([[w for w, _, _ in split_words(text)] for text in texts], batch_size)
         results = []
-        for text, words, logits in zip(texts, split, all_logits):
+        for text, logits in zip(texts, all_logits):
             probabilities = softmax(np.nan_to_num(logits, nan=0.0)).max(-1) if len(logits) else np.zeros(0)
             found = text_entities(text, self.tags_from_logits(logits), probabilities.tolist())
             results.append([Entity(**entity) for entity in found])

@@ -35,8 +35,10 @@ class VariantScore:
         return self.scores[self.primary_metric]
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.nanmax(np.abs(a - b))) if a.size and not np.isnan(a - b).all() else 0.0
+def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b|, ignoring NaN rows (words no sub-word reached); 0 when nothing compares."""
+    difference = np.abs(a - b)
+    return float(np.nanmax(difference)) if difference.size and not np.isnan(difference).all() else 0.0
 
 
 @dataclass
@@ -146,7 +148,7 @@ def validate(config: ValidateConfig) -> ValidationReport:
         variants.append(VariantScore(
             variant=artifacts.variant_name(path), file=path.name, primary_metric=task.primary_metric, scores=scores,
             delta_points=deltas,
-            max_abs_logit_diff={name: _diff(out, reference.outputs[name]) for name, out in inference.outputs.items()},
+            max_abs_logit_diff={name: max_abs_difference(out, reference.outputs[name]) for name, out in inference.outputs.items()},
             agreement=task.agreement(inference.outputs, reference.outputs), passed=not failed, failed_on=failed))
     return ValidationReport(task.name, str(config.data), len(data), reference.truncated, reference.windowed,
                             config.max_score_drop, task.primary_metric, list(task.gated_metrics),

@@ -112,10 +112,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def write_tagged_jsonl(path: Path, examples: list[dict]) -> Path:
+def write_tagged_jsonl(path: Path, examples: list[dict], with_intents: bool = False) -> Path:
+    """Words and BIO tags per row, and with `with_intents` the intent too (the joint task)."""
     from nlu_deploy.data import write_jsonl
 
-    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"]} for e in examples], path)
+    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"], **({"intent": e["label"]} if with_intents else {})}
+                 for e in examples], path)
     return path
 
 
@@ -141,25 +143,18 @@ def tiny_tagger_onnx(tmp_path_factory, tiny_tagger) -> Path:
     return export_tiny(tmp_path_factory, "tiny-tagger-onnx", tiny_tagger)
 
 
-def write_joint_jsonl(path: Path, examples: list[dict]) -> Path:
-    from nlu_deploy.data import write_jsonl
-
-    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"], "intent": e["label"]} for e in examples], path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_joint_train(tmp_path_factory) -> Path:
     """Demo sentences with their intent and BIO slot tags, every intent represented."""
     examples = generate_demo_examples()
-    return write_joint_jsonl(tmp_path_factory.mktemp("joint") / "train.jsonl", examples[::5])
+    return write_tagged_jsonl(tmp_path_factory.mktemp("joint") / "train.jsonl", examples[::5], with_intents=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_joint_dev(tmp_path_factory) -> Path:
     """Sentences the tiny joint model was not trained on."""
     examples = generate_demo_examples()
-    return write_joint_jsonl(tmp_path_factory.mktemp("joint") / "dev.jsonl", examples[2::25])
+    return write_tagged_jsonl(tmp_path_factory.mktemp("joint") / "dev.jsonl", examples[2::25], with_intents=True)
 
 
 @pytest.fixture(scope="session")

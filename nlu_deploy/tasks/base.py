@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-IGNORED = -100  # cross-entropy's ignore_index: positions that carry no label
+from nlu_deploy.tagging import IGNORED  # cross-entropy's ignore_index: positions that carry no label
+
 UNSEEN_BASE = -1000  # ids -1000, -1001, ...: labels the model never had (scored as errors)
 
 @dataclass
@@ -90,7 +91,6 @@ class Task:
     triton_postprocess: str  # Triton: the post-processor's code, in nlu_deploy/triton_models
     triton_results: list[tuple[str, str]]  # Triton: the ensemble's outputs and their types
     optimum_task: str | None = None  # Optimum's task name, for tasks Optimum exports itself
-    export_class_name: str = "ORTModelForSequenceClassification"
 
     # -- data -------------------------------------------------------------------------------
     def read(self, path: Path, columns: tuple[str, ...]) -> Any:

@@ -19,11 +19,12 @@ import numpy as np
 from nlu_deploy.demo import demo_tagged_sentences
 from nlu_deploy.errors import DataError, ModelError
 from nlu_deploy.metrics import classification_scores, entity_scores
-from nlu_deploy.modeling import check_checkpoint_files, check_model_family, refuse_pickle
+from nlu_deploy.modeling import check_checkpoint_files, refuse_pickle
 from nlu_deploy.runtime import softmax
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.tagging import WordTagger
 from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
+from nlu_deploy.tasks.tagging import TASK as TAGGING
 from nlu_deploy.tasks.tagging import (TAGS, WORD_KEYS, entities_text, flat_word_logits, sentences_from_words, split_by_sentence,
                                       tags_of, word_predictions, word_rows)
 
@@ -70,7 +71,6 @@ class JointTask(Task):
     triton_words = True  # the Triton tokenizer splits words and reports each token's word
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32"), ("ENTITIES", "TYPE_STRING")]
-    export_class_name = "onnxruntime.InferenceSession"  # two outputs: no Optimum ORTModel class reads it
 
     def read(self, path: Path, columns: tuple[str, ...]) -> TaggedSentences:
         return load_tagged_sentences(path, columns[0], columns[1], columns[2])
@@ -101,8 +101,6 @@ class JointTask(Task):
         return data.to_records(*columns)
 
     def data_facts(self, train, validation, truncated_train, truncated_validation) -> dict:
-        from nlu_deploy.tasks.tagging import TASK as TAGGING
-
         return TAGGING.data_facts(train, validation, truncated_train, truncated_validation)
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
@@ -111,7 +109,6 @@ class JointTask(Task):
 
         quiet_transformers()
         refuse_pickle(source, allow_pickle)
-        check_model_family(source, trust_remote_code)
         try:
             return JointIntentSlotModel.for_training(source, label_sets[INTENTS], label_sets[TAGS],
                                                      options.get("slot_loss_weight", 1.0), trust_remote_code)
@@ -165,7 +162,7 @@ class JointTask(Task):
         slots = outputs.slot_logits.float()
         intent_loss = F.cross_entropy(outputs.intent_logits.float(), trainable(batch["intent_labels"]))
         slot_loss = F.cross_entropy(slots.view(-1, slots.shape[-1]), trainable(batch["labels"]).view(-1))
-        weight = getattr(getattr(model, "config", None) or model.module.config, "slot_loss_weight", 1.0)
+        weight = getattr(model, "module", model).config.slot_loss_weight  # `module`: the model inside DDP
         return intent_loss + weight * slot_loss, outputs
 
     def batch_predictions(self, outputs, batch, first_row):
@@ -177,15 +174,14 @@ class JointTask(Task):
 
     def score_predictions(self, gathered, id2labels) -> dict:
         gold_tags, predicted_tags = sentences_from_words(gathered, id2labels[TAGS])
-        # Intents are per sentence and words per word; both are ordered by sentence id, but a
-        # sentence with no word left after truncation has no word rows: align by id.
-        order = np.argsort(gathered["sentence_ids"], kind="stable")
-        ids = gathered["sentence_ids"][order]
-        with_words = np.isin(ids, np.unique(gathered["owners"]))
-        gold_i, predicted_i = gathered["gold_intents"][order], gathered["predicted_intents"][order]
+        # Both arrive in sentence order, but a sentence whose words all lost their sub-words has
+        # no word rows: exact match and slots are scored on the sentences with words, intents on all.
+        with_words = np.isin(gathered["sentence_ids"], gathered["owners"])
+        gold_i, predicted_i = gathered["gold_intents"], gathered["predicted_intents"]
         scores = joint_scores(gold_i[with_words], predicted_i[with_words], gold_tags, predicted_tags)
-        scores.update({"intent_accuracy": float((gold_i == predicted_i).mean()) if len(ids) else 0.0})
-        scores["joint_score"] = (scores["intent_accuracy"] + scores["entity_f1"]) / 2
+        intents = classification_scores(gold_i, predicted_i)
+        scores.update(intent_accuracy=intents["accuracy"], intent_macro_f1=intents["macro_f1"],
+                      joint_score=(intents["accuracy"] + scores["entity_f1"]) / 2)
         return scores
 
     def infer(self, backend, examples: list[list[str]], batch_size: int = 64) -> Inference:

@@ -32,8 +32,8 @@ def word_predictions(slot_logits, labels, first_row: int) -> dict[str, np.ndarra
     """Gold and predicted tag ids of the labelled (first sub-word) positions, with the row each
     belongs to, so that gathered words can be put back into sentences."""
     labels, best = labels.cpu().numpy(), slot_logits.argmax(-1).cpu().numpy()
-    rows, _ = np.nonzero(labels != IGNORED)
     mask = labels != IGNORED
+    rows, _ = np.nonzero(mask)
     return {"owners": rows + first_row, "gold_tags": labels[mask], "predicted_tags": best[mask]}
 
 
@@ -71,7 +71,6 @@ class TaggingTask(Task):
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("ENTITIES", "TYPE_STRING")]
     optimum_task = "token-classification"
-    export_class_name = "ORTModelForTokenClassification"
 
     def read(self, path: Path, columns: tuple[str, ...]) -> TaggedSentences:
         return load_tagged_sentences(path, columns[0], columns[1])
