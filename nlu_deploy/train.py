@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy import artifacts, checkpointing
+from nlu_deploy.batching import BatchesWithoutSingletons, compile_without_duck_sizing
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.data import write_jsonl
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
@@ -60,7 +61,8 @@ def seed_everything(seed: int) -> None:
 def make_loader(task: Task, tokenizer, data, label_ids: dict[str, dict[str, int]], batch_size: int,
                 max_length: int, shuffle: bool, seed: int, pad_multiple: int | None,
                 dist: DistributedContext = DistributedContext()):
-    """Dynamic padding: each batch is padded to its own longest row, not to max_length.
+    """Dynamic padding: each batch is padded to its own longest row, not to max_length, and
+    never holds a single row (see batching.py).
     Under torchrun each process gets its share: a DistributedSampler (reshuffled every epoch
     with set_epoch) for training, a plain slice for evaluation (no padded duplicates).
     Returns the loader and what truncation cut (sentences; for word tasks, gold entities)."""
@@ -71,13 +73,16 @@ def make_loader(task: Task, tokenizer, data, label_ids: dict[str, dict[str, int]
         rows.sort(key=lambda row: len(row["input_ids"]))
         rows = rows[dist.rank::dist.world_size]
     generator = torch.Generator().manual_seed(seed)
-    sampler = None
     if shuffle and dist.enabled:
         sampler = torch.utils.data.DistributedSampler(rows, num_replicas=dist.world_size, rank=dist.rank,
                                                       shuffle=True, seed=seed)
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                                         sampler=sampler, collate_fn=task.collator(tokenizer, pad_multiple),
-                                         generator=generator)
+    elif shuffle:
+        sampler = torch.utils.data.RandomSampler(rows, generator=generator)
+    else:
+        sampler = torch.utils.data.SequentialSampler(rows)
+    # The loader's generator is the sampler's: resume saves and restores it to repeat an epoch's order.
+    loader = torch.utils.data.DataLoader(rows, batch_sampler=BatchesWithoutSingletons(sampler, batch_size),
+                                         collate_fn=task.collator(tokenizer, pad_multiple), generator=generator)
     return loader, truncation
 
 
@@ -166,7 +171,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     # Compiling costs ~90 s before the first MiniLM step on CPU and gains ~10% a step there;
     # on CUDA it pays for itself within an epoch. Hence auto = on for CUDA only.
     use_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-    pad_multiple = 8 if use_compile else None  # fewer distinct shapes -> fewer recompiles
+    pad_multiple = 8 if use_compile else None  # tensor-core friendly lengths; shapes stay dynamic (batching.py)
 
     validation_ids = task.label_ids_for(validation_data, label2ids)
     id2labels = {head: {i: label for label, i in ids.items()} for head, ids in validation_ids.items()}
@@ -230,12 +235,12 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
             checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
                                               generator_state, run_fingerprint)
 
-    with checkpointing.StopOnSignal() as stop:
+    with checkpointing.StopOnSignal() as stop, compile_without_duck_sizing():
         while progress["epoch"] <= config.epochs:
             epoch = progress["epoch"]
             epoch_generator = train_loader.generator.get_state()  # fixes this epoch's shuffle order
             if dist.enabled:
-                train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every process
+                train_loader.batch_sampler.sampler.set_epoch(epoch)  # a new shuffle every epoch, the same on every process
             model.train()
             started = time.perf_counter() - progress["seconds"]
             bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", disable=not terminal,

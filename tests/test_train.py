@@ -3,7 +3,9 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from conftest import tiny_rows, write_csv
 from nlu_deploy import artifacts
+from nlu_deploy.batching import BatchesWithoutSingletons
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.train import finetune
@@ -46,13 +48,46 @@ def test_same_seed_same_metrics_on_cpu(tmp_path, tiny_encoder, tiny_train_csv):
         assert a["train_loss"] == b["train_loss"] and a["validation_accuracy"] == b["validation_accuracy"]
 
 
-def test_compile_on_cpu_trains_a_tiny_model(tmp_path, tiny_encoder, tiny_train_csv):
-    result = finetune(FinetuneConfig(output=tmp_path / "compiled", model=str(tiny_encoder), train=tiny_train_csv,
-                                     epochs=1, batch_size=16, lr=5e-3, max_length=32, compile="on"),
-                      show_progress=False)
+def test_compiled_training_never_recompiles_after_its_first_steps(tmp_path, tiny_encoder):
+    """Batch sizes 16 and 17 (a lone last row folded in), padded lengths 16 and 32, evaluation
+    batches of 32 and 33: one graph for training and one for evaluation (inference mode), none
+    after. Before batching.py, the lone row and the first new length each compiled again."""
+    import torch._dynamo.utils
+
+    rows = tiny_rows(per_intent=57)
+    # At most 7 words (padded length 16, equal to the batch size: duck sizing would tie them), and
+    # two rows three times as long (padded length 32 or more).
+    rows = [dict(row, text=" ".join(row["text"].split()[:7] * (3 if i in (50, 150) else 1)))
+            for i, row in enumerate(rows)]
+    train, validation = rows[:161], rows[161:226]  # 161 = 10 x 16 + 1; 65 = 32 + 33
+    assert len(validation) == 65
+    graphs_after_step = {}
+    torch._dynamo.utils.counters.clear()
+
+    def count_graphs(step):
+        graphs_after_step[step] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+    result = finetune(FinetuneConfig(output=tmp_path / "compiled", model=str(tiny_encoder),
+                                     train=write_csv(tmp_path / "train.csv", train),
+                                     validation=write_csv(tmp_path / "validation.csv", validation),
+                                     epochs=2, batch_size=16, lr=5e-3, max_length=64, compile="on"),
+                      show_progress=False, on_step=count_graphs)
     assert result.compiled
+    assert sorted(graphs_after_step) == list(range(1, 21))  # 10 steps an epoch: the lone row joined a batch
+    assert graphs_after_step[1] == 1 and graphs_after_step[10] == 1  # every training shape of epoch 1
+    assert graphs_after_step[11] == 2  # + evaluation after epoch 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # nothing new in epoch 2
     weights = load_file(tmp_path / "compiled" / "model.safetensors")
     assert weights and not any(key.startswith("_orig_mod") for key in weights)
+
+
+def test_batches_never_hold_a_single_row():
+    for rows, size in [(161, 16), (160, 16), (17, 16), (1, 16), (33, 32), (2, 1)]:
+        batches = list(BatchesWithoutSingletons(range(rows), size))
+        assert len(batches) == len(BatchesWithoutSingletons(range(rows), size))
+        assert [i for batch in batches for i in batch] == list(range(rows))
+        assert all(len(batch) > 1 for batch in batches) or rows == 1 or size == 1
+        assert max(len(batch) for batch in batches) <= size + 1
 
 
 def test_long_texts_are_truncated_and_counted(tmp_path, tiny_encoder):
