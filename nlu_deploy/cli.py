@@ -81,6 +81,9 @@ def finetune_options(command):
         click.option("--compile/--no-compile", "compile_flag", default=None,
                      help="torch.compile the model. Default: on for CUDA, off for CPU."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True, help="Autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing), "
+                                             "fp32 on CPU."),
         click.option("--seed", type=int, default=42, show_default=True),
         click.option("--allow-pickle", is_flag=True,
                      help="Allow a base model with pickle (.bin) weights. Unpickling can run code: trust the source."),
@@ -191,8 +194,12 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
 @click.option("--triton-device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="Where Triton runs the ONNX model (cpu serves the int8 file, gpu the float one).")
 @click.option("--triton-tensorrt", is_flag=True, help="gpu: let onnxruntime hand the graph to TensorRT (fp16).")
+@click.option("--triton-onnx-backend", type=click.Choice(["onnxruntime", "python"]), default="onnxruntime",
+              show_default=True, help="python: run the ONNX file with onnxruntime in a Python-backend model (CPU), "
+                                      "for servers without the onnxruntime backend (nvidia-pytriton's tritonserver).")
 @overwrite_option
-def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, **options):
+def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend,
+           **options):
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
     Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
@@ -204,6 +211,8 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
+    if triton_onnx_backend == "python" and triton_device != "cpu":
+        raise click.UsageError("--triton-onnx-backend python runs on CPU: use --triton-device cpu.")
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
@@ -213,7 +222,8 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
         from nlu_deploy.triton import TritonOptions, export_triton_repository
 
         served = export_triton_repository(output, triton_repo, TritonOptions(
-            name=triton_name, device=triton_device, tensorrt=triton_tensorrt), overwrite=options["overwrite"])
+            name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend),
+            overwrite=options["overwrite"])
         click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())

@@ -23,6 +23,7 @@ QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "on", "off")
 # BERT-family position embeddings stop at 512; longer inputs cannot be represented.
 MAX_SUPPORTED_LENGTH = 512
@@ -54,6 +55,9 @@ class FinetuneConfig:
     max_length: int = 128
     compile: str = "auto"  # auto: on for CUDA, off for CPU (compiling costs ~90 s on CPU)
     device: str = "auto"
+    # auto: bf16 autocast on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU.
+    # fp32 on CUDA is the eager baseline the GPU check compares against.
+    precision: str = "auto"
     seed: int = 42
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -83,6 +87,9 @@ class FinetuneConfig:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("precision", self.precision, PRECISION_CHOICES)
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ConfigError("fp16 training needs CUDA; on CPU use fp32 (the default) or bf16.")
         _positive("epochs", self.epochs)
         _positive("batch size", self.batch_size)
         _positive("learning rate", self.lr)

@@ -144,7 +144,14 @@ def pick_device(requested: str = "auto"):
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ProviderError("CUDA was asked for but no CUDA device is available to PyTorch.")
+        if torch.version.cuda is None:
+            why = (f"this torch {torch.__version__} is a CPU build; install one built for CUDA 13, the CUDA "
+                   "onnxruntime-gpu 1.31 uses (pip install torch --index-url https://download.pytorch.org/whl/cu130)")
+        else:
+            why = (f"torch is built for CUDA {torch.version.cuda} but finds no device (no driver, or "
+                   "CUDA_VISIBLE_DEVICES hides them)")
+        raise ProviderError(f"CUDA was asked for but no CUDA device is available to PyTorch: {why}. "
+                            "`nlu-deploy doctor` shows the whole GPU stack.")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)

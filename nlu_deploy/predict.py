@@ -1,5 +1,6 @@
 """Loading the deployed model for `predict`: an ONNX export directory or a PyTorch checkpoint,
-wrapped by its task's predictor (intents, slots, or both)."""
+wrapped by its task's predictor (intents, slots, or both). From an ONNX directory nothing
+imports torch, transformers or onnx: a serving box needs onnxruntime, tokenizers and numpy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
+from nlu_deploy.light_tokenizer import inference_tokenizer
 from nlu_deploy.modeling import load_tokenizer
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
@@ -39,6 +41,6 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
     config = artifacts.read_json(model_dir / "config.json") if (model_dir / "config.json").exists() else {}
     if "id2label" not in config:
         raise ModelError(f"{model_dir} has no config.json with id2label; export it with `nlu-deploy export`.")
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = inference_tokenizer(model_dir)  # tokenizers only: this path never imports torch
     backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider)
     return task.predictor(backend), str(path), task

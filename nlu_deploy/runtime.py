@@ -103,7 +103,8 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     """
     import onnxruntime as ort
 
-    check_onnx_file(path)
+    if not Path(path).is_file():
+        raise ModelError(f"{path} does not exist.")
     wanted = ORT_PROVIDERS[provider]
     available = ort.get_available_providers()
     if wanted not in available and not fallback:
@@ -113,11 +114,15 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     options.log_severity_level = 3  # errors only: provider start-up chatter is not for users
     if threads:
         options.intra_op_num_threads = threads
-    providers = [p for p in provider_options(provider, _graph_input_names(path), tensorrt, tf32)
+    # Only TensorRT's profile needs the input names before the session exists; reading them
+    # imports onnx, which predict's light path (no torch, no onnx) avoids.
+    input_names = _graph_input_names(path) if provider == "tensorrt" else []
+    providers = [p for p in provider_options(provider, input_names, tensorrt, tf32)
                  if (p[0] if isinstance(p, tuple) else p) in available]
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
+        check_onnx_file(path)  # the checker's sentence, when the file itself is broken
         raise ModelError(f"onnxruntime cannot load {path} ({str(exc).strip().splitlines()[0]}).") from None
     if session.get_providers()[0] != wanted and not fallback:
         from nlu_deploy.gpu_stack import provider_problem

@@ -116,6 +116,21 @@ def evaluate(task: Task, model, loader, device, amp_dtype, id2labels: dict[str, 
     return scores
 
 
+def autocast_dtype(precision: str, device):
+    """The autocast dtype, None for fp32. bf16 needs no loss scaling; GPUs without it get fp16
+    with a GradScaler. auto keeps CPU in fp32: CPU autocast is slower than fp32 for encoders
+    this size on most server CPUs."""
+    import torch
+
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("fp16 training needs CUDA; on CPU use fp32 (the default) or bf16.")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def weight_decay_groups(model, weight_decay: float) -> list[dict]:
     """No decay on biases and LayerNorm weights, as in the BERT recipe."""
     decay, no_decay = [], []
@@ -162,11 +177,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
                            {"slot_loss_weight": config.slot_loss_weight}).to(device)
     _check_max_length(config.max_length, model.config)
-    # bf16 needs no loss scaling; older GPUs without it get fp16 with a GradScaler. CPU stays
-    # fp32: CPU autocast is slower than fp32 for encoders this size on most server CPUs.
-    amp_dtype = None
-    if device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     # Compiling costs ~90 s before the first MiniLM step on CPU and gains ~10% a step there;
     # on CUDA it pays for itself within an epoch. Hence auto = on for CUDA only.

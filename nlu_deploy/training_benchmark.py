@@ -16,7 +16,7 @@ from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.modeling import load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.tasks import get_task, label_maps
-from nlu_deploy.train import evaluate, finetune, load_finetune_data, make_loader, seed_everything
+from nlu_deploy.train import autocast_dtype, evaluate, finetune, load_finetune_data, make_loader, seed_everything
 
 
 @dataclass
@@ -81,14 +81,15 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
     seed_everything(config.seed)
     model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
                            {"slot_loss_weight": config.slot_loss_weight})
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp_dtype = autocast_dtype(config.precision, device)  # the same precision our loop ran in
+    bf16 = amp_dtype == torch.bfloat16
     arguments = TrainingArguments(
         output_dir=str(output), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size * 2, learning_rate=config.lr,
         num_train_epochs=config.epochs, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm, lr_scheduler_type="linear", optim="adamw_torch", seed=config.seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True,
-        bf16=bf16, fp16=device.type == "cuda" and not bf16, torch_compile=compiled,
+        bf16=bf16, fp16=amp_dtype == torch.float16, torch_compile=compiled,
         use_cpu=device.type == "cpu", dataloader_num_workers=0, remove_unused_columns=False,
     )
 

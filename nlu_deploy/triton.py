@@ -1,5 +1,5 @@
 """A Triton Inference Server model repository for an exported model of any task: the ONNX model
-on the onnxruntime backend, a Python-backend tokenizer and post-processor, and an ensemble that
+on the onnxruntime backend (or a Python-backend onnxruntime runner), a Python-backend tokenizer and post-processor, and an ensemble that
 chains them so clients send raw text and get the task's answer back: LABEL and SCORE for
 intents, ENTITIES (JSON) for slots, all three for a joint model. What differs between tasks
 (word-level tokenization, the post-processor and its outputs) comes from the task."""
@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from nlu_deploy import artifacts
-from nlu_deploy.errors import ModelError
+from nlu_deploy.errors import ConfigError, ModelError
 from nlu_deploy.tasks import task_of
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -32,6 +32,16 @@ class TritonOptions:
     # the model's max length): Triton's dynamic batcher only merges requests whose tensors have
     # the same shape, so per-request padding would leave it almost nothing to batch.
     length_buckets: tuple[int, ...] = (16, 32, 64, 128)
+    # onnxruntime: Triton's onnxruntime backend (NVIDIA's containers). python: a Python-backend
+    # model running the same file with onnxruntime on CPU, for servers without that backend
+    # (the tritonserver in the nvidia-pytriton wheel); the tests serve with it.
+    onnx_backend: str = "onnxruntime"
+
+    def __post_init__(self):
+        if self.onnx_backend not in ("onnxruntime", "python"):
+            raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
+        if self.onnx_backend == "python" and self.device != "cpu":
+            raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
 
 
 def _io(name: str, data_type: str, dims: list[int]) -> str:
@@ -61,10 +71,13 @@ def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list
 
 
 def python_model_config(name: str, inputs: list[str], outputs: list[str], options: TritonOptions,
-                        parameters: dict[str, str] | None = None) -> str:
+                        parameters: dict[str, str] | None = None, batching: bool = False) -> str:
+    """batching: the ONNX runner, batched and replicated like the onnxruntime-backend model."""
     lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {options.max_batch_size}",
-             _block("input", inputs), _block("output", outputs),
-             "instance_group [ { count: 1 kind: KIND_CPU } ]"]
+             _block("input", inputs), _block("output", outputs)]
+    if batching:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
+    lines.append(f"instance_group [ {{ count: {options.instances if batching else 1} kind: KIND_CPU }} ]")
     for key, value in (parameters or {}).items():
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
     return "\n".join(lines) + "\n"
@@ -132,7 +145,13 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     model_dir = staging / f"{name}_model"
     (model_dir / "1").mkdir(parents=True)
     shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
-    (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
+    if options.onnx_backend == "python":
+        _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
+        (model_dir / "config.pbtxt").write_text(python_model_config(
+            f"{name}_model", [_io(n, "TYPE_INT64", [-1]) for n in input_names],
+            [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()], options, batching=True))
+    else:
+        (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
 
     tokenizer_dir = staging / f"{name}_tokenizer"
     (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
@@ -140,6 +159,7 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         if (onnx_dir / file_name).exists():
             shutil.copy2(onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
     _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
+    _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy")
     token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
     (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
         f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first; a module may import only modules listed before it.
-LAYERS = ["errors", "config", "artifacts", "reports", "gpu_stack", "spans", "metrics", "data", "tagged_data", "demo", "modeling", "runtime", "tagging", "checkpointing", "distributed", "progress",
-          "tasks", "quantize", "train", "validate", "benchmark", "quantize_search", "export", "triton", "training_benchmark", "plots", "predict", "pipeline", "cli", "__main__"]
+LAYERS = ["errors", "config", "artifacts", "reports", "gpu_stack", "spans", "metrics", "data", "tagged_data", "demo", "modeling", "light_tokenizer", "runtime", "tagging", "checkpointing", "distributed", "progress", "batching",
+          "tasks", "quantize", "train", "validate", "benchmark", "quantize_search", "export", "triton", "triton_local", "training_benchmark", "plots", "predict", "pipeline", "cli", "__main__"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -50,3 +50,32 @@ def test_help_does_not_import_heavy_libraries():
             "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'optimum') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(monkeypatch, tiny_onnx, tiny_tagger_onnx,
+                                                                           tiny_joint_onnx):
+    """A serving box needs onnxruntime, tokenizers and numpy: with torch, transformers, optimum
+    and onnx made unimportable, predict still answers for every task, and answers as it does
+    with transformers' own tokenizer."""
+    from click.testing import CliRunner
+
+    from nlu_deploy import predict
+    from nlu_deploy.cli import main
+    from nlu_deploy.modeling import load_tokenizer
+
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
+               "            raise ImportError(name + ' is blocked')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from nlu_deploy.cli import main\n"
+               "main()\n")
+    for onnx_dir in (tiny_onnx, tiny_tagger_onnx, tiny_joint_onnx):
+        arguments = ["predict", str(onnx_dir), "--json", "wake me up at 7 am", "play some jazz in the kitchen"]
+        light = subprocess.run([sys.executable, "-c", blocker, *arguments], capture_output=True, text=True, timeout=60)
+        assert light.returncode == 0, light.stderr
+        monkeypatch.setattr(predict, "inference_tokenizer", lambda directory: load_tokenizer(str(directory)))
+        in_process = CliRunner().invoke(main, arguments)
+        assert in_process.exit_code == 0, in_process.output
+        assert light.stdout.splitlines() == [line for line in in_process.output.splitlines() if line.startswith("{")]

@@ -72,6 +72,8 @@ CASES = [
     ("zero epochs", lambda f: ["finetune", "--epochs", "0"], 2, "epochs must be greater than zero"),
     ("negative epochs", lambda f: ["finetune", "--epochs", "-2"], 2, "epochs must be greater than zero"),
     ("zero batch size", lambda f: ["finetune", "--batch-size", "0"], 2, "batch size must be greater than zero"),
+    ("fp16 training on CPU", lambda f: ["finetune", "--device", "cpu", "--precision", "fp16"], 2,
+     "fp16 training needs CUDA"),
     ("max length beyond BERT", lambda f: ["finetune", "--max-length", "4096"], 2, "beyond what BERT-family encoders support"),
     ("max length beyond this model", lambda f: ["finetune", "--model", f.encoder, "--train", f.train,
                                                 "--max-length", "256"], 2, "beyond this model's limit of 128 positions"),
@@ -99,6 +101,9 @@ GPU_CASES = [
      "cuda was asked for but"),
     ("TensorRT for ONNX", lambda f: ["bench", f.onnx, "--provider", "tensorrt", "--batch-sizes", "1",
                                      "--seq-lens", "8"], 1, "tensorrt was asked for but"),
+    ("CUDA for predict", lambda f: ["predict", f.onnx, "--provider", "cuda", "hello"], 1, "cuda was asked for but"),
+    ("TensorRT for predict", lambda f: ["predict", f.onnx, "--provider", "tensorrt", "hello"], 1,
+     "tensorrt was asked for but"),
 ]
 
 

@@ -1,21 +1,25 @@
 """Triton Python-backend model: raw text in, token ids out (written by nlu-deploy export --triton).
 
 Runs inside Triton's Python backend, which provides triton_python_backend_utils; it needs
-`transformers` in the backend's Python environment. The tokenizer files sit next to this file.
+`tokenizers` and numpy in the backend's Python environment (no transformers, no torch). The
+tokenizer files and light_tokenizer.py (a copy of nlu_deploy's, the same code `nlu-deploy
+predict` tokenizes with) sit next to this file.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+sys.path.insert(0, str(Path(__file__).parent))
+from light_tokenizer import LightTokenizer  # noqa: E402  (copied from nlu_deploy/light_tokenizer.py)
+
 
 class TritonPythonModel:
     def initialize(self, args):
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parent / "tokenizer"))
+        self.tokenizer = LightTokenizer(Path(__file__).parent / "tokenizer")
         config = json.loads(args["model_config"])
         self.output_names = [output["name"] for output in config["output"]]
         self.max_length = int(config["parameters"]["max_length"]["string_value"])
@@ -26,6 +30,7 @@ class TritonPythonModel:
         # only requests of one shape) can batch them: the smallest bucket that fits, else max_length.
         buckets = config["parameters"].get("length_buckets", {}).get("string_value", "")
         self.buckets = sorted(int(b) for b in buckets.split(",") if b.strip()) + [self.max_length]
+        self.fill = {"input_ids": self.tokenizer.pad_token_id or 0, "WORD_IDS": -1}
 
     def execute(self, requests):
         responses = []
@@ -33,14 +38,17 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
             inputs = [text.split() for text in texts] if self.words else texts
-            lengths = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True,
-                                     max_length=self.max_length)["input_ids"]
-            width = next(b for b in self.buckets if b >= max(len(ids) for ids in lengths))
-            encoded = self.tokenizer(inputs, is_split_into_words=self.words, padding="max_length", truncation=True,
-                                     max_length=width, return_tensors="np")
+            encoded = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True,
+                                     max_length=self.max_length)
             if self.words:
-                encoded["WORD_IDS"] = np.array([[-1 if w is None else w for w in encoded.word_ids(i)]
-                                                for i in range(len(texts))], dtype=np.int64)
-            outputs = [pb_utils.Tensor(name, encoded[name].astype(np.int64)) for name in self.output_names]
+                encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)]
+                                       for i in range(len(texts))]
+            width = next(b for b in self.buckets if b >= max(len(ids) for ids in encoded["input_ids"]))
+            outputs = []
+            for name in self.output_names:
+                padded = np.full((len(texts), width), self.fill.get(name, 0), dtype=np.int64)
+                for row, values in enumerate(encoded[name]):
+                    padded[row, :len(values)] = values
+                outputs.append(pb_utils.Tensor(name, padded))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

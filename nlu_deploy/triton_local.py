@@ -1,0 +1,137 @@
+"""A real Triton Inference Server on this machine, without Docker or a GPU: the `tritonserver`
+binary in the nvidia-pytriton wheel, which has the Python backend only.
+
+What it can serve: repositories written with `--triton-onnx-backend python` (the ONNX file runs
+in a Python-backend model with onnxruntime, in place of the onnxruntime backend that only
+NVIDIA's containers ship). Everything else is Triton's own: the ensemble, the dynamic batcher,
+HTTP/gRPC and the metrics endpoint. The tests start one to check served answers against
+`nlu-deploy predict`.
+
+How the wheel's binary is made to run (checked on CPU with nvidia-pytriton 0.7.0):
+- LD_LIBRARY_PATH holds the wheel's `nvidia_pytriton.libs` and the interpreter's libpython;
+- the Python backend directory gets the stub built for this Python version;
+- the stub's embedded interpreter finds its environment through PATH (the first `python3` on
+  it), so this environment's bin directory goes first;
+- that environment needs numpy < 2: the stub, built against numpy 1, misreads numpy 2 arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlu_deploy.errors import ConfigError, NluDeployError
+
+PYTRITON_INSTALL = 'pip install "nvidia-pytriton==0.7.0"'
+
+
+@dataclass(frozen=True)
+class LocalTriton:
+    http_url: str  # host:port, as tritonclient wants it
+    grpc_url: str
+    metrics_url: str  # http://host:port/metrics
+    log: Path
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            return response.read().decode("utf-8")
+
+
+def _pytriton_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the local Triton server comes from the nvidia-pytriton wheel: {PYTRITON_INSTALL}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _check_numpy_major() -> None:
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise ConfigError(f"the Triton Python backend stub needs numpy < 2 in this environment (found "
+                          f"{numpy.__version__}): pip install \"numpy<2\"")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _python_backend(pytriton: Path, workdir: Path) -> Path:
+    """A backend directory with the Python backend and the stub for this interpreter."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = pytriton / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ConfigError(f"nvidia-pytriton has no Triton Python backend stub for Python {version}.")
+    backends = workdir / "backends"
+    shutil.copytree(pytriton / "tritonserver" / "backends", backends, dirs_exist_ok=True)
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    return backends
+
+
+def _ready(http_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_tail(log: Path, lines: int = 15) -> str:
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float = 120.0):
+    """Start tritonserver on `repository`, listening on localhost only, wait until every model
+    is ready, yield a LocalTriton, and stop the server (always, also on errors)."""
+    _check_numpy_major()
+    pytriton = _pytriton_dir()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    backends = _python_backend(pytriton, workdir)
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    env = dict(os.environ)
+    libraries = [str(pytriton.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
+    env["LD_LIBRARY_PATH"] = ":".join(filter(None, [*libraries, env.get("LD_LIBRARY_PATH", "")]))
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    command = [str(pytriton / "tritonserver" / "bin" / "tritonserver"), f"--model-repository={repository}",
+               f"--backend-directory={backends}", "--http-address=127.0.0.1", f"--http-port={http}",
+               "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--metrics-address=127.0.0.1",
+               f"--metrics-port={metrics}", "--exit-timeout-secs=10", "--log-verbose=0"]
+    log = workdir / "tritonserver.log"
+    with log.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = LocalTriton(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", log)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not _ready(server.http_url):
+            if process.poll() is not None:
+                raise NluDeployError(f"tritonserver exited with code {process.returncode} before it was ready; "
+                                     f"its log ends:\n{_log_tail(log)}")
+            if time.monotonic() > deadline:
+                raise NluDeployError(f"tritonserver was not ready within {start_timeout_s:.0f} s; "
+                                     f"its log ends:\n{_log_tail(log)}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
