@@ -85,6 +85,15 @@ def finetune_options(command):
                      show_default=True, help="Autocast dtype. auto: bf16 on CUDA (fp16 where bf16 is missing), "
                                              "fp32 on CPU."),
         click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--oos-label", default=None,
+                     help="Intents: the label of out-of-scope rows. The model learns to reject such texts, with a "
+                          "threshold calibrated on the held-out split and kept in config.json."),
+        click.option("--oos-training", type=click.Choice(["class", "calibration"]), default="class",
+                     show_default=True, help="class: out-of-scope rows also train as a class; calibration: they "
+                                             "only set the threshold."),
+        click.option("--oos-validation", type=click.Path(path_type=Path), default=None,
+                     help="Out-of-scope texts (one per line, or a text column) to calibrate the threshold on, "
+                          "for data without an out-of-scope label."),
         click.option("--allow-pickle", is_flag=True,
                      help="Allow a base model with pickle (.bin) weights. Unpickling can run code: trust the source."),
         click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with a hub model."),
@@ -159,12 +168,17 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
     from nlu_deploy.tasks import get_task
 
     scores = get_task(config.task).training_summary(result.best_scores)
-    unseen = artifacts.read_json(result.output / artifacts.METRICS).get("unseen_in_validation", {})
+    metrics = artifacts.read_json(result.output / artifacts.METRICS)
+    unseen = metrics.get("unseen_in_validation", {})
     for head, found in unseen.items():
         click.echo(f"note: {found['rows']} validation example(s) hold {head} the training data never had "
                    f"({', '.join(sorted(found['labels']))}); they are scored as errors.", err=True)
     click.echo(f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
                f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
+    if "out_of_scope" in metrics:
+        from nlu_deploy.oos import describe_rule
+
+        click.echo(describe_rule(metrics["out_of_scope"]))
 
 
 @main.command()

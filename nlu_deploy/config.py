@@ -23,6 +23,7 @@ QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
+OOS_TRAINING_CHOICES = ("class", "calibration")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "on", "off")
 # BERT-family position embeddings stop at 512; longer inputs cannot be represented.
@@ -63,6 +64,12 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     slot_loss_weight: float = 1.0  # joint task: loss = intent CE + this * slot CE
+    # Out-of-scope rejection (intent classification): the label out-of-scope rows carry, whether
+    # they are trained as a class of their own or only calibrate the threshold, and a file of
+    # out-of-scope texts that calibrates it when the data have no such label.
+    oos_label: str | None = None
+    oos_training: str = "class"
+    oos_validation: Path | None = None
     validation_fraction: float = 0.1
     checkpoint_every: int = 200  # optimizer steps between saved training states; 0: epoch ends only
     resume: bool = False  # continue the interrupted run that wrote to the same output
@@ -88,6 +95,10 @@ class FinetuneConfig:
         _choice("compile", self.compile, COMPILE_CHOICES)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, PRECISION_CHOICES)
+        _choice("out-of-scope training", self.oos_training, OOS_TRAINING_CHOICES)
+        if (self.oos_label or self.oos_validation) and self.task != "text-classification":
+            raise ConfigError("out-of-scope rejection (--oos-label, --oos-validation) is for "
+                              "--task text-classification.")
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("fp16 training needs CUDA; on CPU use fp32 (the default) or bf16.")
         _positive("epochs", self.epochs)

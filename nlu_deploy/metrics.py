@@ -11,7 +11,9 @@ from nlu_deploy.spans import entity_spans  # noqa: F401  (re-exported: the score
 DISPLAY_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",
                  "entity_precision": "precision", "entity_recall": "recall", "tag_accuracy": "tag accuracy",
                  "intent_accuracy": "intent accuracy", "intent_macro_f1": "intent macro-F1",
-                 "exact_match": "exact match", "joint_score": "mean of intent accuracy and entity F1"}
+                 "exact_match": "exact match", "joint_score": "mean of intent accuracy and entity F1",
+                 "in_scope_accuracy": "in-scope accuracy", "oos_recall": "out-of-scope recall",
+                 "oos_precision": "out-of-scope precision", "oos_auroc": "out-of-scope AUROC"}
 
 
 def accuracy(gold: np.ndarray, predicted: np.ndarray) -> float:

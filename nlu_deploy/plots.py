@@ -1,4 +1,5 @@
-"""Benchmark plots, drawn from the report's JSON (so a saved report can be re-plotted)."""
+"""Plots, drawn from saved JSON (a benchmark report, finetune's out-of-scope calibration), so
+they can be re-drawn later."""
 
 from __future__ import annotations
 
@@ -43,6 +44,36 @@ def plot_benchmark(report: dict, path: Path) -> Path:
     machine = report.get("machine", {})
     figure.suptitle(f"nlu-deploy bench: {report['provider']} on {machine.get('cpu', '')}"
                     f"{' / ' + machine['gpu'] if machine.get('gpu') else ''}", fontsize="medium")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_rejection_tradeoff(calibration: dict, path: Path) -> Path:
+    """In-scope accuracy against out-of-scope recall as the threshold moves, one line per score,
+    the chosen threshold marked: what a stricter or looser threshold would cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    for row in calibration["candidates"]:
+        curve = row["curve"]
+        axis.plot([100 * p["oos_recall"] for p in curve], [100 * p["in_scope_accuracy"] for p in curve],
+                  marker=".", label=f"{row['score']} (AUROC {row['oos_auroc']:.3f})")
+        if row["score"] == calibration["rule"]["score"]:
+            axis.plot(100 * row["oos_recall"], 100 * row["in_scope_accuracy"], "k*", markersize=14,
+                      label=f"chosen: {row['score']} < {row['threshold']:.3g}")
+    axis.set_xlabel("out-of-scope recall (%)")
+    axis.set_ylabel("in-scope accuracy (%)")
+    axis.set_title(f"Rejection on {calibration['in_scope_rows']} in-scope / {calibration['out_of_scope_rows']} "
+                   "out-of-scope held-out rows", fontsize="medium")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize="small", loc="lower left")
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

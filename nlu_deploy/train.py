@@ -22,6 +22,7 @@ from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.progress import ProgressLog
+from nlu_deploy.oos import calibrate_checkpoint, describe_rule, plan_out_of_scope
 from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.tasks import Task, get_task, label_maps
 
@@ -148,10 +149,15 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
 
     task = get_task(config.task)
     train_data, validation_data = load_finetune_data(config, task)
+    out_of_scope, train_data, validation_data = plan_out_of_scope(config, task, train_data, validation_data)
     label_sets = task.label_sets(train_data)
     label2ids = label_maps(label_sets)
-    # Validation labels the training data lacks are scored as errors, counted and reported.
-    unseen = {head: u for head, u in task.unseen(validation_data, label2ids).items() if u.rows}
+    # Validation labels the training data lacks are scored as errors, counted and reported
+    # (out-of-scope rows kept for calibration only are expected there).
+    unseen = task.unseen(validation_data, label2ids)
+    if out_of_scope:
+        unseen = {head: found.without(out_of_scope.label) for head, found in unseen.items()}
+    unseen = {head: found for head, found in unseen.items() if found.rows}
     primary = task.primary_metric
     source = resolve_model_source(config.model)
     check_model_family(source, config.trust_remote_code)  # before the tokenizer: a clear sentence first
@@ -323,6 +329,11 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
             shutil.copy2(weights_file, out / weights_file.name)
         tokenizer.save_pretrained(out)
+        calibration = {}
+        if out_of_scope:  # the threshold, from the best epoch's model on held-out data
+            calibration["out_of_scope"] = calibrate_checkpoint(out, task, out_of_scope, validation_data,
+                                                               config.max_length)
+            log.line(describe_rule(calibration["out_of_scope"]))
         if (state_dir / PROGRESS_LOG).exists():
             shutil.copy2(state_dir / PROGRESS_LOG, out / artifacts.TRAINING_LOG)
         write_jsonl(task.to_records(validation_data, config.columns), out / artifacts.VALIDATION_SPLIT)
@@ -336,7 +347,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                    **task.data_facts(train_data, validation_data, truncated_train, truncated_validation),
                    "unseen_in_validation": {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
                    "device": device.type, "compiled": use_compile,
-                   "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"}
+                   "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", **calibration}
         artifacts.write_json(out / artifacts.METRICS, metrics)
         artifacts.write_manifest(out, "finetune", asdict(config),
                                  parent=Path(source) if Path(source).exists() else None,

@@ -173,6 +173,9 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
         _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy")
     (post_dir / "1" / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
+    if task.rejection is not None:  # the same out-of-scope rule and code as predict
+        (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
+        _copy_model_code("rejection.py", post_dir / "1" / "rejection.py", package="nlu_deploy")
     _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
     post_inputs = [*([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
                    *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]]

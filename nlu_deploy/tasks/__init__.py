@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nlu_deploy import rejection
 from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tasks import classification, joint, tagging
 from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits, label_maps
@@ -35,6 +36,8 @@ def task_of(directory: Path) -> Task:
         return joint.TASK
     if any(a.endswith("ForTokenClassification") for a in architectures):
         return tagging.TASK
+    if config.get(rejection.CONFIG_KEY):  # calibrated by finetune --oos-label / --oos-validation
+        return classification.TASK.with_rejection(rejection.RejectionRule.from_json(config[rejection.CONFIG_KEY]))
     return classification.TASK
 
 

@@ -39,6 +39,11 @@ class Unseen:
         return (f"{self.rows} example(s) hold {noun} the model was never trained on, scored as errors: "
                 f"{shown}{more}.")
 
+    def without(self, label: str) -> Unseen:
+        """Less one label that is expected (out-of-scope rows); for one label per row."""
+        counts = dict(self.counts)
+        return Unseen(counts, self.rows - counts.pop(label, 0))
+
 
 def count_unseen(label_rows: list[list[str]], known) -> Unseen:
     known = set(known)
@@ -91,6 +96,7 @@ class Task:
     triton_postprocess: str  # Triton: the post-processor's code, in nlu_deploy/triton_models
     triton_results: list[tuple[str, str]]  # Triton: the ensemble's outputs and their types
     optimum_task: str | None = None  # Optimum's task name, for tasks Optimum exports itself
+    rejection = None  # an out-of-scope RejectionRule (rejection.py), for a classifier calibrated with one
 
     # -- data -------------------------------------------------------------------------------
     def read(self, path: Path, columns: tuple[str, ...]) -> Any:

@@ -1,6 +1,11 @@
 """Intent classification: one label per text, read from the first token (or the pooled output)
 by a Hugging Face sequence-classification head. Scored on accuracy (which picks the best epoch
-and gates `validate`) and macro-F1."""
+and gates `validate`) and macro-F1.
+
+A model with an out-of-scope rule (rejection.py; in config.json once finetune calibrated it)
+is the same task with that rule: its predictions say the out-of-scope label when the rule
+rejects, and it is scored and gated on in-scope accuracy, out-of-scope recall and precision
+and AUROC."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from nlu_deploy.data import LabelledTexts, label_list, load_labelled_texts, stra
 from nlu_deploy.demo import demo_labelled_texts
 from nlu_deploy.metrics import classification_scores
 from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
+from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import TextClassifier
 from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
 
@@ -29,6 +35,22 @@ class ClassificationTask(Task):
     triton_postprocess = "postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32")]
     optimum_task = "text-classification"
+    rejection: RejectionRule | None = None
+    REJECTION_METRICS = ("in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc")
+
+    def with_rejection(self, rule: RejectionRule) -> ClassificationTask:
+        """This task for a model that answers rule.label when the rule rejects a text."""
+        task = ClassificationTask()
+        task.rejection = rule
+        task.primary_metric = "in_scope_accuracy"
+        task.gated_metrics = self.REJECTION_METRICS
+        task.report_metrics = (*self.REJECTION_METRICS, "macro_f1")
+        return task
+
+    def without_label(self, data: LabelledTexts, label: str) -> tuple[LabelledTexts, int]:
+        """`data` less the rows labelled `label`, and how many there were."""
+        keep = [i for i, other in enumerate(data.labels) if other != label]
+        return data.subset(keep, data.source), len(data) - len(keep)
 
     def read(self, path: Path, columns: tuple[str, ...]) -> LabelledTexts:
         return load_labelled_texts(path, columns[0], columns[1])
@@ -43,7 +65,8 @@ class ClassificationTask(Task):
         return {LABELS: label_list(data)}
 
     def unseen(self, data: LabelledTexts, label2ids) -> dict[str, Unseen]:
-        return {LABELS: count_unseen([[label] for label in data.labels], label2ids[LABELS])}
+        expected = {self.rejection.label} if self.rejection else set()  # answered by the rule, not a class
+        return {LABELS: count_unseen([[label] for label in data.labels], {*label2ids[LABELS], *expected})}
 
     def examples(self, data: LabelledTexts) -> list[str]:
         return data.texts
@@ -98,10 +121,15 @@ class ClassificationTask(Task):
     def score(self, data: LabelledTexts, outputs, model_config) -> dict:
         ids = extended_label2id(self.label2ids(model_config)[LABELS], data.labels)
         gold = np.array([ids[label] for label in data.labels])
-        return classification_scores(gold, outputs["logits"].argmax(-1))
+        scores = classification_scores(gold, outputs["logits"].argmax(-1))
+        if self.rejection is not None:
+            is_oos = np.array([label == self.rejection.label for label in data.labels], dtype=bool)
+            scores.update(rejection_scores(outputs["logits"], gold, is_oos, self.rejection))
+        return scores
 
-    def predictor(self, backend: TextClassifier) -> TextClassifier:
-        return backend  # predict(texts) -> (label, score) per text
+    def predictor(self, backend: TextClassifier):
+        """predict(texts) -> (label, score) per text."""
+        return RejectingClassifier(backend, self.rejection) if self.rejection else backend
 
     def prediction_json(self, text: str, prediction) -> dict:
         label, score = prediction
@@ -113,6 +141,20 @@ class ClassificationTask(Task):
 
     def training_summary(self, scores: dict) -> str:
         return f"accuracy {100 * scores['accuracy']:.2f}%, macro-F1 {100 * scores['macro_f1']:.2f}%"
+
+
+class RejectingClassifier:
+    """A classifier that answers the rule's out-of-scope label when the rule rejects a text,
+    with 1 - the best in-scope probability as its score."""
+
+    def __init__(self, backend: TextClassifier, rule: RejectionRule):
+        self.backend, self.rule = backend, rule
+
+    def __getattr__(self, name):  # max_length, last_truncated, tokenizer...: the backend's
+        return getattr(self.backend, name)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
+        return self.rule.answers(self.backend.logits(texts, batch_size), self.backend.id2label)
 
 
 TASK = ClassificationTask()
