@@ -44,12 +44,7 @@ def plot_benchmark(report: dict, path: Path) -> Path:
     machine = report.get("machine", {})
     figure.suptitle(f"nlu-deploy bench: {report['provider']} on {machine.get('cpu', '')}"
                     f"{' / ' + machine['gpu'] if machine.get('gpu') else ''}", fontsize="medium")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_rejection_tradeoff(calibration: dict, path: Path) -> Path:
@@ -74,6 +69,12 @@ def plot_rejection_tradeoff(calibration: dict, path: Path) -> Path:
                    "out-of-scope held-out rows", fontsize="medium")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize="small", loc="lower left")
+    return _save(figure, path)
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
