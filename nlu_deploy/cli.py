@@ -91,6 +91,9 @@ def finetune_options(command):
         click.option("--oos-training", type=click.Choice(["class", "calibration"]), default="class",
                      show_default=True, help="class: out-of-scope rows also train as a class; calibration: they "
                                              "only set the threshold."),
+        click.option("--oos-recall", type=float, default=0.8, show_default=True,
+                     help="The rejection threshold catches at least this share of held-out out-of-scope rows, "
+                          "losing as little in-scope accuracy as it can."),
         click.option("--oos-validation", type=click.Path(path_type=Path), default=None,
                      help="Out-of-scope texts (one per line, or a text column) to calibrate the threshold on, "
                           "for data without an out-of-scope label."),

@@ -70,6 +70,7 @@ class FinetuneConfig:
     oos_label: str | None = None
     oos_training: str = "class"
     oos_validation: Path | None = None
+    oos_recall: float = 0.8  # the threshold rejects at least this share of held-out out-of-scope rows
     validation_fraction: float = 0.1
     checkpoint_every: int = 200  # optimizer steps between saved training states; 0: epoch ends only
     resume: bool = False  # continue the interrupted run that wrote to the same output
@@ -96,6 +97,8 @@ class FinetuneConfig:
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("out-of-scope training", self.oos_training, OOS_TRAINING_CHOICES)
+        if not 0 < self.oos_recall <= 1:
+            raise ConfigError(f"out-of-scope recall target must be in (0, 1], got {self.oos_recall}.")
         if (self.oos_label or self.oos_validation) and self.task != "text-classification":
             raise ConfigError("out-of-scope rejection (--oos-label, --oos-validation) is for "
                               "--task text-classification.")

@@ -5,6 +5,8 @@ held-out data once the best epoch is known (the rule itself is in rejection.py).
   the model rejects when that class wins or its in-scope confidence is below the threshold.
 - `--oos-training calibration`: out-of-scope rows are left out of training and only set the
   threshold, for data whose out-of-scope examples are too few or too varied to learn.
+- `--oos-recall R` (default 0.8): the threshold rejects at least R of the held-out out-of-scope
+  rows at the least cost in in-scope accuracy (rejection.calibrate says why a target).
 - `--oos-validation FILE`: out-of-scope texts (no label needed) that join the held-out split
   for calibration; with no `--oos-label` the rule answers `out_of_scope`.
 The rule is written into the checkpoint's config.json, so every later stage applies it.
@@ -33,6 +35,7 @@ OOS_PLOT = "out_of_scope.png"  # in the checkpoint: in-scope accuracy against ou
 class OutOfScopePlan:
     label: str
     training: str  # class | calibration
+    target_recall: float = 0.8
     extra_texts: list[str] = field(default_factory=list)  # from --oos-validation
     removed_from_training: int = 0
 
@@ -43,7 +46,7 @@ def plan_out_of_scope(config: FinetuneConfig, task: Task, train, validation):
         return None, train, validation
     label = config.oos_label or DEFAULT_LABEL
     # with no out-of-scope label in the data there is nothing to learn as a class
-    plan = OutOfScopePlan(label, config.oos_training if config.oos_label else "calibration")
+    plan = OutOfScopePlan(label, config.oos_training if config.oos_label else "calibration", config.oos_recall)
     if config.oos_validation is not None:
         plan.extra_texts = read_texts(config.oos_validation)
         if not plan.extra_texts:
@@ -74,7 +77,7 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
     gold = np.array([label2id.get(label, -1) for label in labels])
     is_oos = np.array([label == plan.label for label in labels], dtype=bool)
     logits = backend.logits(texts)
-    rule, candidates = calibrate(logits, gold, is_oos, plan.label, label2id.get(plan.label))
+    rule, candidates = calibrate(logits, gold, is_oos, plan.label, label2id.get(plan.label), plan.target_recall)
     config = artifacts.read_json(directory / "config.json")
     config[CONFIG_KEY] = rule.to_json()
     artifacts.write_json(directory / "config.json", config)
@@ -82,7 +85,8 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
             "in_scope_rows": int((~is_oos).sum()), "out_of_scope_rows": int(is_oos.sum()),
             "out_of_scope_rows_left_out_of_training": plan.removed_from_training,
             # the rule's scores on rows it was not calibrated on (2-fold): the estimate for new data
-            "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, label2id.get(plan.label))}
+            "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, label2id.get(plan.label),
+                                         plan.target_recall)}
     plot_rejection_tradeoff(calibration, directory / OOS_PLOT)
     return calibration
 

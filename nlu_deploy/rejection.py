@@ -21,6 +21,9 @@ import numpy as np
 
 SCORES = ("msp", "energy")
 CONFIG_KEY = "oos_rejection"  # where config.json keeps the rule
+# Reject at least 80% of held-out out-of-scope rows: 4 in 5, with a margin over the 75% CLINC150
+# bar for the noise of ~100 held-out examples; finetune --oos-recall changes it.
+DEFAULT_TARGET_RECALL = 0.8
 
 
 @dataclass(frozen=True)
@@ -118,19 +121,29 @@ def decision_scores(rejected: np.ndarray, predicted: np.ndarray, gold: np.ndarra
 
 
 def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: str,
-              oos_class: int | None = None) -> tuple[RejectionRule, list[dict]]:
-    """The rule that best separates in-scope from out-of-scope rows of held-out data: for each
-    score, the threshold that maximises the mean of in-scope accuracy and out-of-scope recall
-    (both kinds of error weigh the same, whatever their counts); then the score whose best
-    threshold does best (ties: msp, the simpler). Returns the rule and one row per score."""
+              oos_class: int | None = None, target_recall: float = DEFAULT_TARGET_RECALL
+              ) -> tuple[RejectionRule, list[dict]]:
+    """The rule for held-out data: for each score, the lowest threshold that rejects at least
+    `target_recall` of the out-of-scope rows, i.e. the one that loses the least in-scope accuracy
+    doing so; then the score that keeps more in-scope accuracy there (ties: more recall, then
+    msp). Returns the rule and one row per score, with its trade-off curve.
+
+    Why a recall target rather than a balanced objective such as the mean of in-scope accuracy
+    and out-of-scope recall: out-of-scope rows are few in held-out data (100 of 3,100 in
+    CLINC150's validation split), and the balanced objective then buys the last points of recall
+    with many points of in-scope accuracy (on CLINC150: 96% recall at 89% in-scope accuracy).
+    A target says what the deployment needs and costs the least accuracy reaching it."""
     logits = np.asarray(logits, dtype=np.float64)
     is_oos = np.asarray(is_oos, dtype=bool)
     if not is_oos.any() or is_oos.all():
         raise ValueError("calibrating a rejection threshold needs held-out data with both in-scope and "
                          f"out-of-scope ({label!r}) examples.")
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"the out-of-scope recall target must be in (0, 1], got {target_recall}.")
     predicted = logits.argmax(-1)
     wins_oos_class = predicted == oos_class if oos_class is not None else np.zeros(len(logits), dtype=bool)
     correct_in_scope = ~is_oos & (predicted == gold) & ~wins_oos_class
+    n_in, n_oos = int((~is_oos).sum()), int(is_oos.sum())
     table, best = [], None
     for score in SCORES:
         confidence = in_scope_confidence(logits, score, oos_class)
@@ -139,28 +152,29 @@ def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: s
         thresholds = np.concatenate([[candidates[0] - 1.0], (candidates[:-1] + candidates[1:]) / 2,
                                      [candidates[-1] + 1.0]])
         # kept (not rejected) iff confidence >= threshold: counted for every threshold at once
-        order = np.sort(confidence[correct_in_scope])
-        kept_correct = len(order) - np.searchsorted(order, thresholds, side="left")
-        oos_confidence = np.sort(confidence[is_oos & ~wins_oos_class])
-        caught = np.searchsorted(oos_confidence, thresholds, side="left") + int((is_oos & wins_oos_class).sum())
-        objective = (kept_correct / (~is_oos).sum() + caught / is_oos.sum()) / 2
-        index = int(np.argmax(objective))
+        kept_correct = int(correct_in_scope.sum()) - np.searchsorted(
+            np.sort(confidence[correct_in_scope]), thresholds, side="left")
+        caught = np.searchsorted(np.sort(confidence[is_oos & ~wins_oos_class]), thresholds, side="left") + \
+            int((is_oos & wins_oos_class).sum())
+        in_scope_accuracy, recall = kept_correct / n_in, caught / n_oos
+        feasible = np.flatnonzero(recall >= target_recall - 1e-12)  # never empty: the top threshold rejects all
+        index = int(feasible[np.lexsort((caught[feasible], kept_correct[feasible]))[-1]])
         rule = RejectionRule(label, score, float(thresholds[index]), oos_class)
         results = rejection_scores(logits, gold, is_oos, rule)
-        # the trade-off as the threshold moves: ~40 points, from rejecting nothing to everything
-        steps = np.unique(np.linspace(0, len(thresholds) - 1, 40).round().astype(int))
-        curve = [{"threshold": float(thresholds[i]), "in_scope_accuracy": float(kept_correct[i] / (~is_oos).sum()),
-                  "oos_recall": float(caught[i] / is_oos.sum())} for i in steps]
-        row = {"score": score, "threshold": rule.threshold, "objective": float(objective[index]),
+        # the trade-off: the best in-scope accuracy at each out-of-scope recall level
+        curve = [{"oos_recall": float(level), "in_scope_accuracy": float(in_scope_accuracy[recall >= level].max())}
+                 for level in np.linspace(0, 1, 41)]
+        row = {"score": score, "threshold": rule.threshold, "target_recall": target_recall,
                **{k: v for k, v in results.items() if k != "rejected"}, "curve": curve}
         table.append(row)
-        if best is None or row["objective"] > best[1] + 1e-12:
-            best = (rule, row["objective"])
+        key = (row["in_scope_accuracy"], row["oos_recall"])
+        if best is None or key > best[1]:
+            best = (rule, key)
     return best[0], table
 
 
 def cross_fitted(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: str, oos_class: int | None = None,
-                 folds: int = 2, seed: int = 0) -> dict:
+                 target_recall: float = DEFAULT_TARGET_RECALL, folds: int = 2, seed: int = 0) -> dict:
     """What the calibrated rule scores on rows it was not calibrated on: the held-out rows are
     split in `folds` (in-scope and out-of-scope rows spread evenly), each fold is judged by
     the rule calibrated on the others, and the pooled decisions are scored. Scores on the
@@ -174,6 +188,7 @@ def cross_fitted(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label
         fold_of[rows] = np.arange(len(rows)) % folds
     rejected = np.zeros(len(logits), dtype=bool)
     for fold in range(folds):
-        rule, _ = calibrate(logits[fold_of != fold], gold[fold_of != fold], is_oos[fold_of != fold], label, oos_class)
+        others = fold_of != fold
+        rule, _ = calibrate(logits[others], gold[others], is_oos[others], label, oos_class, target_recall)
         rejected[fold_of == fold] = rule.rejected(logits[fold_of == fold])
     return {**decision_scores(rejected, logits.argmax(-1), gold, is_oos), "folds": folds}
