@@ -99,9 +99,9 @@ class FinetuneConfig:
         _choice("out-of-scope training", self.oos_training, OOS_TRAINING_CHOICES)
         if not 0 < self.oos_recall <= 1:
             raise ConfigError(f"out-of-scope recall target must be in (0, 1], got {self.oos_recall}.")
-        if (self.oos_label or self.oos_validation) and self.task != "text-classification":
-            raise ConfigError("out-of-scope rejection (--oos-label, --oos-validation) is for "
-                              "--task text-classification.")
+        if (self.oos_label or self.oos_validation) and self.task not in ("text-classification", "joint"):
+            raise ConfigError("out-of-scope rejection (--oos-label, --oos-validation) is for tasks with an intent: "
+                              "--task text-classification or joint.")
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("fp16 training needs CUDA; on CPU use fp32 (the default) or bf16.")
         _positive("epochs", self.epochs)
@@ -166,6 +166,8 @@ class ValidateConfig:
     text_column: str | None = None  # None: the columns the checkpoint was trained with
     label_column: str | None = None
     intent_column: str | None = None  # joint task
+    # the label out-of-scope rows carry in `data`, when it is not the label the model answers
+    oos_label: str | None = None
     max_score_drop: float = 1.0  # points of the task's score: accuracy, or entity F1 for tagging
     batch_size: int = 64
     max_length: int | None = None  # None: what the checkpoint was trained with

@@ -51,13 +51,13 @@ def plan_out_of_scope(config: FinetuneConfig, task: Task, train, validation):
         plan.extra_texts = read_texts(config.oos_validation)
         if not plan.extra_texts:
             raise DataError(f"{config.oos_validation} holds no out-of-scope texts.")
-    in_training = sum(1 for value in train.labels if value == label)
+    in_training = sum(1 for value in task.intents_of(train) if value == label)
     if plan.training == "class" and not in_training:
         raise ConfigError(f"the training data has no {label!r} rows to learn as a class; pass "
                           "--oos-training calibration to use out-of-scope examples for the threshold only.")
     if plan.training == "calibration":
-        train, plan.removed_from_training = task.without_label(train, label)
-    if not any(value == label for value in validation.labels) and not plan.extra_texts:
+        train, plan.removed_from_training = task.without_intent(train, label)
+    if not any(value == label for value in task.intents_of(validation)) and not plan.extra_texts:
         raise DataError(f"the held-out data has no {label!r} rows to calibrate the rejection threshold on; "
                         "give --validation data with some, or --oos-validation FILE with out-of-scope texts.")
     return plan, train, validation
@@ -71,12 +71,14 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
     model = task.load_model(directory)
     tokenizer = load_tokenizer(str(directory))
     backend = torch_backend(model, tokenizer, max_length)
-    texts = [*validation.texts, *plan.extra_texts]
-    labels = [*validation.labels, *[plan.label] * len(plan.extra_texts)]
-    label2id = {label: int(i) for label, i in model.config.label2id.items()}
+    logits = task.infer(backend, task.examples(validation)).outputs[task.intent_output]
+    if plan.extra_texts:
+        extra = task.infer(backend, task.examples_from_texts(plan.extra_texts)).outputs[task.intent_output]
+        logits = np.concatenate([logits, extra])
+    labels = [*task.intents_of(validation), *[plan.label] * len(plan.extra_texts)]
+    label2id = task.label2ids(model.config)[task.intent_head]
     gold = np.array([label2id.get(label, -1) for label in labels])
     is_oos = np.array([label == plan.label for label in labels], dtype=bool)
-    logits = backend.logits(texts)
     rule, candidates = calibrate(logits, gold, is_oos, plan.label, label2id.get(plan.label), plan.target_recall)
     config = artifacts.read_json(directory / "config.json")
     config[CONFIG_KEY] = rule.to_json()

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 SCORES = ("msp", "energy")
+METRICS = ("in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc")  # what validate gates on
 CONFIG_KEY = "oos_rejection"  # where config.json keeps the rule
 # Reject at least 80% of held-out out-of-scope rows: 4 in 5, with a margin over the 75% CLINC150
 # bar for the noise of ~100 held-out examples; finetune --oos-recall changes it.

@@ -5,13 +5,14 @@ the joint task). Labels the model never had are scored as errors and reported.""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
+from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.modeling import load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
@@ -128,6 +129,11 @@ def validate(config: ValidateConfig) -> ValidationReport:
     model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
     onnx_files = artifacts.onnx_files(onnx_dir)
     task = task_of(model_dir)
+    if config.oos_label:
+        if task.rejection is None:
+            raise ConfigError(f"{model_dir} has no out-of-scope rule to validate; train it with --oos-label "
+                              "or --oos-validation.")
+        task = task.with_rejection(replace(task.rejection, label=config.oos_label))
     model = task.load_model(model_dir)
     tokenizer = load_tokenizer(str(model_dir))
     given = (config.text_column, config.label_column, config.intent_column)

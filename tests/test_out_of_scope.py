@@ -177,7 +177,7 @@ def test_triton_post_processor_applies_the_same_rule(tmp_path, rejecting_onnx, b
 
 @pytest.mark.parametrize("options, error, message", [
     ({"oos_label": "nothing_like_this"}, ConfigError, "has no 'nothing_like_this' rows to learn as a class"),
-    ({"oos_label": "oos", "task": "token-classification"}, ConfigError, "is for --task text-classification"),
+    ({"oos_label": "oos", "task": "token-classification"}, ConfigError, "is for tasks with an intent"),
 ])
 def test_bad_out_of_scope_options_are_refused_before_training(tmp_path, tiny_encoder, oos_data, options, error,
                                                               message):
@@ -222,3 +222,58 @@ def test_calibration_reaches_the_target_recall_at_the_least_in_scope_cost():
         assert rejection_scores(logits, gold, is_oos, rule)["oos_recall"] >= target
     with pytest.raises(ValueError, match="needs held-out data with both"):
         calibrate(logits, gold, np.zeros(300, dtype=bool), "oos")
+
+
+def test_validate_reads_out_of_scope_rows_under_another_label(tmp_path, rejecting_checkpoint, rejecting_onnx,
+                                                              oos_data, tiny_checkpoint):
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(oos_data[1].read_text().replace(",oos\n", ",out_of_domain\n"))
+    as_trained = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1]))
+    report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=renamed,
+                                     oos_label="out_of_domain"))
+    assert report.pytorch["oos_recall"] == as_trained.pytorch["oos_recall"] > 0
+    assert not report.unseen
+    with pytest.raises(ConfigError, match="has no out-of-scope rule to validate"):
+        validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=rejecting_onnx, data=renamed,
+                                oos_label="out_of_domain"))
+
+
+JOINT_OOS_INTENTS = ("book_restaurant", "transfer_money", "translate")
+
+
+def joint_rows(examples):
+    """Sentences of the out-of-scope intents become `oos` with no slots, as real data has them."""
+    return [{"tokens": e["tokens"], "intent": "oos" if e["label"] in JOINT_OOS_INTENTS else e["label"],
+             "tags": ["O"] * len(e["tokens"]) if e["label"] in JOINT_OOS_INTENTS else e["tags"]} for e in examples]
+
+
+def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_factory, tiny_encoder, backend_stub):
+    from test_triton import run_ensemble
+
+    from nlu_deploy.data import write_jsonl
+    from nlu_deploy.triton import TritonOptions, export_triton_repository
+
+    folder = tmp_path_factory.mktemp("joint-oos")
+    examples = generate_demo_examples()
+    write_jsonl(joint_rows(examples[::5]), folder / "train.jsonl")
+    write_jsonl(joint_rows(examples[2::25]), folder / "dev.jsonl")
+    result = finetune(FinetuneConfig(output=folder / "checkpoint", model=str(tiny_encoder), task="joint",
+                                     train=folder / "train.jsonl", validation=folder / "dev.jsonl", epochs=6,
+                                     batch_size=8, lr=5e-3, max_length=32, oos_label="oos"), show_progress=False)
+    task = task_of(result.output)
+    assert task.name == "joint" and task.rejection.label == "oos" and task.rejection.oos_class is not None
+    onnx_dir = export_tiny(tmp_path_factory, "joint-oos-onnx", result.output)
+    assert task_of(onnx_dir).rejection == task.rejection
+    report = validate(ValidateConfig(model_dir=result.output, onnx_dir=onnx_dir, data=folder / "dev.jsonl"))
+    assert report.gated_metrics == ["in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc", "entity_f1",
+                                    "exact_match"]
+    assert report.pytorch["oos_recall"] >= 0.8 and not report.unseen
+    texts = [" ".join(e["tokens"]) for e in examples[7::50] if e["label"] in JOINT_OOS_INTENTS][:6] + \
+        ["wake me up at 7 am"]
+    torch_answers = load_predictor(result.output)[0].predict(texts)
+    onnx_answers = load_predictor(onnx_dir, "model.onnx")[0].predict(texts)
+    assert [a[0] for a in onnx_answers] == [a[0] for a in torch_answers]
+    assert "oos" in [a[0] for a in torch_answers] and torch_answers[-1][0] == "set_alarm"
+    export_triton_repository(onnx_dir, folder / "repo", TritonOptions(name="nlu"), onnx_file="model.onnx")
+    served = run_ensemble(folder / "repo", "nlu", texts)
+    assert [v[0].decode("utf-8") for v in served["LABEL"]] == [a[0] for a in onnx_answers]

@@ -33,12 +33,14 @@ def task_of(directory: Path) -> Task:
         return classification.TASK  # loading the model reports what is wrong with the directory
     architectures = config.get("architectures") or []
     if config.get("nlu_task") == joint.TASK.name or "JointIntentSlotModel" in architectures:
-        return joint.TASK
-    if any(a.endswith("ForTokenClassification") for a in architectures):
+        task = joint.TASK
+    elif any(a.endswith("ForTokenClassification") for a in architectures):
         return tagging.TASK
+    else:
+        task = classification.TASK
     if config.get(rejection.CONFIG_KEY):  # calibrated by finetune --oos-label / --oos-validation
-        return classification.TASK.with_rejection(rejection.RejectionRule.from_json(config[rejection.CONFIG_KEY]))
-    return classification.TASK
+        return task.with_rejection(rejection.RejectionRule.from_json(config[rejection.CONFIG_KEY]))
+    return task
 
 
 def load_checkpoint(directory: Path):

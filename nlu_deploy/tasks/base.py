@@ -13,6 +13,7 @@ masked out of the loss), and at inference their gold strings simply never match 
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from nlu_deploy.rejection import METRICS as REJECTION_METRICS
 from nlu_deploy.tagging import IGNORED  # cross-entropy's ignore_index: positions that carry no label
 
 UNSEEN_BASE = -1000  # ids -1000, -1001, ...: labels the model never had (scored as errors)
@@ -96,7 +98,33 @@ class Task:
     triton_postprocess: str  # Triton: the post-processor's code, in nlu_deploy/triton_models
     triton_results: list[tuple[str, str]]  # Triton: the ensemble's outputs and their types
     optimum_task: str | None = None  # Optimum's task name, for tasks Optimum exports itself
-    rejection = None  # an out-of-scope RejectionRule (rejection.py), for a classifier calibrated with one
+    # Out-of-scope rejection, for tasks with an intent (classification, joint): the head and
+    # output that hold the intent, and the RejectionRule (rejection.py) of a model calibrated with one.
+    intent_head: str | None = None
+    intent_output: str | None = None
+    rejection = None
+
+    # with a rule, the intent is gated on the rejection scores; these other scores stay
+    gated_besides_intent: tuple[str, ...] = ()
+    reported_besides_intent: tuple[str, ...] = ()
+
+    def with_rejection(self, rule) -> Task:
+        """This task for a model that answers rule.label when the rule rejects its intent: scored
+        and gated on in-scope accuracy, out-of-scope recall, precision and AUROC."""
+        task = copy.copy(self)
+        task.rejection = rule
+        task.primary_metric = "in_scope_accuracy"
+        task.gated_metrics = (*REJECTION_METRICS, *self.gated_besides_intent)
+        task.report_metrics = (*REJECTION_METRICS, *self.reported_besides_intent)
+        return task
+
+    def intents_of(self, data) -> list[str]:
+        raise NotImplementedError
+
+    def without_intent(self, data, label: str):
+        """(data less the examples whose intent is `label`, how many there were)."""
+        keep = [i for i, intent in enumerate(self.intents_of(data)) if intent != label]
+        return data.subset(keep, data.source), len(self.intents_of(data)) - len(keep)
 
     # -- data -------------------------------------------------------------------------------
     def read(self, path: Path, columns: tuple[str, ...]) -> Any:

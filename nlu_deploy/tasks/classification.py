@@ -35,22 +35,12 @@ class ClassificationTask(Task):
     triton_postprocess = "postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32")]
     optimum_task = "text-classification"
-    rejection: RejectionRule | None = None
-    REJECTION_METRICS = ("in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc")
+    intent_head = LABELS
+    intent_output = "logits"
+    reported_besides_intent = ("macro_f1",)
 
-    def with_rejection(self, rule: RejectionRule) -> ClassificationTask:
-        """This task for a model that answers rule.label when the rule rejects a text."""
-        task = ClassificationTask()
-        task.rejection = rule
-        task.primary_metric = "in_scope_accuracy"
-        task.gated_metrics = self.REJECTION_METRICS
-        task.report_metrics = (*self.REJECTION_METRICS, "macro_f1")
-        return task
-
-    def without_label(self, data: LabelledTexts, label: str) -> tuple[LabelledTexts, int]:
-        """`data` less the rows labelled `label`, and how many there were."""
-        keep = [i for i, other in enumerate(data.labels) if other != label]
-        return data.subset(keep, data.source), len(data) - len(keep)
+    def intents_of(self, data: LabelledTexts) -> list[str]:
+        return data.labels
 
     def read(self, path: Path, columns: tuple[str, ...]) -> LabelledTexts:
         return load_labelled_texts(path, columns[0], columns[1])

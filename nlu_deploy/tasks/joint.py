@@ -20,6 +20,7 @@ from nlu_deploy.demo import demo_tagged_sentences
 from nlu_deploy.errors import DataError, ModelError
 from nlu_deploy.metrics import classification_scores, entity_scores
 from nlu_deploy.modeling import check_checkpoint_files, refuse_pickle
+from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import softmax
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.tagging import WordTagger
@@ -50,15 +51,19 @@ def joint_scores(intent_gold: np.ndarray, intent_predicted: np.ndarray, gold_tag
 class JointPredictor(WordTagger):
     """predict(texts) -> (intent, score, entities) per text, from one forward pass."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, rejection: RejectionRule | None = None):
         super().__init__(backend, token_output="slot_logits", sentence_output="intent_logits")
         self.intent_id2label = backend.intent_id2label
+        self.rejection = rejection  # the out-of-scope rule, if the model was calibrated with one
 
     def predict(self, texts: list[str], batch_size: int = 64):
         entities = self.predict_entities(texts, batch_size)
-        probabilities = softmax(self.last_sentence_logits)
-        return [(self.intent_id2label[int(p.argmax())], float(p.max()), found)
-                for p, found in zip(probabilities, entities)]
+        if self.rejection is not None:
+            intents = self.rejection.answers(self.last_sentence_logits, self.intent_id2label)
+        else:
+            probabilities = softmax(self.last_sentence_logits)
+            intents = [(self.intent_id2label[int(p.argmax())], float(p.max())) for p in probabilities]
+        return [(label, score, found) for (label, score), found in zip(intents, entities)]
 
 
 class JointTask(Task):
@@ -71,6 +76,13 @@ class JointTask(Task):
     triton_words = True  # the Triton tokenizer splits words and reports each token's word
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32"), ("ENTITIES", "TYPE_STRING")]
+
+    intent_head = INTENTS
+    intent_output = "intent_logits"
+    gated_besides_intent = reported_besides_intent = ("entity_f1", "exact_match")
+
+    def intents_of(self, data: TaggedSentences) -> list[str]:
+        return data.intents
 
     def read(self, path: Path, columns: tuple[str, ...]) -> TaggedSentences:
         return load_tagged_sentences(path, columns[0], columns[1], columns[2])
@@ -88,7 +100,8 @@ class JointTask(Task):
         return {INTENTS: intents, TAGS: tag_list(data)}
 
     def unseen(self, data: TaggedSentences, label2ids) -> dict[str, Unseen]:
-        return {INTENTS: count_unseen([[i] for i in data.intents], label2ids[INTENTS]),
+        expected = {self.rejection.label} if self.rejection else set()  # answered by the rule, not a class
+        return {INTENTS: count_unseen([[i] for i in data.intents], {*label2ids[INTENTS], *expected}),
                 TAGS: count_unseen(data.tags, label2ids[TAGS])}
 
     def examples(self, data: TaggedSentences) -> list[list[str]]:
@@ -197,11 +210,15 @@ class JointTask(Task):
         ids = extended_label2id(label2id, data.intents)
         id2tag = {int(k): v for k, v in model_config.id2label.items()}
         predicted_tags = [tags_of(x, id2tag) for x in split_by_sentence(outputs["slot_logits"], data)]
-        return joint_scores(np.array([ids[i] for i in data.intents]), outputs["intent_logits"].argmax(-1),
-                            data.tags, predicted_tags)
+        gold = np.array([ids[i] for i in data.intents])
+        scores = joint_scores(gold, outputs["intent_logits"].argmax(-1), data.tags, predicted_tags)
+        if self.rejection is not None:
+            is_oos = np.array([intent == self.rejection.label for intent in data.intents], dtype=bool)
+            scores.update(rejection_scores(outputs["intent_logits"], gold, is_oos, self.rejection))
+        return scores
 
     def predictor(self, backend) -> JointPredictor:
-        return JointPredictor(backend)
+        return JointPredictor(backend, self.rejection)
 
     def prediction_json(self, text: str, prediction) -> dict:
         label, score, entities = prediction

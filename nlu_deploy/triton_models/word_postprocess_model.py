@@ -29,6 +29,11 @@ class TritonPythonModel:
         intents = labels.get("intents")
         self.intents = [intents[str(i)] for i in range(len(intents))] if intents else None
         self.slot_output = "slot_logits" if self.intents else "logits"
+        self.rule = None  # a joint model's out-of-scope rule: the same code as `nlu-deploy predict`
+        if (Path(__file__).parent / "rejection.json").exists():
+            from rejection import RejectionRule  # copied from nlu_deploy/rejection.py
+
+            self.rule = RejectionRule.from_json(json.loads((Path(__file__).parent / "rejection.json").read_text()))
 
     def word_results(self, text, word_ids, token_logits):
         """Entities of one text: each whitespace word tagged by its first sub-word."""
@@ -55,11 +60,13 @@ class TritonPythonModel:
             outputs = [pb_utils.Tensor("ENTITIES", np.array([[e.encode("utf-8")] for e in entities], dtype=object))]
             if self.intents:
                 logits = pb_utils.get_input_tensor_by_name(request, "intent_logits").as_numpy().astype(np.float64)
-                probabilities = softmax(logits)
-                best = probabilities.argmax(-1)
-                outputs.append(pb_utils.Tensor("LABEL", np.array([[self.intents[i].encode("utf-8")] for i in best],
+                if self.rule is not None:
+                    answers = self.rule.answers(logits, self.intents)
+                else:
+                    probabilities = softmax(logits)
+                    answers = [(self.intents[int(p.argmax())], float(p.max())) for p in probabilities]
+                outputs.append(pb_utils.Tensor("LABEL", np.array([[label.encode("utf-8")] for label, _ in answers],
                                                                  dtype=object)))
-                outputs.append(pb_utils.Tensor("SCORE", probabilities[np.arange(len(best)), best]
-                                               .astype(np.float32).reshape(-1, 1)))
+                outputs.append(pb_utils.Tensor("SCORE", np.array([[score] for _, score in answers], dtype=np.float32)))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
