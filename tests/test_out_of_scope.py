@@ -277,3 +277,16 @@ def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_facto
     export_triton_repository(onnx_dir, folder / "repo", TritonOptions(name="nlu"), onnx_file="model.onnx")
     served = run_ensemble(folder / "repo", "nlu", texts)
     assert [v[0].decode("utf-8") for v in served["LABEL"]] == [a[0] for a in onnx_answers]
+
+
+def test_run_with_an_oos_label_reports_rejection_for_every_file(tmp_path, tiny_encoder, oos_data):
+    train, dev = oos_data
+    output = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--model", str(tiny_encoder), "--train", str(train), "--validation",
+                                       str(dev), "--oos-label", "oos", "--epochs", "4", "--batch-size", "8", "--lr",
+                                       "5e-3", "--max-length", "32", "--max-score-drop", "100", "--batch-sizes", "1",
+                                       "--seq-lens", "16", "--min-seconds", "0.05", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    report = (output / "report.md").read_text()
+    assert "out-of-scope recall" in report and "in-scope accuracy" in report
+    assert task_of(output / "onnx").rejection == task_of(output / "checkpoint").rejection is not None
