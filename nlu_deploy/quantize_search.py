@@ -25,6 +25,9 @@ from nlu_deploy.runtime import create_session
 from nlu_deploy.tasks import Task, flat_logits, onnx_backend, torch_backend
 
 SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate uses all held-out data
+# Batch-32 medians within 5% of each other are ties: repeated timings of one file on a shared
+# 2-core machine move by about that much, so the order inside that band is noise.
+TIE_TOLERANCE = 0.05
 
 
 @dataclass
@@ -228,17 +231,32 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
 
     fitting = [c for c in candidates if c.fits]
     if fitting:
-        best = min(fitting, key=lambda c: c.latency_b32_ms)
+        best, ties = pick_kept(fitting)
         best.kept = True
         shutil.copy2(files[best.name], target)
-        reason = (f"It is the fastest at batch 32 of {len(fitting)} candidate(s) within {search.budget} points "
-                  f"({best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32).")
+        figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
+        if len(ties) > 1:
+            reason = (f"{len(ties)} of the {len(fitting)} candidate(s) within {search.budget} points run within "
+                      f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
+                      f"accurate of those ties ({figures}).")
+        else:
+            reason = f"It is the fastest at batch 32 of {len(fitting)} candidate(s) within {search.budget} points ({figures})."
     else:
         best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
     shutil.rmtree(workdir)
     return QuantizationReport(search.budget, search.heldout.source, len(search.heldout), search.reference_accuracy,
                               search.seq_len, search.torch_latency[1], search.torch_latency[32], candidates,
                               best.name if best else None, reason, search.metric)
+
+
+def pick_kept(fitting: list[Candidate]) -> tuple[Candidate, list[Candidate]]:
+    """(the candidate to keep, its ties). Speeds that differ by less than the timing noise are
+    ties, and among ties the most accurate wins (its worst gated delta is the least negative):
+    on BANKING77 the search once kept a file at -0.30 points over one at -0.10 that was 1%
+    slower, and the kept file then lost 0.55 points on held-out data."""
+    fastest = min(c.latency_b32_ms for c in fitting)
+    ties = [c for c in fitting if c.latency_b32_ms <= fastest * (1 + TIE_TOLERANCE)]
+    return max(ties, key=lambda c: (min(c.deltas.values(), default=0.0), -c.latency_b32_ms)), ties
 
 
 def write_report(report: QuantizationReport, directory: Path) -> None:
