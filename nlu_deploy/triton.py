@@ -132,6 +132,9 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     config = artifacts.read_json(onnx_dir / "config.json")
     if "id2label" not in config:
         raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
+    if not (onnx_dir / "tokenizer.json").is_file():
+        raise ModelError(f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
+                         "only a slow tokenizer cannot be served this way).")
     graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
     input_names = [i.name for i in graph.input]
     # every output's shape after the batch axis: -1 for the sequence axis of per-token outputs

@@ -183,3 +183,16 @@ def test_word_task_repositories_give_the_entities_predict_gives(request, tmp_pat
     assert any(served), "the tiny models find entities in these texts"
     for got, want in zip(served, expected):
         np.testing.assert_allclose([e["score"] for e in got], [e.score for e in want], atol=1e-5)
+
+
+def test_a_directory_without_tokenizer_json_is_refused_in_one_sentence(tmp_path, tiny_onnx):
+    import shutil
+
+    from nlu_deploy.errors import ModelError
+
+    copy = tmp_path / "onnx"
+    shutil.copytree(tiny_onnx, copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="has no tokenizer.json, which the Triton tokenizer model reads"):
+        export_triton_repository(copy, tmp_path / "repo", TritonOptions())
+    assert not (tmp_path / "repo").exists()
