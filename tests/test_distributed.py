@@ -9,15 +9,19 @@ TINY = ["--epochs", "6", "--batch-size", "8", "--lr", "5e-3", "--max-length", "3
 # Two processes see the data in another order and draw other dropout masks than one process,
 # so the runs are not bit-identical; on this task both must land within two examples (of 24).
 TOLERANCE = 2 / 24
+# A process that dies leaves the other waiting in a collective for gloo's 30 minutes: fail sooner.
+RUN_TIMEOUT_S = 300
 
 
 def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_train_csv):
     common = ["--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY]
     single = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output",
-                             str(tmp_path / "single")], capture_output=True, text=True)
+                             str(tmp_path / "single")], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
     assert single.returncode == 0, single.stderr
     double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", *common,
-                             "--nproc", "2", "--output", str(tmp_path / "double")], capture_output=True, text=True)
+                             "--nproc", "2", "--output", str(tmp_path / "double")], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
     assert double.returncode == 0, double.stderr[-3000:]
     assert "torch.distributed.run" in double.stderr
     one = artifacts.read_json(tmp_path / "single" / "metrics.json")
@@ -39,7 +43,8 @@ def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder,
     double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--task", "token-classification",
                              "--model", str(tiny_encoder), "--train", str(tiny_tagged_train), TINY[0], "1",
                              *TINY[2:], "--nproc", "2", "--output", str(tmp_path / "tagger")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
     assert double.returncode == 0, double.stderr[-3000:]
     metrics = artifacts.read_json(tmp_path / "tagger" / "metrics.json")
     held_out = load_tagged_sentences(tmp_path / "tagger" / artifacts.VALIDATION_SPLIT)
