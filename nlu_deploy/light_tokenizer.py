@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 TOKENIZER_FILE = "tokenizer.json"
-OUTPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 class LightEncoding(dict):

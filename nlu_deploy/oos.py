@@ -35,7 +35,7 @@ OOS_PLOT = "out_of_scope.png"  # in the checkpoint: in-scope accuracy against ou
 class OutOfScopePlan:
     label: str
     training: str  # class | calibration
-    target_recall: float = 0.8
+    target_recall: float  # --oos-recall
     extra_texts: list[str] = field(default_factory=list)  # from --oos-validation
     removed_from_training: int = 0
 
@@ -79,16 +79,16 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
     label2id = task.label2ids(model.config)[task.intent_head]
     gold = np.array([label2id.get(label, -1) for label in labels])
     is_oos = np.array([label == plan.label for label in labels], dtype=bool)
-    rule, candidates = calibrate(logits, gold, is_oos, plan.label, label2id.get(plan.label), plan.target_recall)
+    oos_class = label2id.get(plan.label)  # None when out-of-scope rows were not trained as a class
+    rule, candidates = calibrate(logits, gold, is_oos, plan.label, oos_class, plan.target_recall)
     config = artifacts.read_json(directory / "config.json")
     config[CONFIG_KEY] = rule.to_json()
     artifacts.write_json(directory / "config.json", config)
     calibration = {"rule": rule.to_json(), "training": plan.training, "candidates": candidates,
-            "in_scope_rows": int((~is_oos).sum()), "out_of_scope_rows": int(is_oos.sum()),
-            "out_of_scope_rows_left_out_of_training": plan.removed_from_training,
-            # the rule's scores on rows it was not calibrated on (2-fold): the estimate for new data
-            "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, label2id.get(plan.label),
-                                         plan.target_recall)}
+                   "in_scope_rows": int((~is_oos).sum()), "out_of_scope_rows": int(is_oos.sum()),
+                   "out_of_scope_rows_left_out_of_training": plan.removed_from_training,
+                   # the rule's scores on rows it was not calibrated on (2-fold): the estimate for new data
+                   "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, oos_class, plan.target_recall)}
     plot_rejection_tradeoff(calibration, directory / OOS_PLOT)
     return calibration
 

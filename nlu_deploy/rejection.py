@@ -50,8 +50,7 @@ class RejectionRule:
         label with 1 - that probability when the rule rejects the row."""
         logits = np.asarray(logits, dtype=np.float64)
         rejected = self.rejected(logits)
-        shifted = logits - logits.max(-1, keepdims=True)
-        probabilities = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+        probabilities = _softmax(logits)
         if self.oos_class is not None:
             probabilities[:, self.oos_class] = -1.0  # the best in-scope label
         best = probabilities.argmax(-1)
@@ -74,14 +73,17 @@ def in_scope_confidence(logits: np.ndarray, score: str, oos_class: int | None = 
     if oos_class is not None:
         in_scope[oos_class] = False
     if score == "msp":
-        shifted = logits - logits.max(-1, keepdims=True)
-        probabilities = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
-        return probabilities[:, in_scope].max(-1)
+        return _softmax(logits)[:, in_scope].max(-1)
     if score == "energy":
         kept = logits[:, in_scope]
         top = kept.max(-1, keepdims=True)
         return (top + np.log(np.exp(kept - top).sum(-1, keepdims=True)))[:, 0]
     raise ValueError(f"unknown out-of-scope score {score!r} (known: {', '.join(SCORES)})")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max(-1, keepdims=True))
+    return exponentials / exponentials.sum(-1, keepdims=True)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -6,6 +6,7 @@ with an evaluation at the end of every epoch and the best epoch's weights kept.
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import time
@@ -21,9 +22,9 @@ from nlu_deploy.data import write_jsonl
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
-from nlu_deploy.progress import ProgressLog
-from nlu_deploy.oos import calibrate_checkpoint, describe_rule, plan_out_of_scope
 from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
+from nlu_deploy.oos import calibrate_checkpoint, describe_rule, plan_out_of_scope
+from nlu_deploy.progress import ProgressLog
 from nlu_deploy.tasks import Task, get_task, label_maps
 
 
@@ -320,6 +321,11 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
             progress.update(epoch=epoch + 1, batches_done=0, seen=0, loss_sum=0.0, seconds=0.0)
             save_state(train_loader.generator.get_state())
 
+    # Free the DDP wrapper now, while the process group is still registered. Its Reducer holds
+    # the group; freed after destroy_process_group, it would destroy the gloo group with the GIL
+    # held while gloo's worker thread waits for the GIL: a deadlock seen in the two-process tests.
+    del forward
+    gc.collect()
     history, best_epoch, best_scores = progress["history"], progress["best_epoch"], progress["best_scores"]
     result = FinetuneResult(config.output, best_epoch, best_scores, history, device.type, use_compile)
     if not dist.is_main:  # the main process writes the one output

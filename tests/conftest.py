@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nlu_deploy.demo import generate_demo_examples
@@ -165,3 +168,35 @@ def tiny_joint(tmp_path_factory, tiny_encoder, tiny_joint_train) -> Path:
 @pytest.fixture(scope="session")
 def tiny_joint_onnx(tmp_path_factory, tiny_joint) -> Path:
     return export_tiny(tmp_path_factory, "tiny-joint-onnx", tiny_joint)
+
+
+# -- Triton's Python backend, as far as our Python models use it -------------------------------
+
+class StubTensor:
+    def __init__(self, name, array):
+        self._name, self._array = name, np.asarray(array)
+
+    def name(self):
+        return self._name
+
+    def as_numpy(self):
+        return self._array
+
+
+class StubResponse:
+    def __init__(self, output_tensors):
+        self.tensors = {t.name(): t.as_numpy() for t in output_tensors}
+
+
+class StubRequest:
+    def __init__(self, **tensors):
+        self.tensors = {name: StubTensor(name, value) for name, value in tensors.items()}
+
+
+@pytest.fixture
+def backend_stub(monkeypatch):
+    """The slice of triton_python_backend_utils our models use."""
+    stub = types.ModuleType("triton_python_backend_utils")
+    stub.Tensor, stub.InferenceResponse = StubTensor, StubResponse
+    stub.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)

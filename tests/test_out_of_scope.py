@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_INTENTS, export_tiny, tiny_rows, write_csv
-from test_triton import backend_stub  # noqa: F401  (a fixture)
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import FinetuneConfig, ValidateConfig
@@ -157,7 +156,8 @@ def test_calibration_only_training_and_a_separate_oos_file(tmp_path, tiny_encode
 
 
 def test_triton_post_processor_applies_the_same_rule(tmp_path, rejecting_onnx, backend_stub):
-    from test_triton import StubRequest, load_python_model
+    from conftest import StubRequest
+    from test_triton import load_python_model
 
     from nlu_deploy.runtime import create_session
     from nlu_deploy.triton import TritonOptions, export_triton_repository

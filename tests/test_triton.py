@@ -4,12 +4,11 @@ labels as `nlu-deploy predict`."""
 
 import importlib.util
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import StubRequest
 from google.protobuf import json_format, text_format
 
 from nlu_deploy.cli import main
@@ -62,36 +61,6 @@ def test_gpu_repository_asks_for_tensorrt_fp16(tmp_path, tiny_onnx):
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
-
-
-class StubTensor:
-    def __init__(self, name, array):
-        self._name, self._array = name, np.asarray(array)
-
-    def name(self):
-        return self._name
-
-    def as_numpy(self):
-        return self._array
-
-
-class StubResponse:
-    def __init__(self, output_tensors):
-        self.tensors = {t.name(): t.as_numpy() for t in output_tensors}
-
-
-class StubRequest:
-    def __init__(self, **tensors):
-        self.tensors = {name: StubTensor(name, value) for name, value in tensors.items()}
-
-
-@pytest.fixture
-def backend_stub(monkeypatch):
-    """The slice of triton_python_backend_utils our models use."""
-    stub = types.ModuleType("triton_python_backend_utils")
-    stub.Tensor, stub.InferenceResponse = StubTensor, StubResponse
-    stub.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)
 
 
 def load_python_model(repository, name):
