@@ -20,6 +20,7 @@ from nlu_deploy.tasks import load_checkpoint
 from nlu_deploy.quantize import cpu_flags
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.errors import ModelError
+from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.runtime import ORT_PROVIDERS, TensorRTSettings, create_session, has_contrib_ops, is_dynamic_int8
 
 PYTORCH = "pytorch"
@@ -102,6 +103,31 @@ class BenchReport:
         return max(candidates, key=self.geomean_throughput) if candidates else None
 
 
+def tradeoff_points(benchmark: dict, validations: dict[str, dict], batch_size: int, seq_len: int) -> list[dict]:
+    """Score and throughput of every measured variant at one shape: `validations` maps a
+    directory's label ("" for the benchmarked directory, else its `also` label) to its
+    `validate --json` report. Variants without a score (no report) are left out."""
+    points = []
+    for m in benchmark["measurements"]:
+        if (m["batch_size"], m["seq_len"]) != (batch_size, seq_len):
+            continue
+        label, _, variant = m["variant"].rpartition("/")
+        validation = validations.get(label)
+        if validation is None:
+            continue
+        metric = validation["primary_metric"]
+        if variant == PYTORCH:
+            score = validation["pytorch"][metric]
+        else:
+            score = next((v["scores"][metric] for v in validation["variants"] if v["variant"] == variant), None)
+        if score is not None:
+            points.append({"variant": m["variant"], "model": label or "teacher", "score": score,
+                           "metric": DISPLAY_NAMES[metric], "sequences_per_second": m["sequences_per_second"],
+                           "speedup_vs_pytorch": m["speedup_vs_pytorch"], "batch_size": batch_size,
+                           "seq_len": seq_len})
+    return points
+
+
 def latency_stats(latencies_ms: np.ndarray, batch_size: int) -> dict[str, float]:
     """Percentiles with linear interpolation (numpy's default), mean, spread, throughput."""
     latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
@@ -173,13 +199,21 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             raise ModelError(f"none of the variants {', '.join(config.variants)} is in {onnx_dir}.")
     vocab_size = _vocab_size(onnx_dir)
     report = BenchReport(config.provider, config.threads, machine_facts())
-    files = _files_for_provider(config, files, report)
+    # (variant name, file): this directory's files, then those of the compared directories
+    # (a student's), named LABEL/variant, all timed in the same rounds against the same PyTorch.
+    named = [(artifacts.variant_name(path), path) for path in _files_for_provider(config, files, report)]
+    for label, directory in config.also:
+        if _vocab_size(Path(directory)) != vocab_size:
+            raise ModelError(f"{directory} has another vocabulary than {onnx_dir}; only models that share a "
+                             "tokenizer (a teacher and its student) are measured on the same inputs.")
+        named += [(f"{label}/{artifacts.variant_name(path)}", path)
+                  for path in _files_for_provider(config, artifacts.onnx_files(Path(directory)), report, f"{label}/")]
     on_gpu = config.provider in ("cuda", "tensorrt")
     report.machine["tf32"] = config.tf32 if on_gpu else "n/a (CPU)"
     if on_gpu:
         _set_torch_tf32(config.tf32)
     runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
-    sources = {artifacts.variant_name(path): path for path in files}  # what each variant runs
+    sources = dict(named)  # what each variant runs
     if config.model_dir is not None:
         runners += _torch_runners(config, report.notes)
         for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
@@ -190,7 +224,7 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         min_shape=(min(config.batch_sizes), min(config.seq_lens)),
         opt_shape=(max(config.batch_sizes), max(config.seq_lens)),
         max_shape=(max(config.batch_sizes), max(config.seq_lens)))
-    for path in files:
+    for variant, path in named:
         started = time.perf_counter()
         session = create_session(path, config.provider, config.threads, config.fallback, tensorrt, config.tf32)
         ran_on = session.get_providers()[0]
@@ -202,12 +236,12 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                 warm = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
                 session.run(None, {i.name: warm[i.name] for i in session.get_inputs()})
         # session start (and TensorRT's engine builds), reported apart from the latencies
-        report.setup_seconds[artifacts.variant_name(path)] = time.perf_counter() - started
+        report.setup_seconds[variant] = time.perf_counter() - started
         if is_fp16_graph(path) and ran_on == ORT_PROVIDERS["cpu"]:
             report.notes.append(f"{path.name} is an fp16 graph: on CPU, onnxruntime runs most fp16 ops through "
                                 "casts and slow kernels, so expect it to be slower than fp32 here. "
                                 "fp16 is meant for CUDA and TensorRT.")
-        runners.append((artifacts.variant_name(path), ran_on, _onnx_runner(session, config.io_binding)))
+        runners.append((variant, ran_on, _onnx_runner(session, config.io_binding)))
 
     report.machine["threads"] = {"onnxruntime": config.threads or "default (one per physical core)",
                                  "torch": _torch_threads()}
@@ -243,7 +277,7 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
     return report
 
 
-def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchReport) -> list[Path]:
+def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchReport, prefix: str = "") -> list[Path]:
     """On a GPU provider, leave out what would measure something else than the claim: dynamic
     int8 files (CPU kernels; on a GPU they copy to the host every layer) unless asked for, and
     for TensorRT graphs with onnxruntime's fused contrib ops, which TensorRT cannot parse (the
@@ -262,12 +296,12 @@ def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchRep
                                 "the plain (or O1) export.")
             continue
         if int8:
-            report.cpu_only_variants.append(artifacts.variant_name(path))
+            report.cpu_only_variants.append(prefix + artifacts.variant_name(path))
             report.notes.append(f"{path.name}: dynamic int8 on {config.provider} runs CPU kernels; measured as asked, "
                                 "never recommended for a GPU.")
         kept.append(path)
     if not kept:
-        raise ModelError(f"no file in {config.onnx_dir} can be measured on {config.provider}: "
+        raise ModelError(f"no file in {files[0].parent} can be measured on {config.provider}: "
                          f"{' '.join(report.notes)}")
     return kept
 

@@ -14,7 +14,7 @@ import click
 
 from nlu_deploy import __version__, artifacts
 from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDERS,
-                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS,
+                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS, DEFAULT_ALPHA, DEFAULT_TEMPERATURE,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
@@ -111,19 +111,27 @@ def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | Non
     return FinetuneConfig(output=output, overwrite=overwrite, compile=compile_mode, **options)
 
 
-def launch_torchrun(nproc: int) -> int:
+def launch_torchrun(nproc: int, command_name: str = "finetune") -> int:
     """Re-run this very command under torchrun with `nproc` processes; return its exit status."""
     import subprocess
 
-    argv = sys.argv[sys.argv.index("finetune") + 1:]
+    argv = sys.argv[sys.argv.index(command_name) + 1:]
     if "--nproc" in argv:
         index = argv.index("--nproc")
         del argv[index:index + 2]
     argv = [a for a in argv if not a.startswith("--nproc=")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "nlu_deploy", "finetune", *argv]
+               "-m", "nlu_deploy", command_name, *argv]
     click.echo(f"launching: {' '.join(command)}", err=True)
     return subprocess.call(command)
+
+
+def _labelled_directory(value: str) -> tuple[str, Path]:
+    label, _, directory = value.rpartition("=")
+    path = Path(directory)
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory.", param_hint="--also")
+    return label or path.name, path
 
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
@@ -182,6 +190,69 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
         from nlu_deploy.oos import describe_rule
 
         click.echo(describe_rule(metrics["out_of_scope"]))
+
+
+@main.command()
+@click.argument("teacher", type=click.Path(path_type=Path))
+@click.option("--layers", type=int, required=True,
+              help="Layers the student keeps, evenly spaced over the teacher's (the top one always).")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Student checkpoint directory to write.")
+@click.option("--train", type=click.Path(path_type=Path), default=None,
+              help="Labelled training data. Default: the teacher's, split exactly as the teacher's was.")
+@click.option("--validation", type=click.Path(path_type=Path), default=None,
+              help="With --train: held-out data. Default: a seeded 10% of --train.")
+@click.option("--unlabeled", type=click.Path(path_type=Path), default=None,
+              help="Extra texts only the teacher labels (soft targets): one per line, or a column of a data file.")
+@click.option("--unlabeled-column", default="text", show_default=True, help="The column of --unlabeled to read.")
+@click.option("--text-column", default=None, help="Columns of --train. Default: the teacher's.")
+@click.option("--label-column", default=None)
+@click.option("--intent-column", default=None)
+@click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
+              help="Softmax temperature of the soft targets.")
+@click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
+              help="Share of the loss that matches the teacher; the rest is the hard-label loss.")
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Default: the teacher's.")
+@click.option("--lr", type=float, default=None, help="Default: the teacher's.")
+@click.option("--compile/--no-compile", "compile_flag", default=None,
+              help="torch.compile the student. Default: on for CUDA, off for CPU.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--checkpoint-every", type=int, default=200, show_default=True,
+              help="Optimizer steps between saved training states (0: epoch ends only).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes for DDP on this machine (re-launches itself under torchrun).")
+@overwrite_option
+def distill(teacher, compile_flag, nproc, **options):
+    """Distil a fine-tuned checkpoint into a shallower, faster student with the same heads.
+
+    The student keeps --layers of the teacher's layers and learns the teacher's softened
+    outputs (KL at --temperature) mixed with the labels (--alpha), on the teacher's own
+    training split unless told otherwise. It writes a normal checkpoint: export, validate,
+    bench, predict and --triton take it unchanged; its nlu_deploy.json names the teacher.
+
+    Example: nlu-deploy distill models/intents --layers 3 --output models/intents-3l
+    """
+    from nlu_deploy.config import DistillConfig
+    from nlu_deploy.distill import distill as run_distill
+    from nlu_deploy.tasks import get_task
+
+    config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag],
+                           **options)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(launch_torchrun(nproc, "distill"))
+    result = run_distill(config, show_progress=sys.stderr.isatty())
+    if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
+        return  # the main process reports
+    metrics = artifacts.read_json(result.output / artifacts.METRICS)
+    facts = metrics["distillation"]
+    scores = get_task(metrics["task"]).training_summary(result.best_scores)
+    click.echo(f"Student with layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']}: best epoch "
+               f"{result.best_epoch}, validation {scores}; soft-target loss to the teacher on held-out rows "
+               f"{facts['kl_to_teacher_before']:.4f} before, {facts['kl_to_teacher_after']:.4f} after. "
+               f"Checkpoint: {result.output}")
 
 
 @main.command()
@@ -328,15 +399,29 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
                    "or --validation-report).")
 @click.option("--validation-report", type=click.Path(path_type=Path), default=None,
               help="A `validate --json` report to recommend from.")
+@click.option("--also", "also", multiple=True, metavar="[LABEL=]DIR",
+              help="Another ONNX directory sharing the tokenizer (a distilled student), measured in the same run; "
+                   "its variants are named LABEL/variant (LABEL defaults to the directory's name). Repeatable.")
+@click.option("--accuracy-plot", type=click.Path(path_type=Path), default=None,
+              help="Draw each variant's validated score against its throughput (at the largest batch and shortest "
+                   "length) into this PNG; reads validation.json in DIR and in each --also directory.")
 def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, variants, threads, warmup, min_iters,
           min_seconds, io_binding, trt_cache, trt_fp16, int8_on_gpu, tf32, torch_compile, json_path, plot_path,
-          recommend, validation_report):
+          recommend, validation_report, also, accuracy_plot):
     """Measure latency and throughput of every ONNX file (and PyTorch with --model).
 
     Example: nlu-deploy bench models/demo/onnx --model models/demo/checkpoint --json r.json --plot r.png --recommend
     """
     from nlu_deploy.benchmark import bench as run_bench
 
+    compared = tuple(_labelled_directory(value) for value in also)
+    reports = {}
+    if accuracy_plot:  # checked before minutes of timing
+        for label, directory in (("", onnx_dir), *compared):
+            if not (directory / artifacts.VALIDATION_REPORT).exists():
+                raise click.UsageError(f"--accuracy-plot needs {directory / artifacts.VALIDATION_REPORT}: run "
+                                       f"`nlu-deploy validate --onnx {directory}` first.")
+            reports[label] = artifacts.read_json(directory / artifacts.VALIDATION_REPORT)
     validation = None
     if recommend:
         validation_path = validation_report or onnx_dir / artifacts.VALIDATION_REPORT
@@ -348,7 +433,7 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
                          seq_lens=seq_lens, warmup_iters=warmup, min_iters=min_iters, min_seconds=min_seconds,
                          threads=threads, fallback=fallback, io_binding=io_binding, trt_cache_dir=trt_cache,
                          trt_fp16=trt_fp16, torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
-                         int8_on_gpu=int8_on_gpu, tf32=tf32,
+                         int8_on_gpu=int8_on_gpu, tf32=tf32, also=compared,
                          variants=tuple(v.strip() for v in variants.split(",")) if variants else ())
     report = run_bench(config, on_result=lambda m: click.echo(
         f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True))
@@ -359,6 +444,12 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
         from nlu_deploy.plots import plot_benchmark
 
         click.echo(f"Plot: {plot_benchmark(report.to_json(), plot_path)}")
+    if accuracy_plot:
+        from nlu_deploy.benchmark import tradeoff_points
+        from nlu_deploy.plots import plot_accuracy_vs_speed
+
+        points = tradeoff_points(report.to_json(), reports, max(batch_sizes), min(seq_lens))
+        click.echo(f"Plot: {plot_accuracy_vs_speed(points, accuracy_plot, 'Held-out score against throughput')}")
     if validation is not None:
         best = report.recommend(validation)
         budget = validation.get("max_score_drop")
@@ -463,8 +554,13 @@ def bench_training(json_path, compile_flag, **options):
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
 @click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
+@click.option("--student-layers", type=int, default=None,
+              help="Also distil a student with this many of the teacher's layers, export, validate and benchmark it "
+                   "beside the teacher (see `nlu-deploy distill`).")
+@click.option("--student-epochs", type=int, default=3, show_default=True)
 @overwrite_option
-def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, overwrite, compile_flag, **options):
+def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, student_layers, student_epochs, overwrite,
+        compile_flag, **options):
     """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
 
     Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
@@ -473,16 +569,18 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, ov
     Example: nlu-deploy run --train data/train.jsonl --label-column intent --output models/snips
 
     Example: nlu-deploy run --task token-classification --output models/demo-slots
+
+    Example: nlu-deploy run --train data/train.jsonl --label-column intent --student-layers 3 --output models/snips
     """
     from nlu_deploy.pipeline import run as run_pipeline
 
     finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
     config = RunConfig(output=output, finetune=finetune_config, optimize=optimize, max_score_drop=max_score_drop,
                        batch_sizes=batch_sizes, seq_lens=seq_lens, bench_min_seconds=min_seconds,
-                       overwrite=overwrite)
+                       student_layers=student_layers, student_epochs=student_epochs, overwrite=overwrite)
     report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
     click.echo(report.to_markdown())
     click.echo(f"Report: {output / 'report.md'}")
-    if not report.validation.passed:
+    if not report.validation.passed or (report.student_validation and not report.student_validation.passed):
         raise ValidationFailed(f"at least one ONNX file lost more {report.validation.metric_name} than allowed; "
                                "see the report.")

@@ -72,6 +72,9 @@ class FinetuneConfig:
     oos_validation: Path | None = None
     oos_recall: float = 0.8  # the threshold rejects at least this share of held-out out-of-scope rows
     validation_fraction: float = 0.1
+    # The seed of the held-out split; None: `seed`. A student (distill) keeps its teacher's split
+    # whatever seed it trains with.
+    holdout_seed: int | None = None
     checkpoint_every: int = 200  # optimizer steps between saved training states; 0: epoch ends only
     resume: bool = False  # continue the interrupted run that wrote to the same output
     allow_pickle: bool = False  # load a base model stored as pickle (.bin), which can run code
@@ -123,9 +126,66 @@ class FinetuneConfig:
             raise ConfigError("max grad norm must be greater than zero.")
 
     @property
+    def split_seed(self) -> int:
+        return self.seed if self.holdout_seed is None else self.holdout_seed
+
+    @property
     def columns(self) -> tuple[str, ...]:
         """The data columns the task reads, in its order (text, labels[, intent])."""
         return tuple(c for c in (self.text_column, self.label_column, self.intent_column) if c)
+
+
+# Distillation (distill.py): the soft-target temperature and the share of the loss that matches the
+# teacher (the rest is the hard-label loss); T = 2 and an even mix are the common starting point
+# (Hinton et al. 2015; DistilBERT). The defaults' evidence is in the README.
+DEFAULT_TEMPERATURE = 2.0
+DEFAULT_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A shallower student of a fine-tuned teacher. Options left None come from the teacher's
+    own finetune options (its data, columns, split, batch size, learning rate, max length)."""
+
+    teacher: Path
+    output: Path
+    layers: int
+    train: Path | None = None  # None: the data the teacher was trained on, split as it was
+    validation: Path | None = None
+    unlabeled: Path | None = None  # texts only the teacher labels: one per line, or a column
+    unlabeled_column: str = "text"
+    text_column: str | None = None
+    label_column: str | None = None
+    intent_column: str | None = None
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float = DEFAULT_ALPHA  # loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * hard-label loss
+    epochs: int = 3
+    batch_size: int | None = None
+    lr: float | None = None
+    compile: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 42
+    checkpoint_every: int = 200
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("layers", self.layers)
+        _positive("temperature", self.temperature)
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"alpha must be between 0 and 1, got {self.alpha}.")
+        _positive("epochs", self.epochs)
+        for name, value in (("batch size", self.batch_size), ("learning rate", self.lr)):
+            if value is not None:
+                _positive(name, value)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
+        _choice("compile", self.compile, COMPILE_CHOICES)
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("precision", self.precision, PRECISION_CHOICES)
+        if self.validation is not None and self.train is None:
+            raise ConfigError("--validation needs --train: without it the student uses the teacher's own split.")
 
 
 @dataclass(frozen=True)
@@ -203,6 +263,9 @@ class BenchConfig:
     # so such files are skipped on a GPU provider unless asked for (and then never recommended).
     int8_on_gpu: bool = False
     tf32: bool = False  # TF32 matmuls on CUDA, the same choice for PyTorch and onnxruntime
+    # (label, ONNX directory) pairs measured in the same run, their variants named label/variant:
+    # a distilled student beside its teacher, both against the teacher's PyTorch.
+    also: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
         _choice("provider", self.provider, PROVIDERS)
@@ -233,10 +296,15 @@ class RunConfig:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     seq_lens: tuple[int, ...] = (16, 64, 128)
     bench_min_seconds: float = 0.5
+    student_layers: int | None = None  # also distil a student with this many layers (distill.py)
+    student_epochs: int = 3
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
+        if self.student_layers is not None:
+            _positive("student layers", self.student_layers)
+        _positive("student epochs", self.student_epochs)
         if self.max_score_drop < 0:
             raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")

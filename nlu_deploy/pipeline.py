@@ -1,23 +1,30 @@
 """`nlu-deploy run`: finetune -> export (fp32, optimized, int8) -> validate -> bench, with one
-report that says which variant to ship."""
+report that says which variant to ship. With --student-layers K the teacher's distilled student
+goes through the same stages and is measured in the same bench run, against the teacher's PyTorch."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from nlu_deploy import artifacts
-from nlu_deploy.benchmark import BenchReport, bench
-from nlu_deploy.config import BenchConfig, ExportConfig, RunConfig, ValidateConfig
+from nlu_deploy.benchmark import BenchReport, bench, tradeoff_points
+from nlu_deploy.config import BenchConfig, DistillConfig, ExportConfig, RunConfig, ValidateConfig
+from nlu_deploy.distill import distill
 from nlu_deploy.export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.train import finetune
 from nlu_deploy.validate import ValidationReport, validate
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"
+STUDENT_DIR = "student"  # with --student-layers: the student's checkpoint and ONNX files
+STUDENT_LABEL = "student"  # its variants in the benchmark: student/int8, ...
+TRADEOFF_PLOT = "accuracy_vs_speed.png"
 
 
 @dataclass
@@ -26,6 +33,8 @@ class RunReport:
     validation: ValidationReport
     benchmark: BenchReport
     seconds: dict[str, float]
+    student_validation: ValidationReport | None = None
+    student_metrics: dict | None = None
 
     @property
     def recommended(self) -> str | None:
@@ -43,10 +52,28 @@ class RunReport:
                          "speedup_vs_pytorch": self.benchmark.speedup(v.variant, largest, shortest)})
         return rows
 
+    def teacher_and_student(self) -> list[dict]:
+        """Every variant of both models at the largest batch and shortest length: its held-out
+        score, the change from the teacher's PyTorch score and its speed-up over the teacher's
+        PyTorch eager, from the same bench run."""
+        if self.student_validation is None:
+            return []
+        largest = max(m.batch_size for m in self.benchmark.measurements)
+        shortest = min(m.seq_len for m in self.benchmark.measurements)
+        points = tradeoff_points(self.benchmark.to_json(), {"": self.validation.to_json(),
+                                                             STUDENT_LABEL: self.student_validation.to_json()},
+                                 largest, shortest)
+        teacher_score = self.validation.pytorch_score
+        return [{**p, "delta_vs_teacher_points": 100 * (p["score"] - teacher_score)} for p in points]
+
     def to_json(self) -> dict:
-        return {"recommended": self.recommended, "key_figures": self.key_figures(), "seconds": self.seconds,
-                "finetune": self.finetune_metrics, "validation": self.validation.to_json(),
-                "benchmark": self.benchmark.to_json()}
+        report = {"recommended": self.recommended, "key_figures": self.key_figures(), "seconds": self.seconds,
+                  "finetune": self.finetune_metrics, "validation": self.validation.to_json(),
+                  "benchmark": self.benchmark.to_json()}
+        if self.student_validation is not None:
+            report.update(student={"finetune": self.student_metrics, "validation": self.student_validation.to_json()},
+                          teacher_and_student=self.teacher_and_student())
+        return report
 
     def to_markdown(self) -> str:
         figures = self.key_figures()
@@ -66,6 +93,7 @@ class RunReport:
             markdown_table(["variant", *[f"{DISPLAY_NAMES[m]} %" for m in gated],
                             *[f"delta {DISPLAY_NAMES[m]} (points)" for m in gated], "gate",
                             f"speed-up vs PyTorch ({shape})"], rows),
+            *self._student_markdown(),
             "", "## Validation", "", self.validation.to_markdown(),
             "## Benchmark", "", self.benchmark.to_markdown(),
             "## Time per stage", "",
@@ -73,19 +101,50 @@ class RunReport:
         ]
         return "\n".join(lines)
 
+    def _student_markdown(self) -> list[str]:
+        rows = self.teacher_and_student()
+        if not rows:
+            return []
+        facts = self.student_metrics["distillation"]
+        table = [[p["variant"] if p["model"] != "teacher" else f"teacher/{p['variant']}", percent(p["score"]),
+                  signed_points(p["delta_vs_teacher_points"]),
+                  f"{p['speedup_vs_pytorch']:.2f}x" if p["speedup_vs_pytorch"] else "n/a"] for p in rows]
+        return ["", "## Teacher and student", "",
+                f"The student keeps layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']} "
+                f"(temperature {facts['temperature']}, alpha {facts['alpha']}); its ONNX files were validated against "
+                f"its own PyTorch weights in `{STUDENT_DIR}/`. Speed-ups are over the teacher's PyTorch eager, in the "
+                f"same bench run ({TRADEOFF_PLOT} plots them).", "",
+                markdown_table(["variant", f"{rows[0]['metric']} %", "vs teacher PyTorch (points)",
+                                f"speed-up vs teacher PyTorch (batch {rows[0]['batch_size']}, "
+                                f"seq len {rows[0]['seq_len']})"], table)]
+
 
 def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
     seconds: dict[str, float] = {}
+    student = config.student_layers is not None
     with artifacts.staged_output(config.output, config.overwrite) as out:
         started = time.perf_counter()
         log("[1/4] fine-tuning")
         finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)
         seconds["finetune"] = time.perf_counter() - started
+        if student:
+            started = time.perf_counter()
+            log(f"[1/4] distilling a {config.student_layers}-layer student")
+            distill(DistillConfig(teacher=out / CHECKPOINT_DIR, output=out / STUDENT_DIR / CHECKPOINT_DIR,
+                                  layers=config.student_layers, epochs=config.student_epochs,
+                                  seed=config.finetune.seed, device=config.finetune.device,
+                                  compile=config.finetune.compile, precision=config.finetune.precision),
+                    show_progress)
+            _point_at_final_teacher(out / STUDENT_DIR / CHECKPOINT_DIR, out, config.output)
+            seconds["distill"] = time.perf_counter() - started
 
         started = time.perf_counter()
         log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
         export(ExportConfig(model_dir=out / CHECKPOINT_DIR, output=out / ONNX_DIR, optimize=config.optimize,
                             quantize="dynamic", quantize_preset=config.quantize_preset))
+        if student:
+            export(ExportConfig(model_dir=out / STUDENT_DIR / CHECKPOINT_DIR, output=out / STUDENT_DIR / ONNX_DIR,
+                                optimize=config.optimize, quantize="dynamic", quantize_preset=config.quantize_preset))
         seconds["export"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -94,20 +153,41 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
                                              data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
                                              max_score_drop=config.max_score_drop))
         validation.data = str(config.output / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT)  # final path
+        student_validation = None
+        if student:  # the student's files against its own weights, on the teacher's held-out split
+            student_validation = validate(ValidateConfig(
+                model_dir=out / STUDENT_DIR / CHECKPOINT_DIR, onnx_dir=out / STUDENT_DIR / ONNX_DIR,
+                data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT, max_score_drop=config.max_score_drop))
+            student_validation.data = validation.data
         seconds["validate"] = time.perf_counter() - started
 
         started = time.perf_counter()
         log("[4/4] benchmarking PyTorch and every ONNX file")
         benchmark = bench(BenchConfig(onnx_dir=out / ONNX_DIR, model_dir=out / CHECKPOINT_DIR,
                                       batch_sizes=config.batch_sizes, seq_lens=config.seq_lens,
-                                      min_seconds=config.bench_min_seconds))
+                                      min_seconds=config.bench_min_seconds,
+                                      also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else ()))
         seconds["bench"] = time.perf_counter() - started
 
         metrics = artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS)
-        report = RunReport(metrics, validation, benchmark, seconds)
+        report = RunReport(metrics, validation, benchmark, seconds, student_validation,
+                           artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None)
+        if student:
+            plot_accuracy_vs_speed(report.teacher_and_student(), out / TRADEOFF_PLOT,
+                                   f"Teacher and {config.student_layers}-layer student")
         (out / artifacts.REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
         (out / artifacts.REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         artifacts.write_manifest(out, "run", {"output": config.output, "optimize": config.optimize,
-                                              "max_score_drop": config.max_score_drop})
+                                              "max_score_drop": config.max_score_drop,
+                                              "student_layers": config.student_layers})
     return report
 
+
+
+def _point_at_final_teacher(student: Path, staging: Path, output: Path) -> None:
+    """The student's manifest names its teacher by the path it will have once the run's output is
+    in place, not by the staging directory it was trained in."""
+    manifest = artifacts.read_manifest(student)
+    final = str((output / CHECKPOINT_DIR).resolve())
+    manifest["parent"] = manifest["distillation"]["teacher"] = final
+    artifacts.write_json(student / artifacts.MANIFEST, manifest)

@@ -72,6 +72,33 @@ def plot_rejection_tradeoff(calibration: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
+def plot_accuracy_vs_speed(points: list[dict], path: Path, title: str) -> Path:
+    """Each variant's held-out score against its throughput (benchmark.tradeoff_points): the
+    variants up and to the right are the ones worth shipping."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.8))
+    groups = list(dict.fromkeys(p["model"] for p in points))
+    markers = "os^Dv<>p"
+    for index, group in enumerate(groups):
+        mine = [p for p in points if p["model"] == group]
+        axis.scatter([p["sequences_per_second"] for p in mine], [100 * p["score"] for p in mine],
+                     marker=markers[index % len(markers)], s=50, label=group)
+        for p in mine:
+            axis.annotate(p["variant"].rsplit("/", 1)[-1], (p["sequences_per_second"], 100 * p["score"]),
+                          textcoords="offset points", xytext=(5, 4), fontsize="x-small")
+    axis.set_xscale("log")
+    axis.set_xlabel(f"sequences / s (batch {points[0]['batch_size']}, seq len {points[0]['seq_len']}, log scale)")
+    axis.set_ylabel(f"held-out {points[0]['metric']} (%)")
+    axis.set_title(title, fontsize="medium")
+    axis.grid(True, alpha=0.3, which="both")
+    axis.legend(fontsize="small", loc="lower left")
+    return _save(figure, path)
+
+
 def _save(figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -49,7 +49,7 @@ def load_finetune_data(config: FinetuneConfig, task: Task):
     task.label_sets(data)  # refuses data a model cannot learn from before anything is split or trained
     if config.validation is not None:
         return data, task.read(config.validation, config.columns)
-    return task.holdout(data, config.validation_fraction, config.seed)
+    return task.holdout(data, config.validation_fraction, config.split_seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -104,8 +104,7 @@ def evaluate(task: Task, model, loader, device, amp_dtype, id2labels: dict[str, 
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss, outputs = task.loss(model, batch)
             size = len(batch["input_ids"])
-            if not torch.isnan(loss):  # a batch whose every label is unseen has no loss
-                loss_sum += loss.float().item() * size
+            loss_sum += loss.float().item() * size  # a batch whose every label is unseen adds 0
             # row ids unique across processes, so gathered word rows regroup into sentences
             for key, value in task.batch_predictions(outputs, batch, rows + dist.rank * 10**9).items():
                 parts.setdefault(key, []).append(value)
@@ -141,9 +140,11 @@ def weight_decay_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -> FinetuneResult:
+def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, distillation=None) -> FinetuneResult:
     """Train, keep the best epoch, write the checkpoint directory. `on_step(global_step)` is
-    called after every optimizer step (progress hooks; tests use it to interrupt a run)."""
+    called after every optimizer step (progress hooks; tests use it to interrupt a run).
+    With a `distillation` (distill.py) the model is the teacher's shallower student, trained on
+    the teacher's soft targets as well as the labels, and the output's manifest names the teacher."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -151,7 +152,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     task = get_task(config.task)
     train_data, validation_data = load_finetune_data(config, task)
     out_of_scope, train_data, validation_data = plan_out_of_scope(config, task, train_data, validation_data)
-    label_sets = task.label_sets(train_data)
+    label_sets = distillation.label_sets(task, train_data) if distillation else task.label_sets(train_data)
     label2ids = label_maps(label_sets)
     # Validation labels the training data lacks are scored as errors, counted and reported
     # (out-of-scope rows kept for calibration only are expected there).
@@ -176,13 +177,17 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
     data_description = {"train": _describe(config.train, train_data),
                         "validation": _describe(config.validation, validation_data)}
     run_fingerprint = checkpointing.fingerprint(
-        {k: v for k, v in asdict(config).items() if k not in ("overwrite", "resume", "checkpoint_every")},
+        {**{k: v for k, v in asdict(config).items() if k not in ("overwrite", "resume", "checkpoint_every")},
+         "distillation": distillation.describe() if distillation else None},
         {name: part.get("sha256", part["source"]) for name, part in data_description.items()})
     _refuse_clobbering(config, state_dir)
 
     seed_everything(config.seed)
-    model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
-                           {"slot_loss_weight": config.slot_loss_weight}).to(device)
+    if distillation:
+        model = distillation.student().to(device)
+    else:
+        model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
+                               {"slot_loss_weight": config.slot_loss_weight}).to(device)
     _check_max_length(config.max_length, model.config)
     amp_dtype = autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -193,8 +198,11 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
 
     validation_ids = task.label_ids_for(validation_data, label2ids)
     id2labels = {head: {i: label for label, i in ids.items()} for head, ids in validation_ids.items()}
-    train_loader, truncated_train = make_loader(task, tokenizer, train_data, label2ids, per_process_batch,
-                                                config.max_length, True, config.seed, pad_multiple, dist)
+    # A student also reads unlabeled texts, whose labels never train (ids below UNSEEN_BASE).
+    rows_data = distillation.training_data(task, train_data) if distillation else train_data
+    train_loader, truncated_train = make_loader(task, tokenizer, rows_data, task.label_ids_for(rows_data, label2ids),
+                                                per_process_batch, config.max_length, True, config.seed,
+                                                pad_multiple, dist)
     validation_loader, truncated_validation = make_loader(
         task, tokenizer, validation_data, validation_ids, per_process_batch * 2, config.max_length, False,
         config.seed, pad_multiple, dist)
@@ -219,6 +227,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         shutil.rmtree(state_dir)
     if use_compile:
         model.compile(dynamic=True)  # in place: state_dict keys stay clean for saving
+    loss_of = distillation.objective(task, device) if distillation else task.loss
     # Under torchrun, DDP averages gradients across processes; `model` stays the bare module
     # for evaluation and saving.
     forward = model
@@ -227,6 +236,11 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
             model, device_ids=[device.index] if device.type == "cuda" else None)
     terminal = show_progress and dist.is_main  # a tqdm bar; otherwise timed plain lines
     log = ProgressLog(state_dir / PROGRESS_LOG, terminal, enabled=dist.is_main)
+    if distillation:
+        facts = distillation.describe()
+        log.line(f"distilling {facts['teacher']}: layers {facts['kept_layers']} of {facts['teacher_layers']}, "
+                 f"temperature {facts['temperature']}, alpha {facts['alpha']}, "
+                 f"{facts['unlabeled_texts']} unlabeled texts")
     log.line(f"training {task.name}: {len(train_data)} examples, {len(validation_data)} held out, "
              f"{config.epochs} epochs of {len(train_loader)} steps, batch {config.batch_size}, lr {config.lr}, "
              f"{device.type}{', compiled' if use_compile else ''}")
@@ -268,7 +282,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                     continue
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, _ = task.loss(forward, batch)
+                    loss, _ = loss_of(forward, batch)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -335,11 +349,15 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
         for weights_file in (state_dir / checkpointing.BEST_DIR).iterdir():  # eager weights, best epoch
             shutil.copy2(weights_file, out / weights_file.name)
         tokenizer.save_pretrained(out)
-        calibration = {}
+        extra_metrics = {}
         if out_of_scope:  # the threshold, from the best epoch's model on held-out data
-            calibration["out_of_scope"] = calibrate_checkpoint(out, task, out_of_scope, validation_data,
+            extra_metrics["out_of_scope"] = calibrate_checkpoint(out, task, out_of_scope, validation_data,
                                                                config.max_length)
-            log.line(describe_rule(calibration["out_of_scope"]))
+            log.line(describe_rule(extra_metrics["out_of_scope"]))
+        if distillation:  # the student's distance to its teacher on held-out rows, before and after
+            whole_split, _ = make_loader(task, tokenizer, validation_data, validation_ids, per_process_batch * 2,
+                                         config.max_length, False, config.seed, None)  # every row, not this process's share
+            extra_metrics["distillation"] = distillation.report(task, out, whole_split, device)
         if (state_dir / PROGRESS_LOG).exists():
             shutil.copy2(state_dir / PROGRESS_LOG, out / artifacts.TRAINING_LOG)
         write_jsonl(task.to_records(validation_data, config.columns), out / artifacts.VALIDATION_SPLIT)
@@ -353,11 +371,12 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None) -
                    **task.data_facts(train_data, validation_data, truncated_train, truncated_validation),
                    "unseen_in_validation": {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
                    "device": device.type, "compiled": use_compile,
-                   "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", **calibration}
+                   "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", **extra_metrics}
         artifacts.write_json(out / artifacts.METRICS, metrics)
-        artifacts.write_manifest(out, "finetune", asdict(config),
+        extra = {"distillation": distillation.describe()} if distillation else {}
+        artifacts.write_manifest(out, "distill" if distillation else "finetune", asdict(config),
                                  parent=Path(source) if Path(source).exists() else None,
-                                 model_source=source, labels=label_sets, data=data_description)
+                                 model_source=source, labels=label_sets, data=data_description, **extra)
     shutil.rmtree(state_dir)  # the run is complete: nothing left to resume
     shutdown(dist)
     return result

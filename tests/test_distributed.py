@@ -50,3 +50,18 @@ def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder,
     held_out = load_tagged_sentences(tmp_path / "tagger" / artifacts.VALIDATION_SPLIT)
     assert metrics["processes"] == 2 and metrics["validation_examples"] == len(held_out) == 50
     assert metrics["best"]["entities"] == entity_scores(held_out.tags, held_out.tags)["entities"]
+
+
+def test_two_process_distillation_writes_one_student(tmp_path, tiny_checkpoint):
+    """distill --nproc 2: both processes run the teacher on their share of each batch; one student."""
+    output = tmp_path / "student"
+    run = subprocess.run([sys.executable, "-m", "nlu_deploy", "distill", str(tiny_checkpoint), "--layers", "1",
+                          "--epochs", "2", "--nproc", "2", "--output", str(output)],
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torch.distributed.run" in run.stderr
+    metrics = artifacts.read_json(output / "metrics.json")
+    assert metrics["processes"] == 2 and metrics["validation_examples"] == 24
+    assert metrics["distillation"]["kl_to_teacher_after"] < metrics["distillation"]["kl_to_teacher_before"]
+    assert artifacts.read_json(output / "config.json")["num_hidden_layers"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]

@@ -76,6 +76,20 @@ def trainable(labels):
     return labels.masked_fill(labels < 0, IGNORED)
 
 
+def masked_cross_entropy(logits, labels):
+    """Mean cross-entropy over the rows with a trainable label, 0 when none has one (a batch of
+    unlabeled texts in distillation, or of labels the model never had); cross_entropy's own mean
+    would be 0/0 there and turn every gradient into NaN."""
+    import torch.nn.functional as F
+
+    labels = trainable(labels)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORED, reduction="sum")
+    return total / (labels != IGNORED).sum().clamp(min=1)
+
+
+UNLABELED = "\x00unlabeled"  # the label of texts only a teacher labels (distillation): never trainable
+
+
 @dataclass
 class Inference:
     """What a model gave for a list of examples: per output, the rows that are scored."""
@@ -155,6 +169,15 @@ class Task:
     def to_records(self, data, columns: tuple[str, ...]) -> list[dict]:
         raise NotImplementedError
 
+    def unlabeled(self, texts: list[str]):
+        """Texts as this task's data, every label UNLABELED: rows that only a teacher's soft
+        targets train (distillation); their hard-label loss is masked out."""
+        raise NotImplementedError
+
+    def concatenated(self, first, second):
+        """Two data sets of this task as one (training rows; sources joined)."""
+        raise NotImplementedError
+
     def data_facts(self, train, validation, truncated_train: dict, truncated_validation: dict) -> dict:
         """What reading and truncation changed, for metrics.json."""
         return {"truncated_train": truncated_train["sentences"],
@@ -186,6 +209,11 @@ class Task:
 
     def loss(self, model, batch: dict):
         """Forward and loss; unseen labels masked out. Returns (loss, outputs)."""
+        raise NotImplementedError
+
+    def distillation_logits(self, outputs, batch: dict) -> list:
+        """Per output, the logits rows a student matches to its teacher's: one per text, or one
+        per word (first sub-words, where the labels sit, unlabeled rows included)."""
         raise NotImplementedError
 
     def batch_predictions(self, outputs, batch: dict, first_row: int) -> dict[str, np.ndarray]:

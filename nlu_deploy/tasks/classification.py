@@ -19,7 +19,8 @@ from nlu_deploy.metrics import classification_scores
 from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
 from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import TextClassifier
-from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
+from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
+                                   masked_cross_entropy)
 
 LABELS = "labels"  # the one head's name in label maps
 
@@ -67,6 +68,13 @@ class ClassificationTask(Task):
     def to_records(self, data: LabelledTexts, columns: tuple[str, ...]) -> list[dict]:
         return data.to_records(columns[0], columns[1])
 
+    def unlabeled(self, texts: list[str]) -> LabelledTexts:
+        return LabelledTexts(list(texts), [UNLABELED] * len(texts), "unlabeled texts")
+
+    def concatenated(self, first: LabelledTexts, second: LabelledTexts) -> LabelledTexts:
+        return LabelledTexts(first.texts + second.texts, first.labels + second.labels,
+                             f"{first.source} + {second.source}")
+
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
         return load_for_training(source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name)
 
@@ -93,10 +101,11 @@ class ClassificationTask(Task):
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
 
     def loss(self, model, batch: dict):
-        import torch.nn.functional as F
-
         outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-        return F.cross_entropy(outputs.logits.float(), trainable(batch["labels"])), outputs
+        return masked_cross_entropy(outputs.logits, batch["labels"]), outputs
+
+    def distillation_logits(self, outputs, batch: dict) -> list:
+        return [outputs.logits]
 
     def batch_predictions(self, outputs, batch, first_row):
         return {"gold": batch["labels"].cpu().numpy(), "predicted": outputs.logits.argmax(-1).cpu().numpy()}

@@ -12,6 +12,7 @@ ONNX: one graph with two outputs, `intent_logits` [batch, intents] and `slot_log
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ from nlu_deploy.modeling import check_checkpoint_files, refuse_pickle
 from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import softmax
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
-from nlu_deploy.tagging import WordTagger
-from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
+from nlu_deploy.tagging import IGNORED, WordTagger
+from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
+                                   masked_cross_entropy)
 from nlu_deploy.tasks.tagging import TASK as TAGGING
 from nlu_deploy.tasks.tagging import (TAGS, WORD_KEYS, entities_text, flat_word_logits, sentences_from_words, split_by_sentence,
                                       tags_of, word_predictions, word_rows)
@@ -113,6 +115,14 @@ class JointTask(Task):
     def to_records(self, data: TaggedSentences, columns: tuple[str, ...]) -> list[dict]:
         return data.to_records(*columns)
 
+    def unlabeled(self, texts: list[str]) -> TaggedSentences:
+        sentences = TAGGING.unlabeled(texts)
+        return replace(sentences, intents=[UNLABELED] * len(sentences))
+
+    def concatenated(self, first: TaggedSentences, second: TaggedSentences) -> TaggedSentences:
+        return TaggedSentences(first.words + second.words, first.tags + second.tags,
+                               f"{first.source} + {second.source}", intents=first.intents + second.intents)
+
     def data_facts(self, train, validation, truncated_train, truncated_validation) -> dict:
         return TAGGING.data_facts(train, validation, truncated_train, truncated_validation)
 
@@ -169,14 +179,15 @@ class JointTask(Task):
         return collate
 
     def loss(self, model, batch: dict):
-        import torch.nn.functional as F
-
         outputs = model(**{k: v for k, v in batch.items() if k not in ("labels", "intent_labels")})
-        slots = outputs.slot_logits.float()
-        intent_loss = F.cross_entropy(outputs.intent_logits.float(), trainable(batch["intent_labels"]))
-        slot_loss = F.cross_entropy(slots.view(-1, slots.shape[-1]), trainable(batch["labels"]).view(-1))
+        slots = outputs.slot_logits
+        intent_loss = masked_cross_entropy(outputs.intent_logits, batch["intent_labels"])
+        slot_loss = masked_cross_entropy(slots.reshape(-1, slots.shape[-1]), batch["labels"].reshape(-1))
         weight = getattr(model, "module", model).config.slot_loss_weight  # `module`: the model inside DDP
         return intent_loss + weight * slot_loss, outputs
+
+    def distillation_logits(self, outputs, batch: dict) -> list:
+        return [outputs.intent_logits, outputs.slot_logits[batch["labels"] != IGNORED]]
 
     def batch_predictions(self, outputs, batch, first_row):
         rows = len(batch["intent_labels"])

@@ -13,7 +13,8 @@ from nlu_deploy.metrics import entity_scores
 from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.tagging import IGNORED, WordTagger, aligned_labels, cut_entities, encode_words
-from nlu_deploy.tasks.base import Inference, Task, Unseen, count_unseen, extended_label2id, trainable
+from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
+                                   masked_cross_entropy)
 
 TAGS = "tags"
 WORD_KEYS = ("owners", "gold_tags", "predicted_tags")  # what batch_predictions gathers
@@ -96,6 +97,14 @@ class TaggingTask(Task):
     def to_records(self, data: TaggedSentences, columns: tuple[str, ...]) -> list[dict]:
         return data.to_records(columns[0], columns[1])
 
+    def unlabeled(self, texts: list[str]) -> TaggedSentences:
+        words = [text.split() for text in texts if text.split()]
+        return TaggedSentences(words, [[UNLABELED] * len(w) for w in words], "unlabeled texts")
+
+    def concatenated(self, first: TaggedSentences, second: TaggedSentences) -> TaggedSentences:
+        return TaggedSentences(first.words + second.words, first.tags + second.tags,
+                               f"{first.source} + {second.source}")
+
     def data_facts(self, train, validation, truncated_train, truncated_validation) -> dict:
         return {**super().data_facts(train, validation, truncated_train, truncated_validation),
                 "entities_cut_train": truncated_train["entities"],
@@ -124,11 +133,12 @@ class TaggingTask(Task):
         return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
 
     def loss(self, model, batch: dict):
-        import torch.nn.functional as F
-
         outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-        logits = outputs.logits.float()
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), trainable(batch["labels"]).view(-1)), outputs
+        logits = outputs.logits
+        return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1)), outputs
+
+    def distillation_logits(self, outputs, batch: dict) -> list:
+        return [outputs.logits[batch["labels"] != IGNORED]]
 
     def batch_predictions(self, outputs, batch, first_row):
         return word_predictions(outputs.logits, batch["labels"], first_row)
