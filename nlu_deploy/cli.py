@@ -76,6 +76,10 @@ def finetune_options(command):
                      help="Global batch size. Default: 32; 16 for --task joint."),
         click.option("--lr", type=float, default=None,
                      help="Peak learning rate (AdamW). Default: 1e-4; 2e-4 for --task joint."),
+        click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
+                     help="Share of the steps over which the learning rate rises linearly before it decays."),
+        click.option("--weight-decay", type=float, default=0.01, show_default=True,
+                     help="AdamW weight decay (not on biases and LayerNorm weights)."),
         click.option("--max-length", type=int, default=128, show_default=True,
                      help="Longer texts are truncated (and counted in metrics.json)."),
         click.option("--compile/--no-compile", "compile_flag", default=None,
@@ -104,6 +108,37 @@ def finetune_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+SEARCHABLE = ("lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "slot_loss_weight")
+search_options = [
+    click.option("--search", "search_trials", type=int, default=None, metavar="N",
+                 help="Run N fine-tunes with Optuna-chosen lr, batch size, epochs, warm-up and weight decay "
+                      "(and slot-loss weight for joint) and keep the best on the held-out split. Options you give "
+                      "are not searched. Trials live in OUTPUT.search/ (resume with --resume)."),
+    click.option("--search-time", type=float, default=None, metavar="MINUTES",
+                 help="Stop the search after this many minutes, keeping the best finished trial."),
+]
+
+
+def with_search_options(command):
+    for option in reversed(search_options):
+        command = option(command)
+    return command
+
+
+def make_search_config(trials: int | None, minutes: float | None):
+    """The search, with the options the user set on the command line left out of it."""
+    from nlu_deploy.config import SearchConfig
+
+    if trials is None:
+        if minutes is not None:
+            raise click.UsageError("--search-time needs --search N.")
+        return None
+    context = click.get_current_context()
+    fixed = tuple(name for name in SEARCHABLE
+                  if context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None))
+    return SearchConfig(trials=trials, minutes=minutes, fixed=fixed)
 
 
 def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | None, **options) -> FinetuneConfig:
@@ -153,8 +188,9 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Train with N processes on this machine (launches torchrun; DDP, gloo on CPU, NCCL on CUDA).")
+@with_search_options
 @overwrite_option
-def finetune(output, overwrite, compile_flag, nproc, **options):
+def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time, **options):
     """Fine-tune an encoder for intent classification or (--task token-classification) slot tagging.
 
     Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
@@ -167,10 +203,24 @@ def finetune(output, overwrite, compile_flag, nproc, **options):
     Example: nlu-deploy finetune --train data/train.csv --label-column intent --output models/intents
 
     Example: nlu-deploy finetune --task token-classification --train snips/train.jsonl --output models/slots
+
+    Example: nlu-deploy finetune --train data/train.csv --label-column intent --search 20 --search-time 60 --output models/tuned
     """
     from nlu_deploy.train import finetune as run_finetune
 
     config = make_finetune_config(output, overwrite, compile_flag, **options)
+    search = make_search_config(search_trials, search_time)
+    if search is not None:
+        if nproc > 1:
+            raise click.UsageError("--search runs its trials in one process; leave out --nproc.")
+        from nlu_deploy.search import search as run_search
+
+        found = run_search(config, search, show_progress=sys.stderr.isatty())
+        click.echo(f"Best of {len(found.trials)} trials: trial {found.best_trial + 1}, validation score "
+                   f"{100 * found.best_value:.2f}% with " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else
+                                                                   f"{k} {v}" for k, v in found.best_params.items())
+                   + f". Checkpoint and search_report.md: {found.output}")
+        return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc))
     result = run_finetune(config, show_progress=sys.stderr.isatty())
@@ -558,9 +608,10 @@ def bench_training(json_path, compile_flag, **options):
               help="Also distil a student with this many of the teacher's layers, export, validate and benchmark it "
                    "beside the teacher (see `nlu-deploy distill`).")
 @click.option("--student-epochs", type=int, default=3, show_default=True)
+@with_search_options
 @overwrite_option
 def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, student_layers, student_epochs, overwrite,
-        compile_flag, **options):
+        compile_flag, search_trials, search_time, **options):
     """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
 
     Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
@@ -577,7 +628,8 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, st
     finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
     config = RunConfig(output=output, finetune=finetune_config, optimize=optimize, max_score_drop=max_score_drop,
                        batch_sizes=batch_sizes, seq_lens=seq_lens, bench_min_seconds=min_seconds,
-                       student_layers=student_layers, student_epochs=student_epochs, overwrite=overwrite)
+                       student_layers=student_layers, student_epochs=student_epochs,
+                       search=make_search_config(search_trials, search_time), overwrite=overwrite)
     report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
     click.echo(report.to_markdown())
     click.echo(f"Report: {output / 'report.md'}")

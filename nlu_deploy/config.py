@@ -135,6 +135,20 @@ class FinetuneConfig:
         return tuple(c for c in (self.text_column, self.label_column, self.intent_column) if c)
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    """finetune --search: how many trials, how long at most, and the options the user fixed."""
+
+    trials: int
+    minutes: float | None = None  # wall-time cap; None: no cap
+    fixed: tuple[str, ...] = ()  # options given explicitly: never searched
+
+    def __post_init__(self) -> None:
+        _positive("search trials", self.trials)
+        if self.minutes is not None:
+            _positive("search time", self.minutes)
+
+
 # Distillation (distill.py): the soft-target temperature and the share of the loss that matches the
 # teacher (the rest is the hard-label loss); T = 2 and an even mix are the common starting point
 # (Hinton et al. 2015; DistilBERT). The defaults' evidence is in the README.
@@ -298,6 +312,7 @@ class RunConfig:
     bench_min_seconds: float = 0.5
     student_layers: int | None = None  # also distil a student with this many layers (distill.py)
     student_epochs: int = 3
+    search: SearchConfig | None = None  # the fine-tune is the best of a hyperparameter search
     overwrite: bool = False
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ goes through the same stages and is measured in the same bench run, against the 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from nlu_deploy.export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
+from nlu_deploy.search import BEST_DIR as SEARCH_BEST_DIR
+from nlu_deploy.search import search, search_dir
 from nlu_deploy.train import finetune
 from nlu_deploy.validate import ValidationReport, validate
 
@@ -124,8 +127,14 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
     student = config.student_layers is not None
     with artifacts.staged_output(config.output, config.overwrite) as out:
         started = time.perf_counter()
-        log("[1/4] fine-tuning")
-        finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)
+        if config.search:  # the study and its log stay in the run's output (checkpoint.search/)
+            log(f"[1/4] fine-tuning: the best of a search of {config.search.trials} trials")
+            search(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
+                   config.search, show_progress)
+            shutil.rmtree(search_dir(out / CHECKPOINT_DIR) / SEARCH_BEST_DIR)  # a copy of checkpoint/
+        else:
+            log("[1/4] fine-tuning")
+            finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)
         seconds["finetune"] = time.perf_counter() - started
         if student:
             started = time.perf_counter()

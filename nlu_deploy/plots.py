@@ -99,6 +99,49 @@ def plot_accuracy_vs_speed(points: list[dict], path: Path, title: str) -> Path:
     return _save(figure, path)
 
 
+def plot_search(report: dict, path: Path) -> Path:
+    """A hyperparameter search (search_report.json): each trial's score in order, pruned trials at
+    their last reported epoch, the best so far as a step line; and the options' importances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (scores_axis, importance_axis) = plt.subplots(1, 2, figsize=(11, 4.2),
+                                                          gridspec_kw={"width_ratios": [3, 2]})
+    best, best_line = None, []
+    for trial in report["trials"]:
+        number = trial["number"] + 1
+        if trial["state"] == "COMPLETE":
+            scores_axis.plot(number, 100 * trial["value"], "o", color="tab:blue")
+            best = trial["value"] if best is None else max(best, trial["value"])
+        elif trial["state"] == "PRUNED" and trial["epoch_scores"]:
+            last = max(trial["epoch_scores"], key=int)
+            scores_axis.plot(number, 100 * trial["epoch_scores"][last], "x", color="tab:red")
+        if best is not None:
+            best_line.append((number, 100 * best))
+    if best_line:
+        scores_axis.step(*zip(*best_line), where="post", color="tab:green", label="best so far")
+    scores_axis.plot([], [], "o", color="tab:blue", label="finished")
+    scores_axis.plot([], [], "x", color="tab:red", label="pruned (last epoch's score)")
+    scores_axis.set_xlabel("trial")
+    scores_axis.set_ylabel(f"validation {report['metric'].replace('_', ' ')} (%)")
+    scores_axis.grid(True, alpha=0.3)
+    scores_axis.legend(fontsize="small", loc="lower right")
+    importances = report["importances"]
+    if importances:
+        names = list(importances)[::-1]
+        importance_axis.barh(names, [importances[n] for n in names], color="tab:purple")
+        importance_axis.set_xlabel("importance (share of variance)")
+    else:
+        importance_axis.text(0.5, 0.5, "importances need two finished\ntrials that differ", ha="center",
+                             va="center", transform=importance_axis.transAxes)
+        importance_axis.set_axis_off()
+    figure.suptitle(f"Search over {', '.join(report['searched'])} ({len(report['trials'])} trials)",
+                    fontsize="medium")
+    return _save(figure, path)
+
+
 def _save(figure, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

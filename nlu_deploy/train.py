@@ -140,9 +140,11 @@ def weight_decay_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, distillation=None) -> FinetuneResult:
+def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, distillation=None,
+             on_epoch=None) -> FinetuneResult:
     """Train, keep the best epoch, write the checkpoint directory. `on_step(global_step)` is
-    called after every optimizer step (progress hooks; tests use it to interrupt a run).
+    called after every optimizer step (progress hooks; tests use it to interrupt a run), and
+    `on_epoch(epoch, scores)` after every evaluation (the search prunes poor trials there).
     With a `distillation` (distill.py) the model is the teacher's shallower student, trained on
     the teacher's soft targets as well as the labels, and the output's manifest names the teacher."""
     import torch
@@ -334,6 +336,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
                     model.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
             progress.update(epoch=epoch + 1, batches_done=0, seen=0, loss_sum=0.0, seconds=0.0)
             save_state(train_loader.generator.get_state())
+            if on_epoch:
+                on_epoch(epoch, scores)
 
     # Free the DDP wrapper now, while the process group is still registered. Its Reducer holds
     # the group; freed after destroy_process_group, it would destroy the gloo group with the GIL

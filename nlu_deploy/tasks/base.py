@@ -117,6 +117,8 @@ class Task:
     intent_head: str | None = None
     intent_output: str | None = None
     rejection = None
+    # FinetuneConfig options that only this task uses and `--search` tunes (search.py)
+    searched_options: tuple[str, ...] = ()
 
     # with a rule, the intent is gated on the rejection scores; these other scores stay
     gated_besides_intent: tuple[str, ...] = ()
