@@ -1,5 +1,7 @@
-"""The teacher/student table of bench/distill_cpu.sh, from the files it wrote:
+"""The teacher/student table and plot (at batch 32, sequence length 32) of bench/distill_cpu.sh,
+from the files it wrote:
     python bench/distill_table.py WORK_DIR BENCH_JSON K [K ...]
+prints the markdown table and draws BENCH_JSON's name with .png for -bench.json.
 WORK_DIR holds teacher/, teacher-onnx/ and student-K/, student-K-onnx/ (with validate's
 validation.json); BENCH_JSON is one `bench --also student-K=...` run over all of them."""
 
@@ -8,6 +10,7 @@ import sys
 from pathlib import Path
 
 from nlu_deploy.benchmark import tradeoff_points
+from nlu_deploy.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
 
 work, bench_json, layers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
@@ -44,3 +47,7 @@ for label, metrics in students.items():
     print(f"\n{label}: layers {facts['kept_layers']} of {facts['teacher_layers']}, T {facts['temperature']}, "
           f"alpha {facts['alpha']}, best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}; soft-target loss "
           f"to the teacher on held-out rows {facts['kl_to_teacher_before']:.4f} -> {facts['kl_to_teacher_after']:.4f}.")
+
+plot = bench_json.with_name(bench_json.name.replace("-bench.json", ".png"))
+plot_accuracy_vs_speed(points, plot, f"{work.name.removeprefix('bench-distill-')}: teacher and students "
+                                     "(one bench run)")

@@ -28,6 +28,10 @@ SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate use
 # Batch-32 medians within 5% of each other are ties: repeated timings of one file on a shared
 # 2-core machine move by about that much, so the order inside that band is noise.
 TIE_TOLERANCE = 0.05
+# Paired bootstrap over the held-out examples: each draw scores PyTorch and the candidate on the
+# same resampled rows, so the interval is that of the difference, not of two separate scores.
+BOOTSTRAP_DRAWS = 200
+CONFIDENCE = 0.90  # two-sided; its lower end is a one-sided 95% bound on the loss
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Candidate:
     accuracy: float | None = None  # the task's primary score: accuracy, entity F1, or the joint mean
     delta_points: float | None = None  # of the primary score
     deltas: dict[str, float] = field(default_factory=dict)  # every gated score, in points
+    # per gated score: the CONFIDENCE interval of the delta, in points (paired bootstrap)
+    delta_intervals: dict[str, list[float]] = field(default_factory=dict)
+    supported: bool = False  # within budget even at the interval's lower end: the evidence says so
     latency_b1_ms: float | None = None
     latency_b32_ms: float | None = None
     speedup_b32_vs_pytorch: float | None = None
@@ -65,6 +72,7 @@ class QuantizationReport:
     kept: str | None
     reason: str
     metric: str = "accuracy"  # or "entity F1": what `accuracy` holds in this report
+    primary_metric: str = "accuracy"  # its key in the candidates' deltas and intervals
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,15 +84,24 @@ class QuantizationReport:
         rows = [["pytorch (eager fp32)", "", "", number(100 * self.pytorch_accuracy), "",
                  number(self.pytorch_latency_b1_ms), number(self.pytorch_latency_b32_ms), "1.00x", "", ""]]
         for c in self.candidates:
-            status = "**kept**" if c.kept else ("fits" if c.fits else ("error" if c.error else "over budget"))
+            status = "fits" if c.fits else ("error" if c.error else "over budget")
+            if c.fits and not c.supported:
+                status = "fits, not shown"  # the point estimate fits, the interval reaches past the budget
+            status = f"**kept** ({status})" if c.kept else status
+            interval = c.delta_intervals.get(self.primary_metric)
+            delta = number(c.delta_points, 2) + (f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "")
             rows.append([c.name, number(c.size_mb, 1), len(c.nodes_in_fp32),
-                         number(None if c.accuracy is None else 100 * c.accuracy), number(c.delta_points, 2),
+                         number(None if c.accuracy is None else 100 * c.accuracy), delta,
                          number(c.latency_b1_ms), number(c.latency_b32_ms), number(c.speedup_b32_vs_pytorch, 2, "x"),
                          status, c.error or c.note])
-        table = markdown_table(["candidate", "size MB", "nodes in fp32", f"{self.metric} %", "delta (points)",
+        table = markdown_table(["candidate", "size MB", "nodes in fp32", f"{self.metric} %",
+                                f"delta (points) [{100 * CONFIDENCE:.0f}% interval]",
                                 "latency b1 ms", "latency b32 ms", "b32 vs pytorch", "status", "notes"], rows)
         return (f"Quantization search: budget {self.budget_points} {self.metric} points, {self.examples} held-out "
-                f"examples from {self.data}, latency at sequence length {self.seq_len}.\n\n{table}\n\n"
+                f"examples from {self.data}, latency at sequence length {self.seq_len}. Deltas carry a "
+                f"{100 * CONFIDENCE:.0f}% paired-bootstrap interval ({BOOTSTRAP_DRAWS} resamples of the held-out "
+                "examples); \"fits, not shown\" means the delta is within budget but its interval reaches past "
+                f"it, so these examples cannot show it is.\n\n{table}\n\n"
                 f"Kept: **{self.kept or 'none'}**. {self.reason}\n")
 
 
@@ -105,6 +122,11 @@ class Search:
         self.reference_outputs = task.infer(torch_model, self._examples()).outputs
         self.reference_scores = task.score(heldout, self.reference_outputs, model.config)
         self.reference_accuracy = self.reference_scores[task.primary_metric]
+        # the same resampled example sets for every candidate, and PyTorch's scores on each
+        rng = np.random.default_rng(0)
+        self.draws = [rng.integers(0, len(heldout), len(heldout)) for _ in range(BOOTSTRAP_DRAWS)]
+        self.reference_draw_scores = [task.score(*task.resampled(heldout, self.reference_outputs, draw),
+                                                 model.config) for draw in self.draws]
         lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
@@ -137,16 +159,30 @@ class Search:
 
     def measure(self, candidate: Candidate, path: Path) -> None:
         candidate.size_mb = path.stat().st_size / 1e6
-        scores = self.task.score(self.heldout, self.outputs(path), self.model_config)
+        outputs = self.outputs(path)
+        scores = self.task.score(self.heldout, outputs, self.model_config)
         candidate.accuracy = scores[self.task.primary_metric]
         candidate.delta_points = 100 * (candidate.accuracy - self.reference_accuracy)
         candidate.deltas = {m: 100 * (scores[m] - self.reference_scores[m]) for m in self.task.gated_metrics}
         candidate.fits = all(-d <= self.budget + 1e-9 for d in candidate.deltas.values())
+        candidate.delta_intervals = self.delta_intervals(outputs)
+        candidate.supported = candidate.fits and all(
+            -candidate.delta_intervals[m][0] <= self.budget + 1e-9 for m in self.task.gated_metrics)
         session = create_session(path)
         names = [i.name for i in session.get_inputs()]
         run = lambda batch: session.run(None, {n: batch[n] for n in names})  # noqa: E731
         candidate.latency_b1_ms, candidate.latency_b32_ms = self._time(run, 1), self._time(run, 32)
         candidate.speedup_b32_vs_pytorch = self.torch_latency[32] / candidate.latency_b32_ms
+
+    def delta_intervals(self, outputs: dict[str, np.ndarray]) -> dict[str, list[float]]:
+        """Per gated score (and the primary one), the CONFIDENCE interval of (candidate - PyTorch) in points."""
+        deltas = {m: [] for m in dict.fromkeys((self.task.primary_metric, *self.task.gated_metrics))}
+        for draw, reference in zip(self.draws, self.reference_draw_scores):
+            scores = self.task.score(*self.task.resampled(self.heldout, outputs, draw), self.model_config)
+            for metric in deltas:
+                deltas[metric].append(100 * (scores[metric] - reference[metric]))
+        tail = 100 * (1 - CONFIDENCE) / 2
+        return {m: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for m, v in deltas.items()}
 
     def layer_groups(self, graph: Path) -> dict[str, list[str]]:
         """Quantizable nodes grouped by encoder layer (embeddings and head apart)."""
@@ -230,23 +266,36 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
         files[candidate.name] = path
 
     fitting = [c for c in candidates if c.fits]
+    # Candidates the evidence shows within budget come first; when none is, the fastest that fits
+    # on the point estimate is kept, and the report says the data cannot confirm it.
+    shown = [c for c in fitting if c.supported]
     if fitting:
-        best, ties = pick_kept(fitting)
+        best, ties = pick_kept(shown or fitting)
         best.kept = True
         shutil.copy2(files[best.name], target)
+        pool = len(shown or fitting)
+        which = "shown within" if shown else "within"
         figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
         if len(ties) > 1:
-            reason = (f"{len(ties)} of the {len(fitting)} candidate(s) within {search.budget} points run within "
+            reason = (f"{len(ties)} of the {pool} candidate(s) {which} {search.budget} points run within "
                       f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
                       f"accurate of those ties ({figures}).")
         else:
-            reason = f"It is the fastest at batch 32 of {len(fitting)} candidate(s) within {search.budget} points ({figures})."
+            reason = f"It is the fastest at batch 32 of {pool} candidate(s) {which} {search.budget} points ({figures})."
+        if shown:
+            reason += (f" Its {100 * CONFIDENCE:.0f}% interval stays within the budget on every gated score"
+                       + (f"; {len(fitting) - len(shown)} faster or other candidate(s) fit only on the point estimate."
+                          if len(fitting) > len(shown) else "."))
+        else:
+            reason += (f" Caution: no candidate's {100 * CONFIDENCE:.0f}% interval stays within the budget on "
+                       f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
+                       "less than that; validate it on more data.")
     else:
         best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
     shutil.rmtree(workdir)
     return QuantizationReport(search.budget, search.heldout.source, len(search.heldout), search.reference_accuracy,
                               search.seq_len, search.torch_latency[1], search.torch_latency[32], candidates,
-                              best.name if best else None, reason, search.metric)
+                              best.name if best else None, reason, search.metric, search.task.primary_metric)
 
 
 def pick_kept(fitting: list[Candidate]) -> tuple[Candidate, list[Candidate]]:

@@ -73,8 +73,12 @@ def test_auto_keeps_the_fastest_candidate_inside_the_budget_and_the_most_accurat
     assert len(kept) == 1 and report["kept"] == kept[0]["name"]
     assert kept[0]["delta_points"] >= -1.0
     fitting = [c for c in candidates if c["fits"]]
-    fastest = min(c["latency_b32_ms"] for c in fitting)
-    ties = [c for c in fitting if c["latency_b32_ms"] <= fastest * (1 + TIE_TOLERANCE)]
+    pool = [c for c in fitting if c["supported"]] or fitting  # shown within budget by its interval, first
+    fastest = min(c["latency_b32_ms"] for c in pool)
+    ties = [c for c in pool if c["latency_b32_ms"] <= fastest * (1 + TIE_TOLERANCE)]
+    for c in fitting:
+        low, high = c["delta_intervals"]["accuracy"]
+        assert low <= c["delta_points"] + 1e-9 and c["delta_points"] <= high + 1e-9
     assert kept[0] in ties
     assert min(kept[0]["deltas"].values()) == max(min(c["deltas"].values()) for c in ties)
     for c in candidates:
@@ -142,3 +146,45 @@ def test_speeds_within_timing_noise_are_ties_and_the_most_accurate_tie_is_kept()
     assert kept.name == "a" and len(ties) == 1
     kept, _ = pick_kept([candidate("a", 10.0, -0.10), candidate("b", 10.2, -0.10)])  # equally accurate: faster
     assert kept.name == "a"
+
+
+def test_each_candidate_delta_carries_a_paired_bootstrap_interval_and_is_shown_within_budget_only_by_it(
+        tmp_path, tiny_checkpoint):
+    from nlu_deploy.modeling import load_checkpoint, load_tokenizer
+    from nlu_deploy.quantize_search import Candidate, Search
+    from nlu_deploy.tasks import get_task
+
+    model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
+    export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
+    search = Search(tmp_path / "work", get_task("text-classification"), model, tokenizer,
+                    borderline_examples(model, tokenizer), [], budget_points=1.0, preset="auto",
+                    calibration_method="minmax")
+    candidate = Candidate("dynamic/plain", "dynamic", "plain", False)
+    target = tmp_path / "candidate.onnx"
+    search.build(candidate, tmp_path / "onnx" / artifacts.ONNX_FP32, target)
+    search.measure(candidate, target)
+    low, high = candidate.delta_intervals["accuracy"]
+    assert low < candidate.delta_points < 0 and low < high  # flips some of the 200 borderline texts
+    # within budget on the point estimate, but not beyond doubt on 200 examples
+    search.budget = -candidate.delta_points + 0.01
+    search.measure(candidate, target)
+    assert candidate.fits and not candidate.supported
+    search.budget = -low + 0.01
+    search.measure(candidate, target)
+    assert candidate.fits and candidate.supported
+
+
+def test_a_bootstrap_draw_regroups_each_sentences_word_rows():
+    from nlu_deploy.tagged_data import TaggedSentences
+    from nlu_deploy.tasks import get_task
+
+    data = TaggedSentences([["a", "b"], ["c", "d", "e"], ["f"]], [["O", "O"], ["O", "O", "O"], ["O"]], "t")
+    rows = np.arange(6, dtype=np.float32)[:, None]
+    chosen, outputs = get_task("token-classification").resampled(data, {"logits": rows}, np.array([2, 0, 2]))
+    assert chosen.words == [["f"], ["a", "b"], ["f"]]
+    assert outputs["logits"][:, 0].tolist() == [5, 0, 1, 5]
+    joint_rows = {"intent_logits": np.arange(3)[:, None], "slot_logits": rows}
+    data = TaggedSentences(data.words, data.tags, "t", intents=["x", "y", "z"])
+    chosen, outputs = get_task("joint").resampled(data, joint_rows, np.array([1]))
+    assert chosen.intents == ["y"] and outputs["intent_logits"].tolist() == [[1]]
+    assert outputs["slot_logits"][:, 0].tolist() == [2, 3, 4]

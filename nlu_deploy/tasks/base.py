@@ -119,6 +119,7 @@ class Task:
     rejection = None
     # FinetuneConfig options that only this task uses and `--search` tunes (search.py)
     searched_options: tuple[str, ...] = ()
+    word_outputs: tuple[str, ...] = ()  # outputs with one row per word (the rest: one per example)
 
     # with a rule, the intent is gated on the rejection scores; these other scores stay
     gated_besides_intent: tuple[str, ...] = ()
@@ -232,6 +233,18 @@ class Task:
 
     def score(self, data, outputs: dict[str, np.ndarray], model_config) -> dict:
         raise NotImplementedError
+
+    def resampled(self, data, outputs: dict[str, np.ndarray], indices: np.ndarray):
+        """(data, outputs) of the examples at `indices`, repeats allowed: one paired-bootstrap draw."""
+        chosen = data.subset([int(i) for i in indices], data.source)
+        result = {}
+        for name, rows in outputs.items():
+            if name in self.word_outputs:  # one row per word: gather each chosen example's words
+                bounds = np.cumsum([0, *(len(words) for words in data.words)])
+                result[name] = np.concatenate([rows[:0], *(rows[bounds[i]:bounds[i + 1]] for i in indices)])
+            else:
+                result[name] = rows[indices]
+        return chosen, result
 
     def agreement(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
         """Per output, the share of rows whose best label equals the reference's."""

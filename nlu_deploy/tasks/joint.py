@@ -82,6 +82,7 @@ class JointTask(Task):
     intent_head = INTENTS
     intent_output = "intent_logits"
     searched_options = ("slot_loss_weight",)
+    word_outputs = ("slot_logits",)
     gated_besides_intent = reported_besides_intent = ("entity_f1", "exact_match")
 
     def intents_of(self, data: TaggedSentences) -> list[str]:

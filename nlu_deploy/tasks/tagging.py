@@ -72,6 +72,7 @@ class TaggingTask(Task):
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("ENTITIES", "TYPE_STRING")]
     optimum_task = "token-classification"
+    word_outputs = ("logits",)
 
     def read(self, path: Path, columns: tuple[str, ...]) -> TaggedSentences:
         return load_tagged_sentences(path, columns[0], columns[1])
