@@ -274,8 +274,9 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
 @click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
 @click.option("--nproc", type=int, default=1, show_default=True,
               help="Processes for DDP on this machine (re-launches itself under torchrun).")
+@with_search_options
 @overwrite_option
-def distill(teacher, compile_flag, nproc, **options):
+def distill(teacher, compile_flag, nproc, search_trials, search_time, **options):
     """Distil a fine-tuned checkpoint into a shallower, faster student with the same heads.
 
     The student keeps --layers of the teacher's layers and learns the teacher's softened
@@ -291,9 +292,16 @@ def distill(teacher, compile_flag, nproc, **options):
 
     config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag],
                            **options)
+    search = make_search_config(search_trials, search_time)
+    if search is not None and nproc > 1:
+        raise click.UsageError("--search runs its trials in one process; leave out --nproc.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc, "distill"))
-    result = run_distill(config, show_progress=sys.stderr.isatty())
+    result = run_distill(config, show_progress=sys.stderr.isatty(), search=search)
+    if search is not None:
+        click.echo(f"Best of {len(result.trials)} trials: trial {result.best_trial + 1}, validation score "
+                   f"{100 * result.best_value:.2f}%. Student checkpoint and search_report.md: {result.output}")
+        return
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports
     metrics = artifacts.read_json(result.output / artifacts.METRICS)

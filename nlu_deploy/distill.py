@@ -25,7 +25,7 @@ from nlu_deploy.config import DistillConfig, FinetuneConfig
 from nlu_deploy.data import SUPPORTED_SUFFIXES, read_records, read_text
 from nlu_deploy.errors import ConfigError, DataError, ModelError
 from nlu_deploy.tasks import Task, task_of
-from nlu_deploy.train import FinetuneResult, finetune
+from nlu_deploy.train import finetune
 
 _PATH_OPTIONS = ("output", "train", "validation", "oos_validation")  # FinetuneConfig fields holding paths
 
@@ -228,8 +228,10 @@ def _check_teacher_data(teacher: Path, manifest: dict, options: dict) -> None:
                             "cannot be rebuilt; pass --train (and --validation) to distil on it as it is now.")
 
 
-def distill(config: DistillConfig, show_progress: bool = True, on_step=None) -> FinetuneResult:
-    """Train the student; writes a normal checkpoint directory whose manifest names the teacher."""
+def distill(config: DistillConfig, show_progress: bool = True, on_step=None, search=None):
+    """Train the student; writes a normal checkpoint directory whose manifest names the teacher.
+    With a SearchConfig the student is the best of a hyperparameter search (search.py), and the
+    result is that search's."""
     teacher = Path(config.teacher)
     finetune_config = teacher_finetune_config(config)
     teacher_layers = _teacher_layers(teacher)
@@ -237,6 +239,10 @@ def distill(config: DistillConfig, show_progress: bool = True, on_step=None) -> 
                                 teacher_layers=teacher_layers, temperature=config.temperature, alpha=config.alpha,
                                 unlabeled_texts=read_unlabeled(config.unlabeled, config.unlabeled_column)
                                 if config.unlabeled else [])
+    if search is not None:
+        from nlu_deploy.search import search as run_search
+
+        return run_search(finetune_config, search, show_progress, distillation=distillation)
     return finetune(finetune_config, show_progress, on_step, distillation=distillation)
 
 

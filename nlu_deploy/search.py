@@ -90,10 +90,10 @@ def draw(trial, names: list[str]) -> dict:
 
 
 def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = True,
-           on_trial_step=None) -> SearchResult:
+           on_trial_step=None, distillation=None) -> SearchResult:
     """Run (or continue, with config.resume) the search; write the best trial to config.output.
     `on_trial_step(trial_number, global_step)` is called after every optimizer step (tests use it
-    to interrupt a search)."""
+    to interrupt a search). With a `distillation` (distill.py) every trial trains a student."""
     import os
 
     import optuna
@@ -151,7 +151,7 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
 
         try:
             result = finetune(replace(config, **params, output=trial_dir, overwrite=True, resume=False),
-                              show_progress, on_step=on_step, on_epoch=on_epoch)
+                              show_progress, on_step=on_step, on_epoch=on_epoch, distillation=distillation)
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.monotonic() - started)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -251,3 +251,17 @@ def test_bench_measures_another_directory_in_the_same_run_and_plots_accuracy(tmp
     (student_onnx / artifacts.VALIDATION_REPORT).unlink()
     result = runner.invoke(main, arguments)
     assert result.exit_code == 2 and "run `nlu-deploy validate" in result.output
+
+
+def test_a_student_can_be_the_best_of_a_search(tmp_path, tiny_checkpoint):
+    output = tmp_path / "searched"
+    result = CliRunner().invoke(main, ["distill", str(tiny_checkpoint), "--layers", "1", "--epochs", "2",
+                                       "--search", "2", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((output / "search_report.json").read_text())
+    assert "epochs" not in report["searched"] and report["fixed"]["epochs"] == 2
+    assert len(report["trials"]) == 2
+    assert artifacts.read_json(output / "config.json")["num_hidden_layers"] == 1
+    manifest = artifacts.read_manifest(output)
+    assert manifest["stage"] == "distill" and manifest["options"]["output"] == str(output)
+    assert manifest["distillation"]["teacher"] == str(tiny_checkpoint.resolve())
