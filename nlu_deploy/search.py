@@ -161,6 +161,7 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
             continue
         except SearchTimeUp:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(params)  # the next --resume starts with it
             _remove_trial(trial_dir)
             log.line(f"trial {trial.number + 1}: stopped by the --search-time limit; --resume runs it again.")
             break
@@ -188,7 +189,7 @@ def _write_output(study, config: FinetuneConfig, search: SearchConfig, names: li
         raise NluDeployError(f"no trial of the search finished (see {directory / LOG_FILE}); give it more time "
                              "(--search-time) or continue it with --resume.")
     best = study.best_trial
-    trials = [_trial_record(t) for t in study.trials]
+    trials = [_trial_record(t) for t in study.trials if t.state.is_finished()]  # not the queued ones
     importances = _importances(study)
     report = {"task": config.task, "metric": get_task(config.task).primary_metric, "trials_asked": search.trials,
               "minutes": search.minutes, "searched": {n: SEARCH_SPACE[n] for n in names},
@@ -241,12 +242,21 @@ def _trial_record(trial) -> dict:
 
 
 def _importances(study) -> dict[str, float]:
+    """Optuna's importances, or {} where it cannot tell (too few trials, or no variation: it then
+    warns and returns equal shares, which would read as a finding)."""
+    import warnings
+
     import optuna
 
-    try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
-    except (RuntimeError, ValueError):  # fewer than two finished trials, or no variation
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            return {}
+    if any("will be equal" in str(w.message) for w in caught):
         return {}
+    return {k: float(v) for k, v in importances.items()}
 
 
 def _best_value(study) -> float | None:

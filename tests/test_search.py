@@ -93,3 +93,45 @@ def test_options_given_on_the_command_line_are_not_searched(tmp_path, tiny_encod
 
     bad = CliRunner().invoke(main, ["finetune", "--search-time", "5", "--output", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--search-time needs --search N" in bad.output
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter")
+def test_the_time_limit_stops_a_trial_keeps_the_best_finished_one_and_resume_reruns_it(
+        tmp_path, tiny_encoder, tiny_train_csv, monkeypatch):
+    import time as real_time
+
+    import nlu_deploy.search as search_module
+
+    class Clock:  # the search's clock, moved an hour on when the second trial reaches step 3
+        offset = 0.0
+
+        @staticmethod
+        def monotonic():
+            return real_time.monotonic() + Clock.offset
+
+    def jump(number, step):
+        if number == 1 and step == 3:
+            Clock.offset = 3600.0
+
+    monkeypatch.setattr(search_module, "time", Clock)
+    output = tmp_path / "timed"
+    study_dir = search_dir(output)
+    study_dir.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{study_dir / STUDY_FILE}", study_name=STUDY_NAME,
+                                direction="maximize")
+    for params in GOOD:
+        study.enqueue_trial(params)
+    limited = SearchConfig(trials=5, minutes=30, fixed=("batch_size",))
+    search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), limited, show_progress=False,
+           on_trial_step=jump)
+    report = json.loads((output / "search_report.json").read_text())
+    assert [t["state"] for t in report["trials"]] == ["COMPLETE", "FAIL"]  # nothing started after the limit
+    assert report["best_trial"] == 0
+    assert "stopped by the --search-time limit" in (study_dir / "search.log").read_text()
+
+    monkeypatch.setattr(search_module, "time", real_time)
+    search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), SearchConfig(trials=2, fixed=("batch_size",)),
+           show_progress=False)
+    report = json.loads((output / "search_report.json").read_text())
+    assert [t["state"] for t in report["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert report["trials"][2]["params"] == report["trials"][1]["params"] == GOOD[1]
