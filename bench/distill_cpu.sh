@@ -6,6 +6,8 @@
 #   2. distil students with K of its layers (`nlu-deploy distill`, defaults: T 2, alpha 0.5,
 #      3 epochs, the teacher's batch size and learning rate, the teacher's own split), export,
 #      validate against their own PyTorch weights on the same held-out rows;
+#      For the K given third to run_dataset, the student is also exported with `--quantize auto --max-score-drop
+#      0.3` (accuracy-budgeted int8, see the README), as student-K-auto;
 #   3. benchmark the teacher's PyTorch eager, its ONNX files and every student's in ONE run
 #      (`bench --also`), draw accuracy against throughput, and tabulate score deltas and
 #      speed-ups over the teacher's PyTorch at batch 32, sequence length 32.
@@ -21,7 +23,7 @@ mkdir -p bench/results
 missing() { [ "${REUSE:-0}" != 1 ] || [ ! -f "$1/metrics.json" ]; }
 
 run_dataset() {
-  local name=$1 layers=$2; shift 2
+  local name=$1 layers=$2 auto_layers=$3; shift 3
   local work=models/bench-distill-$name out=bench/results/$stamp-distill-$name
   if missing "$work/teacher"; then
     nlu-deploy finetune "$@" --seed 42 --output "$work/teacher" --overwrite
@@ -39,12 +41,20 @@ run_dataset() {
       --data "$work/teacher/validation_split.jsonl" --json "$out-student-$k-validation.json" > /dev/null
     also+=(--also "student-$k=$work/student-$k-onnx")
   done
+  for k in $auto_layers; do
+    nlu-deploy export "$work/student-$k" --output "$work/student-$k-auto-onnx" --quantize auto --max-score-drop 0.3 \
+      --overwrite > "$out-student-$k-auto-quantization.md"
+    nlu-deploy validate --model "$work/student-$k" --onnx "$work/student-$k-auto-onnx" \
+      --data "$work/teacher/validation_split.jsonl" --json "$out-student-$k-auto-validation.json" > /dev/null
+    also+=(--also "student-$k-auto=$work/student-$k-auto-onnx")
+  done
   nlu-deploy bench "$work/teacher-onnx" --model "$work/teacher" "${also[@]}" --batch-sizes 1,32 --seq-lens 16,32 \
     --min-seconds 2 --json "$out-bench.json" --accuracy-plot "$out.png" > "$out-bench.md"
-  python bench/distill_table.py "$work" "$out-bench.json" $layers | tee "$out.md"
+  python bench/distill_table.py "$work" "$out-bench.json" $layers $(for k in $auto_layers; do echo "$k-auto"; done) \
+    | tee "$out.md"
 }
 
 data=$shared/snips/train.jsonl
-run_dataset snips "2 3 4" --train "$data" --label-column intent --epochs 1
-run_dataset banking77 "2 3 4" --train "$shared/banking77/train.csv" --label-column category --epochs 4
-run_dataset snips-slots "3" --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4
+run_dataset snips "2 3 4" "" --train "$data" --label-column intent --epochs 1
+run_dataset banking77 "2 3 4" "3" --train "$shared/banking77/train.csv" --label-column category --epochs 4
+run_dataset snips-slots "3" "" --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4

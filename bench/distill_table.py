@@ -3,7 +3,8 @@ from the files it wrote:
     python bench/distill_table.py WORK_DIR BENCH_JSON K [K ...]
 prints the markdown table and draws BENCH_JSON's name with .png for -bench.json.
 WORK_DIR holds teacher/, teacher-onnx/ and student-K/, student-K-onnx/ (with validate's
-validation.json); BENCH_JSON is one `bench --also student-K=...` run over all of them."""
+validation.json), and for K given as "K-auto" student-K-auto-onnx/ (student-K exported with
+--quantize auto); BENCH_JSON is one `bench --also student-K=...` run over all of them."""
 
 import json
 import sys
@@ -17,9 +18,9 @@ work, bench_json, layers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 benchmark = json.loads(bench_json.read_text())
 validations = {"": json.loads((work / "teacher-onnx" / "validation.json").read_text())}
 students = {}
-for k in layers:
+for k in layers:  # "3-auto": student-3's checkpoint exported with --quantize auto into student-3-auto-onnx
     validations[f"student-{k}"] = json.loads((work / f"student-{k}-onnx" / "validation.json").read_text())
-    students[f"student-{k}"] = json.loads((work / f"student-{k}" / "metrics.json").read_text())
+    students[f"student-{k}"] = json.loads((work / f"student-{k.removesuffix('-auto')}" / "metrics.json").read_text())
 teacher_metrics = json.loads((work / "teacher" / "metrics.json").read_text())
 teacher_layers = json.loads((work / "teacher" / "config.json").read_text())["num_hidden_layers"]
 teacher_score = validations[""]["pytorch"][validations[""]["primary_metric"]]
@@ -43,6 +44,8 @@ print(f"Held-out split: {validations['']['data']} ({validations['']['examples']}
 print(markdown_table(["model", "layers", "variant", f"{points[0]['metric']} %", "vs teacher PyTorch (points)",
                       "speed-up b32 s32", "speed-up b1 s16", "p50 ms b1 s16", "training s"], rows))
 for label, metrics in students.items():
+    if label.endswith("-auto"):
+        continue
     facts = metrics["distillation"]
     print(f"\n{label}: layers {facts['kept_layers']} of {facts['teacher_layers']}, T {facts['temperature']}, "
           f"alpha {facts['alpha']}, best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}; soft-target loss "
