@@ -110,7 +110,6 @@ def finetune_options(command):
     return command
 
 
-SEARCHABLE = ("lr", "batch_size", "epochs", "warmup_ratio", "weight_decay", "slot_loss_weight")
 search_options = [
     click.option("--search", "search_trials", type=int, default=None, metavar="N",
                  help="Run N fine-tunes with Optuna-chosen lr, batch size, epochs, warm-up and weight decay "
@@ -129,16 +128,22 @@ def with_search_options(command):
 
 def make_search_config(trials: int | None, minutes: float | None):
     """The search, with the options the user set on the command line left out of it."""
-    from nlu_deploy.config import SearchConfig
+    from nlu_deploy.config import SEARCH_SPACE, SearchConfig
 
     if trials is None:
         if minutes is not None:
             raise click.UsageError("--search-time needs --search N.")
         return None
     context = click.get_current_context()
-    fixed = tuple(name for name in SEARCHABLE
+    fixed = tuple(name for name in SEARCH_SPACE
                   if context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None))
     return SearchConfig(trials=trials, minutes=minutes, fixed=fixed)
+
+
+def echo_search_result(found) -> None:
+    options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found.best_params.items())
+    click.echo(f"Best of {len(found.trials)} trials: trial {found.best_trial + 1}, validation score "
+               f"{100 * found.best_value:.2f}% with {options}. Checkpoint and search_report.md: {found.output}")
 
 
 def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | None, **options) -> FinetuneConfig:
@@ -215,11 +220,7 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
             raise click.UsageError("--search runs its trials in one process; leave out --nproc.")
         from nlu_deploy.search import search as run_search
 
-        found = run_search(config, search, show_progress=sys.stderr.isatty())
-        click.echo(f"Best of {len(found.trials)} trials: trial {found.best_trial + 1}, validation score "
-                   f"{100 * found.best_value:.2f}% with " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else
-                                                                   f"{k} {v}" for k, v in found.best_params.items())
-                   + f". Checkpoint and search_report.md: {found.output}")
+        echo_search_result(run_search(config, search, show_progress=sys.stderr.isatty()))
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc))
@@ -299,8 +300,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
         sys.exit(launch_torchrun(nproc, "distill"))
     result = run_distill(config, show_progress=sys.stderr.isatty(), search=search)
     if search is not None:
-        click.echo(f"Best of {len(result.trials)} trials: trial {result.best_trial + 1}, validation score "
-                   f"{100 * result.best_value:.2f}%. Student checkpoint and search_report.md: {result.output}")
+        echo_search_result(result)
         return
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports

@@ -135,6 +135,19 @@ class FinetuneConfig:
         return tuple(c for c in (self.text_column, self.label_column, self.intent_column) if c)
 
 
+# option -> (kind, range). Ranges bracket the recipes that work for BERT-size encoders on
+# intent and slot data (lr 2e-5..2e-4 in the BERT paper's grid, extended down for small data
+# and up for small models such as MiniLM; batch 16..64; 2..5 epochs; warm-up up to 20% of steps).
+SEARCH_SPACE: dict[str, tuple] = {
+    "lr": ("log", 1e-5, 5e-4),
+    "batch_size": ("choice", (16, 32, 64)),
+    "epochs": ("int", 2, 5),
+    "warmup_ratio": ("float", 0.0, 0.2),
+    "weight_decay": ("float", 0.0, 0.1),
+    "slot_loss_weight": ("float", 0.5, 3.0),  # the joint task only (Task.searched_options)
+}
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """finetune --search: how many trials, how long at most, and the options the user fixed."""

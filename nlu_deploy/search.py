@@ -16,13 +16,14 @@ search.png (score against trial, and which options mattered).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nlu_deploy import artifacts, checkpointing
-from nlu_deploy.config import FinetuneConfig, SearchConfig
+from nlu_deploy.config import SEARCH_SPACE, FinetuneConfig, SearchConfig
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.progress import ProgressLog
@@ -30,17 +31,6 @@ from nlu_deploy.reports import markdown_table
 from nlu_deploy.tasks import get_task
 from nlu_deploy.train import finetune
 
-# option -> (kind, range). Ranges bracket the recipes that work for BERT-size encoders on
-# intent and slot data (lr 2e-5..2e-4 in the BERT paper's grid, extended down for small data
-# and up for small models such as MiniLM; batch 16..64; 2..5 epochs; warm-up up to 20% of steps).
-SEARCH_SPACE: dict[str, tuple] = {
-    "lr": ("log", 1e-5, 5e-4),
-    "batch_size": ("choice", (16, 32, 64)),
-    "epochs": ("int", 2, 5),
-    "warmup_ratio": ("float", 0.0, 0.2),
-    "weight_decay": ("float", 0.0, 0.1),
-    "slot_loss_weight": ("float", 0.5, 3.0),  # the joint task only (Task.searched_options)
-}
 STUDY_FILE = "study.db"
 LOG_FILE = "search.log"
 BEST_DIR = "best"
@@ -71,7 +61,7 @@ def searched_options(config: FinetuneConfig, search: SearchConfig) -> list[str]:
     return [name for name in (*_COMMON, *task.searched_options) if name not in search.fixed]
 
 
-_COMMON = ("lr", "batch_size", "epochs", "warmup_ratio", "weight_decay")
+_COMMON = tuple(name for name in SEARCH_SPACE if name != "slot_loss_weight")  # every task's
 
 
 def draw(trial, names: list[str]) -> dict:
@@ -94,8 +84,6 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
     """Run (or continue, with config.resume) the search; write the best trial to config.output.
     `on_trial_step(trial_number, global_step)` is called after every optimizer step (tests use it
     to interrupt a search). With a `distillation` (distill.py) every trial trains a student."""
-    import os
-
     import optuna
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -193,7 +181,8 @@ def _write_output(study, config: FinetuneConfig, search: SearchConfig, names: li
     importances = _importances(study)
     report = {"task": config.task, "metric": get_task(config.task).primary_metric, "trials_asked": search.trials,
               "minutes": search.minutes, "searched": {n: SEARCH_SPACE[n] for n in names},
-              "fixed": {n: getattr(config, n) for n in (*_COMMON, "slot_loss_weight") if n not in names},
+              "fixed": {n: getattr(config, n) for n in (*_COMMON, *get_task(config.task).searched_options)
+                        if n not in names},
               "best_trial": best.number, "best_value": best.value, "best_params": best.params,
               "importances": importances, "trials": trials, "study": str(directory / STUDY_FILE)}
     from nlu_deploy.plots import plot_search
