@@ -11,6 +11,8 @@
 # On the lent GPU machine our pinned stack travels as wheels (see ../shared/DEVICE.md), e.g.:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #   SNIPS_TRAIN=shared/data/snips/train.jsonl bash bench/gpu_check.sh
+# MODEL=DIR fine-tunes that encoder instead of the packaged MiniLM. GPU_CHECK_TRAIN_ONLY=1 stops
+# after step 2 (bench/gpu_lease.sh: the device's onnxruntime is a CPU build).
 # GPU_CHECK_CPU=1 runs the same steps on CPU with 600 SNIPS rows: it checks the script itself,
 # not the GPU (steps that need CUDA are skipped and say so).
 set -euo pipefail
@@ -32,13 +34,17 @@ sys.stdout.writelines(rows[:600])" "$data" > "$work/train-sample.jsonl"
 fi
 
 step "doctor"
-nlu-deploy doctor --json "$OUT/doctor.json" | tee "$OUT/doctor.md" || echo "doctor: exit $? (see doctor.md)"
+if [ "${GPU_CHECK_TRAIN_ONLY:-0}" = 1 ]; then
+  nlu-deploy doctor || echo "doctor: exit $?"  # its output is in gpu_check.log
+else
+  nlu-deploy doctor --json "$OUT/doctor.json" | tee "$OUT/doctor.md" || echo "doctor: exit $? (see doctor.md)"
+fi
 
 step "training: compiled + bf16 vs eager fp32 ($device)"
 train() {  # name, extra options
   local name=$1; shift
   nlu-deploy finetune --train "$data" --label-column intent --epochs 2 --seed 42 --device "$device" \
-    --output "$work/$name" --overwrite "$@"
+    --output "$work/$name" --overwrite ${MODEL:+--model "$MODEL"} "$@"
   cp "$work/$name/metrics.json" "$OUT/training-$name.json"
 }
 if [ "$device" = cuda ]; then
@@ -63,6 +69,11 @@ for name in ("compiled-bf16", "eager-fp32"):
                 f"{compile_s:.1f} | {100 * m['best']['accuracy']:.2f}% |")
 print("\n".join(rows))
 PY
+
+if [ "${GPU_CHECK_TRAIN_ONLY:-0}" = 1 ]; then
+  step "done (training only)"
+  exit 0
+fi
 
 step "export: fp32 (plain), O2, fp16"
 nlu-deploy export "$work/compiled-bf16" --output "$work/onnx" --optimize O2 --overwrite
