@@ -24,16 +24,18 @@ if [ "${LEASE_CPU:-0}" != 1 ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/machine.txt" 2>&1
   python3 -c "import torch, transformers, onnxruntime; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)" >> "$OUT/machine.txt" 2>&1
-  device=cuda workers=8
+  device=cuda workers=${SWEEP_WORKERS:-8}
 else
   device=cpu workers=2
 fi
-gunzip -kf .gpu/data/*/*.gz
+gunzip -kf .gpu/data/*/*.gz  # (on the device; here, delete the copies before the next call: they would travel)
 export SNIPS_TRAIN=.gpu/data/snips/train.jsonl MODEL=.gpu/minilm WORK_DIR=/tmp/nlu-gpu-check
-GPU_CHECK_TRAIN_ONLY=1 GPU_CHECK_CPU=${LEASE_CPU:-0} timeout 240 bash bench/gpu_check.sh || echo "gpu_check: exit $?"
+if [ "${SWEEP_PLAN:-first}" = first ]; then  # the follow-up lease is the sweep alone
+  GPU_CHECK_TRAIN_ONLY=1 GPU_CHECK_CPU=${LEASE_CPU:-0} timeout 240 bash bench/gpu_check.sh || echo "gpu_check: exit $?"
+fi
 left=$(python3 -c "print(max(0.5, $budget - ($(date +%s) - $started) / 60 - 1.5))")
 sweep_options=()
 [ "${LEASE_CPU:-0}" = 1 ] && sweep_options=(--rows 300 --epochs-cap 1 --only snips-slots,clinc150)
 python3 bench/recipe_sweep.py --data-root .gpu/data --model .gpu/minilm --device "$device" --workers "$workers" \
-  --out "$OUT" --deadline-minutes "$left" --grace-minutes 1 "${sweep_options[@]}"
+  --out "$OUT" --deadline-minutes "$left" --grace-minutes "${SWEEP_GRACE:-1}" --plan "${SWEEP_PLAN:-first}" "${sweep_options[@]}"
 echo "lease script: $(( $(date +%s) - started )) s"

@@ -66,6 +66,17 @@ PLAN = (grid("snips-slots", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
         + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.2)
         + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.1))
 
+# A short second lease (2026-11-29, after the first's results): smaller batches for the word
+# tasks, the joint slot-loss weight, the ablations and the small-data epochs the first ran out of
+# time for, and the BANKING77 epoch count between 4 and 8.
+FOLLOW_UP = (grid("snips-joint", (2e-4,), (16,), (3,), slot_loss_weight=2.0) + grid("snips-joint", (1e-4, 2e-4), (8,), (3,))
+             + grid("snips-slots", (1e-4, 2e-4), (8,), (3,))
+             + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0)
+             + grid("snips-intents-1000", (1e-4,), (16,), (3, 6, 10)) + grid("banking77", (1e-4,), (16,), (6,))
+             + grid("snips-joint", (4e-4,), (16,), (3,), slot_loss_weight=2.0))
+PLANS = {"first": PLAN, "follow-up": FOLLOW_UP}
+OPTIONAL_KEYS = ("warmup_ratio", "weight_decay", "slot_loss_weight")
+
 
 def plain_copy(path: Path, work: Path) -> Path:
     """The data file itself, or its gunzipped copy (data travels gzipped to the GPU machine)."""
@@ -109,7 +120,7 @@ def _column_options(options: list[str]) -> dict:
 
 
 def run_name(run: dict) -> str:
-    extras = "".join(f"-{k}{run[k]}" for k in ("warmup_ratio", "weight_decay") if k in run)
+    extras = "".join(f"-{k}{run[k]}" for k in OPTIONAL_KEYS if k in run)
     return f"{run['dataset']}-lr{run['lr']:g}-b{run['batch_size']}-e{run['epochs']}{extras}"
 
 
@@ -121,6 +132,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="encoder (default: the packaged MiniLM)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--plan", choices=sorted(PLANS), default="first")
     parser.add_argument("--only", default=None, help="comma-separated data sets")
     parser.add_argument("--rows", type=int, default=None, help="keep only this many training rows (smoke runs)")
     parser.add_argument("--epochs-cap", type=int, default=None, help="cap every run's epochs (smoke runs)")
@@ -140,7 +152,7 @@ def main() -> None:
         log.flush()
 
     wanted = set(args.only.split(",")) if args.only else set(DATASETS)
-    plan = [dict(run) for run in PLAN if run["dataset"] in wanted]
+    plan = [dict(run) for run in PLANS[args.plan] if run["dataset"] in wanted]
     files = {name: sweep_file(name, args.data_root, args.work, args.rows) for name in {r["dataset"] for r in plan}}
     say(f"{len(plan)} runs, {args.workers} at a time, device {args.device}")
     deadline = started + 60 * args.deadline_minutes
@@ -159,7 +171,7 @@ def main() -> None:
                    "--batch-size", str(run["batch_size"]), "--epochs", str(epochs), "--seed", "42",
                    "--device", args.device, "--no-compile", "--precision", "fp32", "--checkpoint-every", "0",
                    "--output", str(output), "--overwrite"]
-        for key in ("warmup_ratio", "weight_decay"):
+        for key in OPTIONAL_KEYS:
             if key in run:
                 command += [f"--{key.replace('_', '-')}", str(run[key])]
         if args.model:
