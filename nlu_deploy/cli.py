@@ -14,7 +14,8 @@ import click
 
 from nlu_deploy import __version__, artifacts
 from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDERS,
-                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS, DEFAULT_ALPHA, DEFAULT_TEMPERATURE,
+                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS, DEFAULT_ALPHA, DEFAULT_SLOT_LOSS_WEIGHT,
+                               DEFAULT_TEMPERATURE,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
@@ -69,13 +70,15 @@ def finetune_options(command):
                      help="Column with the intent (default 'label'), or for tagging and joint the list of tags "
                           "(default 'tags')."),
         click.option("--intent-column", default=None, help="joint: column with the intent (default 'intent')."),
-        click.option("--slot-loss-weight", type=float, default=1.0, show_default=True,
+        click.option("--slot-loss-weight", type=float, default=DEFAULT_SLOT_LOSS_WEIGHT, show_default=True,
                      help="joint: loss = intent cross-entropy + this * slot cross-entropy."),
-        click.option("--epochs", type=int, default=3, show_default=True),
-        click.option("--batch-size", type=int, default=None,
-                     help="Global batch size. Default: 32; 16 for --task joint."),
+        click.option("--epochs", type=int, default=None,
+                     help="Default: 3, or more (up to 10) when the intents have few training examples each: "
+                          "enough for the model to see each intent about 800 times (README: Recipes)."),
+        click.option("--batch-size", type=int, default=None, help="Global batch size. Default: 16."),
         click.option("--lr", type=float, default=None,
-                     help="Peak learning rate (AdamW). Default: 1e-4; 2e-4 for --task joint."),
+                     help="Peak learning rate (AdamW). Default: 1e-4 for intents, 2e-4 for slots, 4e-4 for "
+                          "--task joint (README: Recipes)."),
         click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
                      help="Share of the steps over which the learning rate rises linearly before it decays."),
         click.option("--weight-decay", type=float, default=0.01, show_default=True,

@@ -10,14 +10,14 @@ import gc
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.batching import BatchesWithoutSingletons, compile_without_duck_sizing
-from nlu_deploy.config import FinetuneConfig
+from nlu_deploy.config import FinetuneConfig, default_epochs
 from nlu_deploy.data import write_jsonl
 from nlu_deploy.distributed import DistributedContext, any_across, gather_arrays, init_distributed, shutdown, sum_across
 from nlu_deploy.errors import ConfigError, NluDeployError
@@ -50,6 +50,14 @@ def load_finetune_data(config: FinetuneConfig, task: Task):
     if config.validation is not None:
         return data, task.read(config.validation, config.columns)
     return task.holdout(data, config.validation_fraction, config.split_seed)
+
+
+def resolve_epochs(config: FinetuneConfig, task: Task, train_data) -> FinetuneConfig:
+    """The config with its epochs set: the user's, or the task's default for this data (fewer
+    examples per intent, more epochs; see config.default_epochs)."""
+    if config.epochs is not None:
+        return config
+    return replace(config, epochs=default_epochs(task.examples_per_label(train_data)))
 
 
 def seed_everything(seed: int) -> None:
@@ -154,6 +162,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     task = get_task(config.task)
     train_data, validation_data = load_finetune_data(config, task)
     out_of_scope, train_data, validation_data = plan_out_of_scope(config, task, train_data, validation_data)
+    config = resolve_epochs(config, task, train_data)  # before the fingerprint and the manifest record it
     label_sets = distillation.label_sets(task, train_data) if distillation else task.label_sets(train_data)
     label2ids = label_maps(label_sets)
     # Validation labels the training data lacks are scored as errors, counted and reported

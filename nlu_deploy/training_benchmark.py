@@ -55,6 +55,7 @@ def compare_with_trainer(config: FinetuneConfig) -> TrainingComparison:
     with tempfile.TemporaryDirectory(prefix="nlu-deploy-train-bench-") as scratch:
         ours = finetune(replace(config, output=Path(scratch) / "ours", checkpoint_every=0), show_progress=False)
         metrics = artifacts.read_json(Path(scratch) / "ours" / artifacts.METRICS)
+        config = replace(config, epochs=len(ours.epochs))  # what our run resolved: the user's or the default
         seconds = sum(epoch["seconds"] for epoch in ours.epochs)
         ours_run = TrainingRun("nlu-deploy", seconds, metrics["train_examples"] * config.epochs / seconds,
                                ours.epochs[-1][f"validation_{primary}"])

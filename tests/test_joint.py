@@ -173,9 +173,11 @@ def test_quantize_auto_gates_each_joint_score_and_scores_unseen_labels_as_errors
 
 def test_run_joint_end_to_end_on_the_cli(tmp_path, tiny_encoder, tiny_joint_train):
     output = tmp_path / "run"
+    # The chain is under test, not int8 parity: a 2-layer random-vocabulary model's int8 file can
+    # drift a point of F1 on 60 words (the gate itself: test_a_joint_file_broken_only_in_its_slot_output_fails_on_slots_alone).
     result = CliRunner().invoke(main, ["run", "--task", "joint", "--model", str(tiny_encoder), "--train",
                                        str(tiny_joint_train), "--epochs", "4", "--batch-size", "8", "--lr", "5e-3",
-                                       "--max-length", "32", "--batch-sizes", "1,4", "--seq-lens", "8",
+                                       "--max-score-drop", "5", "--max-length", "32", "--batch-sizes", "1,4", "--seq-lens", "8",
                                        "--min-seconds", "0.05", "--output", str(output)])
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())

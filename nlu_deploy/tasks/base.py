@@ -138,6 +138,14 @@ class Task:
     def intents_of(self, data) -> list[str]:
         raise NotImplementedError
 
+    def examples_per_label(self, data) -> float | None:
+        """Training rows per intent label (rows only a teacher labels left out); None for a task
+        without an intent. config.default_epochs turns it into the default number of epochs."""
+        if self.intent_head is None:
+            return None
+        intents = [intent for intent in self.intents_of(data) if intent != UNLABELED]
+        return len(intents) / max(1, len(set(intents)))
+
     def without_intent(self, data, label: str):
         """(data less the examples whose intent is `label`, how many there were)."""
         keep = [i for i, intent in enumerate(self.intents_of(data)) if intent != label]
