@@ -2,7 +2,8 @@
 # Reproduce the README's joint intent + slot figures (SNIPS) from a fresh clone, after the
 # README's install command:
 #   1. fine-tune one joint MiniLM (--task joint) with the default options (3 epochs; the joint
-#      defaults batch 16 / lr 2e-4) on a seeded 90% of SNIPS train; the other 10% is held out;
+#      defaults batch 16 / lr 4e-4 / slot-loss weight 2 since 2026-11-30, batch 16 / lr 2e-4 /
+#      weight 1 before) on a seeded 90% of SNIPS train; the other 10% is held out;
 #   2. export fp32 / O2 / dynamic int8 and validate every file on the held-out 10%: intent
 #      accuracy, entity F1, exact match;
 #   3. train the intent-only model (1 epoch, as in bench/snips_cpu.sh) on exactly the same 90%,

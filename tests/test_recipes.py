@@ -32,7 +32,8 @@ def test_each_task_gets_its_recipe_and_the_users_options_win(tmp_path, task):
 def test_fewer_examples_per_intent_get_more_epochs_up_to_a_cap():
     assert default_epochs(None) == 3  # word tagging: no intent
     assert default_epochs(1600) == 3  # SNIPS: 1,600 rows per intent
-    assert default_epochs(105) == 8  # BANKING77: 105 per intent
+    assert default_epochs(117) == 7  # BANKING77's seeded 90%: 117 per intent
+    assert default_epochs(105) == 8  # the 81% the recipe sweep trained on
     assert default_epochs(129) == 7  # 1,000 SNIPS rows
     assert default_epochs(2) == 10  # the cap
     rule = [default_epochs(n) for n in range(1, 3000, 7)]

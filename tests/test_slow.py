@@ -26,12 +26,12 @@ def test_snips_intents_one_epoch_reach_the_v1_bar(tmp_path, shared_data):
 
 @pytest.mark.slow
 def test_snips_slots_three_epochs_reach_the_tagging_bar(tmp_path, shared_data):
-    """MiniLM as a BIO tagger, 3 epochs on a seeded 90% of SNIPS tokens/tags, scored on the other
-    10% with exact-span entity F1 (about 12 minutes on 2 cores). The recipe (batch 16, lr 2e-4)
-    was chosen on that held-out split of train, never on SNIPS test."""
+    """MiniLM as a BIO tagger with the task's default options (3 epochs, batch 16, lr 2e-4) on a
+    seeded 90% of SNIPS tokens/tags, scored on the other 10% with exact-span entity F1 (about 10
+    minutes on 2 cores; 95.41 measured). The recipe was chosen inside the 90% (README: Recipes)."""
     checkpoint, onnx_dir = tmp_path / "slots", tmp_path / "slots-onnx"
     finetune(FinetuneConfig(output=checkpoint, train=shared_data / "snips" / "train.jsonl",
-                            task="token-classification", epochs=3, batch_size=16, lr=2e-4), show_progress=False)
+                            task="token-classification"), show_progress=False)
     export(ExportConfig(model_dir=checkpoint, output=onnx_dir, optimize="O2", quantize="dynamic"))
     report = validate(ValidateConfig(model_dir=checkpoint, onnx_dir=onnx_dir,
                                      data=checkpoint / artifacts.VALIDATION_SPLIT, max_score_drop=1.0))
