@@ -218,15 +218,15 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
 
     config = make_finetune_config(output, overwrite, compile_flag, **options)
     search = make_search_config(search_trials, search_time)
-    if search is not None:
-        if nproc > 1:
-            raise click.UsageError("--search runs its trials in one process; leave out --nproc.")
-        from nlu_deploy.search import search as run_search
-
-        echo_search_result(run_search(config, search, show_progress=sys.stderr.isatty()))
-        return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc))
+    if search is not None:  # under torchrun: one trial after another, each with every process
+        from nlu_deploy.search import search as run_search
+
+        found = run_search(config, search, show_progress=sys.stderr.isatty())
+        if found is not None:  # the main process reports
+            echo_search_result(found)
+        return
     result = run_finetune(config, show_progress=sys.stderr.isatty())
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports
@@ -297,13 +297,12 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag],
                            **options)
     search = make_search_config(search_trials, search_time)
-    if search is not None and nproc > 1:
-        raise click.UsageError("--search runs its trials in one process; leave out --nproc.")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc, "distill"))
     result = run_distill(config, show_progress=sys.stderr.isatty(), search=search)
     if search is not None:
-        echo_search_result(result)
+        if result is not None:  # None on the other processes under torchrun
+            echo_search_result(result)
         return
     if "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0":
         return  # the main process reports

@@ -14,6 +14,9 @@ class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # False when the group was already there (a --search joins it once for all its trials):
+    # then shutdown() leaves it for its owner to close.
+    owns_group: bool = True
 
     @property
     def enabled(self) -> bool:
@@ -37,9 +40,10 @@ def init_distributed(device_request: str) -> DistributedContext:
     use_cuda = device_request != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistributedContext(dist.get_rank(), world_size, local_rank)
+    return DistributedContext(dist.get_rank(), world_size, local_rank, owns_group)
 
 
 def shutdown(context: DistributedContext) -> None:
@@ -47,7 +51,8 @@ def shutdown(context: DistributedContext) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-        dist.destroy_process_group()
+        if context.owns_group:
+            dist.destroy_process_group()
 
 
 def sum_across(context: DistributedContext, *values: float) -> list[float]:
@@ -76,6 +81,17 @@ def gather_arrays(context: DistributedContext, array: np.ndarray) -> np.ndarray:
     parts: list = [None] * context.world_size
     dist.all_gather_object(parts, array)
     return np.concatenate(parts)
+
+
+def from_main(context: DistributedContext, value):
+    """The main process's `value`, on every process (a picklable object: a decision, options)."""
+    if not context.enabled:
+        return value
+    import torch.distributed as dist
+
+    holder = [value if context.is_main else None]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def barrier(context: DistributedContext) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts, checkpointing
 from nlu_deploy.config import SEARCH_SPACE, FinetuneConfig, SearchConfig
+from nlu_deploy.distributed import any_across, barrier, from_main, init_distributed, shutdown
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.progress import ProgressLog
@@ -80,23 +81,108 @@ def draw(trial, names: list[str]) -> dict:
 
 
 def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = True,
-           on_trial_step=None, distillation=None) -> SearchResult:
+           on_trial_step=None, distillation=None) -> SearchResult | None:
     """Run (or continue, with config.resume) the search; write the best trial to config.output.
     `on_trial_step(trial_number, global_step)` is called after every optimizer step (tests use it
-    to interrupt a search). With a `distillation` (distill.py) every trial trains a student."""
+    to interrupt a search). With a `distillation` (distill.py) every trial trains a student.
+    Under torchrun the trials run one after another, each with every process (DDP): the main
+    process alone holds the study and the files, and tells the others each trial's options and
+    whether to prune or stop. It returns the result; the other processes return None."""
+    import gc
+
     import optuna
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("--search runs its trials in one process; start it without torchrun (or --nproc).")
-    directory = search_dir(config.output)
-    _refuse_clobbering(config, directory)
-    if config.overwrite and not config.resume and directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
+    main = context.is_main
     names = searched_options(config, search)
     if not names:
         raise ConfigError("every searched option (lr, batch size, epochs, warm-up, weight decay) was given; "
                           "there is nothing left to search.")
+    directory = search_dir(config.output)
+    task = get_task(config.task)
+    metric = task.primary_metric
+    deadline = time.monotonic() + 60 * search.minutes if search.minutes else None
+    study = log = None
+    first = None
+    if main:
+        study, log, first = _open_study(config, search, names, directory, show_progress)
+    first = from_main(context, first)
+    for position in range(first, search.trials + 1):
+        order = None
+        if main and not (deadline and time.monotonic() >= deadline):
+            trial = study.ask()
+            order = (trial.number, draw(trial, names))
+        elif main:
+            log.line("search: the --search-time limit is reached; no new trial starts.")
+        order = from_main(context, order)  # None: stop
+        if order is None:
+            break
+        number, params = order
+        trial_dir = directory / f"trial-{number}"
+        if main:
+            log.line(f"trial {number + 1} ({position} of {search.trials}): "
+                     + ", ".join(f"{k} {_shown(v)}" for k, v in params.items()))
+        started = time.monotonic()
+
+        def on_step(step, number=number):
+            if on_trial_step:
+                on_trial_step(number, step)
+            # every process stops at the same step (the main one's clock decides)
+            if deadline and any_across(context, main and time.monotonic() >= deadline):
+                raise SearchTimeUp
+
+        reported: list[int] = []
+
+        def on_epoch(epoch, scores, reported=reported):
+            reported.append(epoch)
+            prune = False
+            if main:
+                trial.report(scores[metric], epoch)
+                prune = trial.should_prune()
+            if from_main(context, prune):
+                raise optuna.TrialPruned
+
+        try:
+            result = finetune(replace(config, **params, output=trial_dir, overwrite=True, resume=False),
+                              show_progress, on_step=on_step, on_epoch=on_epoch, distillation=distillation)
+        except optuna.TrialPruned:
+            gc.collect()  # the trial's DDP wrapper goes while the process group is still there
+            if main:
+                trial.set_user_attr("seconds", time.monotonic() - started)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                _remove_trial(trial_dir)
+                log.line(f"trial {number + 1}: pruned after epoch {reported[-1]} ({_best_line(study)})")
+            barrier(context)
+            continue
+        except SearchTimeUp:
+            gc.collect()
+            if main:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                study.enqueue_trial(params)  # the next --resume starts with it
+                _remove_trial(trial_dir)
+                log.line(f"trial {number + 1}: stopped by the --search-time limit; --resume runs it again.")
+            break
+        if main:
+            _record_finished(study, trial, result, metric, started, trial_dir, directory)
+            left = f", {max(0, (deadline - time.monotonic()) / 60):.0f} min left" if deadline else ""
+            log.line(f"trial {number + 1}: validation {DISPLAY_NAMES[metric]} {result.best_scores[metric]:.4f} "
+                     f"({_best_line(study)}{left})")
+        barrier(context)  # the next trial starts once the main process has filed this one
+    found = _write_output(study, config, search, names, directory) if main else None
+    shutdown(context)
+    return found
+
+
+def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path,
+                show_progress: bool):
+    """(the study, the search log, the position of the first trial to run): the study created,
+    or reopened with its interrupted trials queued to run again."""
+    import optuna
+
+    _refuse_clobbering(config, directory)
+    if config.overwrite and not config.resume and directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A few random trials before TPE models the space; pruning starts once two trials have finished.
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=min(10, max(2, search.trials // 3)))
@@ -106,69 +192,28 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
     _check_same_search(study, config, names)
     log = ProgressLog(directory / LOG_FILE, show_progress)
     _rerun_interrupted(study, directory, log)
-    task = get_task(config.task)
-    metric = task.primary_metric
-    deadline = time.monotonic() + 60 * search.minutes if search.minutes else None
     done = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    metric = get_task(config.task).primary_metric
     log.line(f"search: {search.trials} trials of {config.task} over {', '.join(names)}, scored on validation "
              f"{DISPLAY_NAMES[metric]}; {len(done)} already finished"
              + (f", {search.minutes:g} minutes at most" if search.minutes else ""))
-    for position in range(len(done) + 1, search.trials + 1):
-        if deadline and time.monotonic() >= deadline:
-            log.line("search: the --search-time limit is reached; no new trial starts.")
-            break
-        trial = study.ask()
-        params = draw(trial, names)
-        trial_dir = directory / f"trial-{trial.number}"
-        log.line(f"trial {trial.number + 1} ({position} of {search.trials}): " + ", ".join(f"{k} {_shown(v)}" for k, v in params.items()))
-        started = time.monotonic()
+    return study, log, len(done) + 1
 
-        def on_step(step, number=trial.number):
-            if on_trial_step:
-                on_trial_step(number, step)
-            if deadline and time.monotonic() >= deadline:
-                raise SearchTimeUp
 
-        reported: list[int] = []
-
-        def on_epoch(epoch, scores, trial=trial, reported=reported):
-            trial.report(scores[metric], epoch)
-            reported.append(epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned
-
-        try:
-            result = finetune(replace(config, **params, output=trial_dir, overwrite=True, resume=False),
-                              show_progress, on_step=on_step, on_epoch=on_epoch, distillation=distillation)
-        except optuna.TrialPruned:
-            trial.set_user_attr("seconds", time.monotonic() - started)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            _remove_trial(trial_dir)
-            log.line(f"trial {trial.number + 1}: pruned after epoch {reported[-1]} "
-                     f"({_best_line(study)})")
-            continue
-        except SearchTimeUp:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(params)  # the next --resume starts with it
-            _remove_trial(trial_dir)
-            log.line(f"trial {trial.number + 1}: stopped by the --search-time limit; --resume runs it again.")
-            break
-        trial.set_user_attr("seconds", time.monotonic() - started)
-        trial.set_user_attr("scores", {k: v for k, v in result.best_scores.items() if k != "per_type"})
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        value = result.best_scores[metric]
-        previous_best = _best_value(study)
-        study.tell(trial, value)
-        if previous_best is None or value > previous_best:  # only the best checkpoint is kept
-            shutil.rmtree(directory / BEST_DIR, ignore_errors=True)
-            trial_dir.rename(directory / BEST_DIR)
-            artifacts.write_json(directory / BEST_DIR / "trial.json", {"trial": trial.number})
-        else:
-            _remove_trial(trial_dir)
-        left = f", {max(0, (deadline - time.monotonic()) / 60):.0f} min left" if deadline else ""
-        log.line(f"trial {trial.number + 1}: validation {DISPLAY_NAMES[metric]} {value:.4f} "
-                 f"({_best_line(study)}{left})")
-    return _write_output(study, config, search, names, directory)
+def _record_finished(study, trial, result, metric: str, started: float, trial_dir: Path, directory: Path) -> None:
+    """Tell the study a finished trial's score; keep its checkpoint only if it is the best so far."""
+    trial.set_user_attr("seconds", time.monotonic() - started)
+    trial.set_user_attr("scores", {k: v for k, v in result.best_scores.items() if k != "per_type"})
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    value = result.best_scores[metric]
+    previous_best = _best_value(study)
+    study.tell(trial, value)
+    if previous_best is None or value > previous_best:
+        shutil.rmtree(directory / BEST_DIR, ignore_errors=True)
+        trial_dir.rename(directory / BEST_DIR)
+        artifacts.write_json(directory / BEST_DIR / "trial.json", {"trial": trial.number})
+    else:
+        _remove_trial(trial_dir)
 
 
 def _write_output(study, config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path):

@@ -65,3 +65,21 @@ def test_two_process_distillation_writes_one_student(tmp_path, tiny_checkpoint):
     assert metrics["distillation"]["kl_to_teacher_after"] < metrics["distillation"]["kl_to_teacher_before"]
     assert artifacts.read_json(output / "config.json")["num_hidden_layers"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+
+
+def test_a_search_under_torchrun_runs_each_trial_with_both_processes(tmp_path, tiny_encoder, tiny_train_csv):
+    """finetune --search 3 --nproc 2: no nested launches; the trials run one after another, each a
+    two-process fine-tune; the main process alone keeps the study, the log and the one output."""
+    output = tmp_path / "tuned"
+    run = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--model", str(tiny_encoder), "--train",
+                          str(tiny_train_csv), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
+                          "--search", "3", "--nproc", "2", "--output", str(output)],
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("torch.distributed.run") == 1  # one launch, not one per trial
+    report = artifacts.read_json(output / "search_report.json")
+    assert len(report["trials"]) == 3
+    assert {t["state"] for t in report["trials"]} <= {"COMPLETE", "PRUNED"}
+    assert artifacts.read_json(output / "metrics.json")["processes"] == 2
+    assert (output / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned", "tuned.search"]
