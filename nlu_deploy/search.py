@@ -92,12 +92,12 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
 
     import optuna
 
-    context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
-    main = context.is_main
     names = searched_options(config, search)
     if not names:
         raise ConfigError("every searched option (lr, batch size, epochs, warm-up, weight decay) was given; "
                           "there is nothing left to search.")
+    context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
+    main = context.is_main
     directory = search_dir(config.output)
     task = get_task(config.task)
     metric = task.primary_metric
