@@ -80,7 +80,8 @@ def gather_arrays(context: DistributedContext, array: np.ndarray) -> np.ndarray:
 
     parts: list = [None] * context.world_size
     dist.all_gather_object(parts, array)
-    return np.concatenate(parts)
+    filled = [part for part in parts if len(part)]  # an empty part may lack the others' width
+    return np.concatenate(filled) if filled else array
 
 
 def from_main(context: DistributedContext, value):

@@ -16,7 +16,6 @@ search.png (score against trial, and which options mattered).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace

@@ -15,16 +15,29 @@ original string (Python indices, i.e. Unicode code points).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy.errors import ModelError
 from nlu_deploy.spans import entity_spans, split_words, text_entities, trim_span  # noqa: F401 (re-exported)
-from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, encode, pad_batch, softmax
+from nlu_deploy.tag_decoding import TagDecoder
+from nlu_deploy.runtime import OnnxTextClassifier, TextClassifier, TorchTextClassifier, encode, pad_batch
 
 IGNORED = -100  # PyTorch's cross-entropy ignore_index: positions that carry no label
 NO_SUBWORD = -1  # a word with no sub-word position (cut by truncation, or nothing to encode)
+
+
+@lru_cache(maxsize=16)
+def _decoder(tags: tuple[str, ...]) -> TagDecoder:
+    return TagDecoder(list(tags))
+
+
+def decoder_for(id2label: dict[int, str], width: int) -> TagDecoder:
+    """The BIO decoder of a model's first `width` tags (an evaluation's label map may hold more:
+    gold tags the model never had)."""
+    return _decoder(tuple(id2label[i] for i in range(width)))
 
 
 @dataclass
@@ -175,21 +188,18 @@ class WordTagger:
                                                  dtype=np.float32).reshape(len(sentences), -1)
         return result
 
-    def tags_from_logits(self, logits: np.ndarray) -> list[str]:
-        best = np.nan_to_num(logits, nan=-np.inf).argmax(-1)
-        return [self.id2label[int(b)] if not np.isnan(row).any() else "O" for b, row in zip(best, logits)]
+    def decode(self, logits: np.ndarray) -> tuple[list[str], list[float]]:
+        """Tags of one sentence (the best valid BIO sequence) and each chosen tag's probability."""
+        id2label = {int(k): v for k, v in self.id2label.items()}
+        return decoder_for(id2label, len(id2label)).decode(logits) if len(logits) else ([], [])
 
     def tag(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
-        return [self.tags_from_logits(x) for x in self.word_logits(sentences, batch_size)]
+        return [self.decode(x)[0] for x in self.word_logits(sentences, batch_size)]
 
     def predict_entities(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
         all_logits = self.word_logits([[w for w, _, _ in split_words(text)] for text in texts], batch_size)
-        results = []
-        for text, logits in zip(texts, all_logits):
-            probabilities = softmax(np.nan_to_num(logits, nan=0.0)).max(-1) if len(logits) else np.zeros(0)
-            found = text_entities(text, self.tags_from_logits(logits), probabilities.tolist())
-            results.append([Entity(**entity) for entity in found])
-        return results
+        return [[Entity(**entity) for entity in text_entities(text, *self.decode(logits))]
+                for text, logits in zip(texts, all_logits)]
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
         return self.predict_entities(texts, batch_size)

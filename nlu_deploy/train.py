@@ -117,8 +117,8 @@ def evaluate(task: Task, model, loader, device, amp_dtype, id2labels: dict[str, 
             for key, value in task.batch_predictions(outputs, batch, rows + dist.rank * 10**9).items():
                 parts.setdefault(key, []).append(value)
             rows += size
-    empty = np.zeros(0, dtype=np.int64)
-    gathered = {key: gather_arrays(dist, np.concatenate([empty, *parts.get(key, [])]))
+    empty = np.zeros(0, dtype=np.int64)  # a process with no held-out rows (tiny data under torchrun)
+    gathered = {key: gather_arrays(dist, np.concatenate(parts[key]) if key in parts else empty)
                 for key in task.prediction_keys}
     scores = task.score_predictions(gathered, id2labels)
     scores["loss"] = sum_across(dist, loss_sum)[0] / max(1, sum_across(dist, rows)[0])

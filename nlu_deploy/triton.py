@@ -175,6 +175,7 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     if words:  # the tags, and a joint model's intents
         labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
         _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy")
+        _copy_model_code("tag_decoding.py", post_dir / "1" / "tag_decoding.py", package="nlu_deploy")
     (post_dir / "1" / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
     if task.rejection is not None:  # the same out-of-scope rule and code as predict
         (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))

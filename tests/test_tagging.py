@@ -13,6 +13,7 @@ from nlu_deploy.errors import DataError
 from nlu_deploy.metrics import entity_scores, entity_spans
 from nlu_deploy.modeling import load_checkpoint, load_tokenizer
 from nlu_deploy.predict import load_predictor
+from nlu_deploy.tag_decoding import TagDecoder
 from nlu_deploy.tagged_data import load_tagged_sentences, normalise_bio, random_holdout, tag_list
 from nlu_deploy.tagging import (IGNORED, NO_SUBWORD, aligned_labels, cut_entities, encode_words, split_words,
                                 torch_tagger, trim_span)
@@ -117,6 +118,39 @@ def test_entity_scores_count_exact_spans_only():
     wrong_type = entity_scores([["B-city"]], [["B-date"]])
     assert wrong_type["entity_f1"] == 0.0 and wrong_type["per_type"]["date"]["support"] == 0
     assert entity_scores([["O"]], [["O"]])["entity_f1"] == 0.0  # nothing to find: no credit
+
+
+def _logits(probabilities):
+    return np.log(np.array(probabilities, dtype=np.float64))
+
+
+def test_decoding_returns_the_best_valid_bio_sequence_not_each_words_best_tag():
+    decoder = TagDecoder(["O", "B-city", "I-city", "B-artist", "I-artist"])
+    # Word by word the best tags are I-city B-city I-artist: both I- tags would be invalid here.
+    logits = _logits([[0.30, 0.20, 0.40, 0.05, 0.05],
+                      [0.10, 0.50, 0.30, 0.05, 0.05],
+                      [0.10, 0.05, 0.05, 0.35, 0.45]])
+    tags, scores = decoder.decode(logits)
+    assert tags == ["O", "B-city", "B-artist"]
+    assert scores == pytest.approx([0.30, 0.50, 0.35])  # each chosen tag's own probability
+    # A valid word-by-word best sequence is left alone, and a long entity is kept whole.
+    assert decoder.decode(_logits([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1],
+                                   [0.1, 0.1, 0.6, 0.1, 0.1]]))[0] == ["B-city", "I-city", "I-city"]
+    # I-city after B-city beats B-city + O when the sequence as a whole is likelier.
+    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.45, 0.05, 0.4, 0.05, 0.05]]))[0] == \
+        ["B-city", "O"]
+    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.35, 0.05, 0.4, 0.1, 0.1]]))[0] == \
+        ["B-city", "I-city"]
+
+
+def test_decoding_tags_words_without_logits_o_and_leaves_plain_tag_sets_to_the_argmax():
+    decoder = TagDecoder(["O", "B-city", "I-city"])
+    logits = _logits([[0.1, 0.8, 0.1], [np.nan] * 3, [0.05, 0.15, 0.8]])
+    assert decoder.decode(logits)[0] == ["B-city", "O", "B-city"]  # I-city cannot follow O
+    assert decoder.decode(np.zeros((0, 3)))[0] == []
+    plain = TagDecoder(["O", "city", "artist"])  # no I- tags: nothing is forbidden
+    rows = np.random.default_rng(0).normal(size=(12, 3))
+    assert plain.decode(rows)[0] == [["O", "city", "artist"][i] for i in rows.argmax(-1)]
 
 
 # --- sub-word alignment -------------------------------------------------------------------

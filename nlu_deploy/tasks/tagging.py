@@ -12,12 +12,12 @@ from nlu_deploy.demo import demo_tagged_sentences
 from nlu_deploy.metrics import entity_scores
 from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
-from nlu_deploy.tagging import IGNORED, WordTagger, aligned_labels, cut_entities, encode_words
+from nlu_deploy.tagging import IGNORED, WordTagger, aligned_labels, cut_entities, decoder_for, encode_words
 from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
                                    masked_cross_entropy)
 
 TAGS = "tags"
-WORD_KEYS = ("owners", "gold_tags", "predicted_tags")  # what batch_predictions gathers
+WORD_KEYS = ("owners", "gold_tags", "word_logits")  # what batch_predictions gathers
 
 
 def word_rows(tokenizer, data: TaggedSentences, tag_ids: dict[str, int], max_length: int):
@@ -30,12 +30,12 @@ def word_rows(tokenizer, data: TaggedSentences, tag_ids: dict[str, int], max_len
 
 
 def word_predictions(slot_logits, labels, first_row: int) -> dict[str, np.ndarray]:
-    """Gold and predicted tag ids of the labelled (first sub-word) positions, with the row each
-    belongs to, so that gathered words can be put back into sentences."""
-    labels, best = labels.cpu().numpy(), slot_logits.argmax(-1).cpu().numpy()
+    """Gold tag ids and logits of the labelled (first sub-word) positions, with the row each
+    belongs to, so that gathered words can be put back into sentences and decoded whole."""
+    labels, logits = labels.cpu().numpy(), slot_logits.detach().float().cpu().numpy()
     mask = labels != IGNORED
     rows, _ = np.nonzero(mask)
-    return {"owners": rows + first_row, "gold_tags": labels[mask], "predicted_tags": best[mask]}
+    return {"owners": rows + first_row, "gold_tags": labels[mask], "word_logits": logits[mask]}
 
 
 def sentences_from_words(gathered: dict[str, np.ndarray], id2tag: dict[int, str]):
@@ -43,7 +43,7 @@ def sentences_from_words(gathered: dict[str, np.ndarray], id2tag: dict[int, str]
         return [], []
     boundaries = np.flatnonzero(np.diff(gathered["owners"])) + 1
     gold = [[id2tag[int(i)] for i in part] for part in np.split(gathered["gold_tags"], boundaries)]
-    predicted = [[id2tag[int(i)] for i in part] for part in np.split(gathered["predicted_tags"], boundaries)]
+    predicted = [tags_of(part, id2tag) for part in np.split(gathered["word_logits"], boundaries)]
     return gold, predicted
 
 
@@ -52,8 +52,8 @@ def split_by_sentence(flat: np.ndarray, data: TaggedSentences) -> list[np.ndarra
 
 
 def tags_of(logits: np.ndarray, id2label: dict[int, str]) -> list[str]:
-    best = np.nan_to_num(logits, nan=-np.inf).argmax(-1) if len(logits) else np.zeros(0, dtype=int)
-    return [id2label[int(b)] if not np.isnan(row).any() else "O" for b, row in zip(best, logits)]
+    """One sentence's tags from its [words, tags] logits: the best valid BIO sequence."""
+    return decoder_for(id2label, logits.shape[-1]).decode(logits)[0] if len(logits) else []
 
 
 def flat_word_logits(tagger: WordTagger, sentences: list[list[str]], batch_size: int, width: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Triton Python-backend model: a slot tagger's (or joint model's) outputs in, the entities as JSON
 (and a joint model's intent and score) out (written by nlu-deploy export --triton).
 
-Each word takes the tag of its first sub-word (WORD_IDS, from the tokenizer model, maps token
-positions to whitespace words); entities come from spans.py, the file nlu-deploy itself uses,
-copied beside this one.
+Each word takes the logits of its first sub-word (WORD_IDS, from the tokenizer model, maps token
+positions to whitespace words); the tags are the best valid BIO sequence (tag_decoding.py) and the
+entities come from spans.py, the files nlu-deploy itself uses, copied beside this one.
 """
 
 import json
@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).parent))
 from spans import text_entities  # noqa: E402  (copied from nlu_deploy/spans.py)
+from tag_decoding import TagDecoder  # noqa: E402  (copied from nlu_deploy/tag_decoding.py)
 
 
 def softmax(logits):
@@ -26,6 +27,7 @@ class TritonPythonModel:
     def initialize(self, args):
         labels = json.loads((Path(__file__).parent / "labels.json").read_text(encoding="utf-8"))
         self.tags = [labels["tags"][str(i)] for i in range(len(labels["tags"]))]
+        self.decoder = TagDecoder(self.tags)
         intents = labels.get("intents")
         self.intents = [intents[str(i)] for i in range(len(intents))] if intents else None
         self.slot_output = "slot_logits" if self.intents else "logits"
@@ -36,17 +38,15 @@ class TritonPythonModel:
             self.rule = RejectionRule.from_json(json.loads((Path(__file__).parent / "rejection.json").read_text()))
 
     def word_results(self, text, word_ids, token_logits):
-        """Entities of one text: each whitespace word tagged by its first sub-word."""
+        """Entities of one text: each whitespace word tagged by its first sub-word's logits."""
         words = len(text.split())
-        word_logits = np.zeros((words, len(self.tags)))  # words cut by truncation: no preference
+        word_logits = np.full((words, len(self.tags)), np.nan)  # words cut by truncation: tagged O
         seen = set()
         for position, word in enumerate(word_ids):
             if word >= 0 and word not in seen and word < words:
                 seen.add(word)
                 word_logits[word] = token_logits[position]
-        probabilities = softmax(word_logits)
-        tags = [self.tags[i] if w in seen else "O" for w, i in enumerate(probabilities.argmax(-1))]
-        return text_entities(text, tags, probabilities.max(-1).tolist())
+        return text_entities(text, *self.decoder.decode(word_logits))
 
     def execute(self, requests):
         responses = []
