@@ -13,6 +13,7 @@
 #      speed-ups over the teacher's PyTorch at batch 32, sequence length 32.
 # Results: bench/results/<date>-<machine>-distill-<dataset>.{md,json,png}.
 # REUSE=1 keeps checkpoints that already exist (training is reproducible on CPU).
+# Arguments name the data sets to run (snips, banking77, snips-slots); none runs all three.
 # Needs ../shared/data (not part of the project; see ../shared/data/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,15 @@ run_dataset() {
     | tee "$out.md"
 }
 
+wanted() { [ ${#selected[@]} -eq 0 ] || [[ " ${selected[*]} " == *" $1 "* ]]; }
+selected=("$@")
 data=$shared/snips/train.jsonl
-run_dataset snips "2 3 4" "" --train "$data" --label-column intent --epochs 1
-run_dataset banking77 "2 3 4" "3" --train "$shared/banking77/train.csv" --label-column category --epochs 4
-run_dataset snips-slots "3" "" --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4
+if wanted snips; then
+  run_dataset snips "2 3 4" "" --train "$data" --label-column intent --epochs 1
+fi
+if wanted banking77; then
+  run_dataset banking77 "2 3 4" "3" --train "$shared/banking77/train.csv" --label-column category --epochs 4
+fi
+if wanted snips-slots; then
+  run_dataset snips-slots "3" "" --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4
+fi

@@ -72,6 +72,11 @@ def finetune_options(command):
         click.option("--intent-column", default=None, help="joint: column with the intent (default 'intent')."),
         click.option("--slot-loss-weight", type=float, default=DEFAULT_SLOT_LOSS_WEIGHT, show_default=True,
                      help="joint: loss = intent cross-entropy + this * slot cross-entropy."),
+        click.option("--pooling", type=click.Choice(["default", "mean"]), default="default", show_default=True,
+                     help="Intents: what the classification head reads. default: the model family's own head (BERT: "
+                          "the pooled first token). mean: the mean of the final hidden states over the text's "
+                          "tokens, the pooling sentence-transformers encoders such as the default MiniLM were "
+                          "trained with."),
         click.option("--epochs", type=int, default=None,
                      help="Default: 3, or more (up to 10) when the intents have few training examples each: "
                           "enough for the model to see each intent about 800 times (README: Recipes)."),

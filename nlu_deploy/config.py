@@ -49,6 +49,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 OOS_TRAINING_CHOICES = ("class", "calibration")
+POOLING_CHOICES = ("default", "mean")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 COMPILE_CHOICES = ("auto", "on", "off")
 # BERT-family position embeddings stop at 512; longer inputs cannot be represented.
@@ -89,6 +90,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     slot_loss_weight: float = DEFAULT_SLOT_LOSS_WEIGHT  # joint task: loss = intent CE + this * slot CE
+    # Intents: what the head reads. default: the model family's own sequence-classification head
+    # (BERT: the pooled first token); mean: the mean of the final hidden states (tasks/pooled_model.py).
+    pooling: str = "default"
     # Out-of-scope rejection (intent classification): the label out-of-scope rows carry, whether
     # they are trained as a class of their own or only calibrate the threshold, and a file of
     # out-of-scope texts that calibrates it when the data have no such label.
@@ -119,6 +123,10 @@ class FinetuneConfig:
         object.__setattr__(self, "batch_size", default_batch if self.batch_size is None else self.batch_size)
         object.__setattr__(self, "lr", default_lr if self.lr is None else self.lr)
         _positive("slot loss weight", self.slot_loss_weight)
+        _choice("pooling", self.pooling, POOLING_CHOICES)
+        if self.pooling != "default" and self.task != "text-classification":
+            raise ConfigError(f"--pooling {self.pooling} is for intent classification; the {self.task} task reads "
+                              "every word's own hidden state.")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)

@@ -198,7 +198,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
         model = distillation.student().to(device)
     else:
         model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
-                               {"slot_loss_weight": config.slot_loss_weight}).to(device)
+                               {"slot_loss_weight": config.slot_loss_weight, "pooling": config.pooling}).to(device)
     _check_max_length(config.max_length, model.config)
     amp_dtype = autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

@@ -81,7 +81,7 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
 
     seed_everything(config.seed)
     model = task.new_model(source, label_sets, config.allow_pickle, config.trust_remote_code,
-                           {"slot_loss_weight": config.slot_loss_weight})
+                           {"slot_loss_weight": config.slot_loss_weight, "pooling": config.pooling})
     amp_dtype = autocast_dtype(config.precision, device)  # the same precision our loop ran in
     bf16 = amp_dtype == torch.bfloat16
     arguments = TrainingArguments(

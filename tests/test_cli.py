@@ -73,6 +73,44 @@ def test_finetune_export_validate_bench_predict(tmp_path, tiny_encoder, tiny_tra
     assert result.exit_code == 0 and result.stdout.startswith("set_timer\t")
 
 
+def test_a_mean_pooling_classifier_goes_through_every_stage(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv):
+    import torch
+
+    from nlu_deploy.tasks import task_of
+
+    checkpoint, onnx_dir, student = tmp_path / "ckpt", tmp_path / "onnx", tmp_path / "student"
+    result = invoke("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
+                    "--pooling", "mean", "--output", checkpoint)
+    assert result.exit_code == 0, result.output
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["architectures"] == ["MeanPoolingClassifier"] and config["nlu_pooling"] == "mean"
+
+    # The head reads the mean over the real tokens: padding a text changes nothing.
+    model = task_of(checkpoint).load_model(checkpoint)
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    alone = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    padded_ids = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    padded = model(input_ids=padded_ids, attention_mask=(padded_ids != 0).long()).logits
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+    result = invoke("export", checkpoint, "--output", onnx_dir, "--optimize", "O2", "--quantize", "dynamic")
+    assert result.exit_code == 0, result.output
+    result = invoke("validate", "--model", checkpoint, "--onnx", onnx_dir, "--data", tiny_dev_csv)
+    assert result.exit_code == 0, result.output
+    assert "| fp32 | model.onnx |" in result.output and "FAIL" not in result.output
+    result = invoke("predict", onnx_dir, "wake me up at 7 am", "play some jazz", "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["label"] for line in result.stdout.splitlines()] == ["set_alarm", "play_music"]
+
+    result = invoke("distill", checkpoint, "--layers", "1", "--epochs", "1", "--output", student)
+    assert result.exit_code == 0, result.output
+    assert json.loads((student / "config.json").read_text())["architectures"] == ["MeanPoolingClassifier"]
+
+    result = invoke("finetune", "--model", tiny_encoder, "--task", "token-classification", "--pooling", "mean",
+                    "--output", tmp_path / "tagger")
+    assert_clean_failure(result, 2, "--pooling mean is for intent classification")
+
+
 def test_run_writes_the_whole_chain_and_a_report(tmp_path, tiny_encoder, tiny_train_csv):
     output = tmp_path / "run"
     result = invoke("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,

@@ -9,6 +9,7 @@ and AUROC."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,13 @@ from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_uns
                                    masked_cross_entropy)
 
 LABELS = "labels"  # the one head's name in label maps
+
+
+def _read_config(directory: Path) -> dict:
+    try:
+        return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # loading the model reports what is wrong with the directory
 
 
 class ClassificationTask(Task):
@@ -76,10 +84,30 @@ class ClassificationTask(Task):
                              f"{first.source} + {second.source}")
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
-        return load_for_training(source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name)
+        if options.get("pooling", "default") == "default":
+            return load_for_training(source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name)
+        from nlu_deploy.tasks.own_model import new_own_model
+        from nlu_deploy.tasks.pooled_model import MeanPoolingClassifier
+
+        return new_own_model(lambda: MeanPoolingClassifier.for_training(source, label_sets[LABELS], trust_remote_code),
+                             source, allow_pickle)
 
     def load_model(self, directory: Path):
-        return load_hf_checkpoint(directory, self.name)
+        from nlu_deploy.tasks.own_model import load_own_model
+        from nlu_deploy.tasks.pooled_model import ARCHITECTURE, MeanPoolingClassifier
+
+        if ARCHITECTURE not in (_read_config(directory).get("architectures") or []):
+            return load_hf_checkpoint(directory, self.name)
+        return load_own_model(MeanPoolingClassifier, directory)
+
+    def export_onnx(self, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
+        from nlu_deploy.tasks.pooled_model import MeanPoolingClassifier
+
+        if not isinstance(model, MeanPoolingClassifier):  # Hugging Face's own heads: Optimum knows them
+            return super().export_onnx(model_dir, model, tokenizer, out, opset)
+        from nlu_deploy.tasks.own_model import export_own_model
+
+        export_own_model(model, tokenizer, out, opset, {"logits": {0: "batch_size"}})
 
     def label2ids(self, model_config) -> dict[str, dict[str, int]]:
         return {LABELS: {label: int(i) for label, i in model_config.label2id.items()}}

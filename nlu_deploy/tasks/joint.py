@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy.demo import demo_tagged_sentences
-from nlu_deploy.errors import DataError, ModelError
+from nlu_deploy.errors import DataError
 from nlu_deploy.metrics import classification_scores, entity_scores
-from nlu_deploy.modeling import check_checkpoint_files, refuse_pickle
 from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import softmax
 from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
@@ -129,27 +128,18 @@ class JointTask(Task):
         return TAGGING.data_facts(train, validation, truncated_train, truncated_validation)
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
-        from nlu_deploy.modeling import quiet_transformers
         from nlu_deploy.tasks.joint_model import JointIntentSlotModel
+        from nlu_deploy.tasks.own_model import new_own_model
 
-        quiet_transformers()
-        refuse_pickle(source, allow_pickle)
-        try:
-            return JointIntentSlotModel.for_training(source, label_sets[INTENTS], label_sets[TAGS],
-                                                     options.get("slot_loss_weight", 1.0), trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"could not load model {source} ({str(exc).strip().splitlines()[0]}); pass a local "
-                             "directory with safetensors weights.") from None
+        return new_own_model(lambda: JointIntentSlotModel.for_training(
+            source, label_sets[INTENTS], label_sets[TAGS], options.get("slot_loss_weight", 1.0), trust_remote_code),
+            source, allow_pickle)
 
     def load_model(self, directory: Path):
         from nlu_deploy.tasks.joint_model import JointIntentSlotModel
+        from nlu_deploy.tasks.own_model import load_own_model
 
-        directory = check_checkpoint_files(directory)
-        try:
-            return JointIntentSlotModel.from_pretrained(directory)
-        except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError
-            raise ModelError(f"{directory} holds a checkpoint that cannot be loaded "
-                             f"({str(exc).strip().splitlines()[0]}).") from None
+        return load_own_model(JointIntentSlotModel, directory)
 
     def label2ids(self, model_config) -> dict[str, dict[str, int]]:
         return {INTENTS: intent_maps(model_config)[0],
@@ -242,20 +232,10 @@ class JointTask(Task):
         return f"{label}\t{score:.4f}\t{text}\t{entities_text(entities) or '(no entities)'}"
 
     def export_onnx(self, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
-        """Optimum's exporter on our model class, with the encoder family's own ONNX config
-        (inputs, dummy inputs, opset) and our two outputs."""
-        from optimum.exporters.onnx.convert import export_pytorch
-        from optimum.exporters.tasks import TasksManager
+        from nlu_deploy.tasks.own_model import export_own_model
 
-        constructor = TasksManager.get_exporter_config_constructor(
-            "onnx", model_type=model.config.model_type, task="feature-extraction", library_name="transformers")
-        base = constructor.func if hasattr(constructor, "func") else constructor
-        joint_config = type("JointOnnxConfig", (base,), {"outputs": property(lambda self: {
-            "intent_logits": {0: "batch_size"}, "slot_logits": {0: "batch_size", 1: "sequence_length"}})})
-        onnx_config = joint_config(model.config, task="feature-extraction")
-        export_pytorch(model.eval(), onnx_config, opset or onnx_config.DEFAULT_ONNX_OPSET, out / "model.onnx")
-        model.config.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        export_own_model(model, tokenizer, out, opset, {"intent_logits": {0: "batch_size"},
+                                                        "slot_logits": {0: "batch_size", 1: "sequence_length"}})
 
     def training_summary(self, scores: dict) -> str:
         return (f"intent accuracy {100 * scores['intent_accuracy']:.2f}%, entity F1 {100 * scores['entity_f1']:.2f}%, "
