@@ -16,12 +16,14 @@ data=${CLINC_DIR:-../shared/data/clinc150}
 work=${WORK_DIR:-models/bench-clinc}
 epochs=${EPOCHS:-5}
 lr=${LR:-1e-4}
+pooling=${POOLING:-default}  # mean: the head on the mean-pooled hidden states (finetune --pooling)
 out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-clinc-oos"
 mkdir -p bench/results
 
 for mode in ${MODES:-class calibration}; do
   nlu-deploy finetune --train "$data/train.jsonl" --validation "$data/validation.jsonl" --label-column intent \
-    --oos-label oos --oos-training "$mode" --epochs "$epochs" --lr "$lr" --output "$work/$mode" --overwrite
+    --oos-label oos --oos-training "$mode" --epochs "$epochs" --lr "$lr" --pooling "$pooling" \
+    --output "$work/$mode" --overwrite
   cp "$work/$mode/metrics.json" "$out-$mode-metrics.json"
   cp "$work/$mode/out_of_scope.png" "$out-$mode-tradeoff.png"
 done

@@ -40,9 +40,15 @@ def features_and_logits(model, tokenizer, texts: list[str], batch_size: int = 12
             batch = {k: torch.from_numpy(v) for k, v in pad_batch([encoded.features[i] for i in rows],
                                                                   tokenizer.pad_token_id).items()}
             output = model(**batch, output_hidden_states=True)
-            # what the classification head reads: the pooler for BERT-family models
-            encoder = getattr(model, model.base_model_prefix)
-            pooled[rows] = encoder.pooler(output.hidden_states[-1]).double().numpy()
+            # what the classification head reads: the pooler for BERT-family models, the mean over
+            # the tokens for --pooling mean (MeanPoolingClassifier has no base_model_prefix)
+            encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
+            if encoder is not None:
+                pooled[rows] = encoder.pooler(output.hidden_states[-1]).double().numpy()
+            else:
+                weights = batch["attention_mask"].unsqueeze(-1).double()
+                hidden = output.hidden_states[-1].double() if output.hidden_states else None
+                pooled[rows] = ((hidden * weights).sum(1) / weights.sum(1)).numpy() if hidden is not None else 0.0
             logits[rows] = output.logits.double().numpy()
     return pooled, logits
 
