@@ -95,23 +95,81 @@ def refuse_pickle(source: str, allow_pickle: bool) -> None:
 
 def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
                       trust_remote_code: bool = False, task: str = "text-classification"):
-    """The encoder with a fresh classification head (per text or per token)."""
+    """The encoder with a fresh classification head (per text or per token). The source may be
+    a bare encoder or a fine-tuned checkpoint, Hugging Face's or one of our own classes; a head
+    of another size is replaced, and nothing of the source's trained task (its labels, an
+    out-of-scope rule) carries over."""
     quiet_transformers()
     refuse_pickle(source, allow_pickle)
+    maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}}
     try:
-        return auto_model_class(task).from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=trust_remote_code,
-        )
+        own = own_checkpoint_encoder(source)
+        if own is not None:  # weights under our classes' `encoder.` prefix: Auto classes cannot read them
+            config, weights = own
+            config.update(maps)
+            model = auto_model_class(task).from_config(config)
+            load_encoder_weights(model.base_model, weights, source)
+        else:
+            model = auto_model_class(task).from_pretrained(
+                source, **maps, ignore_mismatched_sizes=True, use_safetensors=None if allow_pickle else True,
+                trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"could not load model {source} ({_first_line(exc)}); pass a local directory with "
             "safetensors weights or a model name that is in the Hugging Face cache."
         ) from None
+    forget_trained_task(model.config)
+    return model
+
+
+# config.json keys this project writes about one trained model, never about its encoder; a
+# model fine-tuned from that checkpoint must not inherit them (a stale out-of-scope rule would
+# reject texts by another model's threshold).
+TRAINED_TASK_KEYS = ("oos_rejection", "nlu_task", "nlu_pooling", "intent_id2label", "intent_label2id",
+                     "slot_loss_weight")
+# Our own model classes (tasks/joint_model.py, tasks/pooled_model.py): the encoder's weights sit
+# under `encoder.`.
+OWN_ARCHITECTURES = ("JointIntentSlotModel", "MeanPoolingClassifier")
+
+
+def forget_trained_task(config) -> None:
+    for key in TRAINED_TASK_KEYS:
+        if hasattr(config, key):
+            delattr(config, key)
+
+
+def own_checkpoint_encoder(source: str):
+    """(encoder config, encoder weights without the `encoder.` prefix) of a checkpoint of one of
+    our own classes; None for any other source."""
+    import json
+
+    path = Path(source)
+    try:
+        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    if not set(architectures) & set(OWN_ARCHITECTURES):
+        return None
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    forget_trained_task(config)
+    config.architectures = None
+    weights = load_file(str(path / WEIGHTS))
+    return config, {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
+
+
+def load_encoder_weights(encoder, weights: dict, source: str) -> None:
+    """Strictly, but for a pooler our classes do not have (Hugging Face's heads that read it
+    start it fresh)."""
+    missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("pooler.")]
+    unexpected = [k for k in unexpected if not k.startswith("pooler.")]
+    if missing or unexpected:
+        raise ModelError(f"{source}'s encoder weights do not fit its config.json "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}).")
 
 
 def check_checkpoint_files(directory: Path) -> Path:

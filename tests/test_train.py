@@ -153,3 +153,39 @@ def test_periodic_progress_lines_are_rate_limited(tmp_path, capsys):
     lines = (tmp_path / "progress.log").read_text().splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == ["start", "due"]
     assert "start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["text-classification", "mean", "token-classification", "joint"])
+def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its_encoder(
+        tmp_path, tiny_checkpoint, tiny_joint, target):
+    """A Hugging Face checkpoint with another head size and a stale out-of-scope rule, and one of
+    our own classes (weights under `encoder.`): the new model gets the source's encoder weights,
+    a head for its own labels, and nothing of the source's task."""
+    import shutil
+
+    import torch
+
+    from nlu_deploy.modeling import OWN_ARCHITECTURES
+    from nlu_deploy.tasks import get_task
+    from nlu_deploy.tasks.joint_model import ARCHITECTURE as JOINT
+    from nlu_deploy.tasks.pooled_model import ARCHITECTURE as MEAN
+
+    assert {JOINT, MEAN} == set(OWN_ARCHITECTURES)
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(tiny_checkpoint, calibrated)
+    config = json.loads((calibrated / "config.json").read_text())
+    config["oos_rejection"] = {"label": "oos", "score": "energy", "threshold": 3.0, "oos_class": 0}
+    (calibrated / "config.json").write_text(json.dumps(config))
+
+    task = get_task("text-classification" if target == "mean" else target)
+    labels = {"labels": ["a", "b"], "tags": ["O", "B-x", "I-x"], "intents": ["a", "b", "c"]}
+    for source in (calibrated, tiny_joint):
+        model = task.new_model(str(source), labels, False, False, {"pooling": "mean" if target == "mean" else "default",
+                                                                   "slot_loss_weight": 1.0})
+        source_weights = load_file(str(source / "model.safetensors"))
+        source_embeddings = next(v for k, v in source_weights.items() if k.endswith("word_embeddings.weight"))
+        embeddings = next(v for k, v in model.state_dict().items() if k.endswith("word_embeddings.weight"))
+        assert torch.equal(embeddings, source_embeddings), source.name
+        assert not hasattr(model.config, "oos_rejection")
+        assert getattr(model.config, "nlu_task", None) == ("joint" if target == "joint" else None)
+        assert model.config.num_labels == (3 if target in ("token-classification", "joint") else 2)

@@ -13,7 +13,8 @@ from transformers import AutoConfig, AutoModel
 
 from nlu_deploy.artifacts import WEIGHTS
 from nlu_deploy.errors import ModelError
-from nlu_deploy.modeling import check_checkpoint_files, quiet_transformers, refuse_pickle
+from nlu_deploy.modeling import (load_encoder_weights, check_checkpoint_files, forget_trained_task, own_checkpoint_encoder,
+                                 quiet_transformers, refuse_pickle)
 
 # Encoder classes that build a pooler our heads never read, and take an option to skip it
 # (less work per call, nothing unused in the ONNX graph).
@@ -36,9 +37,19 @@ class OwnHeadModel(torch.nn.Module):
 
     @staticmethod
     def pretrained_encoder(source: str, trust_remote_code: bool = False):
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        return AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
-                                         **_no_pooler(config))
+        """The encoder of `source`: a bare encoder, a Hugging Face fine-tuned checkpoint or one of
+        ours, without anything of the task it was trained for."""
+        own = own_checkpoint_encoder(source)
+        if own is not None:
+            config, weights = own
+            encoder = AutoModel.from_config(config, **_no_pooler(config))
+            load_encoder_weights(encoder, weights, source)
+        else:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            encoder = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                **_no_pooler(config))
+        forget_trained_task(encoder.config)
+        return encoder
 
     @classmethod
     def from_pretrained(cls, directory: Path):
