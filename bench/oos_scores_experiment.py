@@ -40,15 +40,11 @@ def features_and_logits(model, tokenizer, texts: list[str], batch_size: int = 12
             batch = {k: torch.from_numpy(v) for k, v in pad_batch([encoded.features[i] for i in rows],
                                                                   tokenizer.pad_token_id).items()}
             output = model(**batch, output_hidden_states=True)
-            # what the classification head reads: the pooler for BERT-family models, the mean over
-            # the tokens for --pooling mean (MeanPoolingClassifier has no base_model_prefix)
+            # what the classification head reads: the pooler for BERT-family models (a --pooling
+            # mean model has none; main() asks for --no-mahalanobis then)
             encoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
             if encoder is not None:
                 pooled[rows] = encoder.pooler(output.hidden_states[-1]).double().numpy()
-            else:
-                weights = batch["attention_mask"].unsqueeze(-1).double()
-                hidden = output.hidden_states[-1].double() if output.hidden_states else None
-                pooled[rows] = ((hidden * weights).sum(1) / weights.sum(1)).numpy() if hidden is not None else 0.0
             logits[rows] = output.logits.double().numpy()
     return pooled, logits
 
@@ -107,6 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     task = task_of(args.checkpoint)
     model, tokenizer = task.load_model(args.checkpoint), load_tokenizer(str(args.checkpoint))
+    if not args.no_mahalanobis and not hasattr(model, "base_model_prefix"):
+        raise SystemExit(f"{args.checkpoint} has no pooler (--pooling mean); run with --no-mahalanobis.")
     label2id = {k: int(v) for k, v in model.config.label2id.items()}
     oos_class = label2id.get(args.label)
     held_out = load_labelled_texts(args.validation, args.text_column, args.label_column)

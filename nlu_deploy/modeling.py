@@ -57,16 +57,20 @@ def auto_model_class(task: str):
     return AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
 
 
-def checkpoint_task(directory: Path) -> str:
-    """text-classification or token-classification, from the head named in config.json."""
+def checkpoint_architectures(directory) -> list[str]:
+    """config.json's `architectures` (the model classes): [] when it cannot be read, since
+    loading the model reports what is wrong with the directory."""
     import json
 
-    path = Path(directory) / "config.json"
     try:
-        architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
+        return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, ValueError):
-        return "text-classification"  # load_checkpoint reports what is wrong with the directory
-    return "token-classification" if any(a.endswith("ForTokenClassification") for a in architectures) \
+        return []
+
+
+def checkpoint_task(directory: Path) -> str:
+    """text-classification or token-classification, from the head named in config.json."""
+    return "token-classification" if any(a.endswith("ForTokenClassification") for a in checkpoint_architectures(directory)) \
         else "text-classification"
 
 
@@ -142,14 +146,7 @@ def forget_trained_task(config) -> None:
 def own_checkpoint_encoder(source: str):
     """(encoder config, encoder weights without the `encoder.` prefix) of a checkpoint of one of
     our own classes; None for any other source."""
-    import json
-
-    path = Path(source)
-    try:
-        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError):
-        return None
-    if not set(architectures) & set(OWN_ARCHITECTURES):
+    if not set(checkpoint_architectures(source)) & set(OWN_ARCHITECTURES):
         return None
     from safetensors.torch import load_file
     from transformers import AutoConfig
@@ -157,7 +154,7 @@ def own_checkpoint_encoder(source: str):
     config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     forget_trained_task(config)
     config.architectures = None
-    weights = load_file(str(path / WEIGHTS))
+    weights = load_file(str(Path(source) / WEIGHTS))
     return config, {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
 
 

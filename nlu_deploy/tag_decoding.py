@@ -42,11 +42,10 @@ class TagDecoder:
                 log_probs[missing, self.outside] = 0.0
         return log_probs
 
-    def best_ids(self, logits: np.ndarray) -> np.ndarray:
-        """The most probable valid tag sequence of one sentence ([words, tags] logits)."""
-        if not len(logits):
+    def best_ids(self, emissions: np.ndarray) -> np.ndarray:
+        """The most probable valid tag sequence of one sentence ([words, tags] log-probabilities)."""
+        if not len(emissions):
             return np.zeros(0, dtype=int)
-        emissions = self.log_probabilities(logits)
         score = emissions[0] + self.start_penalty
         back = np.zeros(emissions.shape, dtype=int)
         for word in range(1, len(emissions)):
@@ -60,6 +59,7 @@ class TagDecoder:
 
     def decode(self, logits: np.ndarray) -> tuple[list[str], list[float]]:
         """Tags of one sentence and each chosen tag's probability (the entity scores' parts)."""
-        ids = self.best_ids(logits)
-        chosen = np.exp(self.log_probabilities(logits)[np.arange(len(ids)), ids]) if len(ids) else np.zeros(0)
+        emissions = self.log_probabilities(logits)
+        ids = self.best_ids(emissions)
+        chosen = np.exp(emissions[np.arange(len(ids)), ids])
         return [self.tags[i] for i in ids], chosen.tolist()

@@ -127,6 +127,7 @@ class WordTagger:
         self.last_sentence_logits: np.ndarray | None = None  # sentence_output per sentence, last call
         self.tokenizer = backend.tokenizer
         self.id2label = backend.id2label
+        self.decoder = decoder_for({int(k): v for k, v in self.id2label.items()}, len(self.id2label))
         self.max_length = backend.max_length
         self.last_truncated = 0  # nothing is cut at inference (see the module docstring)
         self.last_windowed = 0  # sentences of the last call tagged in several windows
@@ -190,8 +191,7 @@ class WordTagger:
 
     def decode(self, logits: np.ndarray) -> tuple[list[str], list[float]]:
         """Tags of one sentence (the best valid BIO sequence) and each chosen tag's probability."""
-        id2label = {int(k): v for k, v in self.id2label.items()}
-        return decoder_for(id2label, len(id2label)).decode(logits) if len(logits) else ([], [])
+        return self.decoder.decode(logits) if len(logits) else ([], [])
 
     def tag(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
         return [self.decode(x)[0] for x in self.word_logits(sentences, batch_size)]

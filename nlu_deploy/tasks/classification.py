@@ -9,7 +9,6 @@ and AUROC."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +16,13 @@ import numpy as np
 from nlu_deploy.data import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
 from nlu_deploy.demo import demo_labelled_texts
 from nlu_deploy.metrics import classification_scores
-from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
+from nlu_deploy.modeling import checkpoint_architectures, load_for_training, load_hf_checkpoint
 from nlu_deploy.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime import TextClassifier
 from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
                                    masked_cross_entropy)
 
 LABELS = "labels"  # the one head's name in label maps
-
-
-def _read_config(directory: Path) -> dict:
-    try:
-        return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # loading the model reports what is wrong with the directory
 
 
 class ClassificationTask(Task):
@@ -96,7 +88,7 @@ class ClassificationTask(Task):
         from nlu_deploy.tasks.own_model import load_own_model
         from nlu_deploy.tasks.pooled_model import ARCHITECTURE, MeanPoolingClassifier
 
-        if ARCHITECTURE not in (_read_config(directory).get("architectures") or []):
+        if ARCHITECTURE not in checkpoint_architectures(directory):
             return load_hf_checkpoint(directory, self.name)
         return load_own_model(MeanPoolingClassifier, directory)
 
