@@ -17,13 +17,15 @@ work=${WORK_DIR:-models/bench-clinc}
 epochs=${EPOCHS:-5}
 lr=${LR:-1e-4}
 pooling=${POOLING:-default}  # mean: the head on the mean-pooled hidden states (finetune --pooling)
+# more finetune options, e.g. "--label-smoothing 0.1 --average-weights" (word-split; no quoting inside)
+extra=${FINETUNE_OPTIONS:-}
 out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-clinc-oos"
 mkdir -p bench/results
 
 for mode in ${MODES:-class calibration}; do
   nlu-deploy finetune --train "$data/train.jsonl" --validation "$data/validation.jsonl" --label-column intent \
     --oos-label oos --oos-training "$mode" --epochs "$epochs" --lr "$lr" --pooling "$pooling" \
-    --output "$work/$mode" --overwrite
+    --output "$work/$mode" --overwrite $extra
   cp "$work/$mode/metrics.json" "$out-$mode-metrics.json"
   cp "$work/$mode/out_of_scope.png" "$out-$mode-tradeoff.png"
 done

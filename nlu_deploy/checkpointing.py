@@ -59,7 +59,7 @@ class StopOnSignal:
 
 
 def save_training_state(directory: Path, model, optimizer, scheduler, scaler, progress: dict,
-                        epoch_generator_state, run_fingerprint: str) -> None:
+                        epoch_generator_state, run_fingerprint: str, averaged=None) -> None:
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,8 @@ def save_training_state(directory: Path, model, optimizer, scheduler, scaler, pr
         "epoch_generator": epoch_generator_state,
         "progress": progress,
     }
+    if averaged is not None:  # finetune --average-weights: the moving average, with its update count
+        state["averaged"] = averaged.state_dict()
     partial = directory / f"{STATE_FILE}.partial"
     torch.save(state, partial)
     os.replace(partial, directory / STATE_FILE)  # a crash mid-save keeps the previous state

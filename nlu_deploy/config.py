@@ -89,6 +89,11 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    # Spread this share of every training target over all labels (cross-entropy's label_smoothing):
+    # a regulariser for data a model fits to a near-zero training loss, such as CLINC150.
+    label_smoothing: float = 0.0
+    # Score and keep an exponential moving average of the weights (weight_averaging.py)
+    average_weights: bool = False
     slot_loss_weight: float = DEFAULT_SLOT_LOSS_WEIGHT  # joint task: loss = intent CE + this * slot CE
     # Intents: what the head reads. default: the model family's own sequence-classification head
     # (BERT: the pooled first token); mean: the mean of the final hidden states (tasks/pooled_model.py).
@@ -123,6 +128,8 @@ class FinetuneConfig:
         object.__setattr__(self, "batch_size", default_batch if self.batch_size is None else self.batch_size)
         object.__setattr__(self, "lr", default_lr if self.lr is None else self.lr)
         _positive("slot loss weight", self.slot_loss_weight)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be at least 0 and below 1, got {self.label_smoothing}.")
         _choice("pooling", self.pooling, POOLING_CHOICES)
         if self.pooling != "default" and self.task != "text-classification":
             raise ConfigError(f"--pooling {self.pooling} is for intent classification; the {self.task} task reads "

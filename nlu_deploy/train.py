@@ -26,6 +26,7 @@ from nlu_deploy.modeling import check_model_family, load_tokenizer, pick_device,
 from nlu_deploy.oos import calibrate_checkpoint, describe_rule, plan_out_of_scope
 from nlu_deploy.progress import ProgressLog
 from nlu_deploy.tasks import Task, get_task, label_maps
+from nlu_deploy.weight_averaging import averaged_model
 
 
 PROGRESS_LOG = "progress.log"  # in the training state directory while training
@@ -159,7 +160,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    task = get_task(config.task)
+    task = get_task(config.task).with_label_smoothing(config.label_smoothing)
     train_data, validation_data = load_finetune_data(config, task)
     out_of_scope, train_data, validation_data = plan_out_of_scope(config, task, train_data, validation_data)
     config = resolve_epochs(config, task, train_data)  # before the fingerprint and the manifest record it
@@ -221,6 +222,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     optimizer = torch.optim.AdamW(weight_decay_groups(model, config.weight_decay), lr=config.lr)
     total_steps = config.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    # --average-weights: epochs are scored, and the best saved, on the weights' moving average
+    averaged = averaged_model(model, total_steps) if config.average_weights else None
 
     # Everything the loop needs to continue exactly where it stopped.
     progress = {"epoch": 1, "batches_done": 0, "seen": 0, "loss_sum": 0.0, "seconds": 0.0, "global_step": 0,
@@ -231,6 +234,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if averaged is not None:
+            averaged.load_state_dict(state["averaged"])
         progress = state["progress"]
         checkpointing.restore_rng(state)
         train_loader.generator.set_state(state["epoch_generator"])
@@ -254,7 +259,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
                  f"{facts['unlabeled_texts']} unlabeled texts")
     log.line(f"training {task.name}: {len(train_data)} examples, {len(validation_data)} held out, "
              f"{config.epochs} epochs of {len(train_loader)} steps, batch {config.batch_size}, lr {config.lr}, "
-             f"{device.type}{', compiled' if use_compile else ''}")
+             f"{device.type}{', compiled' if use_compile else ''}{', weights averaged' if averaged else ''}")
     for head, found in unseen.items():
         log.line(f"note: validation data: {found.describe(head)}")
     # The loss stays on the device and is read every LOSS_READ_EVERY steps: reading it every
@@ -276,7 +281,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
         read_loss()  # the saved state holds every step's loss
         if dist.is_main:
             checkpointing.save_training_state(state_dir, model, optimizer, scheduler, scaler, progress,
-                                              generator_state, run_fingerprint)
+                                              generator_state, run_fingerprint, averaged)
 
     with checkpointing.StopOnSignal() as stop, compile_without_duck_sizing():
         while progress["epoch"] <= config.epochs:
@@ -301,6 +306,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
 
                 batch_size = len(batch["input_ids"])
                 progress["batches_done"] += 1
@@ -329,7 +336,8 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
             seconds = time.perf_counter() - started
             read_loss()
             seen, loss_sum = sum_across(dist, progress["seen"], progress["loss_sum"])  # all processes' share
-            scores = evaluate(task, model, validation_loader, device, amp_dtype, id2labels, dist)
+            kept = model if averaged is None else averaged.module  # the weights that are scored and saved
+            scores = evaluate(task, kept, validation_loader, device, amp_dtype, id2labels, dist)
             progress["history"].append({"epoch": epoch, "train_loss": loss_sum / seen,
                                         "validation_loss": scores.pop("loss"),
                                         **{f"validation_{k}": v for k, v in scores.items() if k != "per_type"},
@@ -342,7 +350,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
             if key > progress["best_key"]:
                 progress.update(best_epoch=epoch, best_scores=scores, best_key=key)
                 if dist.is_main:
-                    model.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
+                    kept.save_pretrained(state_dir / checkpointing.BEST_DIR, safe_serialization=True)
             progress.update(epoch=epoch + 1, batches_done=0, seen=0, loss_sum=0.0, seconds=0.0)
             save_state(train_loader.generator.get_state())
             if on_epoch:

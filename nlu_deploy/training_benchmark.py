@@ -70,7 +70,7 @@ def _train_with_trainer(config: FinetuneConfig, output: Path, compiled: bool) ->
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    task = get_task(config.task)
+    task = get_task(config.task).with_label_smoothing(config.label_smoothing)  # the loss our loop trains on
     train_data, validation_data = load_finetune_data(config, task)
     label_sets = task.label_sets(train_data)
     label2ids = label_maps(label_sets)

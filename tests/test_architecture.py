@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first; a module may import only modules listed before it.
-LAYERS = ["errors", "config", "artifacts", "reports", "plots", "gpu_stack", "spans", "tag_decoding", "rejection", "metrics", "data", "tagged_data", "demo", "modeling", "light_tokenizer", "runtime", "tagging", "checkpointing", "distributed", "progress", "batching",
+LAYERS = ["errors", "config", "artifacts", "reports", "plots", "gpu_stack", "spans", "tag_decoding", "rejection", "metrics", "data", "tagged_data", "demo", "modeling", "light_tokenizer", "runtime", "tagging", "checkpointing", "weight_averaging", "distributed", "progress", "batching",
           "tasks", "oos", "quantize", "train", "search", "distill", "validate", "benchmark", "quantize_search", "export", "triton", "triton_local", "training_benchmark", "predict", "pipeline", "cli", "__main__"]
 
 

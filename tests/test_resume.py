@@ -25,19 +25,23 @@ def send_sigterm_at(step):
     return on_step
 
 
-@pytest.mark.parametrize("stop_at_step", [30, 27])  # 27 steps = one epoch: stop right at its end
-def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, tiny_encoder, tiny_train_csv, stop_at_step):
-    finetune(config(tiny_encoder, tiny_train_csv, tmp_path / "straight"), show_progress=False)
+# 27 steps = one epoch: stop right at its end. With --average-weights the moving average is part
+# of the state: a resumed run that lost it would score (and keep) other weights.
+@pytest.mark.parametrize("stop_at_step, options", [(30, {}), (27, {}), (30, {"average_weights": True,
+                                                                            "label_smoothing": 0.1})])
+def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, tiny_encoder, tiny_train_csv, stop_at_step,
+                                                           options):
+    finetune(config(tiny_encoder, tiny_train_csv, tmp_path / "straight", **options), show_progress=False)
     expected = artifacts.read_json(tmp_path / "straight" / "metrics.json")
 
     output = tmp_path / "interrupted"
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        finetune(config(tiny_encoder, tiny_train_csv, output), show_progress=False,
+        finetune(config(tiny_encoder, tiny_train_csv, output, **options), show_progress=False,
                  on_step=send_sigterm_at(stop_at_step))
     assert not output.exists()  # nothing that looks finished
     assert (training_state_dir(output) / "training_state.pt").exists()
 
-    finetune(config(tiny_encoder, tiny_train_csv, output, resume=True), show_progress=False)
+    finetune(config(tiny_encoder, tiny_train_csv, output, resume=True, **options), show_progress=False)
     resumed = artifacts.read_json(output / "metrics.json")
     for straight, continued in zip(expected["epochs"], resumed["epochs"], strict=True):
         assert continued["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-6)

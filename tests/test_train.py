@@ -123,6 +123,7 @@ def test_unseen_validation_labels_are_scored_as_errors_and_counted(tmp_path, tin
     ({"batch_size": -1}, "batch size must be greater than zero"),
     ({"max_length": 4096}, "beyond what BERT-family encoders support"),
     ({"compile": "maybe"}, "compile must be one of"),
+    ({"label_smoothing": 1.0}, "label-smoothing must be at least 0 and below 1"),
 ])
 def test_absurd_options_are_refused(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):

@@ -76,14 +76,16 @@ def trainable(labels):
     return labels.masked_fill(labels < 0, IGNORED)
 
 
-def masked_cross_entropy(logits, labels):
+def masked_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     """Mean cross-entropy over the rows with a trainable label, 0 when none has one (a batch of
     unlabeled texts in distillation, or of labels the model never had); cross_entropy's own mean
-    would be 0/0 there and turn every gradient into NaN."""
+    would be 0/0 there and turn every gradient into NaN. `label_smoothing` moves that share of
+    each target onto all labels evenly (finetune --label-smoothing)."""
     import torch.nn.functional as F
 
     labels = trainable(labels)
-    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORED, reduction="sum")
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORED, reduction="sum",
+                            label_smoothing=label_smoothing)
     return total / (labels != IGNORED).sum().clamp(min=1)
 
 
@@ -117,6 +119,8 @@ class Task:
     intent_head: str | None = None
     intent_output: str | None = None
     rejection = None
+    # finetune --label-smoothing: the share of each training target spread over all labels
+    label_smoothing = 0.0
     # FinetuneConfig options that only this task uses and `--search` tunes (search.py)
     searched_options: tuple[str, ...] = ()
     word_outputs: tuple[str, ...] = ()  # outputs with one row per word (the rest: one per example)
@@ -133,6 +137,12 @@ class Task:
         task.primary_metric = "in_scope_accuracy"
         task.gated_metrics = (*REJECTION_METRICS, *self.gated_besides_intent)
         task.report_metrics = (*REJECTION_METRICS, *self.reported_besides_intent)
+        return task
+
+    def with_label_smoothing(self, share: float) -> Task:
+        """This task, training on targets with `share` of each spread evenly over all labels."""
+        task = copy.copy(self)
+        task.label_smoothing = share
         return task
 
     def intents_of(self, data) -> list[str]:

@@ -122,7 +122,7 @@ class ClassificationTask(Task):
 
     def loss(self, model, batch: dict):
         outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-        return masked_cross_entropy(outputs.logits, batch["labels"]), outputs
+        return masked_cross_entropy(outputs.logits, batch["labels"], self.label_smoothing), outputs
 
     def distillation_logits(self, outputs, batch: dict) -> list:
         return [outputs.logits]

@@ -173,8 +173,9 @@ class JointTask(Task):
     def loss(self, model, batch: dict):
         outputs = model(**{k: v for k, v in batch.items() if k not in ("labels", "intent_labels")})
         slots = outputs.slot_logits
-        intent_loss = masked_cross_entropy(outputs.intent_logits, batch["intent_labels"])
-        slot_loss = masked_cross_entropy(slots.reshape(-1, slots.shape[-1]), batch["labels"].reshape(-1))
+        intent_loss = masked_cross_entropy(outputs.intent_logits, batch["intent_labels"], self.label_smoothing)
+        slot_loss = masked_cross_entropy(slots.reshape(-1, slots.shape[-1]), batch["labels"].reshape(-1),
+                                         self.label_smoothing)
         weight = getattr(model, "module", model).config.slot_loss_weight  # `module`: the model inside DDP
         return intent_loss + weight * slot_loss, outputs
 

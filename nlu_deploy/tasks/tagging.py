@@ -136,7 +136,8 @@ class TaggingTask(Task):
     def loss(self, model, batch: dict):
         outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
         logits = outputs.logits
-        return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1)), outputs
+        return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
+                                    self.label_smoothing), outputs
 
     def distillation_logits(self, outputs, batch: dict) -> list:
         return [outputs.logits[batch["labels"] != IGNORED]]
