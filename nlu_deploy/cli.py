@@ -88,9 +88,10 @@ def finetune_options(command):
                      help="Share of the steps over which the learning rate rises linearly before it decays."),
         click.option("--weight-decay", type=float, default=0.01, show_default=True,
                      help="AdamW weight decay (not on biases and LayerNorm weights)."),
-        click.option("--label-smoothing", type=float, default=0.0, show_default=True,
-                     help="Train on targets with this share spread evenly over all labels (e.g. 0.1), a "
-                          "regulariser for data the model fits to a near-zero training loss."),
+        click.option("--label-smoothing", type=float, default=None,
+                     help="Train on targets with this share spread evenly over all labels, a regulariser for "
+                          "data the model fits to a near-zero training loss. Default: 0.1 for intents with "
+                          "--oos-label or --oos-validation (it makes rejection cheaper), otherwise 0."),
         click.option("--average-weights", is_flag=True,
                      help="Score each epoch on, and keep, a moving average of the weights over about the last "
                           "10% of the steps rather than the last step's weights."),

@@ -34,6 +34,12 @@ DEFAULT_SLOT_LOSS_WEIGHT = 2.0
 # has no intent and keeps 3 (SNIPS slots still gain at epoch 3, and the bars are for 3).
 MIN_EPOCHS, MAX_EPOCHS = 3, 10
 EXAMPLES_SEEN_PER_LABEL = 800
+# Label smoothing for an intent model that learns to reject (--oos-label, --oos-validation): on
+# CLINC150 (validation.jsonl, 80% out-of-scope recall) 0.1 cut what rejection costs in in-scope
+# accuracy from 0.73 to 0.40 points and lifted that accuracy from 95.67% to 96.13% (cross-fitted
+# 95.66 -> 95.94). Without a rejection rule the default stays 0: that is what every other
+# figure in the README was measured with.
+REJECTION_LABEL_SMOOTHING = 0.1
 
 
 def default_epochs(examples_per_label: float | None) -> int:
@@ -91,7 +97,8 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     # Spread this share of every training target over all labels (cross-entropy's label_smoothing):
     # a regulariser for data a model fits to a near-zero training loss, such as CLINC150.
-    label_smoothing: float = 0.0
+    # None: REJECTION_LABEL_SMOOTHING for intents with an out-of-scope rule, else 0.
+    label_smoothing: float | None = None
     # Score and keep an exponential moving average of the weights (weight_averaging.py)
     average_weights: bool = False
     slot_loss_weight: float = DEFAULT_SLOT_LOSS_WEIGHT  # joint task: loss = intent CE + this * slot CE
@@ -128,6 +135,9 @@ class FinetuneConfig:
         object.__setattr__(self, "batch_size", default_batch if self.batch_size is None else self.batch_size)
         object.__setattr__(self, "lr", default_lr if self.lr is None else self.lr)
         _positive("slot loss weight", self.slot_loss_weight)
+        if self.label_smoothing is None:
+            rejecting = self.task == "text-classification" and (self.oos_label or self.oos_validation)
+            object.__setattr__(self, "label_smoothing", REJECTION_LABEL_SMOOTHING if rejecting else 0.0)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing must be at least 0 and below 1, got {self.label_smoothing}.")
         _choice("pooling", self.pooling, POOLING_CHOICES)

@@ -51,3 +51,13 @@ def test_the_average_sits_between_the_weights_the_last_steps_visited():
         set_weight(model, 3.0)
         averaged.update_parameters(model)
     assert float(averaged.module.bias[0]) == pytest.approx(3.0, abs=0.05)
+
+
+def test_intents_that_learn_to_reject_train_with_label_smoothing_unless_told_otherwise(tmp_path):
+    from nlu_deploy.config import REJECTION_LABEL_SMOOTHING, FinetuneConfig
+
+    assert FinetuneConfig(output=tmp_path, oos_label="oos").label_smoothing == REJECTION_LABEL_SMOOTHING
+    assert FinetuneConfig(output=tmp_path, oos_validation=tmp_path / "oos.txt").label_smoothing == 0.1
+    assert FinetuneConfig(output=tmp_path, oos_label="oos", label_smoothing=0.0).label_smoothing == 0.0
+    assert FinetuneConfig(output=tmp_path).label_smoothing == 0.0
+    assert FinetuneConfig(output=tmp_path, task="joint", oos_label="oos").label_smoothing == 0.0
