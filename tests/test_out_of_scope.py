@@ -104,7 +104,10 @@ def test_rejected_texts_come_back_as_the_oos_label_from_pytorch_and_every_onnx_f
 
 
 def test_validate_reports_and_gates_rejection_for_every_file(rejecting_checkpoint, rejecting_onnx, oos_data):
-    report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1]))
+    # 60 held-out out-of-scope rows: one row is 1.67 points of recall, which a tiny model's plain
+    # int8 file may lose; the budget allows one row, not two.
+    report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1],
+                                     max_score_drop=2.0))
     assert report.gated_metrics == ["in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc"]
     assert report.passed
     for variant in report.variants:
