@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig
+from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.modeling import load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.reports import markdown_table
@@ -51,6 +52,9 @@ class TrainingComparison:
 
 
 def compare_with_trainer(config: FinetuneConfig) -> TrainingComparison:
+    if config.average_weights:  # the two loops would not train the same recipe
+        raise ConfigError("bench-training compares one recipe in two loops, and transformers.Trainer has no "
+                          "weight averaging; leave out --average-weights.")
     primary = get_task(config.task).primary_metric
     with tempfile.TemporaryDirectory(prefix="nlu-deploy-train-bench-") as scratch:
         ours = finetune(replace(config, output=Path(scratch) / "ours", checkpoint_every=0), show_progress=False)

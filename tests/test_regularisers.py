@@ -61,3 +61,13 @@ def test_intents_that_learn_to_reject_train_with_label_smoothing_unless_told_oth
     assert FinetuneConfig(output=tmp_path, oos_label="oos", label_smoothing=0.0).label_smoothing == 0.0
     assert FinetuneConfig(output=tmp_path).label_smoothing == 0.0
     assert FinetuneConfig(output=tmp_path, task="joint", oos_label="oos").label_smoothing == 0.0
+
+
+def test_the_trainer_comparison_refuses_weight_averaging_that_the_trainer_lacks():
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+
+    result = CliRunner().invoke(main, ["bench-training", "--average-weights", "--epochs", "1"])
+    assert result.exit_code != 0
+    assert "has no weight averaging" in result.output and "Traceback" not in result.output
