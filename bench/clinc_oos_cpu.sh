@@ -19,7 +19,7 @@ work=${WORK_DIR:-models/bench-clinc}
 epochs=${EPOCHS:+--epochs $EPOCHS}
 lr=${LR:+--lr $LR}
 pooling=${POOLING:-default}  # mean: the head on the mean-pooled hidden states (finetune --pooling)
-# more finetune options, e.g. "--label-smoothing 0.1 --average-weights" (word-split; no quoting inside)
+# more finetune options, e.g. "--average-weights --seed 7" (word-split; no quoting inside)
 extra=${FINETUNE_OPTIONS:-}
 out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-clinc-oos"
 mkdir -p bench/results

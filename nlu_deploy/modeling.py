@@ -70,7 +70,8 @@ def checkpoint_architectures(directory) -> list[str]:
 
 def checkpoint_task(directory: Path) -> str:
     """text-classification or token-classification, from the head named in config.json."""
-    return "token-classification" if any(a.endswith("ForTokenClassification") for a in checkpoint_architectures(directory)) \
+    architectures = checkpoint_architectures(directory)
+    return "token-classification" if any(a.endswith("ForTokenClassification") for a in architectures) \
         else "text-classification"
 
 

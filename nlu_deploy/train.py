@@ -259,7 +259,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
                  f"{facts['unlabeled_texts']} unlabeled texts")
     log.line(f"training {task.name}: {len(train_data)} examples, {len(validation_data)} held out, "
              f"{config.epochs} epochs of {len(train_loader)} steps, batch {config.batch_size}, lr {config.lr}, "
-             f"{device.type}{', compiled' if use_compile else ''}{', weights averaged' if averaged else ''}")
+             f"{device.type}{', compiled' if use_compile else ''}{'' if averaged is None else ', weights averaged'}")
     for head, found in unseen.items():
         log.line(f"note: validation data: {found.describe(head)}")
     # The loss stays on the device and is read every LOSS_READ_EVERY steps: reading it every

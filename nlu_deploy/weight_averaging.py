@@ -34,7 +34,6 @@ def averaged_model(model, total_steps: int):
 
     # use_buffers=False: BERT-family buffers are constant index tensors, copied rather than averaged
     averaged = AveragedModel(model, avg_fn=exponential_average, use_buffers=False)
-    averaged.module.eval()
     for parameter in averaged.parameters():
         parameter.requires_grad_(False)
     return averaged

@@ -45,7 +45,6 @@ def test_the_average_sits_between_the_weights_the_last_steps_visited():
     for step in range(400):
         set_weight(model, 1.0 if step % 2 else -1.0)  # the optimiser bouncing across a minimum at 0
         averaged.update_parameters(model)
-    assert float(model.weight[0, 0]) == 1.0
     assert abs(float(averaged.module.weight[0, 0])) < 0.05
     for _ in range(200):  # the run moves on to a new place: the average follows within ~5 time constants
         set_weight(model, 3.0)
