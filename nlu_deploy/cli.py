@@ -407,9 +407,11 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
               help="Points of accuracy (intents), entity F1 (tagging) or each of intent accuracy, entity F1 and "
                    "exact match (joint) an ONNX file may lose against PyTorch.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
+              help="Where the ONNX files run (fp16 files are meant for cuda). PyTorch stays in fp32 on the CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
 def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column, oos_label, max_score_drop,
-             batch_size, json_path):
+             batch_size, provider, json_path):
     """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
 
     Exits with status 1 when a file's accuracy (entity F1 for a slot tagger) is more than
@@ -424,7 +426,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
     report = run_validate(ValidateConfig(model_dir=model_dir, onnx_dir=onnx_dir, data=data, text_column=text_column,
                                          label_column=label_column, intent_column=intent_column,
                                          oos_label=oos_label, max_score_drop=max_score_drop,
-                                         batch_size=batch_size))
+                                         batch_size=batch_size, provider=provider))
     click.echo(report.to_markdown())
     report.write_json(onnx_dir / artifacts.VALIDATION_REPORT)  # read by `bench --recommend`
     if json_path:

@@ -309,8 +309,12 @@ class ValidateConfig:
     max_score_drop: float = 1.0  # points of the task's score: accuracy, or entity F1 for tagging
     batch_size: int = 64
     max_length: int | None = None  # None: what the checkpoint was trained with
+    # where the ONNX files run; the PyTorch reference stays in fp32 on the CPU, the one result
+    # every variant on every provider is compared with
+    provider: str = "cpu"
 
     def __post_init__(self) -> None:
+        _choice("provider", self.provider, PROVIDERS)
         if self.max_score_drop < 0:
             raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")
         _positive("batch size", self.batch_size)

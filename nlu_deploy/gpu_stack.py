@@ -151,9 +151,7 @@ def diagnose() -> StackReport:
             f"--index-url https://download.pytorch.org/whl/cu{ort_cuda.replace('.', '')}) or an onnxruntime-gpu "
             f"built for CUDA {torch_cuda.split('.')[0]}."))
     if ort_cuda:
-        if hasattr(ort, "preload_dlls"):  # its failures only print: our checks below say what is missing
-            with _silenced(), contextlib.suppress(Exception):
-                ort.preload_dlls()
+        load_cuda_libraries()
         for name, soname, fix in LIBRARIES:
             found = _library(soname)
             report.checks.append(Check(name, found, f"{soname} {'found' if found else 'not found'}.",
@@ -161,6 +159,16 @@ def diagnose() -> StackReport:
     model = _tiny_model()
     report.providers = {provider: provider_state(provider, model) for provider in PROVIDERS}
     return report
+
+
+def load_cuda_libraries() -> None:
+    """Load CUDA, cuDNN and cuBLAS from the nvidia-* wheels before a GPU session starts, so that a
+    process that never imports torch (predict's light path) finds them as one that does would."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):  # its failures only print: doctor's checks say what is missing
+        with _silenced(), contextlib.suppress(Exception):
+            ort.preload_dlls()
 
 
 def provider_problem(provider_name: str) -> str:

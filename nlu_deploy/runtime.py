@@ -110,6 +110,10 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     if wanted not in available and not fallback:
         raise ProviderError(f"{provider} was asked for but this onnxruntime build has no {wanted} "
                             f"(available: {', '.join(available)}).")
+    if provider != "cpu":
+        from nlu_deploy.gpu_stack import load_cuda_libraries
+
+        load_cuda_libraries()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider start-up chatter is not for users
     if threads:

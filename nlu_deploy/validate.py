@@ -56,6 +56,7 @@ class ValidationReport:
     pytorch: dict
     variants: list[VariantScore]
     unseen: dict[str, dict] = field(default_factory=dict)  # head -> {"rows", "labels": {label: count}}
+    provider: str = "cpu"  # where the ONNX files ran (PyTorch: fp32 on the CPU)
 
     @property
     def passed(self) -> bool:
@@ -106,7 +107,8 @@ class ValidationReport:
                          f"{shown}.")
         entities = f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)" \
             if "entities" in self.pytorch else ""
-        text = f"Validation on {self.data}: {self.examples} examples{entities}. {' '.join(notes)}\n\n{table}\n"
+        where = "" if self.provider == "cpu" else f" ONNX files ran on {self.provider}, PyTorch in fp32 on the CPU."
+        text = f"Validation on {self.data}: {self.examples} examples{entities}.{where} {' '.join(notes)}\n\n{table}\n"
         if "per_type" in self.pytorch:
             per_type = self.pytorch["per_type"]
             text += "\nPer entity type:\n\n" + markdown_table(
@@ -147,7 +149,8 @@ def validate(config: ValidateConfig) -> ValidationReport:
     reference_scores = task.score(data, reference.outputs, model.config)
     variants = []
     for path in onnx_files:
-        inference = task.infer(onnx_backend(path, tokenizer, model.config, max_length), examples, config.batch_size)
+        session = onnx_backend(path, tokenizer, model.config, max_length, config.provider)
+        inference = task.infer(session, examples, config.batch_size)
         scores = task.score(data, inference.outputs, model.config)
         deltas = {m: 100 * (scores[m] - reference_scores[m]) for m in task.gated_metrics}
         failed = [m for m, d in deltas.items() if -d > config.max_score_drop + 1e-9]
@@ -159,4 +162,5 @@ def validate(config: ValidateConfig) -> ValidationReport:
     return ValidationReport(task.name, str(config.data), len(data), reference.truncated, reference.windowed,
                             config.max_score_drop, task.primary_metric, list(task.gated_metrics),
                             list(task.report_metrics), reference_scores, variants,
-                            {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()})
+                            {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
+                            config.provider)

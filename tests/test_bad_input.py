@@ -102,6 +102,8 @@ GPU_CASES = [
     ("TensorRT for ONNX", lambda f: ["bench", f.onnx, "--provider", "tensorrt", "--batch-sizes", "1",
                                      "--seq-lens", "8"], 1, "tensorrt was asked for but"),
     ("CUDA for predict", lambda f: ["predict", f.onnx, "--provider", "cuda", "hello"], 1, "cuda was asked for but"),
+    ("CUDA for validate", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
+                                     "--provider", "cuda"], 1, "cuda was asked for but"),
     ("TensorRT for predict", lambda f: ["predict", f.onnx, "--provider", "tensorrt", "hello"], 1,
      "tensorrt was asked for but"),
 ]

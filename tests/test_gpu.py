@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from nlu_deploy.benchmark import bench
-from nlu_deploy.config import BenchConfig, FinetuneConfig
+from nlu_deploy.config import BenchConfig, FinetuneConfig, ValidateConfig
 from nlu_deploy.train import finetune
+from nlu_deploy.validate import validate
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -28,3 +29,14 @@ def test_cuda_provider_really_runs_with_gpu_baselines(tiny_onnx, tiny_checkpoint
     providers = {m.variant: m.provider for m in report.measurements}
     assert providers["fp32"] == "CUDAExecutionProvider"
     assert {"pytorch", "pytorch-fp16", "pytorch-bf16", "pytorch-compiled"} <= set(providers)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_validate_on_cuda_keeps_the_scores_of_pytorch(tiny_checkpoint, tiny_onnx, tiny_dev_csv):
+    report = validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=tiny_onnx, data=tiny_dev_csv,
+                                     provider="cuda"))
+    by_variant = {v.variant: v for v in report.variants}
+    assert report.provider == "cuda" and report.passed
+    assert by_variant["fp32"].max_abs_logit_diff["logits"] < 1e-3  # GPU kernels, not bit-equal to the CPU's
+    assert by_variant["fp32"].agreement["logits"] == 1.0
