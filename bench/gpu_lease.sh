@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lent-GPU session (../shared/DEVICE.md), as back-to-back calls of the device tool. Here first:
+# One lent-GPU session (../shared/DEVICE.md), as back-to-back calls of the device tool (the machine
+# goes back ~30 s after a call, and one call may run 600 s at most). Here first:
 # `bash bench/gpu_ship.sh prepare` writes .whl/, .gpu/ and .ort/ and prints the calls; then
 #   call 1   carry .whl, .gpu     bash bench/gpu_lease.sh start
 #            installs our pinned stack (transformers 4.57, its tokenizers and hub client, optimum-onnx)
@@ -9,12 +10,15 @@
 #   calls 2-5  carry .ort/part-a?   bash bench/gpu_lease.sh part
 #            moves the part to /tmp/ort and shows that the earlier parts and the background run are
 #            still there (if they are not, files do not survive between calls: the recipe fails);
-#   call 6   carry the last part and .ort/SHA256   bash bench/gpu_lease.sh finish
-#            reassembles and verifies the wheel, installs it into /tmp/site, runs `doctor`, waits for
-#            the background run, then `parity` and `bench` alone on the GPU, and returns
-#            everything as $OUT/gpu-results.tar.gz plus the headline files.
+#   call 6   carry the last part and .ort/SHA256   bash bench/gpu_lease.sh join
+#            reassembles and verifies the wheel, installs it into /tmp/site, runs `doctor`, and
+#            waits (WAIT_BACKGROUND_S, default 420) for the background run, stopping it after that;
+#   call 7   bash bench/gpu_lease.sh measure
+#            `parity` and `bench` alone on the GPU, then everything as $OUT/gpu-results.tar.gz plus
+#            the headline files (PYTEST_S=N also runs `pytest -m gpu` for up to N seconds).
+# On 2026-12-01 the whole session took 13 minutes of device time (bench/results/2026-12-01-h200-gpu-check).
 # `bash bench/gpu_lease.sh sweep` is the 2026-11-29 lease: the training check and bench/recipe_sweep.py.
-# Rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh start (then part, finish).
+# Rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh start (then part, join, measure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-lease}
@@ -38,7 +42,7 @@ start() {
     $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "gpu_lease: the .whl stack did not install"; exit 1; }
   fi
-  rm -rf "$repo" "$results" /tmp/payload /tmp/gpu-background.done && mkdir -p "$repo" "$results" /tmp/payload
+  rm -rf "$repo" "$results" /tmp/payload /tmp/gpu-background.done /tmp/gpu-background.pid && mkdir -p "$repo" "$results" /tmp/payload
   cp -r nlu_deploy bench tests pyproject.toml "$repo"/
   cp -r .gpu/. /tmp/payload/ && gunzip -f /tmp/payload/data/snips/train.jsonl.gz
   environment
@@ -51,6 +55,7 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', tr
   setsid nohup env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check STUDY_DEADLINE_S="${STUDY_DEADLINE_S:-270}" SNIPS_TRAIN=/tmp/payload/data/snips/train.jsonl \
     MODEL=/tmp/payload/minilm GPU_CHECK_STEPS="$steps" GPU_CHECK_CPU="$cpu" \
     bash -c "bash $repo/bench/gpu_check.sh; touch /tmp/gpu-background.done" > /tmp/gpu-background.log 2>&1 < /dev/null &
+  echo $! > /tmp/gpu-background.pid  # setsid made it a process group of its own: join stops it by that
   sleep 20  # long enough to see the first fine-tune start, or the stack fail
   tail -5 /tmp/gpu-background.log
 }
@@ -61,37 +66,43 @@ part() {
   tail -3 /tmp/gpu-background.log 2>/dev/null || echo "gpu_lease: the background run's log is gone"
 }
 
-finish() {
-  # FINISH_S: this call's own limit (the device call's timeout_s), so that whatever ran is packed
-  # into $OUT before it ends; WAIT_BACKGROUND_S: how long to wait for the background training
-  local end=$(( $(date +%s) + ${FINISH_S:-560} - 20 )) deadline=$(( $(date +%s) + ${WAIT_BACKGROUND_S:-420} ))
-  left() { echo $(( end - $(date +%s) > 5 ? end - $(date +%s) : 5 )); }
+join() {
   environment
   if [ "$cpu" != 1 ]; then
     mkdir -p /tmp/ort && mv .ort/part-* .ort/SHA256 /tmp/ort/ && SITE=/tmp/site bash bench/gpu_ship.sh join /tmp/ort \
-      || { echo "gpu_lease: onnxruntime-gpu could not be put together"; }
+      || echo "gpu_lease: onnxruntime-gpu could not be put together"
     $python -c "import onnxruntime as o; print(o.__file__, o.get_device(), o.get_available_providers())" 2>&1 \
       | tee "$results/onnxruntime.txt"
   fi
-  local check="$repo/bench/gpu_check.sh"
-  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="doctor" GPU_CHECK_CPU="$cpu" timeout "$(left)" bash "$check"
+  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="doctor" GPU_CHECK_CPU="$cpu" bash "$repo/bench/gpu_check.sh"
   # parity and bench wait for the background training: nothing else may share the GPU while it is timed
+  local deadline=$(( $(date +%s) + ${WAIT_BACKGROUND_S:-420} ))
   while [ ! -e /tmp/gpu-background.done ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
   if [ ! -e /tmp/gpu-background.done ]; then
-    echo "gpu_lease: the background run is still going after the wait: stopped, its last lines:"
-    tail -5 /tmp/gpu-background.log; pkill -f gpu_check.sh; pkill -f "nlu_deploy finetune"; sleep 2
+    echo "gpu_lease: the background run is still going after the wait: stopped. Its last lines:"
+    tail -5 /tmp/gpu-background.log
+    kill -- -"$(cat /tmp/gpu-background.pid)" 2>/dev/null; touch /tmp/gpu-background.done
   fi
+  grep -v "it/s" /tmp/gpu-background.log | tail -20
+}
+
+measure() {
+  # MEASURE_S: this call's own limit (the device call's timeout_s), so that what ran is packed into
+  # $OUT before the call ends
+  local end=$(( $(date +%s) + ${MEASURE_S:-300} - 15 ))
+  left() { echo $(( end - $(date +%s) > 5 ? end - $(date +%s) : 5 )); }
+  environment
   env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="parity bench" GPU_CHECK_CPU="$cpu" \
-    timeout "$(left)" bash "$check" || echo "gpu_lease: parity/bench ended with exit $? (124: out of time)"
+    timeout "$(left)" bash "$repo/bench/gpu_check.sh" > /dev/null || echo "gpu_lease: parity/bench: exit $? (124: out of time)"
   if [ "${PYTEST_S:-0}" -gt 0 ] && [ "$(left)" -gt 30 ]; then  # the suite's own GPU tests, if the lease has time left
-    (cd "$repo" && timeout "$(( PYTEST_S < $(left) ? PYTEST_S : $(left) ))" $python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py) 2>&1 \
-      | tail -15 | tee "$results/pytest-gpu.txt"
+    (cd "$repo" && timeout "$(( PYTEST_S < $(left) ? PYTEST_S : $(left) ))" $python -m pytest -m gpu -q -p no:cacheprovider \
+      tests/test_gpu.py) 2>&1 | tail -15 > "$results/pytest-gpu.txt"
   fi
-  cp /tmp/gpu-background.log "$results/" 2>/dev/null
+  grep -v "it/s" /tmp/gpu-background.log > "$results/gpu-background.log" 2>/dev/null
   tar -czf "$OUT/gpu-results.tar.gz" -C "$results" .
-  for name in gpu_check.log doctor.md training.md predict-parity.md; do cp "$results/$name" "$OUT/" 2>/dev/null; done
+  for name in gpu_check.log doctor.md training.md predict-parity.md pytest-gpu.txt; do cp "$results/$name" "$OUT/" 2>/dev/null; done
   cp "$results"/bench-*.md "$OUT/" 2>/dev/null
-  ls -l "$OUT"
+  tail -12 "$results/gpu_check.log"
 }
 
 sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until the deadline
@@ -113,6 +124,6 @@ sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until t
 }
 
 case "${1:-}" in
-  start) start ;; part) part ;; finish) finish ;; sweep) sweep ;;
-  *) echo "usage: bash bench/gpu_lease.sh start|part|finish|sweep" >&2; exit 2 ;;
+  start) start ;; part) part ;; join) join ;; measure) measure ;; sweep) sweep ;;
+  *) echo "usage: bash bench/gpu_lease.sh start|part|join|measure|sweep" >&2; exit 2 ;;
 esac

@@ -109,7 +109,8 @@ plan() {  # the calls to make, with what each carries
     echo "  call $n: carry [\"$part\"] ($(mib "$part") MiB); command: bash bench/gpu_lease.sh part"
     n=$((n + 1))
   done
-  echo "  call $n: carry [\"$last\", \".ort/SHA256\"] ($(mib "$last") MiB); command: bash bench/gpu_lease.sh finish"
+  echo "  call $n: carry [\"$last\", \".ort/SHA256\"] ($(mib "$last") MiB); command: bash bench/gpu_lease.sh join"
+  echo "  call $((n + 1)): carry nothing; command: MEASURE_S=300 bash bench/gpu_lease.sh measure (timeout_s 300)"
 }
 
 rehearse() {  # the whole round trip with a small wheel, on this machine's Python

@@ -72,6 +72,9 @@ def library_versions() -> dict[str, str]:
             versions[name] = version(name)
         except PackageNotFoundError:
             continue
+    onnxruntime = sys.modules.get("onnxruntime")
+    if onnxruntime is not None:  # the one that ran: a CPU and a GPU build can sit side by side
+        versions["onnxruntime (imported)"] = f"{onnxruntime.__version__} from {Path(onnxruntime.__file__).parent}"
     return versions
 
 

@@ -86,7 +86,7 @@ class FinetuneConfig:
     batch_size: int | None = None  # None: the task's default (DEFAULT_RECIPES)
     lr: float | None = None
     max_length: int = 128
-    compile: str = "auto"  # auto: on for CUDA, off for CPU (compiling costs ~90 s on CPU)
+    compile: str = "auto"  # auto: off on every device (train.py says why)
     device: str = "auto"
     # auto: bf16 autocast on CUDA (fp16 + loss scaling where bf16 is missing), fp32 on CPU.
     # fp32 on CUDA is the eager baseline the GPU check compares against.

@@ -13,9 +13,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.gpu
 @needs_cuda
-def test_training_on_cuda_uses_mixed_precision_and_compile(tmp_path, tiny_encoder, tiny_train_csv):
+def test_training_on_cuda_with_bf16_and_compile_when_asked(tmp_path, tiny_encoder, tiny_train_csv):
     result = finetune(FinetuneConfig(output=tmp_path / "cuda", model=str(tiny_encoder), train=tiny_train_csv,
-                                     epochs=6, batch_size=8, lr=5e-3, max_length=32, device="cuda"),
+                                     epochs=6, batch_size=8, lr=5e-3, max_length=32, device="cuda",
+                                     compile="on", precision="bf16"),
                       show_progress=False)
     assert result.device == "cuda" and result.compiled
     assert result.best_scores["accuracy"] >= 0.9

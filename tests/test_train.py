@@ -190,3 +190,16 @@ def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its
         assert not hasattr(model.config, "oos_rejection")
         assert getattr(model.config, "nlu_task", None) == ("joint" if target == "joint" else None)
         assert model.config.num_labels == (3 if target in ("token-classification", "joint") else 2)
+
+
+def test_default_precision_is_fp32_on_every_device_and_explicit_choices_hold():
+    """The H200 measurements (README: GPUs) made auto fp32 on CUDA too; bf16 and fp16 stay one flag away."""
+    import torch
+
+    from nlu_deploy.train import autocast_dtype
+
+    cuda = torch.device("cuda")  # a device object: nothing runs on it
+    assert autocast_dtype("auto", cuda) is None and autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", cuda) == torch.bfloat16 and autocast_dtype("fp16", cuda) == torch.float16
+    with pytest.raises(ConfigError, match="fp16 training needs CUDA"):
+        autocast_dtype("fp16", torch.device("cpu"))
