@@ -38,8 +38,9 @@ PREFERRED_ONNX_FILES = (ONNX_QUANTIZED, ONNX_OPTIMIZED, ONNX_FP32)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees half a file."""
+    """Write atomically: a reader never sees half a file. Missing folders are created."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(partial, path)
@@ -117,18 +118,97 @@ def variant_name(path: Path) -> str:
     return _VARIANT_NAMES.get(path.name, path.stem.removeprefix("model_"))
 
 
+def check_output(output: Path, overwrite: bool = False) -> None:
+    """Refuse, before a stage does any work, an output it could not or should not write: a
+    symbolic link (the stage replaces the directory, which would cut the link or write
+    through it), a file, a non-empty directory without --overwrite, a place without write
+    permission."""
+    output = Path(output)
+    if output.is_symlink():
+        raise NluDeployError(f"{output} is a symbolic link; give the directory it should be written to itself.")
+    if output.exists() and not output.is_dir():
+        raise NluDeployError(f"{output} exists and is not a directory.")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    existing = output.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise NluDeployError(f"{output} cannot be written: {existing} is not a writable directory.")
+
+
+_HELD_LOCKS: dict[Path, Any] = {}  # output -> this process's lock on it (stages nest: run -> export)
+
+
+def lock_path(output: Path) -> Path:
+    output = Path(output)
+    return output.parent / f".{output.name}.lock"
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """One writer per output for the whole stage. A second writer is refused at once with a
+    sentence naming the first. The lock is the kernel's (flock on a file beside the output), so
+    it dies with its process: a killed run's lock file is simply taken by the next run. The file
+    is removed on release, so nothing is left beside a finished output. (Windows has no flock:
+    there, outputs are not locked.)"""
+    output = Path(output)
+    key = output.absolute()
+    if key in _HELD_LOCKS or sys.platform == "win32":
+        yield
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(output)
+    descriptor = _take_lock(path, output)
+    _HELD_LOCKS[key] = descriptor
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still holding it: a run that opened the old file sees it is gone
+        os.close(descriptor)
+
+
+def _take_lock(path: Path, output: Path) -> int:
+    import fcntl
+
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 1000).decode("utf-8", "replace").strip() or "another process"
+            os.close(descriptor)
+            raise NluDeployError(f"{output} is being written by another run ({holder}); wait for it to end or "
+                                 "choose another output.") from None
+        try:  # the previous holder may have removed the file after we opened it: lock the new one
+            current = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"process {os.getpid()} on {platform.node()}, `nlu-deploy "
+                                 f"{' '.join(sys.argv[1:2])}`, since {time.strftime('%H:%M:%S')}".encode())
+            return descriptor
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
 def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it to `output` only if the block succeeds.
 
     A failed or interrupted stage therefore leaves either the previous output or nothing,
-    never a half-written directory under the requested name.
+    never a half-written directory under the requested name. The output is locked meanwhile.
     """
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise NluDeployError(f"{output} exists and is not a directory.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    check_output(output, overwrite)
+    with output_lock(output):
+        check_output(output, overwrite)  # again: a writer that held the lock may have finished meanwhile
+        yield from _staged(output)
+
+
+def _staged(output: Path) -> Iterator[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(output)
     # the process id in the name tells a later run whether the stage that wrote it still runs

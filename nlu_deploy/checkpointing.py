@@ -78,7 +78,13 @@ def save_training_state(directory: Path, model, optimizer, scheduler, scaler, pr
     if averaged is not None:  # finetune --average-weights: the moving average, with its update count
         state["averaged"] = averaged.state_dict()
     partial = directory / f"{STATE_FILE}.partial"
-    torch.save(state, partial)
+    try:
+        torch.save(state, partial)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+        partial.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NluDeployError(f"the training state could not be saved in {directory} ({reason}); is the disk "
+                             "full? The previous saved state, if any, is kept.") from None
     os.replace(partial, directory / STATE_FILE)  # a crash mid-save keeps the previous state
 
 

@@ -18,7 +18,7 @@ from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDE
                                DEFAULT_TEMPERATURE,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
 from nlu_deploy.checkpointing import TrainingInterrupted
-from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed
+from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed, out_of_space
 
 
 class NluDeployGroup(click.Group):
@@ -35,6 +35,13 @@ class NluDeployGroup(click.Group):
             raise error from None
         except NluDeployError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if not out_of_space(exc):
+                raise
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"the disk is full{where} ({exc.strerror}); free some space and run the "
+                                       "command again (nothing half-written was kept).") from None
+
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
@@ -374,6 +381,12 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
     if triton_onnx_backend == "python" and triton_device != "cpu":
         raise click.UsageError("--triton-onnx-backend python runs on CPU: use --triton-device cpu.")
+    if triton_repo is not None:  # every output is checked before the first is written
+        from nlu_deploy.triton import TritonOptions
+
+        TritonOptions(name=triton_name, device=triton_device, tensorrt=triton_tensorrt,
+                      onnx_backend=triton_onnx_backend)
+        artifacts.check_output(triton_repo, options["overwrite"])
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
@@ -435,6 +448,12 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
     if not report.passed:
         from nlu_deploy.metrics import DISPLAY_NAMES
 
+        from nlu_deploy.validate import NONFINITE
+
+        broken = [v.file for v in report.failures if NONFINITE in v.failed_on]
+        if broken:
+            raise ValidationFailed(f"{', '.join(broken)} gave outputs that are not finite numbers (NaN or inf) "
+                                   "where PyTorch gives numbers.")
         lost = " and ".join(DISPLAY_NAMES[m] for m in report.gated_metrics
                             if any(m in v.failed_on for v in report.failures))
         files = ", ".join(f"{v.file} ({', '.join(f'{v.delta_points[m]:+.2f}' for m in v.failed_on)} points)"

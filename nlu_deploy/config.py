@@ -3,6 +3,7 @@ library refuses nonsense the same way whether it is called from the CLI or from 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,15 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be greater than zero, got {value}.")
 
 
+def _finite_numbers(config) -> None:
+    """Every number an option gives must be a number: inf and nan pass every `> 0` test that
+    comes after (nan compares false both ways), then train to NaN weights."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}.")
+
+
 def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
     if value is not None and value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
@@ -123,6 +133,7 @@ class FinetuneConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _choice("task", self.task, TASKS)
         default_text, default_label, default_intent = DEFAULT_COLUMNS[self.task]
         if self.intent_column and not default_intent:
@@ -173,6 +184,8 @@ class FinetuneConfig:
             raise ConfigError(
                 f"validation fraction must be between 0 and 1, got {self.validation_fraction}."
             )
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must not be negative, got {self.weight_decay}.")
         if self.max_grad_norm <= 0:
             raise ConfigError("max grad norm must be greater than zero.")
 
@@ -208,6 +221,7 @@ class SearchConfig:
     fixed: tuple[str, ...] = ()  # options given explicitly: never searched
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _positive("search trials", self.trials)
         if self.minutes is not None:
             _positive("search time", self.minutes)
@@ -249,6 +263,7 @@ class DistillConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _positive("layers", self.layers)
         _positive("temperature", self.temperature)
         if not 0 <= self.alpha <= 1:
@@ -284,6 +299,7 @@ class ExportConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize", self.quantize, QUANTIZATION_MODES)
         _choice("calibration method", self.calibration_method, CALIBRATION_METHODS)
@@ -314,6 +330,7 @@ class ValidateConfig:
     provider: str = "cpu"
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _choice("provider", self.provider, PROVIDERS)
         if self.max_score_drop < 0:
             raise ConfigError(f"max score drop must not be negative, got {self.max_score_drop}.")
@@ -350,6 +367,7 @@ class BenchConfig:
     also: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _choice("provider", self.provider, PROVIDERS)
         if not self.batch_sizes or not self.seq_lens:
             raise ConfigError("at least one batch size and one sequence length are needed.")
@@ -384,6 +402,7 @@ class RunConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        _finite_numbers(self)
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
         if self.student_layers is not None:

@@ -4,8 +4,10 @@ file, the line and the column; label maps; the seeded validation holdout."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,29 +52,39 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (invalid byte at line {line}).") from None
 
 
+def text_lines(text: str) -> list[str]:
+    """Lines as data files mean them: split at \\n (and \\r\\n) only. str.splitlines also splits
+    at U+2028, U+0085 and other characters that are valid inside a JSON string or a text."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
-    lines = read_text(path).splitlines()
-    reader = csv.reader(lines, delimiter=delimiter)
+    # The csv module over the whole text: a quoted field keeps its newlines and any length.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     try:
         header = next(reader)
+        records = []
+        for row in reader:
+            if not row:  # blank line
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path} line {reader.line_num}: expected {len(header)} fields like the header, "
+                    f"found {len(row)}."
+                )
+            records.append(dict(zip(header, row)))
     except StopIteration:
         raise DataError(f"{path} is empty.") from None
-    records = []
-    for row in reader:
-        if not row:  # blank line
-            continue
-        if len(row) != len(header):
-            raise DataError(
-                f"{path} line {reader.line_num}: expected {len(header)} fields like the header, "
-                f"found {len(row)}."
-            )
-        records.append(dict(zip(header, row)))
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num} is not valid {'CSV' if delimiter == ',' else 'TSV'} "
+                        f"({exc}).") from None
     return records
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(text_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:
@@ -195,7 +207,7 @@ def read_texts(path: Path) -> list[str]:
         if "text" not in records[0]:
             raise DataError(f"{path} has no 'text' column.")
         return [str(record["text"]) for record in records]
-    texts = [line for line in read_text(path).splitlines() if line.strip()]
+    texts = [line for line in text_lines(read_text(path)) if line.strip()]
     if not texts:
         raise DataError(f"{path} holds no text.")
     return texts

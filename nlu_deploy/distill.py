@@ -22,7 +22,7 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import DistillConfig, FinetuneConfig
-from nlu_deploy.data import SUPPORTED_SUFFIXES, read_records, read_text
+from nlu_deploy.data import SUPPORTED_SUFFIXES, read_records, read_text, text_lines
 from nlu_deploy.errors import ConfigError, DataError, ModelError
 from nlu_deploy.tasks import Task, task_of
 from nlu_deploy.train import finetune
@@ -177,7 +177,7 @@ def read_unlabeled(path: Path, column: str) -> list[str]:
         texts = [" ".join(map(str, value)) if isinstance(value, list | np.ndarray) else str(value)
                  for value in (record[column] for record in records)]
     else:
-        texts = read_text(path).splitlines()
+        texts = text_lines(read_text(path))
     texts = [text.strip() for text in texts if text and text.strip()]
     if not texts:
         raise DataError(f"{path} holds no text.")

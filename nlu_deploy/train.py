@@ -7,8 +7,11 @@ with an evaluation at the end of every epoch and the best epoch's weights kept.
 from __future__ import annotations
 
 import gc
+import math
+import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -149,13 +152,32 @@ def weight_decay_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class TrainingDiverged(NluDeployError):
+    """The loss or the weights stopped being finite numbers."""
+
+
+# A share of cut training texts worth a warning: a few long outliers are normal, one in twenty
+# means a --max-length that does not fit the data (--max-length 2 leaves nothing but [CLS] x).
+TRUNCATION_WARNING_SHARE = 0.05
+
+
 def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, distillation=None,
              on_epoch=None) -> FinetuneResult:
     """Train, keep the best epoch, write the checkpoint directory. `on_step(global_step)` is
     called after every optimizer step (progress hooks; tests use it to interrupt a run), and
     `on_epoch(epoch, scores)` after every evaluation (the search prunes poor trials there).
     With a `distillation` (distill.py) the model is the teacher's shallower student, trained on
-    the teacher's soft targets as well as the labels, and the output's manifest names the teacher."""
+    the teacher's soft targets as well as the labels, and the output's manifest names the teacher.
+    The output (and the training state beside it) is locked for the whole run: a second run on
+    it is refused at once. Under torchrun the first process holds the lock for all."""
+    artifacts.check_output(config.output, config.overwrite)
+    if os.environ.get("RANK", "0") != "0":
+        return _finetune(config, show_progress, on_step, distillation, on_epoch)
+    with artifacts.output_lock(config.output):
+        return _finetune(config, show_progress, on_step, distillation, on_epoch)
+
+
+def _finetune(config: FinetuneConfig, show_progress: bool, on_step, distillation, on_epoch) -> FinetuneResult:
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -192,7 +214,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
         {**{k: v for k, v in asdict(config).items() if k not in ("overwrite", "resume", "checkpoint_every")},
          "distillation": distillation.describe() if distillation else None},
         {name: part.get("sha256", part["source"]) for name, part in data_description.items()})
-    _refuse_clobbering(config, state_dir)
+    resuming = _refuse_clobbering(config, state_dir)
 
     seed_everything(config.seed)
     if distillation:
@@ -230,7 +252,7 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     # Everything the loop needs to continue exactly where it stopped.
     progress = {"epoch": 1, "batches_done": 0, "seen": 0, "loss_sum": 0.0, "seconds": 0.0, "global_step": 0,
                 "history": [], "best_epoch": 0, "best_scores": {}, "best_key": [-1.0, 0.0]}
-    if config.resume:
+    if resuming:
         state = checkpointing.load_training_state(state_dir, run_fingerprint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -262,22 +284,36 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     log.line(f"training {task.name}: {len(train_data)} examples, {len(validation_data)} held out, "
              f"{config.epochs} epochs of {len(train_loader)} steps, batch {config.batch_size}, lr {config.lr}, "
              f"{device.type}{', compiled' if use_compile else ''}{'' if averaged is None else ', weights averaged'}")
+    cut = truncated_train["sentences"]
+    if cut >= TRUNCATION_WARNING_SHARE * len(rows_data):  # counted in metrics.json either way
+        log.line(f"warning: {cut} of {len(rows_data)} training texts ({cut / len(rows_data):.0%}) are longer than "
+                 f"--max-length {config.max_length} tokens and are cut there: the model never reads the rest.")
     for head, found in unseen.items():
         log.line(f"note: validation data: {found.describe(head)}")
     # The loss stays on the device and is read every LOSS_READ_EVERY steps: reading it every
     # step (loss.item()) makes the host wait for the GPU, which stalls a compiled CUDA loop.
     # float64: the sum over hundreds of steps stays exact enough for resumed runs to match
     pending_loss = torch.zeros((), dtype=torch.float64, device=device)  # sum of loss x batch size since the last read
-    pending = {"seen": 0}
+    pending = {"seen": 0, "from_step": progress["global_step"] + 1}
 
     def read_loss() -> float:
-        """Move the device-side loss sum into progress; the mean loss since the last read."""
+        """Move the device-side loss sum into progress; the mean loss since the last read. A
+        non-finite sum means a step diverged: stop before anything from after it is saved."""
         value = pending_loss.item()
+        if not math.isfinite(value):
+            diverged(f"the loss became {value}", pending["from_step"])
         pending_loss.zero_()
         progress["loss_sum"] += value
         mean = value / pending["seen"] if pending["seen"] else float("nan")
-        pending["seen"] = 0
+        pending.update(seen=0, from_step=progress["global_step"] + 1)
         return mean
+
+    def diverged(what: str, from_step: int) -> None:
+        if dist.is_main:
+            shutil.rmtree(state_dir, ignore_errors=True)  # resuming the same run would diverge again
+        raise TrainingDiverged(
+            f"training diverged in epoch {progress['epoch']}: {what} between steps {from_step} and "
+            f"{progress['global_step']}. Nothing was saved; lower --lr (it was {config.lr}) or check the data.")
 
     def save_state(generator_state) -> None:
         read_loss()  # the saved state holds every step's loss
@@ -337,6 +373,9 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
                             "command with --resume to continue.")
             seconds = time.perf_counter() - started
             read_loss()
+            # the last step's update can break the weights without a loss showing it yet
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                diverged("the weights became non-finite", progress["global_step"])
             seen, loss_sum = sum_across(dist, progress["seen"], progress["loss_sum"])  # all processes' share
             kept = model if averaged is None else averaged.module  # the weights that are scored and saved
             scores = evaluate(task, kept, validation_loader, device, amp_dtype, id2labels, dist)
@@ -405,14 +444,25 @@ def finetune(config: FinetuneConfig, show_progress: bool = True, on_step=None, d
     return result
 
 
-def _refuse_clobbering(config: FinetuneConfig, state_dir: Path) -> None:
-    """Check before hours of training, not after, that the output may be written."""
+def _refuse_clobbering(config: FinetuneConfig, state_dir: Path) -> bool:
+    """Check before hours of training, not after, that the output may be written, and decide
+    whether this run resumes: only when asked to and a saved state exists. A state folder
+    without one (a run killed before its first save, or by a full disk while saving) holds
+    nothing to continue, so the run starts over and says so, whether --resume was given or not."""
     output = Path(config.output)
     if output.is_dir() and any(output.iterdir()) and not config.overwrite:
         raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
-    if state_dir.exists() and not config.resume and not config.overwrite:
+    resumable = (state_dir / checkpointing.STATE_FILE).is_file()
+    if resumable and not config.resume and not config.overwrite:
         raise NluDeployError(f"an interrupted run's state is in {state_dir}; pass --resume to continue it "
                              "or --overwrite to start over.")
+    if state_dir.exists() and not resumable and not config.overwrite:
+        print(f"note: {state_dir} holds no saved training state (its run stopped before the first save); "
+              "starting from the beginning.", file=sys.stderr)
+    elif config.resume and not resumable:
+        print(f"note: there is no interrupted run to resume for {output}; starting from the beginning.",
+              file=sys.stderr)
+    return config.resume and resumable
 
 
 def _check_max_length(max_length: int, model_config) -> None:

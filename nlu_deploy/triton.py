@@ -7,6 +7,7 @@ intents, ENTITIES (JSON) for slots, all three for a joint model. What differs be
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -38,13 +39,28 @@ class TritonOptions:
     onnx_backend: str = "onnxruntime"
 
     def __post_init__(self):
+        check_triton_name("model name", self.name)
         if self.onnx_backend not in ("onnxruntime", "python"):
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
         if self.onnx_backend == "python" and self.device != "cpu":
             raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
 
 
+# What a name may be when it becomes a folder of the repository and a string in config.pbtxt:
+# letters, digits, '_' and '-', with single dots inside. Nothing that climbs out of the
+# repository (../x), lands in its root (empty) or ends the protobuf string (quotes, newlines).
+TRITON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+
+
+def check_triton_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or len(name) > 100 or not TRITON_NAME.fullmatch(name):
+        raise ConfigError(f"{kind} {name!r} cannot name a Triton model or tensor: use letters, digits, '_' and '-' "
+                          "(single dots inside), at most 100 characters.")
+    return name
+
+
 def _io(name: str, data_type: str, dims: list[int]) -> str:
+    check_triton_name("tensor name", name)  # read from the ONNX graph, which may be anyone's
     return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
 
 

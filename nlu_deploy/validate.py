@@ -14,9 +14,12 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
-from nlu_deploy.modeling import load_tokenizer
+from nlu_deploy.modeling import check_finite_weights, load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
+
+
+NONFINITE = "finite_outputs"  # in failed_on: the file gives NaN or inf where PyTorch gives numbers
 
 
 @dataclass
@@ -37,8 +40,13 @@ class VariantScore:
 
 
 def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest |a - b|, ignoring NaN rows (words no sub-word reached); 0 when nothing compares."""
-    difference = np.abs(a - b)
+    """Largest |a - b|, skipping what is NaN on both sides (words no sub-word reached); 0 when
+    nothing compares. A value that is a finite number on one side only is an infinite
+    difference: NaN minus anything is NaN, which would otherwise pass every threshold."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if (np.isfinite(a) != np.isfinite(b)).any():
+        return float("inf")
+    difference = np.abs(a - b)[~(np.isnan(a) & np.isnan(b))]
     return float(np.nanmax(difference)) if difference.size and not np.isnan(difference).all() else 0.0
 
 
@@ -137,6 +145,7 @@ def validate(config: ValidateConfig) -> ValidationReport:
                               "or --oos-validation.")
         task = task.with_rejection(replace(task.rejection, label=config.oos_label))
     model = task.load_model(model_dir)
+    check_finite_weights(model, model_dir)
     tokenizer = load_tokenizer(str(model_dir))
     given = (config.text_column, config.label_column, config.intent_column)
     columns = tuple(g or trained for g, trained in zip(given, default_columns(model_dir, task)))
@@ -154,10 +163,13 @@ def validate(config: ValidateConfig) -> ValidationReport:
         scores = task.score(data, inference.outputs, model.config)
         deltas = {m: 100 * (scores[m] - reference_scores[m]) for m in task.gated_metrics}
         failed = [m for m, d in deltas.items() if -d > config.max_score_drop + 1e-9]
+        differences = {name: max_abs_difference(out, reference.outputs[name]) for name, out in inference.outputs.items()}
+        if not all(np.isfinite(list(differences.values()))):
+            failed.append(NONFINITE)  # NaN or inf where PyTorch gives numbers: never a pass
         variants.append(VariantScore(
             variant=artifacts.variant_name(path), file=path.name, primary_metric=task.primary_metric, scores=scores,
             delta_points=deltas,
-            max_abs_logit_diff={name: max_abs_difference(out, reference.outputs[name]) for name, out in inference.outputs.items()},
+            max_abs_logit_diff=differences,
             agreement=task.agreement(inference.outputs, reference.outputs), passed=not failed, failed_on=failed))
     return ValidationReport(task.name, str(config.data), len(data), reference.truncated, reference.windowed,
                             config.max_score_drop, task.primary_metric, list(task.gated_metrics),

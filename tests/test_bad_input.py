@@ -94,6 +94,51 @@ CASES = [
                                            "--label-column", "intent"], 1, "has no column 'intent'"),
 ]
 
+def non_empty(directory):
+    directory.mkdir()
+    (directory / "keep.txt").write_text("a user's file")
+    return directory
+
+
+def symlink_loop(path):
+    path.symlink_to(path)
+    return path
+
+
+def without_tokenizer(directory, tiny_onnx):
+    shutil.copytree(tiny_onnx, directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (directory / name).unlink(missing_ok=True)
+    return directory
+
+
+# Hardening, round two (issue 25): names that would escape, numbers that are not numbers, paths
+# that are not what they seem. Each is refused before anything is written.
+HARDENING_CASES = [
+    *[(f"Triton name {name!r}", lambda f, name=name: ["export", f.checkpoint, "--triton", f.tmp / "repo",
+                                                      "--triton-name", name], 2, "cannot name a Triton model")
+      for name in ("../x", "a/b", 'a"b', "a\nb", "", ".hidden", "a..b")],
+    ("non-empty Triton repository", lambda f: ["export", f.checkpoint, "--triton", non_empty(f.tmp / "repo")], 1,
+     "repo already exists and is not empty"),
+    *[(f"--{option} {value}", lambda f, option=option, value=value: ["finetune", f"--{option}", value], 2,
+       f"--{option} must be a finite number") for option, value in
+      (("lr", "inf"), ("lr", "nan"), ("weight-decay", "nan"), ("warmup-ratio", "inf"), ("label-smoothing", "nan"),
+       ("slot-loss-weight", "-inf"), ("oos-recall", "nan"))],
+    ("negative weight decay", lambda f: ["finetune", "--weight-decay", "-0.1"], 2, "--weight-decay must not be negative"),
+    ("validate --max-score-drop nan", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
+                                                 "--max-score-drop", "nan"], 2, "--max-score-drop must be a finite number"),
+    ("bench --min-seconds inf", lambda f: ["bench", f.onnx, "--min-seconds", "inf"], 2,
+     "--min-seconds must be a finite number"),
+    ("--model a symlink loop", lambda f: ["finetune", "--model", symlink_loop(f.tmp / "loop"), "--train", f.train], 1,
+     "is a symbolic link that leads nowhere"),
+    ("--model a missing path", lambda f: ["finetune", "--model", f"{f.tmp}/nowhere", "--train", f.train], 1,
+     "nowhere does not exist"),
+    ("--output under a file", lambda f: ["export", f.checkpoint, "--output", write(f.tmp / "a-file", "x") / "sub"], 1,
+     "is not a writable directory"),
+    ("predict without tokenizer files", lambda f: ["predict", without_tokenizer(f.tmp / "bare", f.onnx), "hello"], 1,
+     "has no tokenizer files"),
+]
+
 GPU_CASES = [
     ("CUDA for training", lambda f: ["finetune", "--device", "cuda"], 1,
      "CUDA was asked for but no CUDA device is available"),
@@ -118,7 +163,7 @@ class Fixtures:
 def check_case(fixtures, build, exit_code, message):
     output = fixtures.tmp / "output"
     args = [str(a) for a in build(fixtures)]
-    if args[0] in ("finetune", "export"):
+    if args[0] in ("finetune", "export") and "--output" not in args:
         args += ["--output", str(output)]
     if args[0] == "finetune":  # keep accidental real trainings tiny: fill in what the case left out
         for flag, value in zip(TINY[::2], TINY[1::2]):
@@ -141,6 +186,14 @@ def fixtures(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv, tiny_checkpoi
 @pytest.mark.parametrize("case, build, exit_code, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(fixtures, case, build, exit_code, message):
     check_case(fixtures, build, exit_code, message)
+
+
+@pytest.mark.parametrize("case, build, exit_code, message", HARDENING_CASES, ids=[c[0] for c in HARDENING_CASES])
+def test_hardening(fixtures, case, build, exit_code, message):
+    check_case(fixtures, build, exit_code, message)
+    assert not (fixtures.tmp / "repo" / "keep.txt").exists() or list((fixtures.tmp / "repo").iterdir()) == [
+        fixtures.tmp / "repo" / "keep.txt"]  # a user's repository is left as it was
+    assert not (fixtures.tmp / "x").exists()  # nothing climbed out of the repository
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU errors; this machine has a GPU")

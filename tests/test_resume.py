@@ -51,10 +51,18 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, tiny_encode
     assert not training_state_dir(output).exists()
 
 
-def test_resume_refuses_other_options_and_missing_state(tmp_path, tiny_encoder, tiny_train_csv):
+def test_resume_refuses_other_options_and_starts_over_when_nothing_was_saved(tmp_path, tiny_encoder, tiny_train_csv,
+                                                                             capsys):
+    fresh = tmp_path / "fresh"
+    finetune(config(tiny_encoder, tiny_train_csv, fresh, resume=True), show_progress=False)
+    assert "no interrupted run to resume" in capsys.readouterr().err and (fresh / "metrics.json").exists()
+    # a run killed before its first save leaves an empty state folder: the rerun starts over and says so
+    killed_early = tmp_path / "killed-early"
+    training_state_dir(killed_early).mkdir()
+    finetune(config(tiny_encoder, tiny_train_csv, killed_early), show_progress=False)
+    assert "holds no saved training state" in capsys.readouterr().err
+    assert (killed_early / "metrics.json").exists() and not training_state_dir(killed_early).exists()
     output = tmp_path / "run"
-    with pytest.raises(NluDeployError, match="no interrupted run to resume"):
-        finetune(config(tiny_encoder, tiny_train_csv, output, resume=True), show_progress=False)
     with pytest.raises(TrainingInterrupted):
         finetune(config(tiny_encoder, tiny_train_csv, output), show_progress=False, on_step=send_sigterm_at(3))
     with pytest.raises(NluDeployError, match="used other options or data"):
