@@ -37,5 +37,5 @@ nlu-deploy validate --model "$work/class" --onnx "$work/class-onnx" --data "$dat
   --json "$out-validation.json" | tee "$out-validation.md"
 # 3. the estimate for new data: each half of validation.jsonl judged by the other half's threshold,
 #    over 20 random halvings, for every score the logits give
-python bench/oos_scores_experiment.py "$work/class" "$data/train.jsonl" "$data/validation.jsonl" --no-mahalanobis \
+python bench/experiments/oos_scores_experiment.py "$work/class" "$data/train.jsonl" "$data/validation.jsonl" --no-mahalanobis \
   > "$out-scores-experiment.json"

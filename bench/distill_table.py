@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from nlu_deploy.benchmark import tradeoff_points
-from nlu_deploy.plots import plot_accuracy_vs_speed
+from nlu_deploy.evaluation.benchmark import tradeoff_points
+from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
 
 work, bench_json, layers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]

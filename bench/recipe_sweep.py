@@ -32,11 +32,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nlu_deploy.config import FinetuneConfig  # noqa: E402
-from nlu_deploy.tasks import get_task  # noqa: E402
-from nlu_deploy.train import load_finetune_data  # noqa: E402
+from nlu_deploy.config import FinetuneConfig
+from nlu_deploy.tasks import get_task
+from nlu_deploy.training.loop import load_finetune_data
 
 # name -> (task, training file under --data-root, finetune options, rows kept from the 90% or None)
 DATASETS = {

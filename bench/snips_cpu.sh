@@ -18,7 +18,7 @@ mkdir -p bench/results
 nlu-deploy finetune --train "$data" --label-column intent --epochs 1 --seed 42 \
   --output "$work/checkpoint" --overwrite
 nlu-deploy export "$work/checkpoint" --output "$work/onnx" --optimize O2 --quantize dynamic --overwrite
-python -c "import sys; from nlu_deploy.quantize import write_optimum_peer; print(write_optimum_peer(sys.argv[1]))" \
+python -c "import sys; from nlu_deploy.export.quantize import write_optimum_peer; print(write_optimum_peer(sys.argv[1]))" \
   "$work/onnx" | tee "$out-peer.txt"
 nlu-deploy validate --model "$work/checkpoint" --onnx "$work/onnx" \
   --data "$work/checkpoint/validation_split.jsonl" --json "$out-validation.json" | tee "$out-validation.md"

@@ -32,8 +32,8 @@ nlu-deploy validate --model "$work/joint" --onnx "$work/joint-onnx" \
 python - "$data" "$work" <<'PY'
 import json, sys
 from pathlib import Path
-from nlu_deploy.data import read_records, write_jsonl
-from nlu_deploy.tagged_data import load_tagged_sentences, random_holdout
+from nlu_deploy.data.tables import read_records, write_jsonl
+from nlu_deploy.data.tagged import load_tagged_sentences, random_holdout
 data, work = Path(sys.argv[1]), Path(sys.argv[2])
 records = read_records(data)
 sentences = load_tagged_sentences(data, "tokens", "tags", "intent")

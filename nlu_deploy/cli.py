@@ -17,7 +17,7 @@ from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDE
                                QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS, DEFAULT_ALPHA, DEFAULT_SLOT_LOSS_WEIGHT,
                                DEFAULT_TEMPERATURE,
                                BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
-from nlu_deploy.checkpointing import TrainingInterrupted
+from nlu_deploy.training.checkpointing import TrainingInterrupted
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed, out_of_space
 
 
@@ -86,11 +86,11 @@ def finetune_options(command):
                           "trained with."),
         click.option("--epochs", type=int, default=None,
                      help="Default: 3, or more (up to 10) when the intents have few training examples each: "
-                          "enough for the model to see each intent about 800 times (README: Recipes)."),
+                          "enough for the model to see each intent about 800 times (docs/recipes.md)."),
         click.option("--batch-size", type=int, default=None, help="Global batch size. Default: 16."),
         click.option("--lr", type=float, default=None,
                      help="Peak learning rate (AdamW). Default: 1e-4 for intents, 2e-4 for slots, 4e-4 for "
-                          "--task joint (README: Recipes)."),
+                          "--task joint (docs/recipes.md)."),
         click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
                      help="Share of the steps over which the learning rate rises linearly before it decays."),
         click.option("--weight-decay", type=float, default=0.01, show_default=True,
@@ -106,7 +106,7 @@ def finetune_options(command):
                      help="Longer texts are truncated (and counted in metrics.json)."),
         click.option("--compile/--no-compile", "compile_flag", default=None,
                      help="torch.compile the model. Default: off: on an H200 it paid off only after ~16 epochs "
-                          "of SNIPS for MiniLM, never for a BERT-base shape (README: GPUs)."),
+                          "of SNIPS for MiniLM, never for a BERT-base shape (docs/gpus.md)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True, help="Autocast dtype. auto: fp32 on every device (on an H200, bf16 "
@@ -234,14 +234,14 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
 
     Example: nlu-deploy finetune --train data/train.csv --label-column intent --search 20 --search-time 60 --output models/tuned
     """
-    from nlu_deploy.train import finetune as run_finetune
+    from nlu_deploy.training.loop import finetune as run_finetune
 
     config = make_finetune_config(output, overwrite, compile_flag, **options)
     search = make_search_config(search_trials, search_time)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc))
     if search is not None:  # under torchrun: one trial after another, each with every process
-        from nlu_deploy.search import search as run_search
+        from nlu_deploy.training.search import search as run_search
 
         found = run_search(config, search, show_progress=sys.stderr.isatty())
         if found is not None:  # the main process reports
@@ -261,7 +261,7 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
     click.echo(f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
                f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
     if "out_of_scope" in metrics:
-        from nlu_deploy.oos import describe_rule
+        from nlu_deploy.training.oos_calibration import describe_rule
 
         click.echo(describe_rule(metrics["out_of_scope"]))
 
@@ -311,7 +311,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     Example: nlu-deploy distill models/intents --layers 3 --output models/intents-3l
     """
     from nlu_deploy.config import DistillConfig
-    from nlu_deploy.distill import distill as run_distill
+    from nlu_deploy.training.distill import distill as run_distill
     from nlu_deploy.tasks import get_task
 
     config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag],
@@ -375,14 +375,14 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 
     Example: nlu-deploy export models/intents --output models/intents-onnx --optimize O2 --quantize auto
     """
-    from nlu_deploy.export import export as run_export
+    from nlu_deploy.export.onnx_export import export as run_export
 
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
     if triton_onnx_backend == "python" and triton_device != "cpu":
         raise click.UsageError("--triton-onnx-backend python runs on CPU: use --triton-device cpu.")
     if triton_repo is not None:  # every output is checked before the first is written
-        from nlu_deploy.triton import TritonOptions
+        from nlu_deploy.serving.repository import TritonOptions
 
         TritonOptions(name=triton_name, device=triton_device, tensorrt=triton_tensorrt,
                       onnx_backend=triton_onnx_backend)
@@ -393,7 +393,7 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
         detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
         click.echo(f"{variant:10s} {output / file_name}  ({detail})")
     if triton_repo is not None:
-        from nlu_deploy.triton import TritonOptions, export_triton_repository
+        from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
         served = export_triton_repository(output, triton_repo, TritonOptions(
             name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend),
@@ -435,7 +435,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
 
     Example: nlu-deploy validate --model models/intents --onnx models/intents-onnx --data data/dev.csv
     """
-    from nlu_deploy.validate import validate as run_validate
+    from nlu_deploy.evaluation.validate import validate as run_validate
 
     report = run_validate(ValidateConfig(model_dir=model_dir, onnx_dir=onnx_dir, data=data, text_column=text_column,
                                          label_column=label_column, intent_column=intent_column,
@@ -448,7 +448,7 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
     if not report.passed:
         from nlu_deploy.metrics import DISPLAY_NAMES
 
-        from nlu_deploy.validate import NONFINITE
+        from nlu_deploy.evaluation.validate import NONFINITE
 
         broken = [v.file for v in report.failures if NONFINITE in v.failed_on]
         if broken:
@@ -506,7 +506,7 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
 
     Example: nlu-deploy bench models/demo/onnx --model models/demo/checkpoint --json r.json --plot r.png --recommend
     """
-    from nlu_deploy.benchmark import bench as run_bench
+    from nlu_deploy.evaluation.benchmark import bench as run_bench
 
     compared = tuple(_labelled_directory(value) for value in also)
     reports = {}
@@ -535,12 +535,12 @@ def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, varian
     if json_path:
         report.write_json(json_path)
     if plot_path:
-        from nlu_deploy.plots import plot_benchmark
+        from nlu_deploy.evaluation.plots import plot_benchmark
 
         click.echo(f"Plot: {plot_benchmark(report.to_json(), plot_path)}")
     if accuracy_plot:
-        from nlu_deploy.benchmark import tradeoff_points
-        from nlu_deploy.plots import plot_accuracy_vs_speed
+        from nlu_deploy.evaluation.benchmark import tradeoff_points
+        from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
 
         points = tradeoff_points(report.to_json(), reports, max(batch_sizes), min(seq_lens))
         click.echo(f"Plot: {plot_accuracy_vs_speed(points, accuracy_plot, 'Held-out score against throughput')}")
@@ -571,7 +571,7 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
 
     Example: nlu-deploy predict models/demo/onnx "wake me up at 7" "play some jazz"
     """
-    from nlu_deploy.data import read_texts
+    from nlu_deploy.data.tables import read_texts
     from nlu_deploy.predict import load_task_predictor
 
     all_texts = list(texts) + (read_texts(input_file) if input_file else [])
@@ -602,7 +602,7 @@ def doctor(require, json_path):
 
     Example: nlu-deploy doctor --require tensorrt
     """
-    from nlu_deploy.gpu_stack import PROVIDERS, diagnose
+    from nlu_deploy.runtime.machine import PROVIDERS, diagnose
 
     report = diagnose()
     click.echo(report.to_markdown())
@@ -611,7 +611,7 @@ def doctor(require, json_path):
     started = [p for p in PROVIDERS if report.starts(p)]
     click.echo(f"Providers that start here: {', '.join(started)}.")
     if require:
-        from nlu_deploy.runtime import ORT_PROVIDERS
+        from nlu_deploy.runtime.sessions import ORT_PROVIDERS
 
         wanted = ORT_PROVIDERS[require]
         if not report.starts(wanted):
@@ -629,7 +629,7 @@ def bench_training(json_path, compile_flag, **options):
 
     Example: nlu-deploy bench-training --train ../shared/data/snips/train.jsonl --label-column intent --epochs 1
     """
-    from nlu_deploy.training_benchmark import compare_with_trainer
+    from nlu_deploy.training.versus_trainer import compare_with_trainer
 
     config = make_finetune_config(Path("unused"), True, compile_flag, **options)
     comparison = compare_with_trainer(config)

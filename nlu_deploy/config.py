@@ -18,7 +18,7 @@ DEFAULT_COLUMNS = {"text-classification": ("text", "label", None), "token-classi
                    "joint": ("tokens", "tags", "intent")}
 # The recipe each task trains with when the user gives none. Chosen by bench/recipe_sweep.py:
 # real fine-tunes scored on a split *inside* the seeded 90% that reported figures never see (the
-# README's "Recipes" table has the figures; bench/results/2026-11-29-h200-recipe-sweep*.jsonl the runs).
+# docs/recipes.md table has the figures; bench/results/2026-11-29-h200-recipe-sweep*.jsonl the runs).
 #   intents: batch 16 / lr 1e-4. SNIPS is flat across batch 16-32 and lr 1e-4..4e-4 (98.2-98.8%);
 #            BANKING77 is not: batch 16 beats 32 at lr 1e-4 (90.2 vs 88.1% at 4 epochs, 92.7 vs 91.8 at 8).
 #   slots:   batch 16 / lr 2e-4: 94.3 entity F1 against 92.5 for v1's batch 32 / lr 1e-4; batch 8,
@@ -39,7 +39,7 @@ EXAMPLES_SEEN_PER_LABEL = 800
 # CLINC150 (validation.jsonl, 80% out-of-scope recall) 0.1 cut what rejection costs in in-scope
 # accuracy from 0.73 to 0.40 points and lifted that accuracy from 95.67% to 96.13% (cross-fitted
 # 95.66 -> 95.94). Without a rejection rule the default stays 0: that is what every other
-# figure in the README was measured with.
+# figure in docs/ was measured with.
 REJECTION_LABEL_SMOOTHING = 0.1
 
 
@@ -71,10 +71,10 @@ def _positive(name: str, value: float) -> None:
 def _finite_numbers(config) -> None:
     """Every number an option gives must be a number: inf and nan pass every `> 0` test that
     comes after (nan compares false both ways), then train to NaN weights."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
+    for option in dataclasses.fields(config):
+        value = getattr(config, option.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}.")
+            raise ConfigError(f"--{option.name.replace('_', '-')} must be a finite number, got {value}.")
 
 
 def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
@@ -229,7 +229,7 @@ class SearchConfig:
 
 # Distillation (distill.py): the soft-target temperature and the share of the loss that matches the
 # teacher (the rest is the hard-label loss); T = 2 and an even mix are the common starting point
-# (Hinton et al. 2015; DistilBERT). The defaults' evidence is in the README.
+# (Hinton et al. 2015; DistilBERT). The defaults' evidence is in docs/distillation.md.
 DEFAULT_TEMPERATURE = 2.0
 DEFAULT_ALPHA = 0.5
 

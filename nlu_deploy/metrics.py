@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlu_deploy.spans import entity_spans  # noqa: F401  (re-exported: the scores' span rules)
+from nlu_deploy.portable.spans import entity_spans  # noqa: F401  (re-exported: the scores' span rules)
 
 # How reports name the score keys ("entity_f1" in metrics.json reads "entity F1").
 DISPLAY_NAMES = {"finite_outputs": "finite outputs", "accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",

@@ -11,17 +11,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nlu_deploy import artifacts
-from nlu_deploy.benchmark import BenchReport, bench, tradeoff_points
+from nlu_deploy.evaluation.benchmark import BenchReport, bench, tradeoff_points
 from nlu_deploy.config import BenchConfig, DistillConfig, ExportConfig, RunConfig, ValidateConfig
-from nlu_deploy.distill import distill
-from nlu_deploy.export import export
+from nlu_deploy.training.distill import distill
+from nlu_deploy.export.onnx_export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
-from nlu_deploy.plots import plot_accuracy_vs_speed
+from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
-from nlu_deploy.search import BEST_DIR as SEARCH_BEST_DIR
-from nlu_deploy.search import search, search_dir
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import ValidationReport, validate
+from nlu_deploy.training.search import BEST_DIR as SEARCH_BEST_DIR
+from nlu_deploy.training.search import search, search_dir
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import ValidationReport, validate
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"

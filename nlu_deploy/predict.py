@@ -8,8 +8,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
-from nlu_deploy.light_tokenizer import inference_tokenizer
-from nlu_deploy.modeling import load_tokenizer
+from nlu_deploy.runtime.modeling import inference_tokenizer, load_tokenizer
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlu_deploy.demo import generate_demo_examples
+from nlu_deploy.data.demo import generate_demo_examples
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -80,7 +80,7 @@ def tiny_dev_csv(tmp_path_factory) -> Path:
 def train_tiny(tmp_path_factory, name: str, encoder: Path, train: Path, task: str = "text-classification") -> Path:
     """Six quick epochs of the tiny encoder: enough to learn the demo intents and slots."""
     from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.train import finetune
+    from nlu_deploy.training.loop import finetune
 
     output = tmp_path_factory.mktemp("checkpoints") / name
     finetune(FinetuneConfig(output=output, model=str(encoder), train=train, task=task, epochs=6,
@@ -91,7 +91,7 @@ def train_tiny(tmp_path_factory, name: str, encoder: Path, train: Path, task: st
 def export_tiny(tmp_path_factory, name: str, checkpoint: Path) -> Path:
     """fp32, O2 and dynamic int8 files."""
     from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
+    from nlu_deploy.export.onnx_export import export
 
     output = tmp_path_factory.mktemp("exports") / name
     export(ExportConfig(model_dir=checkpoint, output=output, optimize="O2", quantize="dynamic"))
@@ -117,7 +117,7 @@ def shared_data() -> Path:
 
 def write_tagged_jsonl(path: Path, examples: list[dict], with_intents: bool = False) -> Path:
     """Words and BIO tags per row, and with `with_intents` the intent too (the joint task)."""
-    from nlu_deploy.data import write_jsonl
+    from nlu_deploy.data.tables import write_jsonl
 
     write_jsonl([{"tokens": e["tokens"], "tags": e["tags"], **({"intent": e["label"]} if with_intents else {})}
                  for e in examples], path)

@@ -6,42 +6,74 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
-# Lower layers first; a module may import only modules listed before it.
-LAYERS = ["errors", "config", "artifacts", "reports", "plots", "gpu_stack", "spans", "tag_decoding", "rejection", "metrics", "data", "tagged_data", "demo", "modeling", "light_tokenizer", "runtime", "tagging", "checkpointing", "weight_averaging", "distributed", "progress", "batching",
-          "tasks", "oos", "quantize", "train", "search", "distill", "validate", "benchmark", "quantize_search", "export", "triton", "triton_local", "training_benchmark", "predict", "pipeline", "cli", "__main__"]
+# Lower layers first: a file may import only from its own folder and from layers listed before
+# it. The shared ground is at the bottom, then what the tasks stand on (data/, runtime/), the
+# tasks, and the stages above them. portable/ comes first because it imports nothing of ours.
+LAYERS = ["portable", "errors", "config", "artifacts", "reports", "metrics", "progress",
+          "data", "runtime", "tasks",
+          "evaluation", "training", "export", "serving", "predict", "pipeline", "cli", "__main__"]
+# What portable/ may import: it is copied beside Triton's Python models, where only these exist.
+PORTABLE_IMPORTS = set(sys.stdlib_module_names) | {"numpy", "tokenizers"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    names = set()
+def unit(path: Path) -> str:
+    """The layer a file belongs to: its folder under nlu_deploy/, or its own name at the top."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """The nlu_deploy layers a file imports, and the top-level names of everything else."""
+    ours, others = set(), set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nlu_deploy"):
-            parts = node.module.split(".")
-            names.update(parts[1:2] or [alias.name for alias in node.names])
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("nlu_deploy"):
+                ours.update(node.module.split(".")[1:2] or [alias.name for alias in node.names])
+            else:
+                others.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("nlu_deploy."))
-    return names - {"__version__"}
+            for alias in node.names:
+                if alias.name.startswith("nlu_deploy."):
+                    ours.add(alias.name.split(".")[1])
+                else:
+                    others.add(alias.name.split(".")[0])
+    return ours - {"__version__"}, others
 
 
-def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules | {"tasks"} == set(LAYERS)
+def package_files() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE]
 
 
-def test_tasks_import_only_lower_layers_and_the_registry_matches_the_config():
+def test_every_folder_and_top_level_module_has_a_layer():
+    units = {unit(p) for p in package_files()}
+    assert units == set(LAYERS)
+
+
+def test_imports_flow_one_way_per_folder():
+    for path in package_files():
+        here = unit(path)
+        for imported in imports(path)[0] - {here}:
+            assert LAYERS.index(imported) < LAYERS.index(here), \
+                f"{path.relative_to(PACKAGE)} ({here}) imports {imported}, which is not below it"
+
+
+def test_portable_code_needs_only_the_standard_library_numpy_and_tokenizers():
+    for path in (PACKAGE / "portable").glob("*.py"):
+        ours, others = imports(path)
+        assert not ours, f"portable/{path.name} imports nlu_deploy's {ours}: it must run without the package"
+        assert others <= PORTABLE_IMPORTS, f"portable/{path.name} imports {others - PORTABLE_IMPORTS}"
+
+
+def test_module_names_do_not_repeat_across_folders():
+    names = [p.stem for p in package_files() if p.name != "__init__.py"]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_the_task_registry_matches_the_config():
     from nlu_deploy.config import TASKS as CONFIG_TASKS
     from nlu_deploy.tasks import TASKS
 
-    for path in (PACKAGE / "tasks").glob("*.py"):
-        for imported in imported_modules(path) - {"tasks"}:
-            assert LAYERS.index(imported) < LAYERS.index("tasks"), f"tasks/{path.name} imports {imported}"
     assert set(TASKS) == set(CONFIG_TASKS)
-
-
-def test_imports_flow_one_way():
-    for module in LAYERS:
-        path = PACKAGE / f"{module}.py"
-        for imported in imported_modules(path if path.exists() else PACKAGE / module / "__init__.py") - {module}:
-            assert LAYERS.index(imported) < LAYERS.index(module), f"{module} imports {imported}"
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -61,7 +93,7 @@ def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(monk
 
     from nlu_deploy import predict
     from nlu_deploy.cli import main
-    from nlu_deploy.modeling import load_tokenizer
+    from nlu_deploy.runtime.modeling import load_tokenizer
 
     blocker = ("import sys\n"
                "class Block:\n"

@@ -4,9 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from nlu_deploy.benchmark import PYTORCH, BenchReport, Measurement, bench, latency_stats, time_calls
-from nlu_deploy.plots import plot_benchmark
-from nlu_deploy.runtime import TensorRTSettings, provider_options
+from nlu_deploy.evaluation.benchmark import PYTORCH, BenchReport, Measurement, bench, latency_stats, time_calls
+from nlu_deploy.evaluation.plots import plot_benchmark
+from nlu_deploy.runtime.sessions import TensorRTSettings, provider_options
 from nlu_deploy.config import BenchConfig
 from nlu_deploy.errors import ConfigError, ProviderError
 
@@ -122,7 +122,7 @@ def test_bad_shapes_are_refused(tiny_onnx):
 
 def test_training_comparison_runs_both_loops_on_the_same_data(tmp_path, tiny_encoder, tiny_train_csv):
     from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.training_benchmark import compare_with_trainer
+    from nlu_deploy.training.versus_trainer import compare_with_trainer
 
     config = FinetuneConfig(output=tmp_path / "unused", model=str(tiny_encoder), train=tiny_train_csv, epochs=6,
                             batch_size=8, lr=5e-3, max_length=32)
@@ -157,8 +157,8 @@ def test_gpu_providers_skip_cpu_kernel_int8_and_tensorrt_skips_contrib_ops(tiny_
 
 
 def test_io_binding_gives_the_results_of_session_run(tiny_onnx):
-    from nlu_deploy.benchmark import bound_outputs, synthetic_batch
-    from nlu_deploy.runtime import create_session
+    from nlu_deploy.evaluation.benchmark import bound_outputs, synthetic_batch
+    from nlu_deploy.runtime.sessions import create_session
 
     session = create_session(tiny_onnx / "model.onnx")
     batch = synthetic_batch(4, 12, 100, seed=0)
@@ -174,7 +174,7 @@ def test_doctor_reports_which_providers_really_start(tmp_path):
     from click.testing import CliRunner
 
     from nlu_deploy.cli import main
-    from nlu_deploy.gpu_stack import diagnose
+    from nlu_deploy.runtime.machine import diagnose
 
     report = diagnose()
     assert report.starts("CPUExecutionProvider")

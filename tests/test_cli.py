@@ -157,7 +157,7 @@ def test_unknown_variant_lists_the_files(tiny_onnx):
 
 def test_recommend_needs_a_validation_report(tiny_checkpoint, tmp_path):
     from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
+    from nlu_deploy.export.onnx_export import export
 
     export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
     assert_clean_failure(invoke("bench", tmp_path / "onnx", "--recommend"), 2, "--recommend needs a validation report")

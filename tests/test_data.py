@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nlu_deploy.data import (LabelledTexts, check_known_labels, label_list, load_labelled_texts, read_records,
+from nlu_deploy.data.tables import (LabelledTexts, check_known_labels, label_list, load_labelled_texts, read_records,
                              read_texts, stratified_holdout)
 from nlu_deploy.errors import DataError
 

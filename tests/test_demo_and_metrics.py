@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nlu_deploy.demo import generate_demo_examples
+from nlu_deploy.data.demo import generate_demo_examples
 from nlu_deploy.metrics import accuracy, macro_f1
 
 

@@ -10,16 +10,16 @@ import torch
 from click.testing import CliRunner
 
 from nlu_deploy import artifacts
-from nlu_deploy.checkpointing import TrainingInterrupted
+from nlu_deploy.training.checkpointing import TrainingInterrupted
 from nlu_deploy.cli import main
 from nlu_deploy.config import DistillConfig, ExportConfig, ValidateConfig
-from nlu_deploy.distill import distill, evenly_spaced_layers, soft_target_loss, student_from_teacher
+from nlu_deploy.training.distill import distill, evenly_spaced_layers, soft_target_loss, student_from_teacher
 from nlu_deploy.errors import ConfigError, DataError
-from nlu_deploy.export import export
+from nlu_deploy.export.onnx_export import export
 from nlu_deploy.predict import load_task_predictor
 from nlu_deploy.tasks import get_task, task_of
 from nlu_deploy.tasks.base import UNLABELED, masked_cross_entropy
-from nlu_deploy.validate import validate
+from nlu_deploy.evaluation.validate import validate
 
 
 def test_evenly_spaced_layers_keep_the_top_of_each_block():
@@ -188,7 +188,7 @@ def test_bad_distillation_requests_get_one_sentence(tmp_path, tiny_checkpoint, t
 
 def test_a_teacher_whose_training_file_changed_is_refused(tmp_path, tiny_encoder, tiny_train_csv):
     from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.train import finetune
+    from nlu_deploy.training.loop import finetune
 
     train = tmp_path / "train.csv"
     train.write_bytes(tiny_train_csv.read_bytes())

@@ -38,7 +38,7 @@ def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_t
 def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder, tiny_tagged_train):
     """Each process scores its slice of sentences; the gathered words must rebuild every sentence."""
     from nlu_deploy.metrics import entity_scores
-    from nlu_deploy.tagged_data import load_tagged_sentences
+    from nlu_deploy.data.tagged import load_tagged_sentences
 
     double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--task", "token-classification",
                              "--model", str(tiny_encoder), "--train", str(tiny_tagged_train), TINY[0], "1",

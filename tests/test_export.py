@@ -8,9 +8,9 @@ import pytest
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
 from nlu_deploy.errors import ModelError
-from nlu_deploy.export import export
-from nlu_deploy.modeling import load_checkpoint, load_tokenizer
-from nlu_deploy.runtime import TorchTextClassifier
+from nlu_deploy.export.onnx_export import export
+from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
+from nlu_deploy.runtime.sessions import TorchTextClassifier
 
 TEXTS = ["wake me up at 7 am", "play some jazz", "will it rain in oslo tomorrow", "set a timer for ten minutes"]
 
@@ -73,7 +73,7 @@ def test_export_refuses_corrupt_weights(tmp_path, tiny_checkpoint):
 
 
 def test_optimum_peer_is_written_and_says_which_graph_it_quantized(tmp_path, tiny_onnx):
-    from nlu_deploy.quantize import OPTIMUM_PEER, write_optimum_peer
+    from nlu_deploy.export.quantize import OPTIMUM_PEER, write_optimum_peer
 
     directory = tmp_path / "onnx"
     shutil.copytree(tiny_onnx, directory)

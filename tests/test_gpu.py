@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from nlu_deploy.benchmark import bench
+from nlu_deploy.evaluation.benchmark import bench
 from nlu_deploy.config import BenchConfig, FinetuneConfig, ValidateConfig
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import validate
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import validate
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

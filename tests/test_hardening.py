@@ -19,9 +19,9 @@ from onnx import numpy_helper
 from safetensors.torch import load_file, save_file
 
 from nlu_deploy import artifacts
-from nlu_deploy.checkpointing import training_state_dir
+from nlu_deploy.training.checkpointing import training_state_dir
 from nlu_deploy.cli import main
-from nlu_deploy.data import read_records, read_texts
+from nlu_deploy.data.tables import read_records, read_texts
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--max-length", "32"]
 

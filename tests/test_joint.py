@@ -13,12 +13,12 @@ from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
 from nlu_deploy.errors import DataError, ModelError
-from nlu_deploy.export import export
+from nlu_deploy.export.onnx_export import export
 from nlu_deploy.predict import load_task_predictor
-from nlu_deploy.tagged_data import load_tagged_sentences
+from nlu_deploy.data.tagged import load_tagged_sentences
 from nlu_deploy.tasks import get_task, load_checkpoint, task_of
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import validate
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import validate
 
 
 def test_reader_takes_words_tags_and_an_intent_per_row(tmp_path):

@@ -1,9 +1,9 @@
 """The light tokenizer (tokenizers + tokenizer.json, no transformers) gives the ids, masks and
 word alignment transformers' fast tokenizer gives, on the packaged MiniLM's vocabulary."""
 
-from nlu_deploy.demo import generate_demo_examples
-from nlu_deploy.light_tokenizer import LightTokenizer
-from nlu_deploy.modeling import load_tokenizer, resolve_model_source
+from nlu_deploy.data.demo import generate_demo_examples
+from nlu_deploy.portable.light_tokenizer import LightTokenizer
+from nlu_deploy.runtime.modeling import load_tokenizer, resolve_model_source
 
 TEXTS = [e["text"] for e in generate_demo_examples()[:300]] + [
     "", "  spaces   everywhere ", "Ünïcödé café – naïve “quotes”", "emoji 🎵 play", "UPPER lower MiXeD 12:30pm",

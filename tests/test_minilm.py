@@ -4,10 +4,10 @@ tagger. About a minute on two cores."""
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
-from nlu_deploy.export import export
-from nlu_deploy.modeling import resolve_model_source
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import validate
+from nlu_deploy.export.onnx_export import export
+from nlu_deploy.runtime.modeling import resolve_model_source
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import validate
 
 
 def test_default_model_resolves_to_the_packaged_copy():

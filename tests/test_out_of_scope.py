@@ -13,13 +13,13 @@ from conftest import TINY_INTENTS, export_tiny, tiny_rows, write_csv
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import FinetuneConfig, ValidateConfig
-from nlu_deploy.demo import generate_demo_examples
+from nlu_deploy.data.demo import generate_demo_examples
 from nlu_deploy.errors import ConfigError, DataError
 from nlu_deploy.predict import load_predictor
-from nlu_deploy.rejection import CONFIG_KEY, RejectionRule, auroc, calibrate, rejection_scores
+from nlu_deploy.portable.rejection import CONFIG_KEY, RejectionRule, auroc, calibrate, rejection_scores
 from nlu_deploy.tasks import task_of
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import validate
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import validate
 
 # Requests for intents the model does not serve: some kinds in training, other kinds only held out.
 TRAIN_OOS_INTENTS = ("book_restaurant", "check_balance", "transfer_money")
@@ -162,8 +162,8 @@ def test_triton_post_processor_applies_the_same_rule(tmp_path, rejecting_onnx, b
     from conftest import StubRequest
     from test_triton import load_python_model
 
-    from nlu_deploy.runtime import create_session
-    from nlu_deploy.triton import TritonOptions, export_triton_repository
+    from nlu_deploy.runtime.sessions import create_session
+    from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
     export_triton_repository(rejecting_onnx, tmp_path / "repo", TritonOptions(name="nlu"), onnx_file="model.onnx")
     texts = [row["text"] for row in out_of_scope_rows(HELD_OUT_OOS_INTENTS, 10)] + ["play some jazz please"]
@@ -253,8 +253,8 @@ def joint_rows(examples):
 def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_factory, tiny_encoder, backend_stub):
     from test_triton import run_ensemble
 
-    from nlu_deploy.data import write_jsonl
-    from nlu_deploy.triton import TritonOptions, export_triton_repository
+    from nlu_deploy.data.tables import write_jsonl
+    from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
     folder = tmp_path_factory.mktemp("joint-oos")
     examples = generate_demo_examples()

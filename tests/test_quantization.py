@@ -8,9 +8,9 @@ from onnx import numpy_helper
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
-from nlu_deploy.export import export
-from nlu_deploy.quantize import FP16_KEEP_FP32_OPS
-from nlu_deploy.quantize_search import TIE_TOLERANCE, Candidate, pick_kept
+from nlu_deploy.export.onnx_export import export
+from nlu_deploy.export.quantize import FP16_KEEP_FP32_OPS
+from nlu_deploy.export.quantize_search import TIE_TOLERANCE, Candidate, pick_kept
 
 
 def graph(path):
@@ -95,8 +95,8 @@ def borderline_examples(model, tokenizer, count=200):
     held-out set on which quantization noise shows up as lost accuracy."""
     import random
 
-    from nlu_deploy.data import LabelledTexts
-    from nlu_deploy.runtime import TorchTextClassifier
+    from nlu_deploy.data.tables import LabelledTexts
+    from nlu_deploy.runtime.sessions import TorchTextClassifier
 
     words = sorted(w for w in tokenizer.get_vocab() if w.isalpha())
     rng = random.Random(0)
@@ -109,8 +109,8 @@ def borderline_examples(model, tokenizer, count=200):
 
 
 def test_budget_search_repairs_a_candidate_by_keeping_sensitive_layers_in_fp32(tmp_path, tiny_checkpoint):
-    from nlu_deploy.modeling import load_checkpoint, load_tokenizer
-    from nlu_deploy.quantize_search import Candidate, Search
+    from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
+    from nlu_deploy.export.quantize_search import Candidate, Search
     from nlu_deploy.tasks import get_task
 
     model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
@@ -150,8 +150,8 @@ def test_speeds_within_timing_noise_are_ties_and_the_most_accurate_tie_is_kept()
 
 def test_each_candidate_delta_carries_a_paired_bootstrap_interval_and_is_shown_within_budget_only_by_it(
         tmp_path, tiny_checkpoint):
-    from nlu_deploy.modeling import load_checkpoint, load_tokenizer
-    from nlu_deploy.quantize_search import Candidate, Search
+    from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
+    from nlu_deploy.export.quantize_search import Candidate, Search
     from nlu_deploy.tasks import get_task
 
     model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
@@ -175,7 +175,7 @@ def test_each_candidate_delta_carries_a_paired_bootstrap_interval_and_is_shown_w
 
 
 def test_a_bootstrap_draw_regroups_each_sentences_word_rows():
-    from nlu_deploy.tagged_data import TaggedSentences
+    from nlu_deploy.data.tagged import TaggedSentences
     from nlu_deploy.tasks import get_task
 
     data = TaggedSentences([["a", "b"], ["c", "d", "e"], ["f"]], [["O", "O"], ["O", "O", "O"], ["O"]], "t")

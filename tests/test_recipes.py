@@ -1,4 +1,4 @@
-"""The task defaults (config.DEFAULT_RECIPES, default_epochs; evidence in the README's "Recipes"):
+"""The task defaults (config.DEFAULT_RECIPES, default_epochs; evidence in the docs/recipes.md):
 what a user gets without options, and that every option the user gives wins."""
 
 import json
@@ -7,10 +7,10 @@ import pytest
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import DEFAULT_RECIPES, DEFAULT_SLOT_LOSS_WEIGHT, FinetuneConfig, default_epochs
-from nlu_deploy.data import LabelledTexts
-from nlu_deploy.tagged_data import TaggedSentences
+from nlu_deploy.data.tables import LabelledTexts
+from nlu_deploy.data.tagged import TaggedSentences
 from nlu_deploy.tasks import get_task
-from nlu_deploy.train import finetune, resolve_epochs
+from nlu_deploy.training.loop import finetune, resolve_epochs
 
 
 def intents(rows_per_label: int, labels: int) -> LabelledTexts:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nlu_deploy.tasks.base import masked_cross_entropy
-from nlu_deploy.weight_averaging import averaged_model
+from nlu_deploy.training.weight_averaging import averaged_model
 
 
 def test_label_smoothing_penalises_a_certain_answer_and_still_ignores_unlabelled_rows():

@@ -6,10 +6,10 @@ import signal
 import pytest
 
 from nlu_deploy import artifacts
-from nlu_deploy.checkpointing import TrainingInterrupted, training_state_dir
+from nlu_deploy.training.checkpointing import TrainingInterrupted, training_state_dir
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.errors import NluDeployError
-from nlu_deploy.train import finetune
+from nlu_deploy.training.loop import finetune
 
 
 def config(tiny_encoder, tiny_train_csv, output, **changes):

@@ -12,7 +12,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import FinetuneConfig, SearchConfig
 from nlu_deploy.errors import NluDeployError
-from nlu_deploy.search import STUDY_FILE, STUDY_NAME, search, search_dir
+from nlu_deploy.training.search import STUDY_FILE, STUDY_NAME, search, search_dir
 
 # The tiny encoder learns the demo intents at lr 5e-3 (above the space's range, so these are
 # queued by hand; Optuna warns and uses them) and nothing at 1e-7.
@@ -100,7 +100,7 @@ def test_the_time_limit_stops_a_trial_keeps_the_best_finished_one_and_resume_rer
         tmp_path, tiny_encoder, tiny_train_csv, monkeypatch):
     import time as real_time
 
-    import nlu_deploy.search as search_module
+    import nlu_deploy.training.search as search_module
 
     class Clock:  # the search's clock, moved an hour on when the second trial reaches step 3
         offset = 0.0

@@ -5,9 +5,9 @@ import pytest
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
-from nlu_deploy.export import export
-from nlu_deploy.train import finetune
-from nlu_deploy.validate import validate
+from nlu_deploy.export.onnx_export import export
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.evaluation.validate import validate
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_snips_intents_one_epoch_reach_the_v1_bar(tmp_path, shared_data):
 def test_snips_slots_three_epochs_reach_the_tagging_bar(tmp_path, shared_data):
     """MiniLM as a BIO tagger with the task's default options (3 epochs, batch 16, lr 2e-4) on a
     seeded 90% of SNIPS tokens/tags, scored on the other 10% with exact-span entity F1 (about 10
-    minutes on 2 cores; 95.41 measured). The recipe was chosen inside the 90% (README: Recipes)."""
+    minutes on 2 cores; 95.41 measured). The recipe was chosen inside the 90% (docs/recipes.md)."""
     checkpoint, onnx_dir = tmp_path / "slots", tmp_path / "slots-onnx"
     finetune(FinetuneConfig(output=checkpoint, train=shared_data / "snips" / "train.jsonl",
                             task="token-classification"), show_progress=False)

@@ -11,13 +11,13 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
 from nlu_deploy.errors import DataError
 from nlu_deploy.metrics import entity_scores, entity_spans
-from nlu_deploy.modeling import load_checkpoint, load_tokenizer
+from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
 from nlu_deploy.predict import load_predictor
-from nlu_deploy.tag_decoding import TagDecoder
-from nlu_deploy.tagged_data import load_tagged_sentences, normalise_bio, random_holdout, tag_list
-from nlu_deploy.tagging import (IGNORED, NO_SUBWORD, aligned_labels, cut_entities, encode_words, split_words,
+from nlu_deploy.portable.tag_decoding import TagDecoder
+from nlu_deploy.data.tagged import load_tagged_sentences, normalise_bio, random_holdout, tag_list
+from nlu_deploy.runtime.word_tagger import (IGNORED, NO_SUBWORD, aligned_labels, cut_entities, encode_words, split_words,
                                 torch_tagger, trim_span)
-from nlu_deploy.validate import validate
+from nlu_deploy.evaluation.validate import validate
 from test_validate import perturb_classifier
 
 
@@ -294,7 +294,7 @@ def test_run_token_classification_on_the_demo_slots_then_predict(tmp_path, tiny_
 
 def test_training_comparison_scores_both_taggers_on_entity_f1(tmp_path, tiny_encoder, tiny_tagged_train):
     from nlu_deploy.config import FinetuneConfig
-    from nlu_deploy.training_benchmark import compare_with_trainer
+    from nlu_deploy.training.versus_trainer import compare_with_trainer
 
     config = FinetuneConfig(output=tmp_path / "unused", model=str(tiny_encoder), train=tiny_tagged_train,
                             task="token-classification", epochs=6, batch_size=8, lr=5e-3, max_length=32)
@@ -324,7 +324,7 @@ def test_tagger_mistakes_get_one_sentence(tmp_path, tiny_encoder, tiny_tagger, t
 
 def test_quantize_auto_scores_a_tagger_on_entity_f1(tmp_path, tiny_tagger):
     from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
+    from nlu_deploy.export.onnx_export import export
 
     result = export(ExportConfig(model_dir=tiny_tagger, output=tmp_path / "auto", quantize="auto",
                                  per_channel=False, max_score_drop=1.0))
@@ -356,7 +356,7 @@ def test_long_texts_are_tagged_whole_in_overlapping_windows(tiny_tagger_onnx):
 
 
 def test_windows_cover_every_word_and_overlap():
-    from nlu_deploy.tagging import word_windows
+    from nlu_deploy.runtime.word_tagger import word_windows
 
     counts = [1, 3, 1, 1, 2, 1, 1, 1, 4, 1, 1]
     windows = word_windows(counts, budget=6)
@@ -370,7 +370,7 @@ def test_windows_cover_every_word_and_overlap():
 @pytest.mark.parametrize("mode, variant", [("static", "int8"), ("fp16", "fp16")])
 def test_static_int8_and_fp16_taggers_keep_their_entities(tmp_path, tiny_tagger, tiny_tagged_dev, mode, variant):
     from nlu_deploy.config import ExportConfig
-    from nlu_deploy.export import export
+    from nlu_deploy.export.onnx_export import export
 
     # static calibrates on the training sample finetune recorded (sentences, not word lists)
     export(ExportConfig(model_dir=tiny_tagger, output=tmp_path / mode, quantize=mode))

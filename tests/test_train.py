@@ -5,10 +5,10 @@ from safetensors.torch import load_file
 
 from conftest import tiny_rows, write_csv
 from nlu_deploy import artifacts
-from nlu_deploy.batching import BatchesWithoutSingletons
+from nlu_deploy.training.batching import BatchesWithoutSingletons
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.errors import ConfigError
-from nlu_deploy.train import finetune
+from nlu_deploy.training.loop import finetune
 
 
 def test_checkpoint_directory_is_complete_and_self_describing(tiny_checkpoint, tiny_train_csv):
@@ -166,7 +166,7 @@ def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its
 
     import torch
 
-    from nlu_deploy.modeling import OWN_ARCHITECTURES
+    from nlu_deploy.runtime.modeling import OWN_ARCHITECTURES
     from nlu_deploy.tasks import get_task
     from nlu_deploy.tasks.joint_model import ARCHITECTURE as JOINT
     from nlu_deploy.tasks.pooled_model import ARCHITECTURE as MEAN
@@ -193,10 +193,10 @@ def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its
 
 
 def test_default_precision_is_fp32_on_every_device_and_explicit_choices_hold():
-    """The H200 measurements (README: GPUs) made auto fp32 on CUDA too; bf16 and fp16 stay one flag away."""
+    """The H200 measurements (docs/gpus.md) made auto fp32 on CUDA too; bf16 and fp16 stay one flag away."""
     import torch
 
-    from nlu_deploy.train import autocast_dtype
+    from nlu_deploy.training.loop import autocast_dtype
 
     cuda = torch.device("cuda")  # a device object: nothing runs on it
     assert autocast_dtype("auto", cuda) is None and autocast_dtype("auto", torch.device("cpu")) is None

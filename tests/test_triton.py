@@ -13,8 +13,8 @@ from google.protobuf import json_format, text_format
 
 from nlu_deploy.cli import main
 from nlu_deploy.predict import load_predictor
-from nlu_deploy.runtime import create_session
-from nlu_deploy.triton import TritonOptions, export_triton_repository
+from nlu_deploy.runtime.sessions import create_session
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] is a test dependency")

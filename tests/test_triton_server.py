@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from nlu_deploy.cli import main
-from nlu_deploy.triton import TritonOptions, export_triton_repository
-from nlu_deploy.triton_local import local_triton_server
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
+from nlu_deploy.serving.local_server import local_triton_server
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is a test dependency")
 

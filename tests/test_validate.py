@@ -9,7 +9,7 @@ from onnx import numpy_helper
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
 from nlu_deploy.errors import ModelError
-from nlu_deploy.validate import validate
+from nlu_deploy.evaluation.validate import validate
 
 
 def test_faithful_exports_pass_with_matching_scores(tiny_checkpoint, tiny_onnx, tiny_dev_csv):

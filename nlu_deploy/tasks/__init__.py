@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nlu_deploy import rejection
-from nlu_deploy.runtime import OnnxTextClassifier, TorchTextClassifier
+from nlu_deploy.portable import rejection
+from nlu_deploy.runtime.sessions import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tasks import classification, joint, tagging
 from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits, label_maps
 

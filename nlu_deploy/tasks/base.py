@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from nlu_deploy.rejection import METRICS as REJECTION_METRICS
-from nlu_deploy.tagging import IGNORED  # cross-entropy's ignore_index: positions that carry no label
+from nlu_deploy.portable.rejection import METRICS as REJECTION_METRICS
+from nlu_deploy.runtime.word_tagger import IGNORED  # cross-entropy's ignore_index: positions that carry no label
 
 UNSEEN_BASE = -1000  # ids -1000, -1001, ...: labels the model never had (scored as errors)
 

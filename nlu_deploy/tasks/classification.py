@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu_deploy.data import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
-from nlu_deploy.demo import demo_labelled_texts
+from nlu_deploy.data.tables import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
+from nlu_deploy.data.demo import demo_labelled_texts
 from nlu_deploy.metrics import classification_scores
-from nlu_deploy.modeling import checkpoint_architectures, load_for_training, load_hf_checkpoint
-from nlu_deploy.rejection import RejectionRule, rejection_scores
-from nlu_deploy.runtime import TextClassifier
+from nlu_deploy.runtime.modeling import checkpoint_architectures, load_for_training, load_hf_checkpoint
+from nlu_deploy.portable.rejection import RejectionRule, rejection_scores
+from nlu_deploy.runtime.sessions import TextClassifier
 from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
                                    masked_cross_entropy)
 
@@ -108,7 +108,7 @@ class ClassificationTask(Task):
         return {LABELS: extended_label2id(label2ids[LABELS], data.labels)}
 
     def rows(self, tokenizer, data: LabelledTexts, label_ids, max_length: int):
-        from nlu_deploy.runtime import encode
+        from nlu_deploy.runtime.sessions import encode
 
         ids = label_ids[LABELS]
         encoded = encode(tokenizer, data.texts, max_length)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu_deploy.demo import demo_tagged_sentences
+from nlu_deploy.data.demo import demo_tagged_sentences
 from nlu_deploy.errors import DataError
 from nlu_deploy.metrics import classification_scores, entity_scores
-from nlu_deploy.rejection import RejectionRule, rejection_scores
-from nlu_deploy.runtime import softmax
-from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
-from nlu_deploy.tagging import IGNORED, WordTagger
+from nlu_deploy.portable.rejection import RejectionRule, rejection_scores
+from nlu_deploy.runtime.sessions import softmax
+from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
+from nlu_deploy.runtime.word_tagger import IGNORED, WordTagger
 from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
                                    masked_cross_entropy)
 from nlu_deploy.tasks.tagging import TASK as TAGGING

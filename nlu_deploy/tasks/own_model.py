@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModel
 
 from nlu_deploy.artifacts import WEIGHTS
 from nlu_deploy.errors import ModelError
-from nlu_deploy.modeling import (check_checkpoint_files, forget_trained_task, load_encoder_weights,
+from nlu_deploy.runtime.modeling import (check_checkpoint_files, forget_trained_task, load_encoder_weights,
                                  own_checkpoint_encoder, quiet_transformers, refuse_pickle)
 
 # Encoder classes that build a pooler our heads never read, and take an option to skip it

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu_deploy.demo import demo_tagged_sentences
+from nlu_deploy.data.demo import demo_tagged_sentences
 from nlu_deploy.metrics import entity_scores
-from nlu_deploy.modeling import load_for_training, load_hf_checkpoint
-from nlu_deploy.tagged_data import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
-from nlu_deploy.tagging import IGNORED, WordTagger, aligned_labels, cut_entities, decoder_for, encode_words
+from nlu_deploy.runtime.modeling import load_for_training, load_hf_checkpoint
+from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
+from nlu_deploy.runtime.word_tagger import IGNORED, WordTagger, aligned_labels, cut_entities, decoder_for, encode_words
 from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
                                    masked_cross_entropy)
 

@@ -1,0 +1,1 @@
+"""Scoring and timing: parity against PyTorch (validate), latency and throughput (benchmark), plots."""

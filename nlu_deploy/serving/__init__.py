@@ -1,0 +1,1 @@
+"""Serving: Triton model repositories, a local tritonserver, and the Python-backend models copied into repositories."""

@@ -1,0 +1,231 @@
+"""A Triton Inference Server model repository for an exported model of any task: the ONNX model
+on the onnxruntime backend (or a Python-backend onnxruntime runner), a Python-backend tokenizer and post-processor, and an ensemble that
+chains them so clients send raw text and get the task's answer back: LABEL and SCORE for
+intents, ENTITIES (JSON) for slots, all three for a joint model. What differs between tasks
+(word-level tokenization, the post-processor and its outputs) comes from the task."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from nlu_deploy import artifacts
+from nlu_deploy.errors import ConfigError, ModelError
+from nlu_deploy.tasks import task_of
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    name: str = "nlu"
+    device: str = "cpu"  # cpu | gpu: where the ONNX model's instances run
+    instances: int = 1
+    max_batch_size: int = 64
+    queue_delay_us: int = 2000  # dynamic batching waits at most 2 ms to fill a batch
+    tensorrt: bool = False  # gpu only: let onnxruntime hand the graph to TensorRT
+    tensorrt_fp16: bool = True
+    # The tokenizer pads every request to the smallest of these lengths that holds it (capped at
+    # the model's max length): Triton's dynamic batcher only merges requests whose tensors have
+    # the same shape, so per-request padding would leave it almost nothing to batch.
+    length_buckets: tuple[int, ...] = (16, 32, 64, 128)
+    # onnxruntime: Triton's onnxruntime backend (NVIDIA's containers). python: a Python-backend
+    # model running the same file with onnxruntime on CPU, for servers without that backend
+    # (the tritonserver in the nvidia-pytriton wheel); the tests serve with it.
+    onnx_backend: str = "onnxruntime"
+
+    def __post_init__(self):
+        check_triton_name("model name", self.name)
+        if self.onnx_backend not in ("onnxruntime", "python"):
+            raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
+        if self.onnx_backend == "python" and self.device != "cpu":
+            raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
+
+
+# What a name may be when it becomes a folder of the repository and a string in config.pbtxt:
+# letters, digits, '_' and '-', with single dots inside. Nothing that climbs out of the
+# repository (../x), lands in its root (empty) or ends the protobuf string (quotes, newlines).
+TRITON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+
+
+def check_triton_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or len(name) > 100 or not TRITON_NAME.fullmatch(name):
+        raise ConfigError(f"{kind} {name!r} cannot name a Triton model or tensor: use letters, digits, '_' and '-' "
+                          "(single dots inside), at most 100 characters.")
+    return name
+
+
+def _io(name: str, data_type: str, dims: list[int]) -> str:
+    check_triton_name("tensor name", name)  # read from the ONNX graph, which may be anyone's
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
+
+
+def _block(key: str, entries: list[str]) -> str:
+    return f"{key} [\n" + ",\n".join(entries) + "\n]"
+
+
+def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list[int]], options: TritonOptions) -> str:
+    kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+    lines = [
+        f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {options.max_batch_size}",
+        _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
+        _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]),
+        f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}",
+        f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
+    ]
+    if options.tensorrt:
+        precision = "FP16" if options.tensorrt_fp16 else "FP32"
+        lines.append(
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
+            f'parameters {{ key: "precision_mode" value: "{precision}" }} '
+            'parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }')
+    return "\n".join(lines) + "\n"
+
+
+def python_model_config(name: str, inputs: list[str], outputs: list[str], options: TritonOptions,
+                        parameters: dict[str, str] | None = None, batching: bool = False) -> str:
+    """batching: the ONNX runner, batched and replicated like the onnxruntime-backend model."""
+    lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {options.max_batch_size}",
+             _block("input", inputs), _block("output", outputs)]
+    if batching:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
+    lines.append(f"instance_group [ {{ count: {options.instances if batching else 1} kind: KIND_CPU }} ]")
+    for key, value in (parameters or {}).items():
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def _maps(kind: str, names: list[str]) -> str:
+    return "\n".join(f'      {kind} {{ key: "{n}" value: "{n}" }}' for n in names)
+
+
+def ensemble_config(options: TritonOptions, input_names: list[str], model_outputs: list[str],
+                    results: list[tuple[str, str]], words: bool) -> str:
+    """TEXT -> tokenizer -> model -> post-processor -> results; word tasks also hand the text
+    and each token's word (WORD_IDS) to the post-processor."""
+    name = options.name
+    token_names = [*input_names, *(["WORD_IDS"] if words else [])]
+    post_inputs = [*(["TEXT", "WORD_IDS"] if words else []), *model_outputs]
+    return f'''name: "{name}"
+platform: "ensemble"
+max_batch_size: {options.max_batch_size}
+{_block("input", [_io("TEXT", "TYPE_STRING", [1])])}
+{_block("output", [_io(n, t, [1]) for n, t in results])}
+ensemble_scheduling {{
+  step [
+    {{
+      model_name: "{name}_tokenizer"
+      model_version: -1
+      input_map {{ key: "TEXT" value: "TEXT" }}
+{_maps("output_map", token_names)}
+    }},
+    {{
+      model_name: "{name}_model"
+      model_version: -1
+{_maps("input_map", input_names)}
+{_maps("output_map", model_outputs)}
+    }},
+    {{
+      model_name: "{name}_postprocess"
+      model_version: -1
+{_maps("input_map", post_inputs)}
+{_maps("output_map", [n for n, _ in results])}
+    }}
+  ]
+}}
+'''
+
+
+def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: TritonOptions) -> None:
+    """Fill `staging` (an empty directory) with the four models of the repository."""
+    import onnx
+
+    onnx_dir = Path(onnx_dir)
+    config = artifacts.read_json(onnx_dir / "config.json")
+    if "id2label" not in config:
+        raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
+    if not (onnx_dir / "tokenizer.json").is_file():
+        raise ModelError(f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
+                         "only a slow tokenizer cannot be served this way).")
+    graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
+    input_names = [i.name for i in graph.input]
+    # every output's shape after the batch axis: -1 for the sequence axis of per-token outputs
+    outputs = {o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim[1:]] for o in graph.output}
+    task = task_of(onnx_dir)
+    words = task.triton_words
+    tokenizer_config = artifacts.read_json(onnx_dir / "tokenizer_config.json")
+    max_length = min(int(tokenizer_config.get("model_max_length", 512)), 512)
+    name = options.name
+
+    model_dir = staging / f"{name}_model"
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
+    if options.onnx_backend == "python":
+        _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
+        (model_dir / "config.pbtxt").write_text(python_model_config(
+            f"{name}_model", [_io(n, "TYPE_INT64", [-1]) for n in input_names],
+            [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()], options, batching=True))
+    else:
+        (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
+
+    tokenizer_dir = staging / f"{name}_tokenizer"
+    (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
+    for file_name in TOKENIZER_FILES:
+        if (onnx_dir / file_name).exists():
+            shutil.copy2(onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
+    _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
+    _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy.portable")
+    token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
+    (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
+        f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
+        options, {"max_length": str(max_length), "words": "true" if words else "false",
+                  "length_buckets": ",".join(str(b) for b in sorted(options.length_buckets) if b < max_length)}))
+
+    post_dir = staging / f"{name}_postprocess"
+    (post_dir / "1").mkdir(parents=True)
+    labels = config["id2label"]
+    if words:  # the tags, and a joint model's intents
+        labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
+        _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy.portable")
+        _copy_model_code("tag_decoding.py", post_dir / "1" / "tag_decoding.py", package="nlu_deploy.portable")
+    (post_dir / "1" / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
+    if task.rejection is not None:  # the same out-of-scope rule and code as predict
+        (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
+        _copy_model_code("rejection.py", post_dir / "1" / "rejection.py", package="nlu_deploy.portable")
+    _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
+    post_inputs = [*([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
+                   *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]]
+    (post_dir / "config.pbtxt").write_text(python_model_config(
+        f"{name}_postprocess", post_inputs, [_io(n, t, [1]) for n, t in task.triton_results], options))
+
+    ensemble_dir = staging / name
+    (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
+    (ensemble_dir / "config.pbtxt").write_text(
+        ensemble_config(options, input_names, list(outputs), task.triton_results, words))
+
+
+def _copy_model_code(resource: str, target: Path, package: str = "nlu_deploy.serving.triton_models") -> None:
+    source = resources.files(package).joinpath(resource)
+    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def default_triton_file(onnx_dir: Path, device: str) -> str:
+    """int8 for CPU serving; for GPUs the float graphs (onnxruntime's int8 kernels are CPU ones)."""
+    preference = ((artifacts.ONNX_QUANTIZED, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32) if device == "cpu"
+                  else (artifacts.ONNX_FP16, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32))
+    return next(name for name in preference if (Path(onnx_dir) / name).exists())
+
+
+def export_triton_repository(onnx_dir: Path, repository: Path, options: TritonOptions,
+                             onnx_file: str | None = None, overwrite: bool = False) -> str:
+    """Write the repository atomically; return the ONNX file it serves."""
+    onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
+    if not (Path(onnx_dir) / onnx_file).exists():
+        raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")
+    with artifacts.staged_output(repository, overwrite) as staging:
+        write_repository(Path(onnx_dir), staging, onnx_file, options)
+    return onnx_file
