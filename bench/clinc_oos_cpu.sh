@@ -21,8 +21,8 @@ lr=${LR:+--lr $LR}
 pooling=${POOLING:-default}  # mean: the head on the mean-pooled hidden states (finetune --pooling)
 # more finetune options, e.g. "--average-weights --seed 7" (word-split; no quoting inside)
 extra=${FINETUNE_OPTIONS:-}
-out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-clinc-oos"
-mkdir -p bench/results
+out="bench/results/clinc-oos-cpu/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-clinc-oos"
+mkdir -p bench/results/clinc-oos-cpu
 
 for mode in ${MODES:-class calibration}; do
   nlu-deploy finetune --train "$data/train.jsonl" --validation "$data/validation.jsonl" --label-column intent \

@@ -27,11 +27,19 @@ def compare(reference: list[dict], other: list[dict]) -> dict:
     label_diffs = sum(r.get("label") != o.get("label") for r, o in zip(reference, other))
     entity_diffs = sum(spans(r) != spans(o) for r, o in zip(reference, other))
     gaps = [abs(r["score"] - o["score"]) for r, o in zip(reference, other) if "score" in r]
-    gaps += [abs(a["score"] - b["score"]) for r, o in zip(reference, other) if spans(r) == spans(o)
-             for a, b in zip(r.get("entities", []), o.get("entities", []))]
-    return {"texts": len(reference), "entities": sum(len(spans(r)) for r in reference),
-            "label_differences": label_diffs, "entity_differences": entity_diffs,
-            "max_score_gap": max(gaps, default=0.0)}
+    gaps += [
+        abs(a["score"] - b["score"])
+        for r, o in zip(reference, other)
+        if spans(r) == spans(o)
+        for a, b in zip(r.get("entities", []), o.get("entities", []))
+    ]
+    return {
+        "texts": len(reference),
+        "entities": sum(len(spans(r)) for r in reference),
+        "label_differences": label_diffs,
+        "entity_differences": entity_diffs,
+        "max_score_gap": max(gaps, default=0.0),
+    }
 
 
 def main() -> None:
@@ -40,16 +48,20 @@ def main() -> None:
     parser.add_argument("--reference", default="reference", help="What the first file of each pair is, for the table.")
     parser.add_argument("--no-gate", action="store_true", help="Report differences without failing.")
     args = parser.parse_args()
-    print(f"| pair (against {args.reference}) | texts | entities | label differences | entity differences | "
-          "max score gap |\n|---|---|---|---|---|---|")
+    print(
+        f"| pair (against {args.reference}) | texts | entities | label differences | entity differences | "
+        "max score gap |\n|---|---|---|---|---|---|"
+    )
     differ = False
     for pair in args.pairs:
         name, files = pair.split("=", 1)
         reference, other = files.split(",")
         c = compare(read(reference), read(other))
         differ |= bool(c["label_differences"] or c["entity_differences"])
-        print(f"| {name} | {c['texts']} | {c['entities']} | {c['label_differences']} | {c['entity_differences']} | "
-              f"{c['max_score_gap']:.2e} |")
+        print(
+            f"| {name} | {c['texts']} | {c['entities']} | {c['label_differences']} | {c['entity_differences']} | "
+            f"{c['max_score_gap']:.2e} |"
+        )
     sys.exit(1 if differ and not args.no_gate else 0)
 
 

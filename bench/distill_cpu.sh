@@ -19,13 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SHARED_DATA:-../shared/data}
 stamp="$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu"
-mkdir -p bench/results
+mkdir -p bench/results/distillation-cpu
 
 missing() { [ "${REUSE:-0}" != 1 ] || [ ! -f "$1/metrics.json" ]; }
 
 run_dataset() {
   local name=$1 layers=$2 auto_layers=$3; shift 3
-  local work=models/bench-distill-$name out=bench/results/$stamp-distill-$name
+  local work=models/bench-distill-$name out=bench/results/distillation-cpu/$stamp-distill-$name
   if missing "$work/teacher"; then
     nlu-deploy finetune "$@" --seed 42 --output "$work/teacher" --overwrite
   fi

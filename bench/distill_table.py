@@ -32,25 +32,56 @@ for p in points:
     label, _, variant = p["variant"].rpartition("/")
     facts = students[label]["distillation"] if label else None
     seconds = sum(e["seconds"] for e in (students[label] if label else teacher_metrics)["epochs"])
-    latency = next(m["p50_ms"] for m in benchmark["measurements"]
-                   if (m["variant"], m["batch_size"], m["seq_len"]) == (p["variant"], 1, 16))
-    rows.append([label or "teacher", len(facts["kept_layers"]) if facts else teacher_layers,
-                 variant, percent(p["score"]), signed_points(100 * (p["score"] - teacher_score)),
-                 f"{p['speedup_vs_pytorch']:.2f}x", f"{single[p['variant']]['speedup_vs_pytorch']:.2f}x",
-                 f"{latency:.2f}", f"{seconds:.0f}"])
+    latency = next(
+        m["p50_ms"]
+        for m in benchmark["measurements"]
+        if (m["variant"], m["batch_size"], m["seq_len"]) == (p["variant"], 1, 16)
+    )
+    rows.append(
+        [
+            label or "teacher",
+            len(facts["kept_layers"]) if facts else teacher_layers,
+            variant,
+            percent(p["score"]),
+            signed_points(100 * (p["score"] - teacher_score)),
+            f"{p['speedup_vs_pytorch']:.2f}x",
+            f"{single[p['variant']]['speedup_vs_pytorch']:.2f}x",
+            f"{latency:.2f}",
+            f"{seconds:.0f}",
+        ]
+    )
 machine = benchmark["machine"]
-print(f"Held-out split: {validations['']['data']} ({validations['']['examples']} rows). "
-      f"{machine.get('cpu')}, {machine.get('logical_cores')} logical cores; one bench run.\n")
-print(markdown_table(["model", "layers", "variant", f"{points[0]['metric']} %", "vs teacher PyTorch (points)",
-                      "speed-up b32 s32", "speed-up b1 s16", "p50 ms b1 s16", "training s"], rows))
+print(
+    f"Held-out split: {validations['']['data']} ({validations['']['examples']} rows). "
+    f"{machine.get('cpu')}, {machine.get('logical_cores')} logical cores; one bench run.\n"
+)
+print(
+    markdown_table(
+        [
+            "model",
+            "layers",
+            "variant",
+            f"{points[0]['metric']} %",
+            "vs teacher PyTorch (points)",
+            "speed-up b32 s32",
+            "speed-up b1 s16",
+            "p50 ms b1 s16",
+            "training s",
+        ],
+        rows,
+    )
+)
 for label, metrics in students.items():
     if label.endswith("-auto"):
         continue
     facts = metrics["distillation"]
-    print(f"\n{label}: layers {facts['kept_layers']} of {facts['teacher_layers']}, T {facts['temperature']}, "
-          f"alpha {facts['alpha']}, best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}; soft-target loss "
-          f"to the teacher on held-out rows {facts['kl_to_teacher_before']:.4f} -> {facts['kl_to_teacher_after']:.4f}.")
+    print(
+        f"\n{label}: layers {facts['kept_layers']} of {facts['teacher_layers']}, T {facts['temperature']}, "
+        f"alpha {facts['alpha']}, best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}; soft-target loss "
+        f"to the teacher on held-out rows {facts['kl_to_teacher_before']:.4f} -> {facts['kl_to_teacher_after']:.4f}."
+    )
 
 plot = bench_json.with_name(bench_json.name.replace("-bench.json", ".png"))
-plot_accuracy_vs_speed(points, plot, f"{work.name.removeprefix('bench-distill-')}: teacher and students "
-                                     "(one bench run)")
+plot_accuracy_vs_speed(
+    points, plot, f"{work.name.removeprefix('bench-distill-')}: teacher and students (one bench run)"
+)

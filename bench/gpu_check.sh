@@ -18,7 +18,7 @@
 # script, not the GPU (what needs CUDA says so). STUDY_ROWS, STUDY_DEADLINE_S tune the training step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench/results/gpu-check-$(date +%Y-%m-%d)}
+OUT=${OUT:-bench/results/gpu-check/$(date +%Y-%m-%d)-$(hostname)}
 work=${WORK_DIR:-/tmp/nlu-gpu-check}
 data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
 steps=${GPU_CHECK_STEPS:-doctor models parity bench training}

@@ -16,7 +16,7 @@
 #   call 7   bash bench/gpu_lease.sh measure
 #            `parity` and `bench` alone on the GPU, then everything as $OUT/gpu-results.tar.gz plus
 #            the headline files (PYTEST_S=N also runs `pytest -m gpu` for up to N seconds).
-# On 2026-12-01 the whole session took 13 minutes of device time (bench/results/2026-12-01-h200-gpu-check).
+# On 2026-12-01 the whole session took 13 minutes of device time (bench/results/gpu-check/2026-12-01-h200).
 # `bash bench/gpu_lease.sh sweep` is the 2026-11-29 lease: the training check and bench/recipe_sweep.py.
 # Rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh start (then part, join, measure).
 set -uo pipefail

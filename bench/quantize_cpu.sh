@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SHARED_DATA:-../shared/data}
 stamp="$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu"
-mkdir -p bench/results
+mkdir -p bench/results/quantization-cpu
 
 run_dataset() {
   local name=$1 train=$2 label=$3 epochs=$4
-  local work=models/bench-quantize-$name out=bench/results/$stamp-$name
+  local work=models/bench-quantize-$name out=bench/results/quantization-cpu/$stamp-$name
   # REUSE_CHECKPOINTS=1 skips fine-tuning when the checkpoint exists (training is reproducible on CPU).
   if [ "${REUSE_CHECKPOINTS:-0}" != 1 ] || [ ! -f "$work/checkpoint/model.safetensors" ]; then
     nlu-deploy finetune --train "$train" --label-column "$label" --epochs "$epochs" --seed 42 \

@@ -24,8 +24,13 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=args.layers, hidden_size=args.hidden,
-                        num_attention_heads=args.heads, intermediate_size=args.intermediate)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        num_hidden_layers=args.layers,
+        hidden_size=args.hidden,
+        num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+    )
     BertModel(config).save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
     print(f"{args.output}: random BERT encoder, {args.layers} layers x {args.hidden}, vocab {len(tokenizer)}")

@@ -1,4 +1,4 @@
-"""Recipe sweep: the evidence behind the task defaults (config.DEFAULT_RECIPES and the README's
+"""Recipe sweep: the evidence behind the task defaults (task_specs.SPECS and the README's
 recipe table). Each run is a real `nlu-deploy finetune`; several run side by side (--workers).
 
 Nothing here sees the rows that figures are reported on. Each data set is first split exactly as
@@ -7,7 +7,7 @@ swept, and finetune holds out 10% of *that* file to score each recipe (other row
 CLINC150 is the exception the issue sets: it is trained on train.jsonl and chosen on its
 validation.jsonl, and judged on a test set this project never sees.
 
-    python bench/recipe_sweep.py --data-root ../shared/data --out bench/results/sweep
+    python bench/recipe_sweep.py --data-root ../shared/data --out bench/results/recipes/sweep
     python bench/recipe_sweep.py --only snips-slots --device cpu --workers 1 --rows 400 --epochs-cap 1   # a smoke run
 
 Writes OUT/sweep.jsonl (one line per finished run: data set, options, best epoch, the best epoch's
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.tasks import get_task
-from nlu_deploy.training.loop import load_finetune_data
+from nlu_deploy.training.plan import load_finetune_data
 
 # name -> (task, training file under --data-root, finetune options, rows kept from the 90% or None)
 DATASETS = {
@@ -43,35 +43,52 @@ DATASETS = {
     "snips-intents": ("text-classification", "snips/train.jsonl", ["--label-column", "intent"], None),
     "snips-intents-1000": ("text-classification", "snips/train.jsonl", ["--label-column", "intent"], 1000),
     "banking77": ("text-classification", "banking77/train.csv", ["--label-column", "category"], None),
-    "clinc150": ("text-classification", "clinc150/train.jsonl",
-                 ["--label-column", "intent", "--oos-label", "oos"], None),
+    "clinc150": (
+        "text-classification",
+        "clinc150/train.jsonl",
+        ["--label-column", "intent", "--oos-label", "oos"],
+        None,
+    ),
 }
 
 
 def grid(dataset, lrs, batch_sizes, epochs, **fixed):
-    return [dict(dataset=dataset, lr=lr, batch_size=b, epochs=e, **fixed)
-            for lr, b, e in itertools.product(lrs, batch_sizes, epochs)]
+    return [
+        dict(dataset=dataset, lr=lr, batch_size=b, epochs=e, **fixed)
+        for lr, b, e in itertools.product(lrs, batch_sizes, epochs)
+    ]
 
 
 # Most wanted first: the slot and joint recipes (the 95.0 / 95.5 bars), BANKING77's epochs,
 # SNIPS intents, CLINC150, small data, then warm-up and weight decay around the slot recipe.
-PLAN = (grid("snips-slots", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
-        + grid("snips-joint", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
-        + grid("banking77", (1e-4, 2e-4), (16, 32), (4, 8)) + grid("banking77", (2e-4,), (16,), (12,))
-        + grid("snips-intents", (1e-4, 2e-4, 4e-4), (16, 32), (3,)) + grid("snips-intents", (1e-4, 2e-4), (16, 32), (1,))
-        + grid("clinc150", (1e-4, 2e-4), (16, 32), (5, 10))
-        + grid("snips-intents-1000", (1e-4, 2e-4), (16, 32), (3, 8))
-        + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.2)
-        + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.1))
+PLAN = (
+    grid("snips-slots", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
+    + grid("snips-joint", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
+    + grid("banking77", (1e-4, 2e-4), (16, 32), (4, 8))
+    + grid("banking77", (2e-4,), (16,), (12,))
+    + grid("snips-intents", (1e-4, 2e-4, 4e-4), (16, 32), (3,))
+    + grid("snips-intents", (1e-4, 2e-4), (16, 32), (1,))
+    + grid("clinc150", (1e-4, 2e-4), (16, 32), (5, 10))
+    + grid("snips-intents-1000", (1e-4, 2e-4), (16, 32), (3, 8))
+    + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0)
+    + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.2)
+    + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0)
+    + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.1)
+)
 
 # A short second lease (2026-11-29, after the first's results): smaller batches for the word
 # tasks, the joint slot-loss weight, the ablations and the small-data epochs the first ran out of
 # time for, and the BANKING77 epoch count between 4 and 8.
-FOLLOW_UP = (grid("snips-joint", (2e-4,), (16,), (3,), slot_loss_weight=2.0) + grid("snips-joint", (1e-4, 2e-4), (8,), (3,))
-             + grid("snips-slots", (1e-4, 2e-4), (8,), (3,))
-             + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0) + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0)
-             + grid("snips-intents-1000", (1e-4,), (16,), (3, 6, 10)) + grid("banking77", (1e-4,), (16,), (6,))
-             + grid("snips-joint", (4e-4,), (16,), (3,), slot_loss_weight=2.0))
+FOLLOW_UP = (
+    grid("snips-joint", (2e-4,), (16,), (3,), slot_loss_weight=2.0)
+    + grid("snips-joint", (1e-4, 2e-4), (8,), (3,))
+    + grid("snips-slots", (1e-4, 2e-4), (8,), (3,))
+    + grid("snips-slots", (2e-4,), (16,), (3,), warmup_ratio=0.0)
+    + grid("snips-slots", (2e-4,), (16,), (3,), weight_decay=0.0)
+    + grid("snips-intents-1000", (1e-4,), (16,), (3, 6, 10))
+    + grid("banking77", (1e-4,), (16,), (6,))
+    + grid("snips-joint", (4e-4,), (16,), (3,), slot_loss_weight=2.0)
+)
 PLANS = {"first": PLAN, "follow-up": FOLLOW_UP}
 OPTIONAL_KEYS = ("warmup_ratio", "weight_decay", "slot_loss_weight")
 
@@ -100,8 +117,7 @@ def sweep_file(name: str, data_root: Path, work: Path, rows: int | None) -> tupl
         return source, options + ["--validation", str(validation)]
     target = work / "data" / f"{name}-outer-train.jsonl"
     if not target.exists():
-        config = FinetuneConfig(train=source, task=task_name, output=work / "unused",
-                                **_column_options(options))
+        config = FinetuneConfig(train=source, task=task_name, output=work / "unused", **_column_options(options))
         task = get_task(task_name)
         outer_train, _reported_rows = load_finetune_data(config, task)
         records = task.to_records(outer_train, config.columns)
@@ -165,10 +181,31 @@ def main() -> None:
         train_file, options = files[run["dataset"]]
         epochs = min(run["epochs"], args.epochs_cap or run["epochs"])
         output = args.work / "runs" / name
-        command = ["nlu-deploy", "finetune", "--train", str(train_file), *options, "--lr", str(run["lr"]),
-                   "--batch-size", str(run["batch_size"]), "--epochs", str(epochs), "--seed", "42",
-                   "--device", args.device, "--no-compile", "--precision", "fp32", "--checkpoint-every", "0",
-                   "--output", str(output), "--overwrite"]
+        command = [
+            "nlu-deploy",
+            "finetune",
+            "--train",
+            str(train_file),
+            *options,
+            "--lr",
+            str(run["lr"]),
+            "--batch-size",
+            str(run["batch_size"]),
+            "--epochs",
+            str(epochs),
+            "--seed",
+            "42",
+            "--device",
+            args.device,
+            "--no-compile",
+            "--precision",
+            "fp32",
+            "--checkpoint-every",
+            "0",
+            "--output",
+            str(output),
+            "--overwrite",
+        ]
         for key in OPTIONAL_KEYS:
             if key in run:
                 command += [f"--{key.replace('_', '-')}", str(run[key])]
@@ -177,8 +214,9 @@ def main() -> None:
         say(f"start {name}")
         begun = time.monotonic()
         with open(args.work / f"{name}.log", "w", encoding="utf-8") as run_log:
-            process = subprocess.Popen(command, stdout=run_log, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "OMP_NUM_THREADS": "2"})
+            process = subprocess.Popen(
+                command, stdout=run_log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"}
+            )
             try:
                 process.wait(timeout=max(1.0, hard_stop - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -194,10 +232,19 @@ def main() -> None:
         metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
         primary = metrics["primary_metric"]
         best = {k: v for k, v in metrics["best"].items() if isinstance(v, (int, float))}
-        line = {**run, "epochs": epochs, "name": name, "primary_metric": primary, "best_epoch": metrics["best_epoch"],
-                "best": best, "per_epoch": [e.get(f"validation_{primary}") for e in metrics["epochs"]],
-                "train_examples": metrics["train_examples"], "validation_examples": metrics["validation_examples"],
-                "device": metrics["device"], "seconds": round(seconds, 1)}
+        line = {
+            **run,
+            "epochs": epochs,
+            "name": name,
+            "primary_metric": primary,
+            "best_epoch": metrics["best_epoch"],
+            "best": best,
+            "per_epoch": [e.get(f"validation_{primary}") for e in metrics["epochs"]],
+            "train_examples": metrics["train_examples"],
+            "validation_examples": metrics["validation_examples"],
+            "device": metrics["device"],
+            "seconds": round(seconds, 1),
+        }
         results.write(json.dumps(line) + "\n")
         results.flush()
         shutil.rmtree(output, ignore_errors=True)  # a sweep keeps scores, not 90 MB checkpoints

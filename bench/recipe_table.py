@@ -19,15 +19,21 @@ def main(paths: list[str]) -> None:
         primary = found[0]["primary_metric"]
         extra = SHOWN.get(dataset, ())
         print(f"### {dataset} ({found[0]['train_examples']} training rows, {found[0]['validation_examples']} scored)\n")
-        print("| lr | batch | epochs | other | " + " | ".join([f"{primary} %", *[f"{e} %" for e in extra]])
-              + " | best epoch | per epoch |")
+        print(
+            "| lr | batch | epochs | other | "
+            + " | ".join([f"{primary} %", *[f"{e} %" for e in extra]])
+            + " | best epoch | per epoch |"
+        )
         print("|---|---|---|---|" + "---|" * (1 + len(extra)) + "---|---|")
         for r in found:
             other = ", ".join(f"{k} {r[k]:g}" for k in ("warmup_ratio", "weight_decay", "slot_loss_weight") if k in r)
             scores = [f"{100 * r['best'][primary]:.2f}", *[f"{100 * r['best'][e]:.2f}" for e in extra]]
             per_epoch = " / ".join(f"{100 * s:.1f}" for s in r["per_epoch"])
-            print(f"| {r['lr']:g} | {r['batch_size']} | {r['epochs']} | {other} | " + " | ".join(scores)
-                  + f" | {r['best_epoch']} | {per_epoch} |")
+            print(
+                f"| {r['lr']:g} | {r['batch_size']} | {r['epochs']} | {other} | "
+                + " | ".join(scores)
+                + f" | {r['best_epoch']} | {per_epoch} |"
+            )
         print()
 
 

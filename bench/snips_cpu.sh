@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
 work=${WORK_DIR:-models/bench-snips}
-out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu"
-mkdir -p bench/results
+out="bench/results/snips-intents-cpu/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu"
+mkdir -p bench/results/snips-intents-cpu
 
 nlu-deploy finetune --train "$data" --label-column intent --epochs 1 --seed 42 \
   --output "$work/checkpoint" --overwrite

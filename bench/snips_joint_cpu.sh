@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
 work=${WORK_DIR:-models/bench-snips-joint}
-out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-snips-joint"
-mkdir -p bench/results "$work"
+out="bench/results/snips-joint-cpu/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-snips-joint"
+mkdir -p bench/results/snips-joint-cpu "$work"
 
 if [ "${REUSE_CHECKPOINT:-0}" != 1 ] || [ ! -f "$work/joint/metrics.json" ]; then
   nlu-deploy finetune --task joint --train "$data" --seed 42 --output "$work/joint" --overwrite

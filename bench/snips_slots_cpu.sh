@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
 work=${WORK_DIR:-models/bench-snips-slots}
-out="bench/results/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-snips-slots"
-mkdir -p bench/results
+out="bench/results/snips-slots-cpu/$(date +%Y-%m-%d)-$(uname -m)-$(nproc)cpu-snips-slots"
+mkdir -p bench/results/snips-slots-cpu
 
 if [ "${REUSE_CHECKPOINT:-0}" != 1 ] || [ ! -f "$work/checkpoint/metrics.json" ]; then
   nlu-deploy finetune --task token-classification --train "$data" --epochs 3 --batch-size 16 --lr 2e-4 \

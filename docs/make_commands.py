@@ -26,9 +26,11 @@ def help_text(*command: str) -> str:
 
 
 def page() -> str:
-    parts = ["# Command reference\n",
-             "Generated from `nlu-deploy COMMAND --help` by `docs/make_commands.py`; do not edit by hand.\n",
-             "```text\n" + help_text() + "```\n"]
+    parts = [
+        "# Command reference\n",
+        "Generated from `nlu-deploy COMMAND --help` by `docs/make_commands.py`; do not edit by hand.\n",
+        "```text\n" + help_text() + "```\n",
+    ]
     for name in sorted(main.commands):
         parts.append(f"## nlu-deploy {name}\n\n```text\n{help_text(name)}```\n")
     return "\n".join(parts)

@@ -18,6 +18,7 @@ from typing import Any
 
 from nlu_deploy.errors import ModelError, NluDeployError
 
+MODEL_CONFIG = "config.json"  # the model's Hugging Face config, with id2label and our keys (rules, task)
 MANIFEST = "nlu_deploy.json"  # which stage, options and parent produced the directory
 METRICS = "metrics.json"  # finetune: per-epoch loss, validation score, throughput
 TRAINING_LOG = "training.log"  # finetune: the progress lines of the run, as they were printed
@@ -55,6 +56,19 @@ def read_json(path: Path) -> Any:
         raise ModelError(f"{path} is not valid JSON ({exc}).") from None
 
 
+def read_model_config(directory: Path, missing_ok: bool = False) -> dict:
+    """config.json of a checkpoint or ONNX directory: the one reader. With `missing_ok`, a
+    missing or unreadable file gives {} (loading the model then says what is wrong)."""
+    path = Path(directory) / MODEL_CONFIG
+    if missing_ok:
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return config if isinstance(config, dict) else {}
+    return read_json(path)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -67,8 +81,17 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("nlu-deploy", "torch", "transformers", "optimum", "optimum-onnx", "onnx",
-                 "onnxruntime", "onnxruntime-gpu", "numpy"):
+    for name in (
+        "nlu-deploy",
+        "torch",
+        "transformers",
+        "optimum",
+        "optimum-onnx",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "numpy",
+    ):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
@@ -79,14 +102,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(directory: Path, stage: str, options: dict[str, Any],
-                   parent: Path | None = None, **extra: Any) -> None:
+def write_manifest(
+    directory: Path, stage: str, options: dict[str, Any], parent: Path | None = None, **extra: Any
+) -> None:
     manifest = {
         "stage": stage,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "parent": str(parent.resolve()) if parent else None,
-        "options": {key: str(value) if isinstance(value, Path) else value
-                    for key, value in options.items()},
+        "options": {key: str(value) if isinstance(value, Path) else value for key, value in options.items()},
         "versions": library_versions(),
         "command": " ".join(sys.argv),
         **extra,
@@ -180,16 +203,20 @@ def _take_lock(path: Path, output: Path) -> int:
         except BlockingIOError:
             holder = os.read(descriptor, 1000).decode("utf-8", "replace").strip() or "another process"
             os.close(descriptor)
-            raise NluDeployError(f"{output} is being written by another run ({holder}); wait for it to end or "
-                                 "choose another output.") from None
+            raise NluDeployError(
+                f"{output} is being written by another run ({holder}); wait for it to end or choose another output."
+            ) from None
         try:  # the previous holder may have removed the file after we opened it: lock the new one
             current = os.stat(path).st_ino == os.fstat(descriptor).st_ino
         except FileNotFoundError:
             current = False
         if current:
             os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"process {os.getpid()} on {platform.node()}, `nlu-deploy "
-                                 f"{' '.join(sys.argv[1:2])}`, since {time.strftime('%H:%M:%S')}".encode())
+            os.write(
+                descriptor,
+                f"process {os.getpid()} on {platform.node()}, `nlu-deploy "
+                f"{' '.join(sys.argv[1:2])}`, since {time.strftime('%H:%M:%S')}".encode(),
+            )
             return descriptor
         os.close(descriptor)
 
@@ -235,8 +262,7 @@ def remove_stale_partials(output: Path) -> list[Path]:
             continue
         shutil.rmtree(partial, ignore_errors=True)
         removed.append(partial)
-        print(f"note: removed {partial}, left behind by an earlier run of this stage that was killed.",
-              file=sys.stderr)
+        print(f"note: removed {partial}, left behind by an earlier run of this stage that was killed.", file=sys.stderr)
     return removed
 
 

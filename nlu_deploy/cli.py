@@ -13,12 +13,35 @@ from pathlib import Path
 import click
 
 from nlu_deploy import __version__, artifacts
-from nlu_deploy.config import (CALIBRATION_METHODS, OPTIMIZATION_LEVELS, PROVIDERS,
-                               QUANTIZATION_MODES, QUANTIZATION_PRESETS, TASKS, DEFAULT_ALPHA, DEFAULT_SLOT_LOSS_WEIGHT,
-                               DEFAULT_TEMPERATURE,
-                               BenchConfig, ExportConfig, FinetuneConfig, RunConfig, ValidateConfig)
-from nlu_deploy.training.checkpointing import TrainingInterrupted
+from nlu_deploy.cli_options import (
+    PROCESS_OPTIONS,
+    RUN_CONTROL_OPTIONS,
+    apply,
+    echo_search_result,
+    finetune_options,
+    int_list,
+    labelled_directory,
+    launch_torchrun,
+    make_finetune_config,
+    make_search_config,
+    overwrite_option,
+    with_search_options,
+)
+from nlu_deploy.config import (
+    CALIBRATION_METHODS,
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
+    OPTIMIZATION_LEVELS,
+    PROVIDERS,
+    QUANTIZATION_MODES,
+    QUANTIZATION_PRESETS,
+    BenchConfig,
+    ExportConfig,
+    RunConfig,
+    ValidateConfig,
+)
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed, out_of_space
+from nlu_deploy.training.checkpointing import TrainingInterrupted
 
 
 class NluDeployGroup(click.Group):
@@ -39,165 +62,10 @@ class NluDeployGroup(click.Group):
             if not out_of_space(exc):
                 raise
             where = f" while writing {exc.filename}" if exc.filename else ""
-            raise click.ClickException(f"the disk is full{where} ({exc.strerror}); free some space and run the "
-                                       "command again (nothing half-written was kept).") from None
-
-
-
-def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        numbers = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 1,8,32, got {value!r}.") from None
-    if not numbers or min(numbers) <= 0:
-        raise click.BadParameter("expected positive integers.")
-    return numbers
-
-
-def finetune_options(command):
-    """The options `finetune` and `run` share."""
-    options = [
-        click.option("--model", default=None, metavar="NAME_OR_DIR",
-                     help="Encoder to fine-tune: a local directory or Hugging Face name. "
-                          "Default: the packaged sentence-transformers/all-MiniLM-L6-v2."),
-        click.option("--train", type=click.Path(path_type=Path), default=None,
-                     help="Training data (CSV, TSV, JSON, JSONL, Parquet; for tagging also CoNLL .conll/.iob/.bio). "
-                          "Default: the built-in demo data."),
-        click.option("--validation", type=click.Path(path_type=Path), default=None,
-                     help="Validation data. Default: a seeded 10% of --train (stratified by intent)."),
-        click.option("--task", type=click.Choice(TASKS), default="text-classification", show_default=True,
-                     help="text-classification: one intent per text. token-classification: BIO slot/NER tags per "
-                          "word. joint: the intent and the slots of each text, from one model."),
-        click.option("--text-column", default=None,
-                     help="Column with the text (default 'text'), or for tagging and joint the list of words "
-                          "(default 'tokens')."),
-        click.option("--label-column", default=None,
-                     help="Column with the intent (default 'label'), or for tagging and joint the list of tags "
-                          "(default 'tags')."),
-        click.option("--intent-column", default=None, help="joint: column with the intent (default 'intent')."),
-        click.option("--slot-loss-weight", type=float, default=DEFAULT_SLOT_LOSS_WEIGHT, show_default=True,
-                     help="joint: loss = intent cross-entropy + this * slot cross-entropy."),
-        click.option("--pooling", type=click.Choice(["default", "mean"]), default="default", show_default=True,
-                     help="Intents: what the classification head reads. default: the model family's own head (BERT: "
-                          "the pooled first token). mean: the mean of the final hidden states over the text's "
-                          "tokens, the pooling sentence-transformers encoders such as the default MiniLM were "
-                          "trained with."),
-        click.option("--epochs", type=int, default=None,
-                     help="Default: 3, or more (up to 10) when the intents have few training examples each: "
-                          "enough for the model to see each intent about 800 times (docs/recipes.md)."),
-        click.option("--batch-size", type=int, default=None, help="Global batch size. Default: 16."),
-        click.option("--lr", type=float, default=None,
-                     help="Peak learning rate (AdamW). Default: 1e-4 for intents, 2e-4 for slots, 4e-4 for "
-                          "--task joint (docs/recipes.md)."),
-        click.option("--warmup-ratio", type=float, default=0.1, show_default=True,
-                     help="Share of the steps over which the learning rate rises linearly before it decays."),
-        click.option("--weight-decay", type=float, default=0.01, show_default=True,
-                     help="AdamW weight decay (not on biases and LayerNorm weights)."),
-        click.option("--label-smoothing", type=float, default=None,
-                     help="Train on targets with this share spread evenly over all labels, a regulariser for "
-                          "data the model fits to a near-zero training loss. Default: 0.1 for intents with "
-                          "--oos-label or --oos-validation (it makes rejection cheaper), otherwise 0."),
-        click.option("--average-weights", is_flag=True,
-                     help="Score each epoch on, and keep, a moving average of the weights over about the last "
-                          "10% of the steps rather than the last step's weights."),
-        click.option("--max-length", type=int, default=128, show_default=True,
-                     help="Longer texts are truncated (and counted in metrics.json)."),
-        click.option("--compile/--no-compile", "compile_flag", default=None,
-                     help="torch.compile the model. Default: off: on an H200 it paid off only after ~16 epochs "
-                          "of SNIPS for MiniLM, never for a BERT-base shape (docs/gpus.md)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-                     show_default=True, help="Autocast dtype. auto: fp32 on every device (on an H200, bf16 "
-                                             "autocast trained intent-length batches 22-33% slower)."),
-        click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--oos-label", default=None,
-                     help="Intents: the label of out-of-scope rows. The model learns to reject such texts, with a "
-                          "threshold calibrated on the held-out split and kept in config.json."),
-        click.option("--oos-training", type=click.Choice(["class", "calibration"]), default="class",
-                     show_default=True, help="class: out-of-scope rows also train as a class; calibration: they "
-                                             "only set the threshold."),
-        click.option("--oos-recall", type=float, default=0.8, show_default=True,
-                     help="The rejection threshold catches at least this share of held-out out-of-scope rows, "
-                          "losing as little in-scope accuracy as it can."),
-        click.option("--oos-validation", type=click.Path(path_type=Path), default=None,
-                     help="Out-of-scope texts (one per line, or a text column) to calibrate the threshold on, "
-                          "for data without an out-of-scope label."),
-        click.option("--allow-pickle", is_flag=True,
-                     help="Allow a base model with pickle (.bin) weights. Unpickling can run code: trust the source."),
-        click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with a hub model."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-search_options = [
-    click.option("--search", "search_trials", type=int, default=None, metavar="N",
-                 help="Run N fine-tunes with Optuna-chosen lr, batch size, epochs, warm-up and weight decay "
-                      "(and slot-loss weight for joint) and keep the best on the held-out split. Options you give "
-                      "are not searched. Trials live in OUTPUT.search/ (resume with --resume)."),
-    click.option("--search-time", type=float, default=None, metavar="MINUTES",
-                 help="Stop the search after this many minutes, keeping the best finished trial."),
-]
-
-
-def with_search_options(command):
-    for option in reversed(search_options):
-        command = option(command)
-    return command
-
-
-def make_search_config(trials: int | None, minutes: float | None):
-    """The search, with the options the user set on the command line left out of it."""
-    from nlu_deploy.config import SEARCH_SPACE, SearchConfig
-
-    if trials is None:
-        if minutes is not None:
-            raise click.UsageError("--search-time needs --search N.")
-        return None
-    context = click.get_current_context()
-    fixed = tuple(name for name in SEARCH_SPACE
-                  if context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None))
-    return SearchConfig(trials=trials, minutes=minutes, fixed=fixed)
-
-
-def echo_search_result(found) -> None:
-    options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found.best_params.items())
-    click.echo(f"Best of {len(found.trials)} trials: trial {found.best_trial + 1}, validation score "
-               f"{100 * found.best_value:.2f}% with {options}. Checkpoint and search_report.md: {found.output}")
-
-
-def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | None, **options) -> FinetuneConfig:
-    compile_mode = {None: "auto", True: "on", False: "off"}[compile_flag]
-    return FinetuneConfig(output=output, overwrite=overwrite, compile=compile_mode, **options)
-
-
-def launch_torchrun(nproc: int, command_name: str = "finetune") -> int:
-    """Re-run this very command under torchrun with `nproc` processes; return its exit status."""
-    import subprocess
-
-    argv = sys.argv[sys.argv.index(command_name) + 1:]
-    if "--nproc" in argv:
-        index = argv.index("--nproc")
-        del argv[index:index + 2]
-    argv = [a for a in argv if not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "nlu_deploy", command_name, *argv]
-    click.echo(f"launching: {' '.join(command)}", err=True)
-    return subprocess.call(command)
-
-
-def _labelled_directory(value: str) -> tuple[str, Path]:
-    label, _, directory = value.rpartition("=")
-    path = Path(directory)
-    if not path.is_dir():
-        raise click.BadParameter(f"{path} is not a directory.", param_hint="--also")
-    return label or path.name, path
-
-
-overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+            raise click.ClickException(
+                f"the disk is full{where} ({exc.strerror}); free some space and run the "
+                "command again (nothing half-written was kept)."
+            ) from None
 
 
 @click.group(cls=NluDeployGroup)
@@ -210,12 +78,7 @@ def main() -> None:
 @main.command()
 @finetune_options
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Checkpoint directory to write.")
-@click.option("--checkpoint-every", type=int, default=200, show_default=True,
-              help="Save the training state every N optimizer steps (0: at epoch ends only). "
-                   "Ctrl-C or SIGTERM also save it before stopping.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
-@click.option("--nproc", type=int, default=1, show_default=True,
-              help="Train with N processes on this machine (launches torchrun; DDP, gloo on CPU, NCCL on CUDA).")
+@apply(RUN_CONTROL_OPTIONS)
 @with_search_options
 @overwrite_option
 def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time, **options):
@@ -256,10 +119,15 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
     metrics = artifacts.read_json(result.output / artifacts.METRICS)
     unseen = metrics.get("unseen_in_validation", {})
     for head, found in unseen.items():
-        click.echo(f"note: {found['rows']} validation example(s) hold {head} the training data never had "
-                   f"({', '.join(sorted(found['labels']))}); they are scored as errors.", err=True)
-    click.echo(f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
-               f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}")
+        click.echo(
+            f"note: {found['rows']} validation example(s) hold {head} the training data never had "
+            f"({', '.join(sorted(found['labels']))}); they are scored as errors.",
+            err=True,
+        )
+    click.echo(
+        f"Best epoch {result.best_epoch}: validation {scores} ({result.device}, "
+        f"compile {'on' if result.compiled else 'off'}). Checkpoint: {result.output}"
+    )
     if "out_of_scope" in metrics:
         from nlu_deploy.training.oos_calibration import describe_rule
 
@@ -268,36 +136,54 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
 
 @main.command()
 @click.argument("teacher", type=click.Path(path_type=Path))
-@click.option("--layers", type=int, required=True,
-              help="Layers the student keeps, evenly spaced over the teacher's (the top one always).")
+@click.option(
+    "--layers",
+    type=int,
+    required=True,
+    help="Layers the student keeps, evenly spaced over the teacher's (the top one always).",
+)
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Student checkpoint directory to write.")
-@click.option("--train", type=click.Path(path_type=Path), default=None,
-              help="Labelled training data. Default: the teacher's, split exactly as the teacher's was.")
-@click.option("--validation", type=click.Path(path_type=Path), default=None,
-              help="With --train: held-out data. Default: a seeded 10% of --train.")
-@click.option("--unlabeled", type=click.Path(path_type=Path), default=None,
-              help="Extra texts only the teacher labels (soft targets): one per line, or a column of a data file.")
+@click.option(
+    "--train",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled training data. Default: the teacher's, split exactly as the teacher's was.",
+)
+@click.option(
+    "--validation",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --train: held-out data. Default: a seeded 10% of --train.",
+)
+@click.option(
+    "--unlabeled",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Extra texts only the teacher labels (soft targets): one per line, or a column of a data file.",
+)
 @click.option("--unlabeled-column", default="text", show_default=True, help="The column of --unlabeled to read.")
 @click.option("--text-column", default=None, help="Columns of --train. Default: the teacher's.")
 @click.option("--label-column", default=None)
 @click.option("--intent-column", default=None)
-@click.option("--temperature", type=float, default=DEFAULT_TEMPERATURE, show_default=True,
-              help="Softmax temperature of the soft targets.")
-@click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
-              help="Share of the loss that matches the teacher; the rest is the hard-label loss.")
+@click.option(
+    "--temperature",
+    type=float,
+    default=DEFAULT_TEMPERATURE,
+    show_default=True,
+    help="Softmax temperature of the soft targets.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=DEFAULT_ALPHA,
+    show_default=True,
+    help="Share of the loss that matches the teacher; the rest is the hard-label loss.",
+)
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Default: the teacher's.")
 @click.option("--lr", type=float, default=None, help="Default: the teacher's.")
-@click.option("--compile/--no-compile", "compile_flag", default=None,
-              help="torch.compile the student. Default: off (see finetune --compile).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--checkpoint-every", type=int, default=200, show_default=True,
-              help="Optimizer steps between saved training states (0: epoch ends only).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT.")
-@click.option("--nproc", type=int, default=1, show_default=True,
-              help="Processes for DDP on this machine (re-launches itself under torchrun).")
+@apply(PROCESS_OPTIONS)
+@apply(RUN_CONTROL_OPTIONS)
 @with_search_options
 @overwrite_option
 def distill(teacher, compile_flag, nproc, search_trials, search_time, **options):
@@ -311,11 +197,10 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     Example: nlu-deploy distill models/intents --layers 3 --output models/intents-3l
     """
     from nlu_deploy.config import DistillConfig
-    from nlu_deploy.training.distill import distill as run_distill
     from nlu_deploy.tasks import get_task
+    from nlu_deploy.training.distill import distill as run_distill
 
-    config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag],
-                           **options)
+    config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag], **options)
     search = make_search_config(search_trials, search_time)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc, "distill"))
@@ -329,45 +214,88 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     metrics = artifacts.read_json(result.output / artifacts.METRICS)
     facts = metrics["distillation"]
     scores = get_task(metrics["task"]).training_summary(result.best_scores)
-    click.echo(f"Student with layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']}: best epoch "
-               f"{result.best_epoch}, validation {scores}; soft-target loss to the teacher on held-out rows "
-               f"{facts['kl_to_teacher_before']:.4f} before, {facts['kl_to_teacher_after']:.4f} after. "
-               f"Checkpoint: {result.output}")
+    click.echo(
+        f"Student with layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']}: best epoch "
+        f"{result.best_epoch}, validation {scores}; soft-target loss to the teacher on held-out rows "
+        f"{facts['kl_to_teacher_before']:.4f} before, {facts['kl_to_teacher_after']:.4f} after. "
+        f"Checkpoint: {result.output}"
+    )
 
 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Directory for the ONNX files.")
 @click.option("--opset", type=int, default=None, help="ONNX opset. Default: Optimum's choice for the model.")
-@click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default=None,
-              help="Also write model_optimized.onnx with onnxruntime's fusions at this level.")
-@click.option("--quantize", type=click.Choice(QUANTIZATION_MODES), default=None,
-              help="dynamic / static: also write model_quantized.onnx (int8). fp16: model_fp16.onnx for "
-                   "CUDA/TensorRT. auto: the fastest int8 candidate within --max-score-drop, with a report.")
-@click.option("--max-score-drop", type=float, default=0.3, show_default=True,
-              help="auto: points of accuracy (entity F1 for a slot tagger) the kept int8 model may lose.")
-@click.option("--validation", type=click.Path(path_type=Path), default=None,
-              help="auto: held-out data to score candidates. Default: the checkpoint's validation split.")
-@click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help="static/auto: texts to calibrate on. Default: the training sample finetune recorded.")
+@click.option(
+    "--optimize",
+    type=click.Choice(OPTIMIZATION_LEVELS),
+    default=None,
+    help="Also write model_optimized.onnx with onnxruntime's fusions at this level.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZATION_MODES),
+    default=None,
+    help="dynamic / static: also write model_quantized.onnx (int8). fp16: model_fp16.onnx for "
+    "CUDA/TensorRT. auto: the fastest int8 candidate within --max-score-drop, with a report.",
+)
+@click.option(
+    "--max-score-drop",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="auto: points of accuracy (entity F1 for a slot tagger) the kept int8 model may lose.",
+)
+@click.option(
+    "--validation",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="auto: held-out data to score candidates. Default: the checkpoint's validation split.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="static/auto: texts to calibrate on. Default: the training sample finetune recorded.",
+)
 @click.option("--calibration-samples", type=int, default=256, show_default=True)
 @click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True)
-@click.option("--quantize-preset", type=click.Choice(QUANTIZATION_PRESETS), default="auto", show_default=True,
-              help="Instruction-set preset; auto picks the one this CPU supports.")
-@click.option("--per-channel/--no-per-channel", default=None,
-              help="Per-channel weight scales. Default: off; auto tries both.")
-@click.option("--triton", "triton_repo", type=click.Path(path_type=Path), default=None,
-              help="Also write a Triton Inference Server model repository here (text in, label out).")
+@click.option(
+    "--quantize-preset",
+    type=click.Choice(QUANTIZATION_PRESETS),
+    default="auto",
+    show_default=True,
+    help="Instruction-set preset; auto picks the one this CPU supports.",
+)
+@click.option(
+    "--per-channel/--no-per-channel", default=None, help="Per-channel weight scales. Default: off; auto tries both."
+)
+@click.option(
+    "--triton",
+    "triton_repo",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a Triton Inference Server model repository here (text in, label out).",
+)
 @click.option("--triton-name", default="nlu", show_default=True, help="Name of the ensemble clients call.")
-@click.option("--triton-device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="Where Triton runs the ONNX model (cpu serves the int8 file, gpu the float one).")
+@click.option(
+    "--triton-device",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Where Triton runs the ONNX model (cpu serves the int8 file, gpu the float one).",
+)
 @click.option("--triton-tensorrt", is_flag=True, help="gpu: let onnxruntime hand the graph to TensorRT (fp16).")
-@click.option("--triton-onnx-backend", type=click.Choice(["onnxruntime", "python"]), default="onnxruntime",
-              show_default=True, help="python: run the ONNX file with onnxruntime in a Python-backend model (CPU), "
-                                      "for servers without the onnxruntime backend (nvidia-pytriton's tritonserver).")
+@click.option(
+    "--triton-onnx-backend",
+    type=click.Choice(["onnxruntime", "python"]),
+    default="onnxruntime",
+    show_default=True,
+    help="python: run the ONNX file with onnxruntime in a Python-backend model (CPU), "
+    "for servers without the onnxruntime backend (nvidia-pytriton's tritonserver).",
+)
 @overwrite_option
-def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend,
-           **options):
+def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend, **options):
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
     Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
@@ -384,8 +312,9 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
     if triton_repo is not None:  # every output is checked before the first is written
         from nlu_deploy.serving.repository import TritonOptions
 
-        TritonOptions(name=triton_name, device=triton_device, tensorrt=triton_tensorrt,
-                      onnx_backend=triton_onnx_backend)
+        TritonOptions(
+            name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend
+        )
         artifacts.check_output(triton_repo, options["overwrite"])
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
@@ -395,37 +324,80 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
     if triton_repo is not None:
         from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
-        served = export_triton_repository(output, triton_repo, TritonOptions(
-            name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend),
-            overwrite=options["overwrite"])
+        served = export_triton_repository(
+            output,
+            triton_repo,
+            TritonOptions(
+                name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend
+            ),
+            overwrite=options["overwrite"],
+        )
         click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())
         if result.search.kept is None:
-            raise ValidationFailed(f"no int8 candidate stayed within {options['max_score_drop']} points; "
-                                   f"the fp32 export is in {output}, the evidence in quantization_report.md.")
+            raise ValidationFailed(
+                f"no int8 candidate stayed within {options['max_score_drop']} points; "
+                f"the fp32 export is in {output}, the evidence in quantization_report.md."
+            )
 
 
 @main.command()
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
-              help="The PyTorch checkpoint (finetune output).")
-@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), required=True,
-              help="Directory whose every .onnx file is scored.")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The PyTorch checkpoint (finetune output).",
+)
+@click.option(
+    "--onnx",
+    "onnx_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory whose every .onnx file is scored.",
+)
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled data to score on.")
 @click.option("--text-column", default=None, help="Default: the column the checkpoint was trained with.")
 @click.option("--label-column", default=None, help="Default: the column the checkpoint was trained with.")
 @click.option("--intent-column", default=None, help="joint: default: the column the checkpoint was trained with.")
-@click.option("--oos-label", default=None,
-              help="The label of out-of-scope rows in --data, if not the one the model answers (its rule's).")
-@click.option("--max-score-drop", type=float, default=1.0, show_default=True,
-              help="Points of accuracy (intents), entity F1 (tagging) or each of intent accuracy, entity F1 and "
-                   "exact match (joint) an ONNX file may lose against PyTorch.")
+@click.option(
+    "--oos-label",
+    default=None,
+    help="The label of out-of-scope rows in --data, if not the one the model answers (its rule's).",
+)
+@click.option(
+    "--max-score-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Points of accuracy (intents), entity F1 (tagging) or each of intent accuracy, entity F1 and "
+    "exact match (joint) an ONNX file may lose against PyTorch.",
+)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
-              help="Where the ONNX files run (fp16 files are meant for cuda). PyTorch stays in fp32 on the CPU.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
-def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column, oos_label, max_score_drop,
-             batch_size, provider, json_path):
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="cpu",
+    show_default=True,
+    help="Where the ONNX files run (fp16 files are meant for cuda). PyTorch stays in fp32 on the CPU.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON."
+)
+def validate(
+    model_dir,
+    onnx_dir,
+    data,
+    text_column,
+    label_column,
+    intent_column,
+    oos_label,
+    max_score_drop,
+    batch_size,
+    provider,
+    json_path,
+):
     """Score PyTorch and every ONNX file on the same data; fail if any loses too much.
 
     Exits with status 1 when a file's accuracy (entity F1 for a slot tagger) is more than
@@ -437,34 +409,52 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
     """
     from nlu_deploy.evaluation.validate import validate as run_validate
 
-    report = run_validate(ValidateConfig(model_dir=model_dir, onnx_dir=onnx_dir, data=data, text_column=text_column,
-                                         label_column=label_column, intent_column=intent_column,
-                                         oos_label=oos_label, max_score_drop=max_score_drop,
-                                         batch_size=batch_size, provider=provider))
+    report = run_validate(
+        ValidateConfig(
+            model_dir=model_dir,
+            onnx_dir=onnx_dir,
+            data=data,
+            text_column=text_column,
+            label_column=label_column,
+            intent_column=intent_column,
+            oos_label=oos_label,
+            max_score_drop=max_score_drop,
+            batch_size=batch_size,
+            provider=provider,
+        )
+    )
     click.echo(report.to_markdown())
     report.write_json(onnx_dir / artifacts.VALIDATION_REPORT)  # read by `bench --recommend`
     if json_path:
         report.write_json(json_path)
     if not report.passed:
-        from nlu_deploy.metrics import DISPLAY_NAMES
-
         from nlu_deploy.evaluation.validate import NONFINITE
+        from nlu_deploy.metrics import DISPLAY_NAMES
 
         broken = [v.file for v in report.failures if NONFINITE in v.failed_on]
         if broken:
-            raise ValidationFailed(f"{', '.join(broken)} gave outputs that are not finite numbers (NaN or inf) "
-                                   "where PyTorch gives numbers.")
-        lost = " and ".join(DISPLAY_NAMES[m] for m in report.gated_metrics
-                            if any(m in v.failed_on for v in report.failures))
-        files = ", ".join(f"{v.file} ({', '.join(f'{v.delta_points[m]:+.2f}' for m in v.failed_on)} points)"
-                          for v in report.failures)
+            raise ValidationFailed(
+                f"{', '.join(broken)} gave outputs that are not finite numbers (NaN or inf) "
+                "where PyTorch gives numbers."
+            )
+        lost = " and ".join(
+            DISPLAY_NAMES[m] for m in report.gated_metrics if any(m in v.failed_on for v in report.failures)
+        )
+        files = ", ".join(
+            f"{v.file} ({', '.join(f'{v.delta_points[m]:+.2f}' for m in v.failed_on)} points)" for v in report.failures
+        )
         raise ValidationFailed(f"{lost} dropped by more than {max_score_drop} points for {files}.")
 
 
 @main.command()
 @click.argument("onnx_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
-              help="PyTorch checkpoint to benchmark in the same run, as the baseline.")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PyTorch checkpoint to benchmark in the same run, as the baseline.",
+)
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--fallback", is_flag=True, help="Run on CPU if the provider cannot start (the report says so).")
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
@@ -474,93 +464,157 @@ def validate(model_dir, onnx_dir, data, text_column, label_column, intent_column
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed calls per shape.")
 @click.option("--min-iters", type=int, default=10, show_default=True)
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
-@click.option("--io-binding/--no-io-binding", default=True, show_default=True,
-              help="CUDA/TensorRT: keep inputs and outputs on the GPU.")
-@click.option("--trt-cache", type=click.Path(path_type=Path), default=None,
-              help="TensorRT engine and timing cache directory (reused across runs).")
+@click.option(
+    "--io-binding/--no-io-binding",
+    default=True,
+    show_default=True,
+    help="CUDA/TensorRT: keep inputs and outputs on the GPU.",
+)
+@click.option(
+    "--trt-cache",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TensorRT engine and timing cache directory (reused across runs).",
+)
 @click.option("--trt-fp16", is_flag=True, help="Let TensorRT build fp16 engines.")
-@click.option("--int8-on-gpu", is_flag=True,
-              help="CUDA/TensorRT: measure dynamic int8 files too (CPU kernels: never recommended for a GPU).")
-@click.option("--tf32/--no-tf32", default=False, show_default=True,
-              help="CUDA: TF32 matmuls, the same setting for PyTorch and onnxruntime; recorded in the report.")
-@click.option("--torch-compile/--no-torch-compile", "torch_compile", default=None,
-              help="Also time PyTorch with torch.compile. Default: on for CUDA, off for CPU.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="Draw latency and throughput against batch size into this PNG.")
-@click.option("--recommend", is_flag=True,
-              help="Name the fastest variant that passed validation (reads validation.json in DIR, "
-                   "or --validation-report).")
-@click.option("--validation-report", type=click.Path(path_type=Path), default=None,
-              help="A `validate --json` report to recommend from.")
-@click.option("--also", "also", multiple=True, metavar="[LABEL=]DIR",
-              help="Another ONNX directory sharing the tokenizer (a distilled student), measured in the same run; "
-                   "its variants are named LABEL/variant (LABEL defaults to the directory's name). Repeatable.")
-@click.option("--accuracy-plot", type=click.Path(path_type=Path), default=None,
-              help="Draw each variant's validated score against its throughput (at the largest batch and shortest "
-                   "length) into this PNG; reads validation.json in DIR and in each --also directory.")
-def bench(onnx_dir, model_dir, provider, fallback, batch_sizes, seq_lens, variants, threads, warmup, min_iters,
-          min_seconds, io_binding, trt_cache, trt_fp16, int8_on_gpu, tf32, torch_compile, json_path, plot_path,
-          recommend, validation_report, also, accuracy_plot):
+@click.option(
+    "--int8-on-gpu",
+    is_flag=True,
+    help="CUDA/TensorRT: measure dynamic int8 files too (CPU kernels: never recommended for a GPU).",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=False,
+    show_default=True,
+    help="CUDA: TF32 matmuls, the same setting for PyTorch and onnxruntime; recorded in the report.",
+)
+@click.option(
+    "--torch-compile/--no-torch-compile",
+    "torch_compile",
+    default=None,
+    help="Also time PyTorch with torch.compile. Default: on for CUDA, off for CPU.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON."
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Draw latency and throughput against batch size into this PNG.",
+)
+@click.option(
+    "--recommend",
+    is_flag=True,
+    help="Name the fastest variant that passed validation (reads validation.json in DIR, or --validation-report).",
+)
+@click.option(
+    "--validation-report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A `validate --json` report to recommend from.",
+)
+@click.option(
+    "--also",
+    "also",
+    multiple=True,
+    metavar="[LABEL=]DIR",
+    help="Another ONNX directory sharing the tokenizer (a distilled student), measured in the same run; "
+    "its variants are named LABEL/variant (LABEL defaults to the directory's name). Repeatable.",
+)
+@click.option(
+    "--accuracy-plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Draw each variant's validated score against its throughput (at the largest batch and shortest "
+    "length) into this PNG; reads validation.json in DIR and in each --also directory.",
+)
+def bench(
+    onnx_dir,
+    model_dir,
+    provider,
+    fallback,
+    batch_sizes,
+    seq_lens,
+    variants,
+    threads,
+    warmup,
+    min_iters,
+    min_seconds,
+    io_binding,
+    trt_cache,
+    trt_fp16,
+    int8_on_gpu,
+    tf32,
+    torch_compile,
+    json_path,
+    plot_path,
+    recommend,
+    validation_report,
+    also,
+    accuracy_plot,
+):
     """Measure latency and throughput of every ONNX file (and PyTorch with --model).
 
     Example: nlu-deploy bench models/demo/onnx --model models/demo/checkpoint --json r.json --plot r.png --recommend
     """
+    from nlu_deploy.evaluation import recommendation as bench_extras
     from nlu_deploy.evaluation.benchmark import bench as run_bench
 
-    compared = tuple(_labelled_directory(value) for value in also)
-    reports = {}
-    if accuracy_plot:  # checked before minutes of timing
-        for label, directory in (("", onnx_dir), *compared):
-            if not (directory / artifacts.VALIDATION_REPORT).exists():
-                raise click.UsageError(f"--accuracy-plot needs {directory / artifacts.VALIDATION_REPORT}: run "
-                                       f"`nlu-deploy validate --onnx {directory}` first.")
-            reports[label] = artifacts.read_json(directory / artifacts.VALIDATION_REPORT)
-    validation = None
-    if recommend:
-        validation_path = validation_report or onnx_dir / artifacts.VALIDATION_REPORT
-        if not validation_path.exists():
-            raise click.UsageError(f"--recommend needs a validation report: run `nlu-deploy validate` first "
-                                   f"or pass --validation-report ({validation_path} does not exist).")
-        validation = artifacts.read_json(validation_path)
-    config = BenchConfig(onnx_dir=onnx_dir, model_dir=model_dir, provider=provider, batch_sizes=batch_sizes,
-                         seq_lens=seq_lens, warmup_iters=warmup, min_iters=min_iters, min_seconds=min_seconds,
-                         threads=threads, fallback=fallback, io_binding=io_binding, trt_cache_dir=trt_cache,
-                         trt_fp16=trt_fp16, torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
-                         int8_on_gpu=int8_on_gpu, tf32=tf32, also=compared,
-                         variants=tuple(v.strip() for v in variants.split(",")) if variants else ())
-    report = run_bench(config, on_result=lambda m: click.echo(
-        f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True))
+    compared = tuple(labelled_directory(value) for value in also)
+    # the reports are read before minutes of timing, so that a missing one is said at once
+    reports = bench_extras.validation_reports(onnx_dir, compared) if accuracy_plot else {}
+    validation = bench_extras.recommendation_source(onnx_dir, validation_report) if recommend else None
+    config = BenchConfig(
+        onnx_dir=onnx_dir,
+        model_dir=model_dir,
+        provider=provider,
+        batch_sizes=batch_sizes,
+        seq_lens=seq_lens,
+        warmup_iters=warmup,
+        min_iters=min_iters,
+        min_seconds=min_seconds,
+        threads=threads,
+        fallback=fallback,
+        io_binding=io_binding,
+        trt_cache_dir=trt_cache,
+        trt_fp16=trt_fp16,
+        torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
+        int8_on_gpu=int8_on_gpu,
+        tf32=tf32,
+        also=compared,
+        variants=tuple(v.strip() for v in variants.split(",")) if variants else (),
+    )
+    report = run_bench(
+        config,
+        on_result=lambda m: click.echo(
+            f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True
+        ),
+    )
     click.echo(report.to_markdown())
-    if json_path:
-        report.write_json(json_path)
-    if plot_path:
-        from nlu_deploy.evaluation.plots import plot_benchmark
-
-        click.echo(f"Plot: {plot_benchmark(report.to_json(), plot_path)}")
-    if accuracy_plot:
-        from nlu_deploy.evaluation.benchmark import tradeoff_points
-        from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
-
-        points = tradeoff_points(report.to_json(), reports, max(batch_sizes), min(seq_lens))
-        click.echo(f"Plot: {plot_accuracy_vs_speed(points, accuracy_plot, 'Held-out score against throughput')}")
+    shape = (max(batch_sizes), min(seq_lens))
+    for line in bench_extras.write_outputs(report, json_path, plot_path, accuracy_plot, reports, shape):
+        click.echo(line)
     if validation is not None:
-        best = report.recommend(validation)
-        budget = validation.get("max_score_drop")
-        from nlu_deploy.metrics import DISPLAY_NAMES
-
-        metric = " / ".join(DISPLAY_NAMES[m] for m in validation.get("gated_metrics", ["accuracy"]))
-        click.echo(f"Recommended: {best} (fastest variant within {budget} {metric} points of PyTorch)." if best
-                   else f"Recommended: none (no measured variant passed validation within {budget} points).")
+        click.echo(bench_extras.recommendation(report, validation))
 
 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)
-@click.option("--file", "input_file", type=click.Path(path_type=Path), default=None,
-              help="Texts to classify: one per line, or the 'text' column of a data file.")
-@click.option("--variant", default=None,
-              help="ONNX file in MODEL_DIR to use. Default: model_quantized.onnx, else optimized, else fp32.")
+@click.option(
+    "--file",
+    "input_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Texts to classify: one per line, or the 'text' column of a data file.",
+)
+@click.option(
+    "--variant",
+    default=None,
+    help="ONNX file in MODEL_DIR to use. Default: model_quantized.onnx, else optimized, else fp32.",
+)
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
 def predict(model_dir, texts, input_file, variant, provider, as_json):
@@ -581,8 +635,11 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
     click.echo(f"using {used}", err=True)
     predictions = predictor.predict(all_texts)
     if predictor.last_truncated:
-        click.echo(f"note: {predictor.last_truncated} text(s) exceed the model's max length of "
-                   f"{predictor.max_length} tokens; the rest of each was not read.", err=True)
+        click.echo(
+            f"note: {predictor.last_truncated} text(s) exceed the model's max length of "
+            f"{predictor.max_length} tokens; the rest of each was not read.",
+            err=True,
+        )
     for text, prediction in zip(all_texts, predictions):
         if as_json:
             click.echo(json.dumps(task.prediction_json(text, prediction), ensure_ascii=False))
@@ -591,9 +648,15 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
 
 
 @main.command()
-@click.option("--require", type=click.Choice(["cuda", "tensorrt"]), default=None,
-              help="Exit 1 unless this provider really starts here.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON.")
+@click.option(
+    "--require",
+    type=click.Choice(["cuda", "tensorrt"]),
+    default=None,
+    help="Exit 1 unless this provider really starts here.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the report as JSON."
+)
 def doctor(require, json_path):
     """Check the GPU stack: torch and onnxruntime builds and their CUDA versions, the CUDA,
     cuDNN, cuBLAS and TensorRT libraries, TF32, and which execution providers really start.
@@ -602,26 +665,30 @@ def doctor(require, json_path):
 
     Example: nlu-deploy doctor --require tensorrt
     """
-    from nlu_deploy.runtime.machine import PROVIDERS, diagnose
+    from nlu_deploy.runtime.machine import CHECKED_PROVIDERS, diagnose
 
     report = diagnose()
     click.echo(report.to_markdown())
     if json_path:
         artifacts.write_json(json_path, report.to_json())
-    started = [p for p in PROVIDERS if report.starts(p)]
+    started = [p for p in CHECKED_PROVIDERS if report.starts(p)]
     click.echo(f"Providers that start here: {', '.join(started)}.")
     if require:
-        from nlu_deploy.runtime.sessions import ORT_PROVIDERS
+        from nlu_deploy.config import EXECUTION_PROVIDERS
 
-        wanted = ORT_PROVIDERS[require]
+        wanted = EXECUTION_PROVIDERS[require]
         if not report.starts(wanted):
             problems = " ".join(report.problems())
-            raise click.ClickException(f"{wanted} does not start here ({report.providers[wanted]}).{' ' + problems if problems else ''}")
+            raise click.ClickException(
+                f"{wanted} does not start here ({report.providers[wanted]}).{' ' + problems if problems else ''}"
+            )
 
 
 @main.command("bench-training")
 @finetune_options
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the result as JSON.")
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the result as JSON."
+)
 def bench_training(json_path, compile_flag, **options):
     """Time our training loop against the Hugging Face Trainer on the same model, data and settings.
 
@@ -640,22 +707,49 @@ def bench_training(json_path, compile_flag, **options):
 
 @main.command()
 @finetune_options
-@click.option("--output", type=click.Path(path_type=Path), default=Path("models/demo"), show_default=True,
-              help="Directory for the checkpoint, ONNX files and report.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("models/demo"),
+    show_default=True,
+    help="Directory for the checkpoint, ONNX files and report.",
+)
 @click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default="O2", show_default=True)
-@click.option("--max-score-drop", type=float, default=1.0, show_default=True,
-              help="Points of accuracy (entity F1 for tagging) an ONNX file may lose against PyTorch.")
+@click.option(
+    "--max-score-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Points of accuracy (entity F1 for tagging) an ONNX file may lose against PyTorch.",
+)
 @click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
 @click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
 @click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
-@click.option("--student-layers", type=int, default=None,
-              help="Also distil a student with this many of the teacher's layers, export, validate and benchmark it "
-                   "beside the teacher (see `nlu-deploy distill`).")
+@click.option(
+    "--student-layers",
+    type=int,
+    default=None,
+    help="Also distil a student with this many of the teacher's layers, export, validate and benchmark it "
+    "beside the teacher (see `nlu-deploy distill`).",
+)
 @click.option("--student-epochs", type=int, default=3, show_default=True)
 @with_search_options
 @overwrite_option
-def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, student_layers, student_epochs, overwrite,
-        compile_flag, search_trials, search_time, **options):
+def run(
+    output,
+    optimize,
+    max_score_drop,
+    batch_sizes,
+    seq_lens,
+    min_seconds,
+    student_layers,
+    student_epochs,
+    overwrite,
+    compile_flag,
+    search_trials,
+    search_time,
+    **options,
+):
     """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
 
     Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
@@ -670,13 +764,23 @@ def run(output, optimize, max_score_drop, batch_sizes, seq_lens, min_seconds, st
     from nlu_deploy.pipeline import run as run_pipeline
 
     finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
-    config = RunConfig(output=output, finetune=finetune_config, optimize=optimize, max_score_drop=max_score_drop,
-                       batch_sizes=batch_sizes, seq_lens=seq_lens, bench_min_seconds=min_seconds,
-                       student_layers=student_layers, student_epochs=student_epochs,
-                       search=make_search_config(search_trials, search_time), overwrite=overwrite)
+    config = RunConfig(
+        output=output,
+        finetune=finetune_config,
+        optimize=optimize,
+        max_score_drop=max_score_drop,
+        batch_sizes=batch_sizes,
+        seq_lens=seq_lens,
+        bench_min_seconds=min_seconds,
+        student_layers=student_layers,
+        student_epochs=student_epochs,
+        search=make_search_config(search_trials, search_time),
+        overwrite=overwrite,
+    )
     report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))
     click.echo(report.to_markdown())
     click.echo(f"Report: {output / 'report.md'}")
     if not report.validation.passed or (report.student_validation and not report.student_validation.passed):
-        raise ValidationFailed(f"at least one ONNX file lost more {report.validation.metric_name} than allowed; "
-                               "see the report.")
+        raise ValidationFailed(
+            f"at least one ONNX file lost more {report.validation.metric_name} than allowed; see the report."
+        )

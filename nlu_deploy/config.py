@@ -9,23 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlu_deploy.errors import ConfigError
+from nlu_deploy.task_specs import SPECS, TASKS
 
-# The task names (nlu_deploy.tasks holds what each does; a test keeps the two lists equal).
-TASKS = ("text-classification", "token-classification", "joint")
-# The columns each task reads when none are named: a sentence and its intent, a list of words
-# and their BIO tags (as in SNIPS's tokens/tags), or both (tokens/tags/intent).
-DEFAULT_COLUMNS = {"text-classification": ("text", "label", None), "token-classification": ("tokens", "tags", None),
-                   "joint": ("tokens", "tags", "intent")}
-# The recipe each task trains with when the user gives none. Chosen by bench/recipe_sweep.py:
-# real fine-tunes scored on a split *inside* the seeded 90% that reported figures never see (the
-# docs/recipes.md table has the figures; bench/results/2026-11-29-h200-recipe-sweep*.jsonl the runs).
-#   intents: batch 16 / lr 1e-4. SNIPS is flat across batch 16-32 and lr 1e-4..4e-4 (98.2-98.8%);
-#            BANKING77 is not: batch 16 beats 32 at lr 1e-4 (90.2 vs 88.1% at 4 epochs, 92.7 vs 91.8 at 8).
-#   slots:   batch 16 / lr 2e-4: 94.3 entity F1 against 92.5 for v1's batch 32 / lr 1e-4; batch 8,
-#            batch 32 / lr 4e-4, no warm-up and no weight decay all land within 0.1 of it.
-#   joint:   batch 16 / lr 4e-4 with the slot loss weighted 2: 96.7 joint score (94.4 entity F1)
-#            against 96.3 (93.8) for batch 16 / lr 2e-4 / weight 1; both changes helped on their own.
-DEFAULT_RECIPES = {"text-classification": (16, 1e-4), "token-classification": (16, 2e-4), "joint": (16, 4e-4)}
 DEFAULT_SLOT_LOSS_WEIGHT = 2.0
 # Epochs when none are given: at least 3, more when each intent has few training examples, so that
 # the intent head sees every label about EXAMPLES_SEEN_PER_LABEL times in all (capped at 10).
@@ -35,12 +20,6 @@ DEFAULT_SLOT_LOSS_WEIGHT = 2.0
 # has no intent and keeps 3 (SNIPS slots still gain at epoch 3, and the bars are for 3).
 MIN_EPOCHS, MAX_EPOCHS = 3, 10
 EXAMPLES_SEEN_PER_LABEL = 800
-# Label smoothing for an intent model that learns to reject (--oos-label, --oos-validation): on
-# CLINC150 (validation.jsonl, 80% out-of-scope recall) 0.1 cut what rejection costs in in-scope
-# accuracy from 0.73 to 0.40 points and lifted that accuracy from 95.67% to 96.13% (cross-fitted
-# 95.66 -> 95.94). Without a rejection rule the default stays 0: that is what every other
-# figure in docs/ was measured with.
-REJECTION_LABEL_SMOOTHING = 0.1
 
 
 def default_epochs(examples_per_label: float | None) -> int:
@@ -54,10 +33,17 @@ OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 QUANTIZATION_MODES = ("dynamic", "static", "fp16", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZATION_PRESETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
-PROVIDERS = ("cpu", "cuda", "tensorrt")
+# The one table of execution providers: our names for them -> onnxruntime's.
+EXECUTION_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+PROVIDERS = tuple(EXECUTION_PROVIDERS)
 OOS_TRAINING_CHOICES = ("class", "calibration")
 POOLING_CHOICES = ("default", "mean")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 COMPILE_CHOICES = ("auto", "on", "off")
 # BERT-family position embeddings stop at 512; longer inputs cannot be represented.
 MAX_SUPPORTED_LENGTH = 512
@@ -89,11 +75,11 @@ class FinetuneConfig:
     train: Path | None = None  # None: the built-in demo dataset
     validation: Path | None = None  # None: a seeded, stratified holdout of train
     task: str = "text-classification"
-    text_column: str | None = None  # None: the task's default (DEFAULT_COLUMNS)
+    text_column: str | None = None  # None: the task's default (task_specs.SPECS)
     label_column: str | None = None
     intent_column: str | None = None  # joint task only
     epochs: int | None = None  # None: default_epochs() of the training data, set by train.resolve_epochs
-    batch_size: int | None = None  # None: the task's default (DEFAULT_RECIPES)
+    batch_size: int | None = None  # None: the task's recipe (task_specs.SPECS)
     lr: float | None = None
     max_length: int = 128
     compile: str = "auto"  # auto: off on every device (train.py says why)
@@ -107,7 +93,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     # Spread this share of every training target over all labels (cross-entropy's label_smoothing):
     # a regulariser for data a model fits to a near-zero training loss, such as CLINC150.
-    # None: REJECTION_LABEL_SMOOTHING for intents with an out-of-scope rule, else 0.
+    # None: the task spec's rejection_label_smoothing when it learns to reject (0.1 for intents), else 0.
     label_smoothing: float | None = None
     # Score and keep an exponential moving average of the weights (weight_averaging.py)
     average_weights: bool = False
@@ -135,37 +121,41 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         _finite_numbers(self)
         _choice("task", self.task, TASKS)
-        default_text, default_label, default_intent = DEFAULT_COLUMNS[self.task]
+        spec = SPECS[self.task]
+        default_text, default_label, default_intent = (*spec.columns, None)[:3]
         if self.intent_column and not default_intent:
             raise ConfigError("--intent-column is for --task joint only.")
         # Frozen dataclass: fill the task's default columns once, here, so every reader agrees.
         object.__setattr__(self, "text_column", self.text_column or default_text)
         object.__setattr__(self, "label_column", self.label_column or default_label)
         object.__setattr__(self, "intent_column", self.intent_column or default_intent)
-        default_batch, default_lr = DEFAULT_RECIPES[self.task]
-        object.__setattr__(self, "batch_size", default_batch if self.batch_size is None else self.batch_size)
-        object.__setattr__(self, "lr", default_lr if self.lr is None else self.lr)
+        object.__setattr__(self, "batch_size", spec.batch_size if self.batch_size is None else self.batch_size)
+        object.__setattr__(self, "lr", spec.lr if self.lr is None else self.lr)
         _positive("slot loss weight", self.slot_loss_weight)
         if self.label_smoothing is None:
-            rejecting = self.task == "text-classification" and (self.oos_label or self.oos_validation)
-            object.__setattr__(self, "label_smoothing", REJECTION_LABEL_SMOOTHING if rejecting else 0.0)
+            rejecting = spec.rejection and (self.oos_label or self.oos_validation)
+            object.__setattr__(self, "label_smoothing", spec.rejection_label_smoothing if rejecting else 0.0)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing must be at least 0 and below 1, got {self.label_smoothing}.")
         _choice("pooling", self.pooling, POOLING_CHOICES)
-        if self.pooling != "default" and self.task != "text-classification":
-            raise ConfigError(f"--pooling {self.pooling} is for intent classification; the {self.task} task reads "
-                              "every word's own hidden state.")
+        if self.pooling != "default" and not spec.pooling:
+            raise ConfigError(
+                f"--pooling {self.pooling} is for intent classification; the {self.task} task reads "
+                "every word's own hidden state."
+            )
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("device", self.device, DEVICE_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
         _choice("out-of-scope training", self.oos_training, OOS_TRAINING_CHOICES)
         if not 0 < self.oos_recall <= 1:
             raise ConfigError(f"out-of-scope recall target must be in (0, 1], got {self.oos_recall}.")
-        if (self.oos_label or self.oos_validation) and self.task not in ("text-classification", "joint"):
-            raise ConfigError("out-of-scope rejection (--oos-label, --oos-validation) is for tasks with an intent: "
-                              "--task text-classification or joint.")
+        if (self.oos_label or self.oos_validation) and not spec.rejection:
+            raise ConfigError(
+                "out-of-scope rejection (--oos-label, --oos-validation) is for tasks with an intent: "
+                "--task text-classification or joint."
+            )
         if self.precision == "fp16" and self.device == "cpu":
             raise ConfigError("fp16 training needs CUDA; on CPU use fp32 (the default) or bf16.")
         if self.epochs is not None:
@@ -175,15 +165,12 @@ class FinetuneConfig:
         _positive("max length", self.max_length)
         if self.max_length > MAX_SUPPORTED_LENGTH:
             raise ConfigError(
-                f"max length {self.max_length} is beyond what BERT-family encoders support "
-                f"({MAX_SUPPORTED_LENGTH})."
+                f"max length {self.max_length} is beyond what BERT-family encoders support ({MAX_SUPPORTED_LENGTH})."
             )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}.")
         if not 0 < self.validation_fraction < 1:
-            raise ConfigError(
-                f"validation fraction must be between 0 and 1, got {self.validation_fraction}."
-            )
+            raise ConfigError(f"validation fraction must be between 0 and 1, got {self.validation_fraction}.")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must not be negative, got {self.weight_decay}.")
         if self.max_grad_norm <= 0:
@@ -275,7 +262,7 @@ class DistillConfig:
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint interval must not be negative, got {self.checkpoint_every}.")
         _choice("compile", self.compile, COMPILE_CHOICES)
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("device", self.device, DEVICE_CHOICES)
         _choice("precision", self.precision, PRECISION_CHOICES)
         if self.validation is not None and self.train is None:
             raise ConfigError("--validation needs --train: without it the student uses the teacher's own split.")

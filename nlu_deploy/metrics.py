@@ -8,12 +8,23 @@ import numpy as np
 from nlu_deploy.portable.spans import entity_spans  # noqa: F401  (re-exported: the scores' span rules)
 
 # How reports name the score keys ("entity_f1" in metrics.json reads "entity F1").
-DISPLAY_NAMES = {"finite_outputs": "finite outputs", "accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1",
-                 "entity_precision": "precision", "entity_recall": "recall", "tag_accuracy": "tag accuracy",
-                 "intent_accuracy": "intent accuracy", "intent_macro_f1": "intent macro-F1",
-                 "exact_match": "exact match", "joint_score": "mean of intent accuracy and entity F1",
-                 "in_scope_accuracy": "in-scope accuracy", "oos_recall": "out-of-scope recall",
-                 "oos_precision": "out-of-scope precision", "oos_auroc": "out-of-scope AUROC"}
+DISPLAY_NAMES = {
+    "finite_outputs": "finite outputs",
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "entity_f1": "entity F1",
+    "entity_precision": "precision",
+    "entity_recall": "recall",
+    "tag_accuracy": "tag accuracy",
+    "intent_accuracy": "intent accuracy",
+    "intent_macro_f1": "intent macro-F1",
+    "exact_match": "exact match",
+    "joint_score": "mean of intent accuracy and entity F1",
+    "in_scope_accuracy": "in-scope accuracy",
+    "oos_recall": "out-of-scope recall",
+    "oos_precision": "out-of-scope precision",
+    "oos_auroc": "out-of-scope AUROC",
+}
 
 
 def accuracy(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -60,9 +71,17 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     matched = gold_entities & predicted_entities
     per_type = {}
     for kind in sorted({e[1] for e in gold_entities | predicted_entities}):
-        per_type[kind] = _prf(sum(e[1] == kind for e in matched), sum(e[1] == kind for e in predicted_entities),
-                              sum(e[1] == kind for e in gold_entities))
+        per_type[kind] = _prf(
+            sum(e[1] == kind for e in matched),
+            sum(e[1] == kind for e in predicted_entities),
+            sum(e[1] == kind for e in gold_entities),
+        )
     overall = _prf(len(matched), len(predicted_entities), len(gold_entities))
-    return {"entity_f1": overall["f1"], "entity_precision": overall["precision"],
-            "entity_recall": overall["recall"], "entities": overall["support"],
-            "tag_accuracy": correct_words / words if words else 0.0, "per_type": per_type}
+    return {
+        "entity_f1": overall["f1"],
+        "entity_precision": overall["precision"],
+        "entity_recall": overall["recall"],
+        "entities": overall["support"],
+        "tag_accuracy": correct_words / words if words else 0.0,
+        "per_type": per_type,
+    }

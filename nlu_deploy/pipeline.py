@@ -11,17 +11,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nlu_deploy import artifacts
-from nlu_deploy.evaluation.benchmark import BenchReport, bench, tradeoff_points
 from nlu_deploy.config import BenchConfig, DistillConfig, ExportConfig, RunConfig, ValidateConfig
-from nlu_deploy.training.distill import distill
+from nlu_deploy.evaluation.benchmark import BenchReport, bench, tradeoff_points
+from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
+from nlu_deploy.evaluation.validate import ValidationReport, validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
-from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
 from nlu_deploy.reports import markdown_table, percent, signed_points
+from nlu_deploy.training.distill import distill
+from nlu_deploy.training.loop import finetune
 from nlu_deploy.training.search import BEST_DIR as SEARCH_BEST_DIR
 from nlu_deploy.training.search import search, search_dir
-from nlu_deploy.training.loop import finetune
-from nlu_deploy.evaluation.validate import ValidationReport, validate
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"
@@ -49,10 +49,19 @@ class RunReport:
         shortest = min(m.seq_len for m in self.benchmark.measurements)
         rows = []
         for v in self.validation.variants:
-            rows.append({"variant": v.variant, "file": v.file, "score": v.score, "scores": {
-                             m: v.scores[m] for m in self.validation.gated_metrics}, "delta_points": v.delta_points,
-                         "passed": v.passed, "batch_size": largest, "seq_len": shortest,
-                         "speedup_vs_pytorch": self.benchmark.speedup(v.variant, largest, shortest)})
+            rows.append(
+                {
+                    "variant": v.variant,
+                    "file": v.file,
+                    "score": v.score,
+                    "scores": {m: v.scores[m] for m in self.validation.gated_metrics},
+                    "delta_points": v.delta_points,
+                    "passed": v.passed,
+                    "batch_size": largest,
+                    "seq_len": shortest,
+                    "speedup_vs_pytorch": self.benchmark.speedup(v.variant, largest, shortest),
+                }
+            )
         return rows
 
     def teacher_and_student(self) -> list[dict]:
@@ -63,44 +72,78 @@ class RunReport:
             return []
         largest = max(m.batch_size for m in self.benchmark.measurements)
         shortest = min(m.seq_len for m in self.benchmark.measurements)
-        points = tradeoff_points(self.benchmark.to_json(), {"": self.validation.to_json(),
-                                                             STUDENT_LABEL: self.student_validation.to_json()},
-                                 largest, shortest)
+        points = tradeoff_points(
+            self.benchmark.to_json(),
+            {"": self.validation.to_json(), STUDENT_LABEL: self.student_validation.to_json()},
+            largest,
+            shortest,
+        )
         teacher_score = self.validation.pytorch_score
         return [{**p, "delta_vs_teacher_points": 100 * (p["score"] - teacher_score)} for p in points]
 
     def to_json(self) -> dict:
-        report = {"recommended": self.recommended, "key_figures": self.key_figures(), "seconds": self.seconds,
-                  "finetune": self.finetune_metrics, "validation": self.validation.to_json(),
-                  "benchmark": self.benchmark.to_json()}
+        report = {
+            "recommended": self.recommended,
+            "key_figures": self.key_figures(),
+            "seconds": self.seconds,
+            "finetune": self.finetune_metrics,
+            "validation": self.validation.to_json(),
+            "benchmark": self.benchmark.to_json(),
+        }
         if self.student_validation is not None:
-            report.update(student={"finetune": self.student_metrics, "validation": self.student_validation.to_json()},
-                          teacher_and_student=self.teacher_and_student())
+            report.update(
+                student={"finetune": self.student_metrics, "validation": self.student_validation.to_json()},
+                teacher_and_student=self.teacher_and_student(),
+            )
         return report
 
     def to_markdown(self) -> str:
         figures = self.key_figures()
         shape = f"batch {figures[0]['batch_size']}, seq len {figures[0]['seq_len']}" if figures else ""
         gated = self.validation.gated_metrics
-        rows = [[f["variant"], *[percent(f["scores"][m]) for m in gated],
-                 *[signed_points(f["delta_points"][m]) for m in gated], "pass" if f["passed"] else "FAIL",
-                 f"{f['speedup_vs_pytorch']:.2f}x" if f["speedup_vs_pytorch"] else "n/a"] for f in figures]
+        rows = [
+            [
+                f["variant"],
+                *[percent(f["scores"][m]) for m in gated],
+                *[signed_points(f["delta_points"][m]) for m in gated],
+                "pass" if f["passed"] else "FAIL",
+                f"{f['speedup_vs_pytorch']:.2f}x" if f["speedup_vs_pytorch"] else "n/a",
+            ]
+            for f in figures
+        ]
         primary = self.finetune_metrics.get("primary_metric", "accuracy")
         best = self.finetune_metrics["best"]
         lines = [
-            "# nlu-deploy run report", "",
+            "# nlu-deploy run report",
+            "",
             f"Recommended variant: **{self.recommended or 'none passed the accuracy gate'}** "
-            "(fastest ONNX file within the accuracy budget).", "",
+            "(fastest ONNX file within the accuracy budget).",
+            "",
             f"PyTorch checkpoint: validation {DISPLAY_NAMES[primary]} {percent(best[primary])}% "
-            f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).", "",
-            markdown_table(["variant", *[f"{DISPLAY_NAMES[m]} %" for m in gated],
-                            *[f"delta {DISPLAY_NAMES[m]} (points)" for m in gated], "gate",
-                            f"speed-up vs PyTorch ({shape})"], rows),
+            f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).",
+            "",
+            markdown_table(
+                [
+                    "variant",
+                    *[f"{DISPLAY_NAMES[m]} %" for m in gated],
+                    *[f"delta {DISPLAY_NAMES[m]} (points)" for m in gated],
+                    "gate",
+                    f"speed-up vs PyTorch ({shape})",
+                ],
+                rows,
+            ),
             *self._student_markdown(),
-            "", "## Validation", "", self.validation.to_markdown(),
-            "## Benchmark", "", self.benchmark.to_markdown(),
-            "## Time per stage", "",
-            markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in self.seconds.items()]), "",
+            "",
+            "## Validation",
+            "",
+            self.validation.to_markdown(),
+            "## Benchmark",
+            "",
+            self.benchmark.to_markdown(),
+            "## Time per stage",
+            "",
+            markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in self.seconds.items()]),
+            "",
         ]
         return "\n".join(lines)
 
@@ -109,17 +152,34 @@ class RunReport:
         if not rows:
             return []
         facts = self.student_metrics["distillation"]
-        table = [[p["variant"] if p["model"] != "teacher" else f"teacher/{p['variant']}", percent(p["score"]),
-                  signed_points(p["delta_vs_teacher_points"]),
-                  f"{p['speedup_vs_pytorch']:.2f}x" if p["speedup_vs_pytorch"] else "n/a"] for p in rows]
-        return ["", "## Teacher and student", "",
-                f"The student keeps layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']} "
-                f"(temperature {facts['temperature']}, alpha {facts['alpha']}); its ONNX files were validated against "
-                f"its own PyTorch weights in `{STUDENT_DIR}/`. Speed-ups are over the teacher's PyTorch eager, in the "
-                f"same bench run ({TRADEOFF_PLOT} plots them).", "",
-                markdown_table(["variant", f"{rows[0]['metric']} %", "vs teacher PyTorch (points)",
-                                f"speed-up vs teacher PyTorch (batch {rows[0]['batch_size']}, "
-                                f"seq len {rows[0]['seq_len']})"], table)]
+        table = [
+            [
+                p["variant"] if p["model"] != "teacher" else f"teacher/{p['variant']}",
+                percent(p["score"]),
+                signed_points(p["delta_vs_teacher_points"]),
+                f"{p['speedup_vs_pytorch']:.2f}x" if p["speedup_vs_pytorch"] else "n/a",
+            ]
+            for p in rows
+        ]
+        return [
+            "",
+            "## Teacher and student",
+            "",
+            f"The student keeps layers {facts['kept_layers']} of the teacher's {facts['teacher_layers']} "
+            f"(temperature {facts['temperature']}, alpha {facts['alpha']}); its ONNX files were validated against "
+            f"its own PyTorch weights in `{STUDENT_DIR}/`. Speed-ups are over the teacher's PyTorch eager, in the "
+            f"same bench run ({TRADEOFF_PLOT} plots them).",
+            "",
+            markdown_table(
+                [
+                    "variant",
+                    f"{rows[0]['metric']} %",
+                    "vs teacher PyTorch (points)",
+                    f"speed-up vs teacher PyTorch (batch {rows[0]['batch_size']}, seq len {rows[0]['seq_len']})",
+                ],
+                table,
+            ),
+        ]
 
 
 def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
@@ -129,8 +189,11 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
         started = time.perf_counter()
         if config.search:  # the study and its log stay in the run's output (checkpoint.search/)
             log(f"[1/4] fine-tuning: the best of a search of {config.search.trials} trials")
-            search(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
-                   config.search, show_progress)
+            search(
+                replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
+                config.search,
+                show_progress,
+            )
             shutil.rmtree(search_dir(out / CHECKPOINT_DIR) / SEARCH_BEST_DIR)  # a copy of checkpoint/
         else:
             log("[1/4] fine-tuning")
@@ -139,58 +202,109 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
         if student:
             started = time.perf_counter()
             log(f"[1/4] distilling a {config.student_layers}-layer student")
-            distill(DistillConfig(teacher=out / CHECKPOINT_DIR, output=out / STUDENT_DIR / CHECKPOINT_DIR,
-                                  layers=config.student_layers, epochs=config.student_epochs,
-                                  seed=config.finetune.seed, device=config.finetune.device,
-                                  compile=config.finetune.compile, precision=config.finetune.precision),
-                    show_progress)
+            distill(
+                DistillConfig(
+                    teacher=out / CHECKPOINT_DIR,
+                    output=out / STUDENT_DIR / CHECKPOINT_DIR,
+                    layers=config.student_layers,
+                    epochs=config.student_epochs,
+                    seed=config.finetune.seed,
+                    device=config.finetune.device,
+                    compile=config.finetune.compile,
+                    precision=config.finetune.precision,
+                ),
+                show_progress,
+            )
             _point_at_final_teacher(out / STUDENT_DIR / CHECKPOINT_DIR, out, config.output)
             seconds["distill"] = time.perf_counter() - started
 
         started = time.perf_counter()
         log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
-        export(ExportConfig(model_dir=out / CHECKPOINT_DIR, output=out / ONNX_DIR, optimize=config.optimize,
-                            quantize="dynamic", quantize_preset=config.quantize_preset))
+        export(
+            ExportConfig(
+                model_dir=out / CHECKPOINT_DIR,
+                output=out / ONNX_DIR,
+                optimize=config.optimize,
+                quantize="dynamic",
+                quantize_preset=config.quantize_preset,
+            )
+        )
         if student:
-            export(ExportConfig(model_dir=out / STUDENT_DIR / CHECKPOINT_DIR, output=out / STUDENT_DIR / ONNX_DIR,
-                                optimize=config.optimize, quantize="dynamic", quantize_preset=config.quantize_preset))
+            export(
+                ExportConfig(
+                    model_dir=out / STUDENT_DIR / CHECKPOINT_DIR,
+                    output=out / STUDENT_DIR / ONNX_DIR,
+                    optimize=config.optimize,
+                    quantize="dynamic",
+                    quantize_preset=config.quantize_preset,
+                )
+            )
         seconds["export"] = time.perf_counter() - started
 
         started = time.perf_counter()
         log("[3/4] validating every ONNX file against PyTorch on the held-out split")
-        validation = validate(ValidateConfig(model_dir=out / CHECKPOINT_DIR, onnx_dir=out / ONNX_DIR,
-                                             data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
-                                             max_score_drop=config.max_score_drop))
+        validation = validate(
+            ValidateConfig(
+                model_dir=out / CHECKPOINT_DIR,
+                onnx_dir=out / ONNX_DIR,
+                data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
+                max_score_drop=config.max_score_drop,
+            )
+        )
         validation.data = str(config.output / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT)  # final path
         student_validation = None
         if student:  # the student's files against its own weights, on the teacher's held-out split
-            student_validation = validate(ValidateConfig(
-                model_dir=out / STUDENT_DIR / CHECKPOINT_DIR, onnx_dir=out / STUDENT_DIR / ONNX_DIR,
-                data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT, max_score_drop=config.max_score_drop))
+            student_validation = validate(
+                ValidateConfig(
+                    model_dir=out / STUDENT_DIR / CHECKPOINT_DIR,
+                    onnx_dir=out / STUDENT_DIR / ONNX_DIR,
+                    data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
+                    max_score_drop=config.max_score_drop,
+                )
+            )
             student_validation.data = validation.data
         seconds["validate"] = time.perf_counter() - started
 
         started = time.perf_counter()
         log("[4/4] benchmarking PyTorch and every ONNX file")
-        benchmark = bench(BenchConfig(onnx_dir=out / ONNX_DIR, model_dir=out / CHECKPOINT_DIR,
-                                      batch_sizes=config.batch_sizes, seq_lens=config.seq_lens,
-                                      min_seconds=config.bench_min_seconds,
-                                      also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else ()))
+        benchmark = bench(
+            BenchConfig(
+                onnx_dir=out / ONNX_DIR,
+                model_dir=out / CHECKPOINT_DIR,
+                batch_sizes=config.batch_sizes,
+                seq_lens=config.seq_lens,
+                min_seconds=config.bench_min_seconds,
+                also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else (),
+            )
+        )
         seconds["bench"] = time.perf_counter() - started
 
         metrics = artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS)
-        report = RunReport(metrics, validation, benchmark, seconds, student_validation,
-                           artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None)
+        report = RunReport(
+            metrics,
+            validation,
+            benchmark,
+            seconds,
+            student_validation,
+            artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None,
+        )
         if student:
-            plot_accuracy_vs_speed(report.teacher_and_student(), out / TRADEOFF_PLOT,
-                                   f"Teacher and {config.student_layers}-layer student")
+            plot_accuracy_vs_speed(
+                report.teacher_and_student(), out / TRADEOFF_PLOT, f"Teacher and {config.student_layers}-layer student"
+            )
         (out / artifacts.REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
         (out / artifacts.REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        artifacts.write_manifest(out, "run", {"output": config.output, "optimize": config.optimize,
-                                              "max_score_drop": config.max_score_drop,
-                                              "student_layers": config.student_layers})
+        artifacts.write_manifest(
+            out,
+            "run",
+            {
+                "output": config.output,
+                "optimize": config.optimize,
+                "max_score_drop": config.max_score_drop,
+                "student_layers": config.student_layers,
+            },
+        )
     return report
-
 
 
 def _point_at_final_teacher(student: Path, staging: Path, output: Path) -> None:

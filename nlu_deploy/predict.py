@@ -33,11 +33,14 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         return task.predictor(backend), f"PyTorch checkpoint {model_dir}", task
     if variant is None:
         variant = next(name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files)
-    path = onnx_files.get(variant) or onnx_files.get(f"{variant}.onnx") or next(
-        (p for p in onnx_files.values() if artifacts.variant_name(p) == variant), None)
+    path = (
+        onnx_files.get(variant)
+        or onnx_files.get(f"{variant}.onnx")
+        or next((p for p in onnx_files.values() if artifacts.variant_name(p) == variant), None)
+    )
     if path is None:
         raise ModelError(f"{model_dir} has no ONNX variant {variant!r} (files: {', '.join(sorted(onnx_files))}).")
-    config = artifacts.read_json(model_dir / "config.json") if (model_dir / "config.json").exists() else {}
+    config = artifacts.read_model_config(model_dir, missing_ok=True)
     if "id2label" not in config:
         raise ModelError(f"{model_dir} has no config.json with id2label; export it with `nlu-deploy export`.")
     tokenizer = inference_tokenizer(model_dir)  # tokenizers only: this path never imports torch

@@ -33,8 +33,14 @@ def build_tiny_encoder(directory: Path) -> Path:
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(directory)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -83,8 +89,12 @@ def train_tiny(tmp_path_factory, name: str, encoder: Path, train: Path, task: st
     from nlu_deploy.training.loop import finetune
 
     output = tmp_path_factory.mktemp("checkpoints") / name
-    finetune(FinetuneConfig(output=output, model=str(encoder), train=train, task=task, epochs=6,
-                            batch_size=8, lr=5e-3, max_length=32), show_progress=False)
+    finetune(
+        FinetuneConfig(
+            output=output, model=str(encoder), train=train, task=task, epochs=6, batch_size=8, lr=5e-3, max_length=32
+        ),
+        show_progress=False,
+    )
     return output
 
 
@@ -119,8 +129,13 @@ def write_tagged_jsonl(path: Path, examples: list[dict], with_intents: bool = Fa
     """Words and BIO tags per row, and with `with_intents` the intent too (the joint task)."""
     from nlu_deploy.data.tables import write_jsonl
 
-    write_jsonl([{"tokens": e["tokens"], "tags": e["tags"], **({"intent": e["label"]} if with_intents else {})}
-                 for e in examples], path)
+    write_jsonl(
+        [
+            {"tokens": e["tokens"], "tags": e["tags"], **({"intent": e["label"]} if with_intents else {})}
+            for e in examples
+        ],
+        path,
+    )
     return path
 
 
@@ -171,6 +186,7 @@ def tiny_joint_onnx(tmp_path_factory, tiny_joint) -> Path:
 
 
 # -- Triton's Python backend, as far as our Python models use it -------------------------------
+
 
 class StubTensor:
     def __init__(self, name, array):

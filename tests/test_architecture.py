@@ -9,9 +9,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first: a file may import only from its own folder and from layers listed before
 # it. The shared ground is at the bottom, then what the tasks stand on (data/, runtime/), the
 # tasks, and the stages above them. portable/ comes first because it imports nothing of ours.
-LAYERS = ["portable", "errors", "config", "artifacts", "reports", "metrics", "progress",
+# fmt: off
+LAYERS = ["portable", "task_specs", "errors", "config", "artifacts", "reports", "metrics", "progress",
           "data", "runtime", "tasks",
-          "evaluation", "training", "export", "serving", "predict", "pipeline", "cli", "__main__"]
+          "evaluation", "training", "export", "serving", "predict", "pipeline", "cli_options", "cli", "__main__"]
+# fmt: on
 # What portable/ may import: it is copied beside Triton's Python models, where only these exist.
 PORTABLE_IMPORTS = set(sys.stdlib_module_names) | {"numpy", "tokenizers"}
 
@@ -53,8 +55,9 @@ def test_imports_flow_one_way_per_folder():
     for path in package_files():
         here = unit(path)
         for imported in imports(path)[0] - {here}:
-            assert LAYERS.index(imported) < LAYERS.index(here), \
+            assert LAYERS.index(imported) < LAYERS.index(here), (
                 f"{path.relative_to(PACKAGE)} ({here}) imports {imported}, which is not below it"
+            )
 
 
 def test_portable_code_needs_only_the_standard_library_numpy_and_tokenizers():
@@ -69,23 +72,28 @@ def test_module_names_do_not_repeat_across_folders():
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
 
-def test_the_task_registry_matches_the_config():
-    from nlu_deploy.config import TASKS as CONFIG_TASKS
+def test_the_task_registry_matches_the_specs():
+    from nlu_deploy.task_specs import SPECS
     from nlu_deploy.tasks import TASKS
 
-    assert set(TASKS) == set(CONFIG_TASKS)
+    assert list(TASKS) == list(SPECS)
+    for name, task in TASKS.items():
+        assert task.columns == SPECS[name].columns
 
 
 def test_help_does_not_import_heavy_libraries():
-    code = ("import sys; from click.testing import CliRunner; from nlu_deploy.cli import main; "
-            "CliRunner().invoke(main, ['run', '--help']); "
-            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'optimum') if m in sys.modules))")
+    code = (
+        "import sys; from click.testing import CliRunner; from nlu_deploy.cli import main; "
+        "CliRunner().invoke(main, ['run', '--help']); "
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'optimum') if m in sys.modules))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
 
 
-def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(monkeypatch, tiny_onnx, tiny_tagger_onnx,
-                                                                           tiny_joint_onnx):
+def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(
+    monkeypatch, tiny_onnx, tiny_tagger_onnx, tiny_joint_onnx
+):
     """A serving box needs onnxruntime, tokenizers and numpy: with torch, transformers, optimum
     and onnx made unimportable, predict still answers for every task, and answers as it does
     with transformers' own tokenizer."""
@@ -95,14 +103,16 @@ def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(monk
     from nlu_deploy.cli import main
     from nlu_deploy.runtime.modeling import load_tokenizer
 
-    blocker = ("import sys\n"
-               "class Block:\n"
-               "    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
-               "            raise ImportError(name + ' is blocked')\n"
-               "sys.meta_path.insert(0, Block())\n"
-               "from nlu_deploy.cli import main\n"
-               "main()\n")
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
+        "            raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from nlu_deploy.cli import main\n"
+        "main()\n"
+    )
     for onnx_dir in (tiny_onnx, tiny_tagger_onnx, tiny_joint_onnx):
         arguments = ["predict", str(onnx_dir), "--json", "wake me up at 7 am", "play some jazz in the kitchen"]
         light = subprocess.run([sys.executable, "-c", blocker, *arguments], capture_output=True, text=True, timeout=60)

@@ -29,8 +29,12 @@ def odd_input_onnx(directory, tiny_onnx):
     for file in directory.glob("*.onnx"):
         file.unlink()
     node = helper.make_node("Identity", ["pixel_values"], ["logits"])
-    graph = helper.make_graph([node], "odd", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "odd",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime we support
     onnx.save(model, str(directory / "model.onnx"))
@@ -59,40 +63,105 @@ CASES = [
     ("wrong format", lambda f: ["finetune", "--train", write(f.tmp / "d.xlsx", "x")], 1, "unsupported file type .xlsx"),
     ("empty file", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "")], 1, "d.csv is empty"),
     ("header only", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\n")], 1, "holds no examples"),
-    ("missing column", lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--text-column", "utterance"],
-     1, "has no column 'utterance' (columns: text, label)"),
-    ("malformed JSON line", lambda f: ["finetune", "--train", write(f.tmp / "d.jsonl", '{"text": "a", "label": "x"}\n{oops\n')],
-     1, "d.jsonl line 2 is not valid JSON"),
-    ("malformed CSV row", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,y,z\n")],
-     1, "d.csv line 3: expected 2 fields like the header, found 3"),
-    ("non-UTF-8", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\nca\xe9,x\n".encode("latin-1"))],
-     1, "is not UTF-8 text (invalid byte at line 2)"),
-    ("single class", lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,x\nc,x\n")],
-     1, "d.csv has a single label ('x'); a classifier needs at least two."),
+    (
+        "missing column",
+        lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--text-column", "utterance"],
+        1,
+        "has no column 'utterance' (columns: text, label)",
+    ),
+    (
+        "malformed JSON line",
+        lambda f: ["finetune", "--train", write(f.tmp / "d.jsonl", '{"text": "a", "label": "x"}\n{oops\n')],
+        1,
+        "d.jsonl line 2 is not valid JSON",
+    ),
+    (
+        "malformed CSV row",
+        lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,y,z\n")],
+        1,
+        "d.csv line 3: expected 2 fields like the header, found 3",
+    ),
+    (
+        "non-UTF-8",
+        lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\nca\xe9,x\n".encode("latin-1"))],
+        1,
+        "is not UTF-8 text (invalid byte at line 2)",
+    ),
+    (
+        "single class",
+        lambda f: ["finetune", "--train", write(f.tmp / "d.csv", "text,label\na,x\nb,x\nc,x\n")],
+        1,
+        "d.csv has a single label ('x'); a classifier needs at least two.",
+    ),
     ("zero epochs", lambda f: ["finetune", "--epochs", "0"], 2, "epochs must be greater than zero"),
     ("negative epochs", lambda f: ["finetune", "--epochs", "-2"], 2, "epochs must be greater than zero"),
     ("zero batch size", lambda f: ["finetune", "--batch-size", "0"], 2, "batch size must be greater than zero"),
-    ("fp16 training on CPU", lambda f: ["finetune", "--device", "cpu", "--precision", "fp16"], 2,
-     "fp16 training needs CUDA"),
-    ("max length beyond BERT", lambda f: ["finetune", "--max-length", "4096"], 2, "beyond what BERT-family encoders support"),
-    ("max length beyond this model", lambda f: ["finetune", "--model", f.encoder, "--train", f.train,
-                                                "--max-length", "256"], 2, "beyond this model's limit of 128 positions"),
-    ("not a model directory", lambda f: ["finetune", "--model", f.tmp, "--train", f.train], 1,
-     "is not a model directory (it has no config.json)"),
-    ("pickle weights", lambda f: ["finetune", "--model", pickle_only_model(f.tmp / "bin-model", f.encoder),
-                                  "--train", f.train], 1, "only pickle weights (.bin/.pt), which can run code"),
+    (
+        "fp16 training on CPU",
+        lambda f: ["finetune", "--device", "cpu", "--precision", "fp16"],
+        2,
+        "fp16 training needs CUDA",
+    ),
+    (
+        "max length beyond BERT",
+        lambda f: ["finetune", "--max-length", "4096"],
+        2,
+        "beyond what BERT-family encoders support",
+    ),
+    (
+        "max length beyond this model",
+        lambda f: ["finetune", "--model", f.encoder, "--train", f.train, "--max-length", "256"],
+        2,
+        "beyond this model's limit of 128 positions",
+    ),
+    (
+        "not a model directory",
+        lambda f: ["finetune", "--model", f.tmp, "--train", f.train],
+        1,
+        "is not a model directory (it has no config.json)",
+    ),
+    (
+        "pickle weights",
+        lambda f: ["finetune", "--model", pickle_only_model(f.tmp / "bin-model", f.encoder), "--train", f.train],
+        1,
+        "only pickle weights (.bin/.pt), which can run code",
+    ),
     ("export of a non-model", lambda f: ["export", f.tmp], 1, "is not a model checkpoint"),
-    ("corrupt ONNX in validate", lambda f: ["validate", "--model", f.checkpoint, "--onnx",
-                                            corrupt_onnx(f.tmp / "bad-onnx", f.onnx), "--data", f.dev], 1,
-     "model.onnx is not a valid ONNX model"),
-    ("corrupt ONNX in predict", lambda f: ["predict", corrupt_onnx(f.tmp / "bad-onnx", f.onnx), "--variant", "fp32",
-                                           "hello"], 1, "is not a valid ONNX model"),
-    ("ONNX inputs we do not produce", lambda f: ["predict", odd_input_onnx(f.tmp / "odd", f.onnx), "hello"], 1,
-     "expects inputs this tool does not produce: pixel_values"),
+    (
+        "corrupt ONNX in validate",
+        lambda f: [
+            "validate",
+            "--model",
+            f.checkpoint,
+            "--onnx",
+            corrupt_onnx(f.tmp / "bad-onnx", f.onnx),
+            "--data",
+            f.dev,
+        ],
+        1,
+        "model.onnx is not a valid ONNX model",
+    ),
+    (
+        "corrupt ONNX in predict",
+        lambda f: ["predict", corrupt_onnx(f.tmp / "bad-onnx", f.onnx), "--variant", "fp32", "hello"],
+        1,
+        "is not a valid ONNX model",
+    ),
+    (
+        "ONNX inputs we do not produce",
+        lambda f: ["predict", odd_input_onnx(f.tmp / "odd", f.onnx), "hello"],
+        1,
+        "expects inputs this tool does not produce: pixel_values",
+    ),
     ("ONNX directory without ONNX", lambda f: ["bench", f.checkpoint], 1, "holds no .onnx files"),
-    ("validate column missing", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
-                                           "--label-column", "intent"], 1, "has no column 'intent'"),
+    (
+        "validate column missing",
+        lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev, "--label-column", "intent"],
+        1,
+        "has no column 'intent'",
+    ),
 ]
+
 
 def non_empty(directory):
     directory.mkdir()
@@ -115,42 +184,114 @@ def without_tokenizer(directory, tiny_onnx):
 # Hardening, round two (issue 25): names that would escape, numbers that are not numbers, paths
 # that are not what they seem. Each is refused before anything is written.
 HARDENING_CASES = [
-    *[(f"Triton name {name!r}", lambda f, name=name: ["export", f.checkpoint, "--triton", f.tmp / "repo",
-                                                      "--triton-name", name], 2, "cannot name a Triton model")
-      for name in ("../x", "a/b", 'a"b', "a\nb", "", ".hidden", "a..b")],
-    ("non-empty Triton repository", lambda f: ["export", f.checkpoint, "--triton", non_empty(f.tmp / "repo")], 1,
-     "repo already exists and is not empty"),
-    *[(f"--{option} {value}", lambda f, option=option, value=value: ["finetune", f"--{option}", value], 2,
-       f"--{option} must be a finite number") for option, value in
-      (("lr", "inf"), ("lr", "nan"), ("weight-decay", "nan"), ("warmup-ratio", "inf"), ("label-smoothing", "nan"),
-       ("slot-loss-weight", "-inf"), ("oos-recall", "nan"))],
-    ("negative weight decay", lambda f: ["finetune", "--weight-decay", "-0.1"], 2, "--weight-decay must not be negative"),
-    ("validate --max-score-drop nan", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
-                                                 "--max-score-drop", "nan"], 2, "--max-score-drop must be a finite number"),
-    ("bench --min-seconds inf", lambda f: ["bench", f.onnx, "--min-seconds", "inf"], 2,
-     "--min-seconds must be a finite number"),
-    ("--model a symlink loop", lambda f: ["finetune", "--model", symlink_loop(f.tmp / "loop"), "--train", f.train], 1,
-     "is a symbolic link that leads nowhere"),
-    ("--model a missing path", lambda f: ["finetune", "--model", f"{f.tmp}/nowhere", "--train", f.train], 1,
-     "nowhere does not exist"),
-    ("--output under a file", lambda f: ["export", f.checkpoint, "--output", write(f.tmp / "a-file", "x") / "sub"], 1,
-     "is not a writable directory"),
-    ("predict without tokenizer files", lambda f: ["predict", without_tokenizer(f.tmp / "bare", f.onnx), "hello"], 1,
-     "has no tokenizer files"),
+    *[
+        (
+            f"Triton name {name!r}",
+            lambda f, name=name: ["export", f.checkpoint, "--triton", f.tmp / "repo", "--triton-name", name],
+            2,
+            "cannot name a Triton model",
+        )
+        for name in ("../x", "a/b", 'a"b', "a\nb", "", ".hidden", "a..b")
+    ],
+    (
+        "non-empty Triton repository",
+        lambda f: ["export", f.checkpoint, "--triton", non_empty(f.tmp / "repo")],
+        1,
+        "repo already exists and is not empty",
+    ),
+    *[
+        (
+            f"--{option} {value}",
+            lambda f, option=option, value=value: ["finetune", f"--{option}", value],
+            2,
+            f"--{option} must be a finite number",
+        )
+        for option, value in (
+            ("lr", "inf"),
+            ("lr", "nan"),
+            ("weight-decay", "nan"),
+            ("warmup-ratio", "inf"),
+            ("label-smoothing", "nan"),
+            ("slot-loss-weight", "-inf"),
+            ("oos-recall", "nan"),
+        )
+    ],
+    (
+        "negative weight decay",
+        lambda f: ["finetune", "--weight-decay", "-0.1"],
+        2,
+        "--weight-decay must not be negative",
+    ),
+    (
+        "validate --max-score-drop nan",
+        lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev, "--max-score-drop", "nan"],
+        2,
+        "--max-score-drop must be a finite number",
+    ),
+    (
+        "bench --min-seconds inf",
+        lambda f: ["bench", f.onnx, "--min-seconds", "inf"],
+        2,
+        "--min-seconds must be a finite number",
+    ),
+    (
+        "--model a symlink loop",
+        lambda f: ["finetune", "--model", symlink_loop(f.tmp / "loop"), "--train", f.train],
+        1,
+        "is a symbolic link that leads nowhere",
+    ),
+    (
+        "--model a missing path",
+        lambda f: ["finetune", "--model", f"{f.tmp}/nowhere", "--train", f.train],
+        1,
+        "nowhere does not exist",
+    ),
+    (
+        "--output under a file",
+        lambda f: ["export", f.checkpoint, "--output", write(f.tmp / "a-file", "x") / "sub"],
+        1,
+        "is not a writable directory",
+    ),
+    (
+        "predict without tokenizer files",
+        lambda f: ["predict", without_tokenizer(f.tmp / "bare", f.onnx), "hello"],
+        1,
+        "has no tokenizer files",
+    ),
 ]
 
 GPU_CASES = [
-    ("CUDA for training", lambda f: ["finetune", "--device", "cuda"], 1,
-     "CUDA was asked for but no CUDA device is available"),
-    ("CUDA for ONNX", lambda f: ["bench", f.onnx, "--provider", "cuda", "--batch-sizes", "1", "--seq-lens", "8"], 1,
-     "cuda was asked for but"),
-    ("TensorRT for ONNX", lambda f: ["bench", f.onnx, "--provider", "tensorrt", "--batch-sizes", "1",
-                                     "--seq-lens", "8"], 1, "tensorrt was asked for but"),
+    (
+        "CUDA for training",
+        lambda f: ["finetune", "--device", "cuda"],
+        1,
+        "CUDA was asked for but no CUDA device is available",
+    ),
+    (
+        "CUDA for ONNX",
+        lambda f: ["bench", f.onnx, "--provider", "cuda", "--batch-sizes", "1", "--seq-lens", "8"],
+        1,
+        "cuda was asked for but",
+    ),
+    (
+        "TensorRT for ONNX",
+        lambda f: ["bench", f.onnx, "--provider", "tensorrt", "--batch-sizes", "1", "--seq-lens", "8"],
+        1,
+        "tensorrt was asked for but",
+    ),
     ("CUDA for predict", lambda f: ["predict", f.onnx, "--provider", "cuda", "hello"], 1, "cuda was asked for but"),
-    ("CUDA for validate", lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev,
-                                     "--provider", "cuda"], 1, "cuda was asked for but"),
-    ("TensorRT for predict", lambda f: ["predict", f.onnx, "--provider", "tensorrt", "hello"], 1,
-     "tensorrt was asked for but"),
+    (
+        "CUDA for validate",
+        lambda f: ["validate", "--model", f.checkpoint, "--onnx", f.onnx, "--data", f.dev, "--provider", "cuda"],
+        1,
+        "cuda was asked for but",
+    ),
+    (
+        "TensorRT for predict",
+        lambda f: ["predict", f.onnx, "--provider", "tensorrt", "hello"],
+        1,
+        "tensorrt was asked for but",
+    ),
 ]
 
 
@@ -192,7 +333,8 @@ def test_bad_input(fixtures, case, build, exit_code, message):
 def test_hardening(fixtures, case, build, exit_code, message):
     check_case(fixtures, build, exit_code, message)
     assert not (fixtures.tmp / "repo" / "keep.txt").exists() or list((fixtures.tmp / "repo").iterdir()) == [
-        fixtures.tmp / "repo" / "keep.txt"]  # a user's repository is left as it was
+        fixtures.tmp / "repo" / "keep.txt"
+    ]  # a user's repository is left as it was
     assert not (fixtures.tmp / "x").exists()  # nothing climbed out of the repository
 
 
@@ -204,7 +346,19 @@ def test_accelerator_asked_for_but_absent(fixtures, case, build, exit_code, mess
 
 def test_pickle_weights_load_when_explicitly_allowed(fixtures):
     model = pickle_only_model(fixtures.tmp / "bin-model", fixtures.encoder)
-    result = CliRunner().invoke(main, ["finetune", "--model", str(model), "--train", str(fixtures.train),
-                                       "--allow-pickle", *TINY, "--output", str(fixtures.tmp / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--model",
+            str(model),
+            "--train",
+            str(fixtures.train),
+            "--allow-pickle",
+            *TINY,
+            "--output",
+            str(fixtures.tmp / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (fixtures.tmp / "out" / "model.safetensors").exists()

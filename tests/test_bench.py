@@ -4,11 +4,11 @@ import time
 import numpy as np
 import pytest
 
+from nlu_deploy.config import BenchConfig
+from nlu_deploy.errors import ConfigError, ProviderError
 from nlu_deploy.evaluation.benchmark import PYTORCH, BenchReport, Measurement, bench, latency_stats, time_calls
 from nlu_deploy.evaluation.plots import plot_benchmark
 from nlu_deploy.runtime.sessions import TensorRTSettings, provider_options
-from nlu_deploy.config import BenchConfig
-from nlu_deploy.errors import ConfigError, ProviderError
 
 
 def test_percentiles_and_throughput_follow_the_definitions():
@@ -33,8 +33,15 @@ def test_timing_meets_both_the_count_and_the_duration():
 
 
 def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, tiny_checkpoint, tmp_path):
-    config = BenchConfig(onnx_dir=tiny_onnx, model_dir=tiny_checkpoint, batch_sizes=(1, 4), seq_lens=(8, 16),
-                         warmup_iters=1, min_iters=3, min_seconds=0.0)
+    config = BenchConfig(
+        onnx_dir=tiny_onnx,
+        model_dir=tiny_checkpoint,
+        batch_sizes=(1, 4),
+        seq_lens=(8, 16),
+        warmup_iters=1,
+        min_iters=3,
+        min_seconds=0.0,
+    )
     report = bench(config)
     assert report.variants() == [PYTORCH, "fp32", "optimized", "int8"]
     assert len(report.measurements) == 4 * 2 * 2
@@ -46,11 +53,32 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
     path = tmp_path / "bench.json"
     report.write_json(path)
     data = json.loads(path.read_text())
-    assert set(data) == {"provider", "threads", "machine", "measurements", "notes", "fastest", "setup_seconds",
-                         "cpu_only_variants"}
+    assert set(data) == {
+        "provider",
+        "threads",
+        "machine",
+        "measurements",
+        "notes",
+        "fastest",
+        "setup_seconds",
+        "cpu_only_variants",
+    }
     assert set(data["measurements"][0]) == {
-        "variant", "batch_size", "seq_len", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
-        "sequences_per_second", "provider", "speedup_vs_pytorch", "file", "size_mb"}
+        "variant",
+        "batch_size",
+        "seq_len",
+        "iterations",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "mean_ms",
+        "std_ms",
+        "sequences_per_second",
+        "provider",
+        "speedup_vs_pytorch",
+        "file",
+        "size_mb",
+    }
     by_variant = {m["variant"]: m for m in data["measurements"]}
     assert by_variant["int8"]["file"].endswith("model_quantized.onnx")
     assert by_variant[PYTORCH]["file"].endswith("model.safetensors")
@@ -61,8 +89,11 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
 
 
 def test_variants_can_be_selected(tiny_onnx):
-    report = bench(BenchConfig(onnx_dir=tiny_onnx, batch_sizes=(1,), seq_lens=(8,), min_iters=1, min_seconds=0.0,
-                               variants=("int8",)))
+    report = bench(
+        BenchConfig(
+            onnx_dir=tiny_onnx, batch_sizes=(1,), seq_lens=(8,), min_iters=1, min_seconds=0.0, variants=("int8",)
+        )
+    )
     assert report.variants() == ["int8"]
 
 
@@ -70,8 +101,18 @@ def test_variants_can_be_selected(tiny_onnx):
 def test_cuda_asked_for_without_a_gpu_is_an_error_unless_fallback(tiny_onnx):
     with pytest.raises(ProviderError, match="cuda was asked for"):
         bench(BenchConfig(onnx_dir=tiny_onnx, provider="cuda", batch_sizes=(1,), seq_lens=(8,)))
-    report = bench(BenchConfig(onnx_dir=tiny_onnx, provider="cuda", fallback=True, batch_sizes=(1,), seq_lens=(8,),
-                               min_iters=1, min_seconds=0.0, variants=("fp32",)))
+    report = bench(
+        BenchConfig(
+            onnx_dir=tiny_onnx,
+            provider="cuda",
+            fallback=True,
+            batch_sizes=(1,),
+            seq_lens=(8,),
+            min_iters=1,
+            min_seconds=0.0,
+            variants=("fp32",),
+        )
+    )
     assert [m.provider for m in report.measurements] == ["CPUExecutionProvider"]
     assert "cuda could not start; measured on CPUExecutionProvider" in report.to_markdown()
 
@@ -91,12 +132,23 @@ def test_provider_lists_put_the_requested_provider_first():
 
 
 def test_recommendation_is_the_fastest_variant_that_passed():
-    report = BenchReport("cpu", None, {}, [
-        Measurement("fp32", 1, 8, 5, 2.0, 2, 2, 2.0, 0, 500.0, "cpu"),
-        Measurement("int8", 1, 8, 5, 1.0, 1, 1, 1.0, 0, 1000.0, "cpu"),
-        Measurement("optimized", 1, 8, 5, 1.5, 1.5, 1.5, 1.5, 0, 700.0, "cpu")])
-    validation = {"variants": [{"variant": "fp32", "passed": True}, {"variant": "int8", "passed": False},
-                               {"variant": "optimized", "passed": True}]}
+    report = BenchReport(
+        "cpu",
+        None,
+        {},
+        [
+            Measurement("fp32", 1, 8, 5, 2.0, 2, 2, 2.0, 0, 500.0, "cpu"),
+            Measurement("int8", 1, 8, 5, 1.0, 1, 1, 1.0, 0, 1000.0, "cpu"),
+            Measurement("optimized", 1, 8, 5, 1.5, 1.5, 1.5, 1.5, 0, 700.0, "cpu"),
+        ],
+    )
+    validation = {
+        "variants": [
+            {"variant": "fp32", "passed": True},
+            {"variant": "int8", "passed": False},
+            {"variant": "optimized", "passed": True},
+        ]
+    }
     assert report.fastest == "int8"
     assert report.recommend(validation) == "optimized"
     assert report.recommend({"variants": []}) is None
@@ -105,8 +157,12 @@ def test_recommendation_is_the_fastest_variant_that_passed():
 def test_plot_is_drawn_from_the_json(tmp_path):
     from PIL import Image
 
-    measurements = [Measurement(v, b, s, 5, 10.0 / f, 1, 1, 10.0 / f, 0, b * 100.0 * f, "cpu")
-                    for v, f in (("pytorch", 1), ("int8", 3)) for b in (1, 8, 32) for s in (16, 64)]
+    measurements = [
+        Measurement(v, b, s, 5, 10.0 / f, 1, 1, 10.0 / f, 0, b * 100.0 * f, "cpu")
+        for v, f in (("pytorch", 1), ("int8", 3))
+        for b in (1, 8, 32)
+        for s in (16, 64)
+    ]
     report = BenchReport("cpu", None, {"cpu": "test cpu"}, measurements)
     path = plot_benchmark(report.to_json(), tmp_path / "plots" / "bench.png")
     with Image.open(path) as image:
@@ -124,8 +180,15 @@ def test_training_comparison_runs_both_loops_on_the_same_data(tmp_path, tiny_enc
     from nlu_deploy.config import FinetuneConfig
     from nlu_deploy.training.versus_trainer import compare_with_trainer
 
-    config = FinetuneConfig(output=tmp_path / "unused", model=str(tiny_encoder), train=tiny_train_csv, epochs=6,
-                            batch_size=8, lr=5e-3, max_length=32)
+    config = FinetuneConfig(
+        output=tmp_path / "unused",
+        model=str(tiny_encoder),
+        train=tiny_train_csv,
+        epochs=6,
+        batch_size=8,
+        lr=5e-3,
+        max_length=32,
+    )
     comparison = compare_with_trainer(config)
     ours, trainer = comparison.runs
     assert (ours.loop, trainer.loop) == ("nlu-deploy", "transformers.Trainer")
@@ -139,8 +202,16 @@ def test_training_comparison_runs_both_loops_on_the_same_data(tmp_path, tiny_enc
 @pytest.mark.parametrize("provider, measured", [("cuda", ["fp32", "optimized"]), ("tensorrt", ["fp32"])])
 def test_gpu_providers_skip_cpu_kernel_int8_and_tensorrt_skips_contrib_ops(tiny_onnx, provider, measured):
     """Decided from the graphs, before any session starts: checked here with --fallback on CPU."""
-    config = BenchConfig(onnx_dir=tiny_onnx, provider=provider, fallback=True, batch_sizes=(1,), seq_lens=(8,),
-                         warmup_iters=0, min_iters=1, min_seconds=0.0)
+    config = BenchConfig(
+        onnx_dir=tiny_onnx,
+        provider=provider,
+        fallback=True,
+        batch_sizes=(1,),
+        seq_lens=(8,),
+        warmup_iters=0,
+        min_iters=1,
+        min_seconds=0.0,
+    )
     report = bench(config)
     assert report.variants() == measured
     notes = " ".join(report.notes)

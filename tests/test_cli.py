@@ -33,19 +33,24 @@ def test_every_command_has_help_with_an_example(command):
 
 def test_finetune_export_validate_bench_predict(tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv):
     checkpoint, onnx_dir = tmp_path / "ckpt", tmp_path / "onnx"
-    result = invoke("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
-                    "--output", checkpoint)
+    result = invoke(
+        "finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING, "--output", checkpoint
+    )
     assert result.exit_code == 0, result.output
     assert "Best epoch" in result.output and (checkpoint / "model.safetensors").exists()
 
     result = invoke("export", checkpoint, "--output", onnx_dir, "--optimize", "O2", "--quantize", "dynamic")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in onnx_dir.glob("*.onnx")) == [
-        "model.onnx", "model_optimized.onnx", "model_quantized.onnx"]
+        "model.onnx",
+        "model_optimized.onnx",
+        "model_quantized.onnx",
+    ]
 
     report_path = tmp_path / "validation.json"
-    result = invoke("validate", "--model", checkpoint, "--onnx", onnx_dir, "--data", tiny_dev_csv,
-                    "--json", report_path)
+    result = invoke(
+        "validate", "--model", checkpoint, "--onnx", onnx_dir, "--data", tiny_dev_csv, "--json", report_path
+    )
     assert result.exit_code == 0, result.output
     assert "| fp32 | model.onnx |" in result.output
     assert json.loads(report_path.read_text())["passed"] is True
@@ -53,9 +58,25 @@ def test_finetune_export_validate_bench_predict(tmp_path, tiny_encoder, tiny_tra
     assert json.loads((onnx_dir / "validation.json").read_text())["passed"] is True  # for bench --recommend
 
     bench_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
-    result = invoke("bench", onnx_dir, "--model", checkpoint, "--batch-sizes", "1,2", "--seq-lens", "8",
-                    "--min-seconds", "0", "--min-iters", "2", "--json", bench_path, "--plot", plot_path,
-                    "--recommend")
+    result = invoke(
+        "bench",
+        onnx_dir,
+        "--model",
+        checkpoint,
+        "--batch-sizes",
+        "1,2",
+        "--seq-lens",
+        "8",
+        "--min-seconds",
+        "0",
+        "--min-iters",
+        "2",
+        "--json",
+        bench_path,
+        "--plot",
+        plot_path,
+        "--recommend",
+    )
     assert result.exit_code == 0, result.output
     assert len(json.loads(bench_path.read_text())["measurements"]) == 4 * 2
     assert plot_path.stat().st_size > 10_000
@@ -79,8 +100,18 @@ def test_a_mean_pooling_classifier_goes_through_every_stage(tmp_path, tiny_encod
     from nlu_deploy.tasks import task_of
 
     checkpoint, onnx_dir, student = tmp_path / "ckpt", tmp_path / "onnx", tmp_path / "student"
-    result = invoke("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
-                    "--pooling", "mean", "--output", checkpoint)
+    result = invoke(
+        "finetune",
+        "--model",
+        tiny_encoder,
+        "--train",
+        tiny_train_csv,
+        *TINY_TRAINING,
+        "--pooling",
+        "mean",
+        "--output",
+        checkpoint,
+    )
     assert result.exit_code == 0, result.output
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["architectures"] == ["MeanPoolingClassifier"] and config["nlu_pooling"] == "mean"
@@ -106,15 +137,38 @@ def test_a_mean_pooling_classifier_goes_through_every_stage(tmp_path, tiny_encod
     assert result.exit_code == 0, result.output
     assert json.loads((student / "config.json").read_text())["architectures"] == ["MeanPoolingClassifier"]
 
-    result = invoke("finetune", "--model", tiny_encoder, "--task", "token-classification", "--pooling", "mean",
-                    "--output", tmp_path / "tagger")
+    result = invoke(
+        "finetune",
+        "--model",
+        tiny_encoder,
+        "--task",
+        "token-classification",
+        "--pooling",
+        "mean",
+        "--output",
+        tmp_path / "tagger",
+    )
     assert_clean_failure(result, 2, "--pooling mean is for intent classification")
 
 
 def test_run_writes_the_whole_chain_and_a_report(tmp_path, tiny_encoder, tiny_train_csv):
     output = tmp_path / "run"
-    result = invoke("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING,
-                    "--batch-sizes", "1,4", "--seq-lens", "8", "--min-seconds", "0", "--output", output)
+    result = invoke(
+        "run",
+        "--model",
+        tiny_encoder,
+        "--train",
+        tiny_train_csv,
+        *TINY_TRAINING,
+        "--batch-sizes",
+        "1,4",
+        "--seq-lens",
+        "8",
+        "--min-seconds",
+        "0",
+        "--output",
+        output,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())
     assert report["recommended"] in {"fp32", "optimized", "int8"}
@@ -151,8 +205,7 @@ def test_predict_needs_some_text(tiny_onnx):
 
 
 def test_unknown_variant_lists_the_files(tiny_onnx):
-    assert_clean_failure(invoke("predict", tiny_onnx, "hi", "--variant", "fp16"), 1,
-                         "has no ONNX variant 'fp16'")
+    assert_clean_failure(invoke("predict", tiny_onnx, "hi", "--variant", "fp16"), 1, "has no ONNX variant 'fp16'")
 
 
 def test_recommend_needs_a_validation_report(tiny_checkpoint, tmp_path):

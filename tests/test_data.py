@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from nlu_deploy.data.tables import (LabelledTexts, check_known_labels, label_list, load_labelled_texts, read_records,
-                             read_texts, stratified_holdout)
+from nlu_deploy.data.tables import (
+    LabelledTexts,
+    check_known_labels,
+    label_list,
+    load_labelled_texts,
+    read_records,
+    read_texts,
+    stratified_holdout,
+)
 from nlu_deploy.errors import DataError
 
 
@@ -27,16 +34,19 @@ def test_parquet_when_pyarrow_is_present(tmp_path):
     assert load_labelled_texts(tmp_path / "d.parquet", "text", "label").labels == ["1", "2"]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.csv", None, "does not exist"),
-    ("empty.csv", "", "is empty"),
-    ("header_only.csv", "text,label\n", "holds no examples"),
-    ("ragged.csv", "text,label\nhello,a\nhello,a,extra\n", "line 3: expected 2 fields"),
-    ("bad.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", label}\n', "line 2 is not valid JSON"),
-    ("list.jsonl", '["a", "x"]\n', "line 1 is not a JSON object"),
-    ("bad.json", '[{"text": "a"', "is not valid JSON"),
-    ("data.xlsx", "whatever", "unsupported file type .xlsx"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.csv", None, "does not exist"),
+        ("empty.csv", "", "is empty"),
+        ("header_only.csv", "text,label\n", "holds no examples"),
+        ("ragged.csv", "text,label\nhello,a\nhello,a,extra\n", "line 3: expected 2 fields"),
+        ("bad.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", label}\n', "line 2 is not valid JSON"),
+        ("list.jsonl", '["a", "x"]\n', "line 1 is not a JSON object"),
+        ("bad.json", '[{"text": "a"', "is not valid JSON"),
+        ("data.xlsx", "whatever", "unsupported file type .xlsx"),
+    ],
+)
 def test_bad_files_get_one_clear_sentence(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:

@@ -15,13 +15,19 @@ RUN_TIMEOUT_S = 300
 
 def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_train_csv):
     common = ["--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY]
-    single = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output",
-                             str(tmp_path / "single")], capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S)
+    single = subprocess.run(
+        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert single.returncode == 0, single.stderr
-    double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", *common,
-                             "--nproc", "2", "--output", str(tmp_path / "double")], capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S)
+    double = subprocess.run(
+        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--nproc", "2", "--output", str(tmp_path / "double")],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     assert "torch.distributed.run" in double.stderr
     one = artifacts.read_json(tmp_path / "single" / "metrics.json")
@@ -37,14 +43,33 @@ def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_t
 
 def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder, tiny_tagged_train):
     """Each process scores its slice of sentences; the gathered words must rebuild every sentence."""
-    from nlu_deploy.metrics import entity_scores
     from nlu_deploy.data.tagged import load_tagged_sentences
+    from nlu_deploy.metrics import entity_scores
 
-    double = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--task", "token-classification",
-                             "--model", str(tiny_encoder), "--train", str(tiny_tagged_train), TINY[0], "1",
-                             *TINY[2:], "--nproc", "2", "--output", str(tmp_path / "tagger")],
-                            capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S)
+    double = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlu_deploy",
+            "finetune",
+            "--task",
+            "token-classification",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(tiny_tagged_train),
+            TINY[0],
+            "1",
+            *TINY[2:],
+            "--nproc",
+            "2",
+            "--output",
+            str(tmp_path / "tagger"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     metrics = artifacts.read_json(tmp_path / "tagger" / "metrics.json")
     held_out = load_tagged_sentences(tmp_path / "tagger" / artifacts.VALIDATION_SPLIT)
@@ -55,9 +80,26 @@ def test_two_process_tagger_scores_every_held_out_entity(tmp_path, tiny_encoder,
 def test_two_process_distillation_writes_one_student(tmp_path, tiny_checkpoint):
     """distill --nproc 2: both processes run the teacher on their share of each batch; one student."""
     output = tmp_path / "student"
-    run = subprocess.run([sys.executable, "-m", "nlu_deploy", "distill", str(tiny_checkpoint), "--layers", "1",
-                          "--epochs", "2", "--nproc", "2", "--output", str(output)],
-                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlu_deploy",
+            "distill",
+            str(tiny_checkpoint),
+            "--layers",
+            "1",
+            "--epochs",
+            "2",
+            "--nproc",
+            "2",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "torch.distributed.run" in run.stderr
     metrics = artifacts.read_json(output / "metrics.json")
@@ -71,10 +113,33 @@ def test_a_search_under_torchrun_runs_each_trial_with_both_processes(tmp_path, t
     """finetune --search 3 --nproc 2: no nested launches; the trials run one after another, each a
     two-process fine-tune; the main process alone keeps the study, the log and the one output."""
     output = tmp_path / "tuned"
-    run = subprocess.run([sys.executable, "-m", "nlu_deploy", "finetune", "--model", str(tiny_encoder), "--train",
-                          str(tiny_train_csv), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
-                          "--search", "3", "--nproc", "2", "--output", str(output)],
-                         capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlu_deploy",
+            "finetune",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(tiny_train_csv),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--search",
+            "3",
+            "--nproc",
+            "2",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("torch.distributed.run") == 1  # one launch, not one per trial
     report = artifacts.read_json(output / "search_report.json")

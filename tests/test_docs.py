@@ -8,8 +8,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_command_reference_matches_the_cli():
-    result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_commands.py"), "--check"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_commands.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 

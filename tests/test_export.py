@@ -9,8 +9,9 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
 from nlu_deploy.errors import ModelError
 from nlu_deploy.export.onnx_export import export
-from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
+from nlu_deploy.runtime.modeling import load_tokenizer
 from nlu_deploy.runtime.sessions import TorchTextClassifier
+from nlu_deploy.tasks import load_checkpoint
 
 TEXTS = ["wake me up at 7 am", "play some jazz", "will it rain in oslo tomorrow", "set a timer for ten minutes"]
 
@@ -25,8 +26,11 @@ def test_every_file_loads_in_optimum_and_matches_pytorch(tiny_checkpoint, tiny_o
     tokenizer = load_tokenizer(str(tiny_onnx))
     reference = TorchTextClassifier(load_checkpoint(tiny_checkpoint), tokenizer, 32).logits(TEXTS)
     inputs = tokenizer(TEXTS, padding=True, return_tensors="np")
-    for file_name, tolerance in [(artifacts.ONNX_FP32, 1e-4), (artifacts.ONNX_OPTIMIZED, 1e-4),
-                                 (artifacts.ONNX_QUANTIZED, None)]:
+    for file_name, tolerance in [
+        (artifacts.ONNX_FP32, 1e-4),
+        (artifacts.ONNX_OPTIMIZED, 1e-4),
+        (artifacts.ONNX_QUANTIZED, None),
+    ]:
         model = ORTModelForSequenceClassification.from_pretrained(tiny_onnx, file_name=file_name)
         logits = np.asarray(model(**inputs).logits)
         assert logits.shape == reference.shape
@@ -38,8 +42,9 @@ def test_every_file_loads_in_optimum_and_matches_pytorch(tiny_checkpoint, tiny_o
 
 
 def test_graphs_are_fused_and_quantized(tiny_onnx):
-    plain, fused, quantized = (op_types(tiny_onnx / f) for f in
-                               (artifacts.ONNX_FP32, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_QUANTIZED))
+    plain, fused, quantized = (
+        op_types(tiny_onnx / f) for f in (artifacts.ONNX_FP32, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_QUANTIZED)
+    )
     assert "SkipLayerNormalization" in fused and "SkipLayerNormalization" not in plain
     assert quantized & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"}
     assert not plain & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention", "DynamicQuantizeLinear"}

@@ -12,8 +12,9 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "gpu_ship.sh"
 def rehearse(**env):
     # the rehearsal installs with `python3 -m pip`: the test's own interpreter comes first on PATH
     path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
-    return subprocess.run(["bash", str(SCRIPT), "rehearse"], capture_output=True, text=True, timeout=120,
-                          env={"PATH": path, **env})
+    return subprocess.run(
+        ["bash", str(SCRIPT), "rehearse"], capture_output=True, text=True, timeout=120, env={"PATH": path, **env}
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")

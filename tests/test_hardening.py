@@ -19,9 +19,9 @@ from onnx import numpy_helper
 from safetensors.torch import load_file, save_file
 
 from nlu_deploy import artifacts
-from nlu_deploy.training.checkpointing import training_state_dir
 from nlu_deploy.cli import main
 from nlu_deploy.data.tables import read_records, read_texts
+from nlu_deploy.training.checkpointing import training_state_dir
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--max-length", "32"]
 
@@ -47,8 +47,9 @@ HOLD_LOCK = textwrap.dedent("""
 @pytest.fixture
 def lock_holder(tmp_path):
     """Another process writing `tmp_path / out`, as a second export or finetune would be."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     yield process
     process.kill()
@@ -57,7 +58,8 @@ def lock_holder(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="outputs are locked with flock")
 def test_a_second_writer_is_refused_at_once_and_a_killed_writers_lock_is_taken_over(
-        tmp_path, lock_holder, tiny_checkpoint, tiny_encoder, tiny_train_csv):
+    tmp_path, lock_holder, tiny_checkpoint, tiny_encoder, tiny_train_csv
+):
     output = tmp_path / "out"
     export = run_cli("export", tiny_checkpoint, "--output", output)
     assert export.exit_code == 1
@@ -76,6 +78,7 @@ def test_a_second_writer_is_refused_at_once_and_a_killed_writers_lock_is_taken_o
 
 # -- readers that must not change the data -------------------------------------------------
 
+
 def test_csv_keeps_quoted_newlines_and_long_fields(tmp_path):
     long_text = "word " * 40_000  # 200 kB in one field: over the csv module's default limit
     path = tmp_path / "d.csv"
@@ -87,8 +90,9 @@ def test_csv_keeps_quoted_newlines_and_long_fields(tmp_path):
 def test_jsonl_splits_lines_at_newlines_only(tmp_path):
     path = tmp_path / "d.jsonl"
     texts = ["a\u2028b", "c\u0085d", "e\u2029f"]  # valid inside a JSON string, line breaks to str.splitlines
-    path.write_text("".join(json.dumps({"text": t, "label": "x"}, ensure_ascii=False) + "\n" for t in texts),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": "x"}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8"
+    )
     assert [r["text"] for r in read_records(path)] == texts
     lines = tmp_path / "texts.txt"
     lines.write_text("one\u2028still one\r\ntwo\n", encoding="utf-8")
@@ -96,8 +100,21 @@ def test_jsonl_splits_lines_at_newlines_only(tmp_path):
 
 
 def test_a_max_length_that_cuts_most_texts_is_warned_about_and_counted(tmp_path, tiny_encoder, tiny_train_csv):
-    result = run_cli("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, "--epochs", "1",
-                     "--batch-size", "8", "--max-length", "3", "--output", tmp_path / "out")
+    result = run_cli(
+        "finetune",
+        "--model",
+        tiny_encoder,
+        "--train",
+        tiny_train_csv,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "3",
+        "--output",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     metrics = artifacts.read_json(tmp_path / "out" / "metrics.json")
     assert metrics["truncated_train"] > 0.5 * metrics["train_examples"]
@@ -107,10 +124,12 @@ def test_a_max_length_that_cuts_most_texts_is_warned_about_and_counted(tmp_path,
 
 # -- numbers that are not numbers ----------------------------------------------------------
 
+
 def test_a_diverging_training_stops_with_a_sentence_and_keeps_nothing(tmp_path, tiny_encoder, tiny_train_csv):
     output = tmp_path / "out"
-    result = run_cli("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY, "--lr", "1e30",
-                     "--output", output)
+    result = run_cli(
+        "finetune", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY, "--lr", "1e30", "--output", output
+    )
     assert result.exit_code == 1
     assert "training diverged in epoch 1:" in result.output and "lower --lr (it was 1e+30)" in result.output
     assert not output.exists() and not training_state_dir(output).exists()
@@ -130,8 +149,9 @@ def nan_checkpoint(tmp_path, tiny_checkpoint):
     return broken
 
 
-def test_a_checkpoint_with_nan_weights_is_refused_by_export_and_validate(tmp_path, nan_checkpoint, tiny_onnx,
-                                                                         tiny_dev_csv):
+def test_a_checkpoint_with_nan_weights_is_refused_by_export_and_validate(
+    tmp_path, nan_checkpoint, tiny_onnx, tiny_dev_csv
+):
     export = run_cli("export", nan_checkpoint, "--output", tmp_path / "onnx")
     assert export.exit_code == 1 and "holds weights that are not finite numbers" in export.output
     assert not (tmp_path / "onnx").exists()
@@ -153,8 +173,17 @@ def test_an_onnx_file_answering_nan_fails_validation(tmp_path, tiny_checkpoint, 
             values[0] = np.nan
             initializer.CopyFrom(numpy_helper.from_array(values, initializer.name))
     onnx.save(model, str(broken / "model.onnx"))
-    result = run_cli("validate", "--model", tiny_checkpoint, "--onnx", broken, "--data", tiny_dev_csv,
-                     "--json", tmp_path / "new" / "folder" / "report.json")
+    result = run_cli(
+        "validate",
+        "--model",
+        tiny_checkpoint,
+        "--onnx",
+        broken,
+        "--data",
+        tiny_dev_csv,
+        "--json",
+        tmp_path / "new" / "folder" / "report.json",
+    )
     assert result.exit_code == 1
     assert "model.onnx gave outputs that are not finite numbers (NaN or inf)" in result.output
     assert "finite outputs)" in result.output  # the gate column says why
@@ -163,6 +192,7 @@ def test_an_onnx_file_answering_nan_fails_validation(tmp_path, tiny_checkpoint, 
 
 
 # -- paths that are not what they seem, and a full disk ------------------------------------
+
 
 def test_an_output_that_is_a_symbolic_link_is_refused_and_left_alone(tmp_path, tiny_checkpoint):
     target = tmp_path / "real"
@@ -182,9 +212,14 @@ def test_a_full_disk_gives_one_sentence_and_no_output(tmp_path, tiny_checkpoint)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
 
     output = tmp_path / "onnx"
-    result = subprocess.run([sys.executable, "-m", "nlu_deploy", "export", str(tiny_checkpoint), "--output",
-                             str(output)], capture_output=True, text=True, preexec_fn=small_disk, timeout=300,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        [sys.executable, "-m", "nlu_deploy", "export", str(tiny_checkpoint), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "Error: the disk is full" in result.stderr and "File too large" in result.stderr

@@ -12,33 +12,40 @@ from onnx import numpy_helper
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
+from nlu_deploy.data.tagged import load_tagged_sentences
 from nlu_deploy.errors import DataError, ModelError
+from nlu_deploy.evaluation.validate import validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.predict import load_task_predictor
-from nlu_deploy.data.tagged import load_tagged_sentences
 from nlu_deploy.tasks import get_task, load_checkpoint, task_of
 from nlu_deploy.training.loop import finetune
-from nlu_deploy.evaluation.validate import validate
 
 
 def test_reader_takes_words_tags_and_an_intent_per_row(tmp_path):
     rows = tmp_path / "joint.csv"
-    rows.write_text("words,slots,goal\nwake me at 7,O O O B-time,set_alarm\nplay jazz,O B-genre,play_music\n",
-                    encoding="utf-8")
+    rows.write_text(
+        "words,slots,goal\nwake me at 7,O O O B-time,set_alarm\nplay jazz,O B-genre,play_music\n", encoding="utf-8"
+    )
     data = get_task("joint").read(rows, ("words", "slots", "goal"))
     assert data.words == [["wake", "me", "at", "7"], ["play", "jazz"]] and data.intents == ["set_alarm", "play_music"]
-    assert get_task("joint").label_sets(data) == {"intents": ["play_music", "set_alarm"],
-                                                   "tags": ["O", "B-genre", "I-genre", "B-time", "I-time"]}
+    assert get_task("joint").label_sets(data) == {
+        "intents": ["play_music", "set_alarm"],
+        "tags": ["O", "B-genre", "I-genre", "B-time", "I-time"],
+    }
     subset = data.subset([1], "one")
     assert subset.intents == ["play_music"] and subset.to_records("tokens", "tags", "intent") == [
-        {"tokens": ["play", "jazz"], "tags": ["O", "B-genre"], "intent": "play_music"}]
+        {"tokens": ["play", "jazz"], "tags": ["O", "B-genre"], "intent": "play_music"}
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"tokens": ["hi"], "tags": ["O"]}\n', "has no column 'intent'"),
-    ('{"tokens": ["hi"], "tags": ["O"], "intent": ""}\n', "example 1: 'intent' is missing"),
-    ('{"tokens": ["hi"], "tags": ["S-x"], "intent": "greet"}\n', "tag 'S-x' is not BIO"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"tokens": ["hi"], "tags": ["O"]}\n', "has no column 'intent'"),
+        ('{"tokens": ["hi"], "tags": ["O"], "intent": ""}\n', "example 1: 'intent' is missing"),
+        ('{"tokens": ["hi"], "tags": ["S-x"], "intent": "greet"}\n', "tag 'S-x' is not BIO"),
+    ],
+)
 def test_bad_joint_rows_are_refused_with_the_example(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
@@ -57,8 +64,10 @@ def test_single_intent_training_data_is_refused(tmp_path, tiny_encoder):
     path = tmp_path / "one.jsonl"
     path.write_text('{"tokens": ["play", "jazz"], "tags": ["O", "B-genre"], "intent": "play"}\n' * 20)
     with pytest.raises(DataError, match="single intent"):
-        finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=path, task="joint"),
-                 show_progress=False)
+        finetune(
+            FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=path, task="joint"),
+            show_progress=False,
+        )
 
 
 def test_joint_checkpoint_learns_both_heads_and_records_both_label_maps(tiny_joint):
@@ -115,8 +124,9 @@ def perturb_slot_head(onnx_path):
     raise AssertionError("no slot head weight in the graph")
 
 
-def test_a_joint_file_broken_only_in_its_slot_output_fails_on_slots_alone(tmp_path, tiny_joint, tiny_joint_onnx,
-                                                                           tiny_joint_dev):
+def test_a_joint_file_broken_only_in_its_slot_output_fails_on_slots_alone(
+    tmp_path, tiny_joint, tiny_joint_onnx, tiny_joint_dev
+):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_joint_onnx, broken)
     perturb_slot_head(broken / artifacts.ONNX_FP32)
@@ -130,12 +140,16 @@ def test_a_joint_file_broken_only_in_its_slot_output_fails_on_slots_alone(tmp_pa
 
 def test_unseen_intents_and_tags_are_scored_as_errors(tmp_path, tiny_joint, tiny_joint_onnx, tiny_joint_dev):
     data = tmp_path / "dev.jsonl"
-    extra = [{"tokens": ["book", "a", "cab"], "tags": ["O", "O", "B-vehicle"], "intent": "order_taxi"},
-             {"tokens": ["play", "jazz"], "tags": ["O", "B-genre"], "intent": "play_music"}]
+    extra = [
+        {"tokens": ["book", "a", "cab"], "tags": ["O", "O", "B-vehicle"], "intent": "order_taxi"},
+        {"tokens": ["play", "jazz"], "tags": ["O", "B-genre"], "intent": "play_music"},
+    ]
     data.write_text(tiny_joint_dev.read_text() + "".join(json.dumps(e) + "\n" for e in extra))
     report = validate(ValidateConfig(model_dir=tiny_joint, onnx_dir=tiny_joint_onnx, data=data))
-    assert report.unseen == {"intents": {"rows": 1, "labels": {"order_taxi": 1}},
-                             "tags": {"rows": 1, "labels": {"B-vehicle": 1}}}
+    assert report.unseen == {
+        "intents": {"rows": 1, "labels": {"order_taxi": 1}},
+        "tags": {"rows": 1, "labels": {"B-vehicle": 1}},
+    }
     assert report.examples == 122 and report.pytorch["intent_accuracy"] <= 121 / 122
 
 
@@ -144,22 +158,26 @@ def test_predict_gives_the_intent_and_the_entities_from_pytorch_and_onnx_alike(t
     expected = load_task_predictor(tiny_joint)[0].predict(texts)
     predictor, used, task = load_task_predictor(tiny_joint_onnx, "model.onnx")
     got = predictor.predict(texts)
-    assert [(label, [e.type for e in found]) for label, _, found in got] == \
-        [(label, [e.type for e in found]) for label, _, found in expected]
+    assert [(label, [e.type for e in found]) for label, _, found in got] == [
+        (label, [e.type for e in found]) for label, _, found in expected
+    ]
     assert got[0][0] == "set_alarm" and got[2][2] == []
     result = CliRunner().invoke(main, ["predict", str(tiny_joint_onnx), "--json", texts[0]])
     assert result.exit_code == 0, result.output
     line = json.loads(result.output.strip().splitlines()[-1])
     assert set(line) == {"text", "label", "score", "entities"} and line["label"] == "set_alarm"
-    assert all(texts[0][e["start"]:e["end"]] == e["text"] for e in line["entities"])
+    assert all(texts[0][e["start"] : e["end"]] == e["text"] for e in line["entities"])
 
 
 def test_quantize_auto_gates_each_joint_score_and_scores_unseen_labels_as_errors(tmp_path, tiny_joint):
     heldout = tmp_path / "heldout.jsonl"
     unseen = {"tokens": ["book", "a", "cab"], "tags": ["O", "O", "B-vehicle"], "intent": "order_taxi"}
     heldout.write_text((tiny_joint / artifacts.VALIDATION_SPLIT).read_text() + json.dumps(unseen) + "\n")
-    result = export(ExportConfig(model_dir=tiny_joint, output=tmp_path / "auto", quantize="auto",
-                                 max_score_drop=1.0, validation=heldout))
+    result = export(
+        ExportConfig(
+            model_dir=tiny_joint, output=tmp_path / "auto", quantize="auto", max_score_drop=1.0, validation=heldout
+        )
+    )
     report = result.search
     assert report.kept is not None and report.metric == "mean of intent accuracy and entity F1"
     metrics = artifacts.read_json(tiny_joint / artifacts.METRICS)
@@ -175,10 +193,36 @@ def test_run_joint_end_to_end_on_the_cli(tmp_path, tiny_encoder, tiny_joint_trai
     output = tmp_path / "run"
     # The chain is under test, not int8 parity: a 2-layer random-vocabulary model's int8 file can
     # drift a point of F1 on 60 words (the gate itself: test_a_joint_file_broken_only_in_its_slot_output_fails_on_slots_alone).
-    result = CliRunner().invoke(main, ["run", "--task", "joint", "--model", str(tiny_encoder), "--train",
-                                       str(tiny_joint_train), "--epochs", "4", "--batch-size", "8", "--lr", "5e-3",
-                                       "--max-score-drop", "5", "--max-length", "32", "--batch-sizes", "1,4", "--seq-lens", "8",
-                                       "--min-seconds", "0.05", "--output", str(output)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--task",
+            "joint",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(tiny_joint_train),
+            "--epochs",
+            "4",
+            "--batch-size",
+            "8",
+            "--lr",
+            "5e-3",
+            "--max-score-drop",
+            "5",
+            "--max-length",
+            "32",
+            "--batch-sizes",
+            "1,4",
+            "--seq-lens",
+            "8",
+            "--min-seconds",
+            "0.05",
+            "--output",
+            str(output),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())
     assert report["validation"]["task"] == "joint" and report["recommended"] in ("fp32", "optimized", "int8")
@@ -193,5 +237,4 @@ def test_decoder_models_are_refused_with_the_supported_families(tmp_path, tiny_e
     decoder = tmp_path / "tiny-gpt2"
     GPT2Model(GPT2Config(vocab_size=100, n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(decoder)
     with pytest.raises(ModelError, match="is a 'gpt2' model; nlu-deploy fine-tunes encoders of the families bert"):
-        finetune(FinetuneConfig(output=tmp_path / "out", model=str(decoder), train=tiny_train_csv),
-                 show_progress=False)
+        finetune(FinetuneConfig(output=tmp_path / "out", model=str(decoder), train=tiny_train_csv), show_progress=False)

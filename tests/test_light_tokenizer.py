@@ -6,8 +6,13 @@ from nlu_deploy.portable.light_tokenizer import LightTokenizer
 from nlu_deploy.runtime.modeling import load_tokenizer, resolve_model_source
 
 TEXTS = [e["text"] for e in generate_demo_examples()[:300]] + [
-    "", "  spaces   everywhere ", "Ünïcödé café – naïve “quotes”", "emoji 🎵 play", "UPPER lower MiXeD 12:30pm",
-    "a very long request " * 30]
+    "",
+    "  spaces   everywhere ",
+    "Ünïcödé café – naïve “quotes”",
+    "emoji 🎵 play",
+    "UPPER lower MiXeD 12:30pm",
+    "a very long request " * 30,
+]
 
 
 def test_same_ids_masks_and_words_as_transformers():

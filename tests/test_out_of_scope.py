@@ -8,18 +8,18 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import TINY_INTENTS, export_tiny, tiny_rows, write_csv
+
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import FinetuneConfig, ValidateConfig
 from nlu_deploy.data.demo import generate_demo_examples
 from nlu_deploy.errors import ConfigError, DataError
-from nlu_deploy.predict import load_predictor
+from nlu_deploy.evaluation.validate import validate
 from nlu_deploy.portable.rejection import CONFIG_KEY, RejectionRule, auroc, calibrate, rejection_scores
+from nlu_deploy.predict import load_predictor
 from nlu_deploy.tasks import task_of
 from nlu_deploy.training.loop import finetune
-from nlu_deploy.evaluation.validate import validate
 
 # Requests for intents the model does not serve: some kinds in training, other kinds only held out.
 TRAIN_OOS_INTENTS = ("book_restaurant", "check_balance", "transfer_money")
@@ -40,16 +40,31 @@ def out_of_scope_rows(intents, per_intent, offset=0):
 def oos_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("oos-data")
     train = tiny_rows() + out_of_scope_rows(TRAIN_OOS_INTENTS, 15)
-    held_out = tiny_rows(per_intent=25, offset=60) + out_of_scope_rows(TRAIN_OOS_INTENTS, 10, offset=15) + \
-        out_of_scope_rows(HELD_OUT_OOS_INTENTS, 10)
+    held_out = (
+        tiny_rows(per_intent=25, offset=60)
+        + out_of_scope_rows(TRAIN_OOS_INTENTS, 10, offset=15)
+        + out_of_scope_rows(HELD_OUT_OOS_INTENTS, 10)
+    )
     return write_csv(folder / "train.csv", train), write_csv(folder / "dev.csv", held_out)
 
 
 def train_with_rejection(output, encoder, data, **options):
     train, dev = data
-    return finetune(FinetuneConfig(output=output, model=str(encoder), train=train, validation=dev, epochs=6,
-                                   batch_size=8, lr=5e-3, max_length=32, oos_label="oos", **options),
-                    show_progress=False)
+    return finetune(
+        FinetuneConfig(
+            output=output,
+            model=str(encoder),
+            train=train,
+            validation=dev,
+            epochs=6,
+            batch_size=8,
+            lr=5e-3,
+            max_length=32,
+            oos_label="oos",
+            **options,
+        ),
+        show_progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +96,9 @@ def test_finetune_calibrates_a_rule_and_writes_it_into_config(rejecting_checkpoi
     assert not artifacts.read_json(rejecting_checkpoint / artifacts.METRICS)["unseen_in_validation"]
 
 
-def test_rejected_texts_come_back_as_the_oos_label_from_pytorch_and_every_onnx_file(rejecting_checkpoint,
-                                                                                  rejecting_onnx, oos_data):
+def test_rejected_texts_come_back_as_the_oos_label_from_pytorch_and_every_onnx_file(
+    rejecting_checkpoint, rejecting_onnx, oos_data
+):
     rule = task_of(rejecting_checkpoint).rejection
     assert task_of(rejecting_onnx).rejection == rule  # the threshold survived export (one config.json)
     texts = [row["text"] for row in out_of_scope_rows(HELD_OUT_OOS_INTENTS, 10)] + ["wake me up at 7 am"]
@@ -106,8 +122,9 @@ def test_rejected_texts_come_back_as_the_oos_label_from_pytorch_and_every_onnx_f
 def test_validate_reports_and_gates_rejection_for_every_file(rejecting_checkpoint, rejecting_onnx, oos_data):
     # 60 held-out out-of-scope rows: one row is 1.67 points of recall, which a tiny model's plain
     # int8 file may lose; the budget allows one row, not two.
-    report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1],
-                                     max_score_drop=2.0))
+    report = validate(
+        ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1], max_score_drop=2.0)
+    )
     assert report.gated_metrics == ["in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc"]
     assert report.passed
     for variant in report.variants:
@@ -117,8 +134,7 @@ def test_validate_reports_and_gates_rejection_for_every_file(rejecting_checkpoin
     assert "out-of-scope recall" in report.to_markdown()
 
 
-def test_a_quantized_file_that_loses_rejection_fails_validate(tmp_path, rejecting_checkpoint, rejecting_onnx,
-                                                              oos_data):
+def test_a_quantized_file_that_loses_rejection_fails_validate(tmp_path, rejecting_checkpoint, rejecting_onnx, oos_data):
     """A file whose logits all shrink towards zero keeps most argmaxes but no longer rejects at
     the calibrated threshold: the gate names the rejection scores."""
     import onnx
@@ -129,8 +145,7 @@ def test_a_quantized_file_that_loses_rejection_fails_validate(tmp_path, rejectin
     model = onnx.load(str(broken / "model.onnx"))
     for initializer in model.graph.initializer:
         if "classifier" in initializer.name:
-            initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * 0.05,
-                                                         initializer.name))
+            initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * 0.05, initializer.name))
     onnx.save(model, str(broken / "model.onnx"))
     report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=broken, data=oos_data[1]))
     failed = next(v for v in report.variants if v.file == "model.onnx")
@@ -149,10 +164,20 @@ def test_calibration_only_training_and_a_separate_oos_file(tmp_path, tiny_encode
     in_scope_dev = write_csv(tmp_path / "in-scope.csv", tiny_rows(per_intent=25, offset=60))
     oos_texts = tmp_path / "oos.txt"
     oos_texts.write_text("\n".join(r["text"] for r in out_of_scope_rows(HELD_OUT_OOS_INTENTS, 10)) + "\n")
-    result = finetune(FinetuneConfig(output=tmp_path / "from-file", model=str(tiny_encoder),
-                                     train=write_csv(tmp_path / "in-scope-train.csv", tiny_rows()),
-                                     validation=in_scope_dev, epochs=6, batch_size=8, lr=5e-3, max_length=32,
-                                     oos_validation=oos_texts), show_progress=False)
+    result = finetune(
+        FinetuneConfig(
+            output=tmp_path / "from-file",
+            model=str(tiny_encoder),
+            train=write_csv(tmp_path / "in-scope-train.csv", tiny_rows()),
+            validation=in_scope_dev,
+            epochs=6,
+            batch_size=8,
+            lr=5e-3,
+            max_length=32,
+            oos_validation=oos_texts,
+        ),
+        show_progress=False,
+    )
     rule = artifacts.read_json(result.output / "config.json")[CONFIG_KEY]
     assert rule["label"] == "out_of_scope" and rule["oos_class"] is None
     assert artifacts.read_json(result.output / artifacts.METRICS)["out_of_scope"]["out_of_scope_rows"] == 30
@@ -178,22 +203,38 @@ def test_triton_post_processor_applies_the_same_rule(tmp_path, rejecting_onnx, b
     assert create_session(tmp_path / "repo" / "nlu_model" / "1" / "model.onnx")
 
 
-@pytest.mark.parametrize("options, error, message", [
-    ({"oos_label": "nothing_like_this"}, ConfigError, "has no 'nothing_like_this' rows to learn as a class"),
-    ({"oos_label": "oos", "task": "token-classification"}, ConfigError, "is for tasks with an intent"),
-])
-def test_bad_out_of_scope_options_are_refused_before_training(tmp_path, tiny_encoder, oos_data, options, error,
-                                                              message):
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"oos_label": "nothing_like_this"}, ConfigError, "has no 'nothing_like_this' rows to learn as a class"),
+        ({"oos_label": "oos", "task": "token-classification"}, ConfigError, "is for tasks with an intent"),
+    ],
+)
+def test_bad_out_of_scope_options_are_refused_before_training(
+    tmp_path, tiny_encoder, oos_data, options, error, message
+):
     with pytest.raises(error, match=message):
-        finetune(FinetuneConfig(output=tmp_path / "x", model=str(tiny_encoder), train=oos_data[0],
-                                validation=oos_data[1], **options), show_progress=False)
+        finetune(
+            FinetuneConfig(
+                output=tmp_path / "x", model=str(tiny_encoder), train=oos_data[0], validation=oos_data[1], **options
+            ),
+            show_progress=False,
+        )
 
 
 def test_held_out_data_without_out_of_scope_rows_is_refused(tmp_path, tiny_encoder, oos_data):
     in_scope_dev = write_csv(tmp_path / "dev.csv", tiny_rows(per_intent=25, offset=60))
     with pytest.raises(DataError, match="has no 'oos' rows to calibrate the rejection threshold on"):
-        finetune(FinetuneConfig(output=tmp_path / "x", model=str(tiny_encoder), train=oos_data[0],
-                                validation=in_scope_dev, oos_label="oos"), show_progress=False)
+        finetune(
+            FinetuneConfig(
+                output=tmp_path / "x",
+                model=str(tiny_encoder),
+                train=oos_data[0],
+                validation=in_scope_dev,
+                oos_label="oos",
+            ),
+            show_progress=False,
+        )
 
 
 def test_auroc_is_the_share_of_correctly_ordered_pairs():
@@ -216,8 +257,10 @@ def test_calibration_reaches_the_target_recall_at_the_least_in_scope_cost():
         rule, table = calibrate(logits, gold, is_oos, "oos", target_recall=target)
         for row in table:
             assert row["oos_recall"] >= target
-            brute = [rejection_scores(logits, gold, is_oos, RejectionRule("oos", row["score"], t))
-                     for t in np.linspace(-5, 10, 3001)]
+            brute = [
+                rejection_scores(logits, gold, is_oos, RejectionRule("oos", row["score"], t))
+                for t in np.linspace(-5, 10, 3001)
+            ]
             best = max(r["in_scope_accuracy"] for r in brute if r["oos_recall"] >= target)
             assert row["in_scope_accuracy"] >= best - 1e-9
             accuracies = [p["in_scope_accuracy"] for p in row["curve"]]  # more recall never costs nothing back
@@ -227,18 +270,21 @@ def test_calibration_reaches_the_target_recall_at_the_least_in_scope_cost():
         calibrate(logits, gold, np.zeros(300, dtype=bool), "oos")
 
 
-def test_validate_reads_out_of_scope_rows_under_another_label(tmp_path, rejecting_checkpoint, rejecting_onnx,
-                                                              oos_data, tiny_checkpoint):
+def test_validate_reads_out_of_scope_rows_under_another_label(
+    tmp_path, rejecting_checkpoint, rejecting_onnx, oos_data, tiny_checkpoint
+):
     renamed = tmp_path / "renamed.csv"
     renamed.write_text(oos_data[1].read_text().replace(",oos\n", ",out_of_domain\n"))
     as_trained = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=oos_data[1]))
-    report = validate(ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=renamed,
-                                     oos_label="out_of_domain"))
+    report = validate(
+        ValidateConfig(model_dir=rejecting_checkpoint, onnx_dir=rejecting_onnx, data=renamed, oos_label="out_of_domain")
+    )
     assert report.pytorch["oos_recall"] == as_trained.pytorch["oos_recall"] > 0
     assert not report.unseen
     with pytest.raises(ConfigError, match="has no out-of-scope rule to validate"):
-        validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=rejecting_onnx, data=renamed,
-                                oos_label="out_of_domain"))
+        validate(
+            ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=rejecting_onnx, data=renamed, oos_label="out_of_domain")
+        )
 
 
 JOINT_OOS_INTENTS = ("book_restaurant", "transfer_money", "translate")
@@ -246,8 +292,14 @@ JOINT_OOS_INTENTS = ("book_restaurant", "transfer_money", "translate")
 
 def joint_rows(examples):
     """Sentences of the out-of-scope intents become `oos` with no slots, as real data has them."""
-    return [{"tokens": e["tokens"], "intent": "oos" if e["label"] in JOINT_OOS_INTENTS else e["label"],
-             "tags": ["O"] * len(e["tokens"]) if e["label"] in JOINT_OOS_INTENTS else e["tags"]} for e in examples]
+    return [
+        {
+            "tokens": e["tokens"],
+            "intent": "oos" if e["label"] in JOINT_OOS_INTENTS else e["label"],
+            "tags": ["O"] * len(e["tokens"]) if e["label"] in JOINT_OOS_INTENTS else e["tags"],
+        }
+        for e in examples
+    ]
 
 
 def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_factory, tiny_encoder, backend_stub):
@@ -260,19 +312,38 @@ def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_facto
     examples = generate_demo_examples()
     write_jsonl(joint_rows(examples[::5]), folder / "train.jsonl")
     write_jsonl(joint_rows(examples[2::25]), folder / "dev.jsonl")
-    result = finetune(FinetuneConfig(output=folder / "checkpoint", model=str(tiny_encoder), task="joint",
-                                     train=folder / "train.jsonl", validation=folder / "dev.jsonl", epochs=6,
-                                     batch_size=8, lr=5e-3, max_length=32, oos_label="oos"), show_progress=False)
+    result = finetune(
+        FinetuneConfig(
+            output=folder / "checkpoint",
+            model=str(tiny_encoder),
+            task="joint",
+            train=folder / "train.jsonl",
+            validation=folder / "dev.jsonl",
+            epochs=6,
+            batch_size=8,
+            lr=5e-3,
+            max_length=32,
+            oos_label="oos",
+        ),
+        show_progress=False,
+    )
     task = task_of(result.output)
     assert task.name == "joint" and task.rejection.label == "oos" and task.rejection.oos_class is not None
     onnx_dir = export_tiny(tmp_path_factory, "joint-oos-onnx", result.output)
     assert task_of(onnx_dir).rejection == task.rejection
     report = validate(ValidateConfig(model_dir=result.output, onnx_dir=onnx_dir, data=folder / "dev.jsonl"))
-    assert report.gated_metrics == ["in_scope_accuracy", "oos_recall", "oos_precision", "oos_auroc", "entity_f1",
-                                    "exact_match"]
+    assert report.gated_metrics == [
+        "in_scope_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "oos_auroc",
+        "entity_f1",
+        "exact_match",
+    ]
     assert report.pytorch["oos_recall"] >= 0.8 and not report.unseen
-    texts = [" ".join(e["tokens"]) for e in examples[7::50] if e["label"] in JOINT_OOS_INTENTS][:6] + \
-        ["wake me up at 7 am"]
+    texts = [" ".join(e["tokens"]) for e in examples[7::50] if e["label"] in JOINT_OOS_INTENTS][:6] + [
+        "wake me up at 7 am"
+    ]
     torch_answers = load_predictor(result.output)[0].predict(texts)
     onnx_answers = load_predictor(onnx_dir, "model.onnx")[0].predict(texts)
     assert [a[0] for a in onnx_answers] == [a[0] for a in torch_answers]
@@ -285,10 +356,38 @@ def test_the_joint_task_rejects_its_intent_through_the_same_layer(tmp_path_facto
 def test_run_with_an_oos_label_reports_rejection_for_every_file(tmp_path, tiny_encoder, oos_data):
     train, dev = oos_data
     output = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", str(tiny_encoder), "--train", str(train), "--validation",
-                                       str(dev), "--oos-label", "oos", "--epochs", "4", "--batch-size", "8", "--lr",
-                                       "5e-3", "--max-length", "32", "--max-score-drop", "100", "--batch-sizes", "1",
-                                       "--seq-lens", "16", "--min-seconds", "0.05", "--output", str(output)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(train),
+            "--validation",
+            str(dev),
+            "--oos-label",
+            "oos",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "8",
+            "--lr",
+            "5e-3",
+            "--max-length",
+            "32",
+            "--max-score-drop",
+            "100",
+            "--batch-sizes",
+            "1",
+            "--seq-lens",
+            "16",
+            "--min-seconds",
+            "0.05",
+            "--output",
+            str(output),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = (output / "report.md").read_text()
     assert "out-of-scope recall" in report and "in-scope accuracy" in report

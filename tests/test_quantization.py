@@ -19,8 +19,9 @@ def graph(path):
 
 def activation_scales(path):
     g = graph(path)
-    scales = {i.name: float(numpy_helper.to_array(i)) for i in g.initializer
-              if i.name.endswith("_scale") and not i.dims}
+    scales = {
+        i.name: float(numpy_helper.to_array(i)) for i in g.initializer if i.name.endswith("_scale") and not i.dims
+    }
     quantize_inputs = {n.input[1] for n in g.node if n.op_type == "QuantizeLinear"}
     return {name: value for name, value in scales.items() if name in quantize_inputs}
 
@@ -30,15 +31,19 @@ def test_static_quantization_calibrates_on_real_inputs(tmp_path, tiny_checkpoint
     short_texts.write_text("text\nplay jazz\nlights off\nwake me\ntimer now\n", encoding="utf-8")
     default = tmp_path / "default"
     export(ExportConfig(model_dir=tiny_checkpoint, output=default, quantize="static", calibration_samples=64))
-    export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "short", quantize="static",
-                        calibration=short_texts))
+    export(
+        ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "short", quantize="static", calibration=short_texts)
+    )
     quantized = default / artifacts.ONNX_QUANTIZED
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph(quantized).node}
     manifest = artifacts.read_manifest(default)
     assert manifest["quantization"]["mode"] == "static" and manifest["quantization"]["method"] == "minmax"
     assert manifest["quantization"]["calibration_batches"] >= 8  # 64 sampled training texts
     # the activation ranges come from the calibration data: other texts, other scales
-    from_training, from_short = activation_scales(quantized), activation_scales(tmp_path / "short" / artifacts.ONNX_QUANTIZED)
+    from_training, from_short = (
+        activation_scales(quantized),
+        activation_scales(tmp_path / "short" / artifacts.ONNX_QUANTIZED),
+    )
     assert from_training and from_training.keys() == from_short.keys()
     assert sum(from_training[k] != from_short[k] for k in from_training) > len(from_training) // 2
 
@@ -50,8 +55,9 @@ def test_fp16_keeps_sensitive_ops_and_the_interface_in_fp32(tmp_path, tiny_check
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in g.input)
     assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     fp16_initializers = {i.name for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT16}
-    produced_fp16 = {o for n in g.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16
-                     for o in n.output}
+    produced_fp16 = {
+        o for n in g.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16 for o in n.output
+    }
     sensitive = [n for n in g.node if n.op_type in FP16_KEEP_FP32_OPS]
     assert {n.op_type for n in sensitive} >= {"LayerNormalization", "Softmax", "Erf"}
     for node in sensitive:
@@ -61,14 +67,25 @@ def test_fp16_keeps_sensitive_ops_and_the_interface_in_fp32(tmp_path, tiny_check
     assert 0 < diff < 0.05
 
 
-def test_auto_keeps_the_fastest_candidate_inside_the_budget_and_the_most_accurate_of_ties(tmp_path,
-                                                                                         tiny_checkpoint):
-    export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx", optimize="O2", quantize="auto",
-                        max_score_drop=1.0, calibration_samples=64))
+def test_auto_keeps_the_fastest_candidate_inside_the_budget_and_the_most_accurate_of_ties(tmp_path, tiny_checkpoint):
+    export(
+        ExportConfig(
+            model_dir=tiny_checkpoint,
+            output=tmp_path / "onnx",
+            optimize="O2",
+            quantize="auto",
+            max_score_drop=1.0,
+            calibration_samples=64,
+        )
+    )
     report = json.loads((tmp_path / "onnx" / artifacts.QUANTIZATION_REPORT_JSON).read_text())
     candidates = report["candidates"]
-    assert {c["name"] for c in candidates} >= {"dynamic/plain", "dynamic/optimized", "static-minmax/plain",
-                                               "dynamic/plain/all-matmuls"}
+    assert {c["name"] for c in candidates} >= {
+        "dynamic/plain",
+        "dynamic/optimized",
+        "static-minmax/plain",
+        "dynamic/plain/all-matmuls",
+    }
     kept = [c for c in candidates if c["kept"]]
     assert len(kept) == 1 and report["kept"] == kept[0]["name"]
     assert kept[0]["delta_points"] >= -1.0
@@ -87,7 +104,10 @@ def test_auto_keeps_the_fastest_candidate_inside_the_budget_and_the_most_accurat
     assert "Kept: **" in (tmp_path / "onnx" / artifacts.QUANTIZATION_REPORT_MD).read_text()
     assert not list((tmp_path / "onnx").glob(".search*"))
     assert sorted(p.name for p in (tmp_path / "onnx").glob("*.onnx")) == [
-        "model.onnx", "model_optimized.onnx", "model_quantized.onnx"]
+        "model.onnx",
+        "model_optimized.onnx",
+        "model_quantized.onnx",
+    ]
 
 
 def borderline_examples(model, tokenizer, count=200):
@@ -104,20 +124,32 @@ def borderline_examples(model, tokenizer, count=200):
     logits = TorchTextClassifier(model, tokenizer, 32).logits(texts)
     top_two = np.sort(logits, axis=-1)[:, -2:]
     closest = np.argsort(top_two[:, 1] - top_two[:, 0])[:count]
-    return LabelledTexts([texts[i] for i in closest],
-                         [model.config.id2label[int(logits[i].argmax())] for i in closest], "borderline texts")
+    return LabelledTexts(
+        [texts[i] for i in closest],
+        [model.config.id2label[int(logits[i].argmax())] for i in closest],
+        "borderline texts",
+    )
 
 
 def test_budget_search_repairs_a_candidate_by_keeping_sensitive_layers_in_fp32(tmp_path, tiny_checkpoint):
-    from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
     from nlu_deploy.export.quantize_search import Candidate, Search
-    from nlu_deploy.tasks import get_task
+    from nlu_deploy.runtime.modeling import load_tokenizer
+    from nlu_deploy.tasks import get_task, load_checkpoint
 
     model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
     export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
     plain = tmp_path / "onnx" / artifacts.ONNX_FP32
-    search = Search(tmp_path / "work", get_task("text-classification"), model, tokenizer, borderline_examples(model, tokenizer), [],
-                    budget_points=1.0, preset="auto", calibration_method="minmax")
+    search = Search(
+        tmp_path / "work",
+        get_task("text-classification"),
+        model,
+        tokenizer,
+        borderline_examples(model, tokenizer),
+        [],
+        budget_points=1.0,
+        preset="auto",
+        calibration_method="minmax",
+    )
     candidate = Candidate("dynamic/plain", "dynamic", "plain", False)
     target = tmp_path / "work" / "candidate.onnx"
     target.parent.mkdir()
@@ -135,8 +167,16 @@ def test_budget_search_repairs_a_candidate_by_keeping_sensitive_layers_in_fp32(t
 
 def test_speeds_within_timing_noise_are_ties_and_the_most_accurate_tie_is_kept():
     def candidate(name, latency, delta):
-        return Candidate(name, "dynamic", "plain", False, latency_b32_ms=latency, delta_points=delta,
-                         deltas={"accuracy": delta}, fits=True)
+        return Candidate(
+            name,
+            "dynamic",
+            "plain",
+            False,
+            latency_b32_ms=latency,
+            delta_points=delta,
+            deltas={"accuracy": delta},
+            fits=True,
+        )
 
     # the BANKING77 case: -0.30 points at 10.0 ms against -0.10 points 1% slower
     close = [candidate("a", 10.0, -0.30), candidate("b", 10.1, -0.10), candidate("c", 12.0, 0.0)]
@@ -149,16 +189,25 @@ def test_speeds_within_timing_noise_are_ties_and_the_most_accurate_tie_is_kept()
 
 
 def test_each_candidate_delta_carries_a_paired_bootstrap_interval_and_is_shown_within_budget_only_by_it(
-        tmp_path, tiny_checkpoint):
-    from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
+    tmp_path, tiny_checkpoint
+):
     from nlu_deploy.export.quantize_search import Candidate, Search
-    from nlu_deploy.tasks import get_task
+    from nlu_deploy.runtime.modeling import load_tokenizer
+    from nlu_deploy.tasks import get_task, load_checkpoint
 
     model, tokenizer = load_checkpoint(tiny_checkpoint), load_tokenizer(str(tiny_checkpoint))
     export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "onnx"))
-    search = Search(tmp_path / "work", get_task("text-classification"), model, tokenizer,
-                    borderline_examples(model, tokenizer), [], budget_points=1.0, preset="auto",
-                    calibration_method="minmax")
+    search = Search(
+        tmp_path / "work",
+        get_task("text-classification"),
+        model,
+        tokenizer,
+        borderline_examples(model, tokenizer),
+        [],
+        budget_points=1.0,
+        preset="auto",
+        calibration_method="minmax",
+    )
     candidate = Candidate("dynamic/plain", "dynamic", "plain", False)
     target = tmp_path / "candidate.onnx"
     search.build(candidate, tmp_path / "onnx" / artifacts.ONNX_FP32, target)

@@ -1,4 +1,4 @@
-"""The task defaults (config.DEFAULT_RECIPES, default_epochs; evidence in the docs/recipes.md):
+"""The task defaults (task_specs.SPECS, config.default_epochs; evidence in the docs/recipes.md):
 what a user gets without options, and that every option the user gives wins."""
 
 import json
@@ -6,11 +6,13 @@ import json
 import pytest
 
 from nlu_deploy import artifacts
-from nlu_deploy.config import DEFAULT_RECIPES, DEFAULT_SLOT_LOSS_WEIGHT, FinetuneConfig, default_epochs
+from nlu_deploy.config import DEFAULT_SLOT_LOSS_WEIGHT, FinetuneConfig, default_epochs
 from nlu_deploy.data.tables import LabelledTexts
 from nlu_deploy.data.tagged import TaggedSentences
+from nlu_deploy.task_specs import SPECS
 from nlu_deploy.tasks import get_task
-from nlu_deploy.training.loop import finetune, resolve_epochs
+from nlu_deploy.training.loop import finetune
+from nlu_deploy.training.plan import resolve_epochs
 
 
 def intents(rows_per_label: int, labels: int) -> LabelledTexts:
@@ -18,13 +20,21 @@ def intents(rows_per_label: int, labels: int) -> LabelledTexts:
     return LabelledTexts(texts, [f"intent_{k}" for k in range(labels) for _ in range(rows_per_label)], "made here")
 
 
-@pytest.mark.parametrize("task", sorted(DEFAULT_RECIPES))
+@pytest.mark.parametrize("task", sorted(SPECS))
 def test_each_task_gets_its_recipe_and_the_users_options_win(tmp_path, task):
     default = FinetuneConfig(output=tmp_path, task=task)
-    assert (default.batch_size, default.lr) == DEFAULT_RECIPES[task]
+    assert (default.batch_size, default.lr) == (SPECS[task].batch_size, SPECS[task].lr)
     assert default.epochs is None and default.slot_loss_weight == DEFAULT_SLOT_LOSS_WEIGHT
-    given = FinetuneConfig(output=tmp_path, task=task, batch_size=64, lr=3e-5, epochs=2, slot_loss_weight=1.0,
-                           warmup_ratio=0.0, weight_decay=0.0)
+    given = FinetuneConfig(
+        output=tmp_path,
+        task=task,
+        batch_size=64,
+        lr=3e-5,
+        epochs=2,
+        slot_loss_weight=1.0,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+    )
     assert (given.batch_size, given.lr, given.epochs, given.slot_loss_weight) == (64, 3e-5, 2, 1.0)
     assert (given.warmup_ratio, given.weight_decay) == (0.0, 0.0)
 
@@ -56,8 +66,12 @@ def test_the_epochs_follow_the_training_rows_per_intent_unless_given(tmp_path):
 def test_a_finetune_without_epochs_trains_and_records_the_chosen_number(tmp_path, tiny_encoder, tiny_train_csv):
     # 240 rows of 4 intents, 10% held out: 54 training rows per intent -> the cap, 10 epochs
     output = tmp_path / "out"
-    result = finetune(FinetuneConfig(output=output, model=str(tiny_encoder), train=tiny_train_csv, batch_size=8,
-                                     lr=5e-3, max_length=32), show_progress=False)
+    result = finetune(
+        FinetuneConfig(
+            output=output, model=str(tiny_encoder), train=tiny_train_csv, batch_size=8, lr=5e-3, max_length=32
+        ),
+        show_progress=False,
+    )
     assert len(result.epochs) == 10
     manifest = json.loads((output / artifacts.MANIFEST).read_text())
     assert manifest["options"]["epochs"] == 10  # what distill rebuilds the teacher's recipe from

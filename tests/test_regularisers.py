@@ -53,9 +53,13 @@ def test_the_average_sits_between_the_weights_the_last_steps_visited():
 
 
 def test_intents_that_learn_to_reject_train_with_label_smoothing_unless_told_otherwise(tmp_path):
-    from nlu_deploy.config import REJECTION_LABEL_SMOOTHING, FinetuneConfig
+    from nlu_deploy.config import FinetuneConfig
+    from nlu_deploy.task_specs import SPECS
 
-    assert FinetuneConfig(output=tmp_path, oos_label="oos").label_smoothing == REJECTION_LABEL_SMOOTHING
+    assert (
+        FinetuneConfig(output=tmp_path, oos_label="oos").label_smoothing
+        == SPECS["text-classification"].rejection_label_smoothing
+    )
     assert FinetuneConfig(output=tmp_path, oos_validation=tmp_path / "oos.txt").label_smoothing == 0.1
     assert FinetuneConfig(output=tmp_path, oos_label="oos", label_smoothing=0.0).label_smoothing == 0.0
     assert FinetuneConfig(output=tmp_path).label_smoothing == 0.0

@@ -6,15 +6,24 @@ import signal
 import pytest
 
 from nlu_deploy import artifacts
-from nlu_deploy.training.checkpointing import TrainingInterrupted, training_state_dir
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.errors import NluDeployError
+from nlu_deploy.training.checkpointing import TrainingInterrupted, training_state_dir
 from nlu_deploy.training.loop import finetune
 
 
 def config(tiny_encoder, tiny_train_csv, output, **changes):
-    options = dict(output=output, model=str(tiny_encoder), train=tiny_train_csv, epochs=3, batch_size=8,
-                   lr=5e-3, max_length=32, seed=5, checkpoint_every=7)
+    options = dict(
+        output=output,
+        model=str(tiny_encoder),
+        train=tiny_train_csv,
+        epochs=3,
+        batch_size=8,
+        lr=5e-3,
+        max_length=32,
+        seed=5,
+        checkpoint_every=7,
+    )
     return FinetuneConfig(**{**options, **changes})
 
 
@@ -22,22 +31,28 @@ def send_sigterm_at(step):
     def on_step(global_step):
         if global_step == step:
             os.kill(os.getpid(), signal.SIGTERM)
+
     return on_step
 
 
 # 27 steps = one epoch: stop right at its end. With --average-weights the moving average is part
 # of the state: a resumed run that lost it would score (and keep) other weights.
-@pytest.mark.parametrize("stop_at_step, options", [(30, {}), (27, {}), (30, {"average_weights": True,
-                                                                            "label_smoothing": 0.1})])
-def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, tiny_encoder, tiny_train_csv, stop_at_step,
-                                                           options):
+@pytest.mark.parametrize(
+    "stop_at_step, options", [(30, {}), (27, {}), (30, {"average_weights": True, "label_smoothing": 0.1})]
+)
+def test_resume_after_sigterm_matches_an_uninterrupted_run(
+    tmp_path, tiny_encoder, tiny_train_csv, stop_at_step, options
+):
     finetune(config(tiny_encoder, tiny_train_csv, tmp_path / "straight", **options), show_progress=False)
     expected = artifacts.read_json(tmp_path / "straight" / "metrics.json")
 
     output = tmp_path / "interrupted"
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        finetune(config(tiny_encoder, tiny_train_csv, output, **options), show_progress=False,
-                 on_step=send_sigterm_at(stop_at_step))
+        finetune(
+            config(tiny_encoder, tiny_train_csv, output, **options),
+            show_progress=False,
+            on_step=send_sigterm_at(stop_at_step),
+        )
     assert not output.exists()  # nothing that looks finished
     assert (training_state_dir(output) / "training_state.pt").exists()
 
@@ -51,8 +66,9 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, tiny_encode
     assert not training_state_dir(output).exists()
 
 
-def test_resume_refuses_other_options_and_starts_over_when_nothing_was_saved(tmp_path, tiny_encoder, tiny_train_csv,
-                                                                             capsys):
+def test_resume_refuses_other_options_and_starts_over_when_nothing_was_saved(
+    tmp_path, tiny_encoder, tiny_train_csv, capsys
+):
     fresh = tmp_path / "fresh"
     finetune(config(tiny_encoder, tiny_train_csv, fresh, resume=True), show_progress=False)
     assert "no interrupted run to resume" in capsys.readouterr().err and (fresh / "metrics.json").exists()

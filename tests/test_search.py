@@ -16,8 +16,10 @@ from nlu_deploy.training.search import STUDY_FILE, STUDY_NAME, search, search_di
 
 # The tiny encoder learns the demo intents at lr 5e-3 (above the space's range, so these are
 # queued by hand; Optuna warns and uses them) and nothing at 1e-7.
-GOOD = [{"lr": 5e-3, "epochs": 4, "warmup_ratio": 0.0, "weight_decay": 0.01},
-        {"lr": 4e-3, "epochs": 4, "warmup_ratio": 0.1, "weight_decay": 0.0}]
+GOOD = [
+    {"lr": 5e-3, "epochs": 4, "warmup_ratio": 0.0, "weight_decay": 0.01},
+    {"lr": 4e-3, "epochs": 4, "warmup_ratio": 0.1, "weight_decay": 0.0},
+]
 BAD = {"lr": 1e-7, "epochs": 4, "warmup_ratio": 0.0, "weight_decay": 0.0}
 LATE = {"lr": 4e-3, "epochs": 4, "warmup_ratio": 0.1, "weight_decay": 0.001}
 
@@ -27,8 +29,17 @@ class Killed(Exception):
 
 
 def tiny_config(tiny_encoder, tiny_train_csv, output, **changes):
-    return FinetuneConfig(**{"output": output, "model": str(tiny_encoder), "train": tiny_train_csv, "batch_size": 8,
-                             "max_length": 32, "seed": 7, **changes})
+    return FinetuneConfig(
+        **{
+            "output": output,
+            "model": str(tiny_encoder),
+            "train": tiny_train_csv,
+            "batch_size": 8,
+            "max_length": 32,
+            "seed": 7,
+            **changes,
+        }
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter")
@@ -36,8 +47,9 @@ def test_search_prunes_reports_and_resumes_without_repeating_a_finished_trial(tm
     output = tmp_path / "tuned"
     study_dir = search_dir(output)
     study_dir.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{study_dir / STUDY_FILE}", study_name=STUDY_NAME,
-                                direction="maximize")
+    study = optuna.create_study(
+        storage=f"sqlite:///{study_dir / STUDY_FILE}", study_name=STUDY_NAME, direction="maximize"
+    )
     for params in (*GOOD, BAD, LATE):
         study.enqueue_trial(params)
     searched = SearchConfig(trials=4, fixed=("batch_size",))
@@ -47,11 +59,17 @@ def test_search_prunes_reports_and_resumes_without_repeating_a_finished_trial(tm
             raise Killed
 
     with pytest.raises(Killed):
-        search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), searched, show_progress=False,
-               on_trial_step=die_in_fourth_trial)
+        search(
+            tiny_config(tiny_encoder, tiny_train_csv, output, resume=True),
+            searched,
+            show_progress=False,
+            on_trial_step=die_in_fourth_trial,
+        )
     assert not output.exists()  # nothing that looks finished
-    states = [t.state.name for t in optuna.load_study(study_name=STUDY_NAME,
-                                                      storage=f"sqlite:///{study_dir / STUDY_FILE}").trials]
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{study_dir / STUDY_FILE}").trials
+    ]
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "RUNNING"]
 
     result = search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), searched, show_progress=False)
@@ -72,8 +90,9 @@ def test_search_prunes_reports_and_resumes_without_repeating_a_finished_trial(tm
     assert sorted(p.name for p in study_dir.iterdir()) == ["best", "search.log", STUDY_FILE]
 
     with pytest.raises(NluDeployError, match="used other options or data"):
-        search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True, max_length=24), searched,
-               show_progress=False)
+        search(
+            tiny_config(tiny_encoder, tiny_train_csv, output, resume=True, max_length=24), searched, show_progress=False
+        )
     shutil.copytree(study_dir, search_dir(tmp_path / "elsewhere"))  # a study already there, no --resume
     with pytest.raises(NluDeployError, match="pass --resume to continue it or --overwrite"):
         search(tiny_config(tiny_encoder, tiny_train_csv, tmp_path / "elsewhere"), searched, show_progress=False)
@@ -81,9 +100,28 @@ def test_search_prunes_reports_and_resumes_without_repeating_a_finished_trial(tm
 
 def test_options_given_on_the_command_line_are_not_searched(tmp_path, tiny_encoder, tiny_train_csv):
     output = tmp_path / "tuned"
-    result = CliRunner().invoke(main, [
-        "finetune", "--model", str(tiny_encoder), "--train", str(tiny_train_csv), "--max-length", "32",
-        "--batch-size", "8", "--epochs", "2", "--lr", "5e-3", "--search", "2", "--output", str(output)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(tiny_train_csv),
+            "--max-length",
+            "32",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--lr",
+            "5e-3",
+            "--search",
+            "2",
+            "--output",
+            str(output),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((output / "search_report.json").read_text())
     assert set(report["searched"]) == {"warmup_ratio", "weight_decay"}
@@ -97,7 +135,8 @@ def test_options_given_on_the_command_line_are_not_searched(tmp_path, tiny_encod
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter")
 def test_the_time_limit_stops_a_trial_keeps_the_best_finished_one_and_resume_reruns_it(
-        tmp_path, tiny_encoder, tiny_train_csv, monkeypatch):
+    tmp_path, tiny_encoder, tiny_train_csv, monkeypatch
+):
     import time as real_time
 
     import nlu_deploy.training.search as search_module
@@ -117,21 +156,26 @@ def test_the_time_limit_stops_a_trial_keeps_the_best_finished_one_and_resume_rer
     output = tmp_path / "timed"
     study_dir = search_dir(output)
     study_dir.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{study_dir / STUDY_FILE}", study_name=STUDY_NAME,
-                                direction="maximize")
+    study = optuna.create_study(
+        storage=f"sqlite:///{study_dir / STUDY_FILE}", study_name=STUDY_NAME, direction="maximize"
+    )
     for params in GOOD:
         study.enqueue_trial(params)
     limited = SearchConfig(trials=5, minutes=30, fixed=("batch_size",))
-    search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), limited, show_progress=False,
-           on_trial_step=jump)
+    search(
+        tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), limited, show_progress=False, on_trial_step=jump
+    )
     report = json.loads((output / "search_report.json").read_text())
     assert [t["state"] for t in report["trials"]] == ["COMPLETE", "FAIL"]  # nothing started after the limit
     assert report["best_trial"] == 0
     assert "stopped by the --search-time limit" in (study_dir / "search.log").read_text()
 
     monkeypatch.setattr(search_module, "time", real_time)
-    search(tiny_config(tiny_encoder, tiny_train_csv, output, resume=True), SearchConfig(trials=2, fixed=("batch_size",)),
-           show_progress=False)
+    search(
+        tiny_config(tiny_encoder, tiny_train_csv, output, resume=True),
+        SearchConfig(trials=2, fixed=("batch_size",)),
+        show_progress=False,
+    )
     report = json.loads((output / "search_report.json").read_text())
     assert [t["state"] for t in report["trials"]] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert report["trials"][2]["params"] == report["trials"][1]["params"] == GOOD[1]

@@ -6,22 +6,31 @@ import shutil
 
 import numpy as np
 import pytest
+from test_validate import perturb_classifier
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
-from nlu_deploy.errors import DataError
-from nlu_deploy.metrics import entity_scores, entity_spans
-from nlu_deploy.runtime.modeling import load_checkpoint, load_tokenizer
-from nlu_deploy.predict import load_predictor
-from nlu_deploy.portable.tag_decoding import TagDecoder
 from nlu_deploy.data.tagged import load_tagged_sentences, normalise_bio, random_holdout, tag_list
-from nlu_deploy.runtime.word_tagger import (IGNORED, NO_SUBWORD, aligned_labels, cut_entities, encode_words, split_words,
-                                torch_tagger, trim_span)
+from nlu_deploy.errors import DataError
 from nlu_deploy.evaluation.validate import validate
-from test_validate import perturb_classifier
-
+from nlu_deploy.metrics import entity_scores, entity_spans
+from nlu_deploy.portable.tag_decoding import TagDecoder
+from nlu_deploy.predict import load_predictor
+from nlu_deploy.runtime.modeling import load_tokenizer
+from nlu_deploy.runtime.word_tagger import (
+    IGNORED,
+    NO_SUBWORD,
+    aligned_labels,
+    cut_entities,
+    encode_words,
+    split_words,
+    torch_tagger,
+    trim_span,
+)
+from nlu_deploy.tasks import load_checkpoint
 
 # --- reading tagged data -------------------------------------------------------------------
+
 
 def test_jsonl_lists_csv_strings_and_conll_read_the_same_sentences(tmp_path):
     words = [["book", "a", "table", "for", "four"], ["play", "miles", "davis"]]
@@ -31,10 +40,16 @@ def test_jsonl_lists_csv_strings_and_conll_read_the_same_sentences(tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("words,labels\n" + "".join(f"{' '.join(w)},{' '.join(t)}\n" for w, t in zip(words, tags)))
     conll = tmp_path / "d.conll"
-    conll.write_text("-DOCSTART- -X- O O\n\n" + "\n\n\n".join(
-        "\n".join(f"{word} NN I-NP {tag}" for word, tag in zip(w, t)) for w, t in zip(words, tags)) + "\n")
-    for data in (load_tagged_sentences(jsonl), load_tagged_sentences(csv, "words", "labels"),
-                 load_tagged_sentences(conll)):
+    conll.write_text(
+        "-DOCSTART- -X- O O\n\n"
+        + "\n\n\n".join("\n".join(f"{word} NN I-NP {tag}" for word, tag in zip(w, t)) for w, t in zip(words, tags))
+        + "\n"
+    )
+    for data in (
+        load_tagged_sentences(jsonl),
+        load_tagged_sentences(csv, "words", "labels"),
+        load_tagged_sentences(conll),
+    ):
         assert data.words == words and data.tags == tags
 
 
@@ -47,8 +62,15 @@ def test_bio_policy_rewrites_stray_inside_tags_and_counts_them():
     assert entity_spans(original) == entity_spans(tags)
 
 
-@pytest.mark.parametrize("bad, message", [("S-city", "tag 'S-city' is not BIO"), ("0", "the letter O, not zero"),
-                                          ("B-", "tag 'B-' is not BIO"), ("city", "tag 'city' is not BIO")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("S-city", "tag 'S-city' is not BIO"),
+        ("0", "the letter O, not zero"),
+        ("B-", "tag 'B-' is not BIO"),
+        ("city", "tag 'city' is not BIO"),
+    ],
+)
 def test_tags_outside_bio_are_refused_with_the_word(bad, message):
     with pytest.raises(DataError, match=message) as error:
         normalise_bio(["O", bad], "d.jsonl example 7")
@@ -98,6 +120,7 @@ def test_tag_list_has_both_prefixes_for_every_type_and_holdout_is_seeded(tmp_pat
 
 # --- span scoring -------------------------------------------------------------------------
 
+
 def test_entity_spans_follow_conlleval():
     assert entity_spans(["B-a", "I-a", "O", "B-b", "B-b", "I-b"]) == [("a", 0, 2), ("b", 3, 4), ("b", 4, 6)]
     assert entity_spans(["I-a", "I-b", "I-b", "O", "I-a"]) == [("a", 0, 1), ("b", 1, 3), ("a", 4, 5)]
@@ -127,20 +150,23 @@ def _logits(probabilities):
 def test_decoding_returns_the_best_valid_bio_sequence_not_each_words_best_tag():
     decoder = TagDecoder(["O", "B-city", "I-city", "B-artist", "I-artist"])
     # Word by word the best tags are I-city B-city I-artist: both I- tags would be invalid here.
-    logits = _logits([[0.30, 0.20, 0.40, 0.05, 0.05],
-                      [0.10, 0.50, 0.30, 0.05, 0.05],
-                      [0.10, 0.05, 0.05, 0.35, 0.45]])
+    logits = _logits([[0.30, 0.20, 0.40, 0.05, 0.05], [0.10, 0.50, 0.30, 0.05, 0.05], [0.10, 0.05, 0.05, 0.35, 0.45]])
     tags, scores = decoder.decode(logits)
     assert tags == ["O", "B-city", "B-artist"]
     assert scores == pytest.approx([0.30, 0.50, 0.35])  # each chosen tag's own probability
     # A valid word-by-word best sequence is left alone, and a long entity is kept whole.
-    assert decoder.decode(_logits([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1],
-                                   [0.1, 0.1, 0.6, 0.1, 0.1]]))[0] == ["B-city", "I-city", "I-city"]
+    assert decoder.decode(_logits([[0.1, 0.6, 0.1, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1], [0.1, 0.1, 0.6, 0.1, 0.1]]))[
+        0
+    ] == ["B-city", "I-city", "I-city"]
     # I-city after B-city beats B-city + O when the sequence as a whole is likelier.
-    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.45, 0.05, 0.4, 0.05, 0.05]]))[0] == \
-        ["B-city", "O"]
-    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.35, 0.05, 0.4, 0.1, 0.1]]))[0] == \
-        ["B-city", "I-city"]
+    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.45, 0.05, 0.4, 0.05, 0.05]]))[0] == [
+        "B-city",
+        "O",
+    ]
+    assert decoder.decode(_logits([[0.1, 0.8, 0.05, 0.025, 0.025], [0.35, 0.05, 0.4, 0.1, 0.1]]))[0] == [
+        "B-city",
+        "I-city",
+    ]
 
 
 def test_decoding_tags_words_without_logits_o_and_leaves_plain_tag_sets_to_the_argmax():
@@ -154,6 +180,7 @@ def test_decoding_tags_words_without_logits_o_and_leaves_plain_tag_sets_to_the_a
 
 
 # --- sub-word alignment -------------------------------------------------------------------
+
 
 def test_only_the_first_sub_word_of_each_word_is_labelled(tiny_encoder):
     tokenizer = load_tokenizer(str(tiny_encoder))
@@ -195,6 +222,7 @@ def test_words_without_sub_words_and_empty_sentences_are_tagged_o(tiny_tagger):
 
 # --- raw text to entities -----------------------------------------------------------------
 
+
 def test_split_words_and_trimming_keep_offsets_into_the_original_text():
     text = "  Book\tParis,  at 8 p.m. (tonight)."
     words = split_words(text)
@@ -207,13 +235,18 @@ def test_split_words_and_trimming_keep_offsets_into_the_original_text():
 
 def test_predict_returns_entities_with_correct_character_offsets(tiny_tagger_onnx):
     predictor, _ = load_predictor(tiny_tagger_onnx)
-    texts = ["wake me up at 7 am tomorrow", "  Play   some jazz in the kitchen, please!",
-             "send 50 dollars to mom", "", "what's my balance"]
+    texts = [
+        "wake me up at 7 am tomorrow",
+        "  Play   some jazz in the kitchen, please!",
+        "send 50 dollars to mom",
+        "",
+        "what's my balance",
+    ]
     results = predictor.predict(texts)
     assert len(results) == len(texts)
     for text, entities in zip(texts, results):
         for entity in entities:
-            assert text[entity.start:entity.end] == entity.text and 0 < entity.score <= 1
+            assert text[entity.start : entity.end] == entity.text and 0 < entity.score <= 1
     found = [{(e.type, e.text, e.start, e.end) for e in entities} for entities in results]
     assert found[0] == {("time", "7 am", 14, 18), ("date", "tomorrow", 19, 27)}
     assert found[1] == {("genre", "jazz", 14, 18), ("room", "kitchen", 26, 33)}
@@ -222,6 +255,7 @@ def test_predict_returns_entities_with_correct_character_offsets(tiny_tagger_onn
 
 
 # --- the stages ---------------------------------------------------------------------------
+
 
 def test_tagger_checkpoint_records_entity_scores(tiny_tagger):
     metrics = json.loads((tiny_tagger / artifacts.METRICS).read_text())
@@ -271,13 +305,34 @@ def test_validate_reads_conll_and_scores_unknown_tags_as_misses(tmp_path, tiny_t
 
 # --- the command line ---------------------------------------------------------------------
 
+
 def test_run_token_classification_on_the_demo_slots_then_predict(tmp_path, tiny_encoder):
     from test_cli import invoke
 
     output = tmp_path / "slots"
-    result = invoke("run", "--task", "token-classification", "--model", tiny_encoder, "--epochs", "2",
-                    "--batch-size", "16", "--lr", "5e-3", "--max-length", "32", "--batch-sizes", "1,4",
-                    "--seq-lens", "8", "--min-seconds", "0", "--output", output)
+    result = invoke(
+        "run",
+        "--task",
+        "token-classification",
+        "--model",
+        tiny_encoder,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--lr",
+        "5e-3",
+        "--max-length",
+        "32",
+        "--batch-sizes",
+        "1,4",
+        "--seq-lens",
+        "8",
+        "--min-seconds",
+        "0",
+        "--output",
+        output,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())
     assert report["finetune"]["task"] == "token-classification"
@@ -289,15 +344,25 @@ def test_run_token_classification_on_the_demo_slots_then_predict(tmp_path, tiny_
     assert result.exit_code == 0, result.output
     entities = json.loads(result.stdout)["entities"]
     assert {(e["type"], e["text"], e["start"], e["end"]) for e in entities} == {
-        ("time", "7 am", 14, 18), ("date", "tomorrow", 19, 27)}
+        ("time", "7 am", 14, 18),
+        ("date", "tomorrow", 19, 27),
+    }
 
 
 def test_training_comparison_scores_both_taggers_on_entity_f1(tmp_path, tiny_encoder, tiny_tagged_train):
     from nlu_deploy.config import FinetuneConfig
     from nlu_deploy.training.versus_trainer import compare_with_trainer
 
-    config = FinetuneConfig(output=tmp_path / "unused", model=str(tiny_encoder), train=tiny_tagged_train,
-                            task="token-classification", epochs=6, batch_size=8, lr=5e-3, max_length=32)
+    config = FinetuneConfig(
+        output=tmp_path / "unused",
+        model=str(tiny_encoder),
+        train=tiny_tagged_train,
+        task="token-classification",
+        epochs=6,
+        batch_size=8,
+        lr=5e-3,
+        max_length=32,
+    )
     comparison = compare_with_trainer(config)
     ours, trainer = comparison.runs
     assert comparison.metric == "entity F1" and "final validation entity F1 %" in comparison.to_markdown()
@@ -311,14 +376,32 @@ def test_tagger_mistakes_get_one_sentence(tmp_path, tiny_encoder, tiny_tagger, t
 
     bad = tmp_path / "bad.conll"
     bad.write_text("play O\njazz S-genre\n")
-    result = invoke("finetune", "--task", "token-classification", "--model", tiny_encoder, "--train", bad,
-                    "--output", tmp_path / "out")
+    result = invoke(
+        "finetune",
+        "--task",
+        "token-classification",
+        "--model",
+        tiny_encoder,
+        "--train",
+        bad,
+        "--output",
+        tmp_path / "out",
+    )
     assert_clean_failure(result, 1, "bad.conll line 1, word 2: tag 'S-genre' is not BIO")
     assert not (tmp_path / "out").exists()
     csv = tmp_path / "plain.csv"
     csv.write_text("text,label\nhi,greet\n")
-    result = invoke("finetune", "--task", "token-classification", "--model", tiny_encoder, "--train", csv,
-                    "--output", tmp_path / "out")
+    result = invoke(
+        "finetune",
+        "--task",
+        "token-classification",
+        "--model",
+        tiny_encoder,
+        "--train",
+        csv,
+        "--output",
+        tmp_path / "out",
+    )
     assert_clean_failure(result, 1, "plain.csv has no column 'tokens' (columns: text, label)")
 
 
@@ -326,16 +409,20 @@ def test_quantize_auto_scores_a_tagger_on_entity_f1(tmp_path, tiny_tagger):
     from nlu_deploy.config import ExportConfig
     from nlu_deploy.export.onnx_export import export
 
-    result = export(ExportConfig(model_dir=tiny_tagger, output=tmp_path / "auto", quantize="auto",
-                                 per_channel=False, max_score_drop=1.0))
+    result = export(
+        ExportConfig(
+            model_dir=tiny_tagger, output=tmp_path / "auto", quantize="auto", per_channel=False, max_score_drop=1.0
+        )
+    )
     report = result.search
     assert report.metric == "entity F1" and report.kept is not None
     metrics = json.loads((tiny_tagger / artifacts.METRICS).read_text())
     assert report.pytorch_accuracy == pytest.approx(metrics["best"]["entity_f1"], abs=0.01)
     kept = next(c for c in report.candidates if c.kept)
     # the search's score of the kept file is what validate measures on the same split
-    validation = validate(ValidateConfig(model_dir=tiny_tagger, onnx_dir=tmp_path / "auto",
-                                         data=tiny_tagger / artifacts.VALIDATION_SPLIT))
+    validation = validate(
+        ValidateConfig(model_dir=tiny_tagger, onnx_dir=tmp_path / "auto", data=tiny_tagger / artifacts.VALIDATION_SPLIT)
+    )
     int8 = next(v for v in validation.variants if v.variant == "int8")
     assert int8.scores["entity_f1"] == pytest.approx(kept.accuracy, abs=1e-9) and kept.delta_points >= -1.0
     assert "entity F1 %" in (tmp_path / "auto" / artifacts.QUANTIZATION_REPORT_MD).read_text()
@@ -348,7 +435,7 @@ def test_long_texts_are_tagged_whole_in_overlapping_windows(tiny_tagger_onnx):
     result = invoke("predict", tiny_tagger_onnx, "--json", long_text)
     assert result.exit_code == 0, result.output
     entities = json.loads(result.stdout)["entities"]
-    assert all(long_text[e["start"]:e["end"]] == e["text"] for e in entities)
+    assert all(long_text[e["start"] : e["end"]] == e["text"] for e in entities)
     # every repetition is read: 12 genres, and rooms up to the last words (a single 32-token
     # window would stop after about 5 repetitions)
     assert [(e["type"], e["text"]) for e in entities if e["type"] == "genre"] == [("genre", "jazz")] * 12

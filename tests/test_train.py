@@ -1,13 +1,13 @@
 import json
 
 import pytest
+from conftest import tiny_rows, write_csv
 from safetensors.torch import load_file
 
-from conftest import tiny_rows, write_csv
 from nlu_deploy import artifacts
-from nlu_deploy.training.batching import BatchesWithoutSingletons
 from nlu_deploy.config import FinetuneConfig
 from nlu_deploy.errors import ConfigError
+from nlu_deploy.training.batching import BatchesWithoutSingletons
 from nlu_deploy.training.loop import finetune
 
 
@@ -38,8 +38,16 @@ def test_loss_goes_down_and_the_model_learns(tiny_checkpoint):
 
 def test_same_seed_same_metrics_on_cpu(tmp_path, tiny_encoder, tiny_train_csv):
     def train(name):
-        config = FinetuneConfig(output=tmp_path / name, model=str(tiny_encoder), train=tiny_train_csv, epochs=2,
-                                batch_size=8, lr=5e-3, max_length=32, seed=3)
+        config = FinetuneConfig(
+            output=tmp_path / name,
+            model=str(tiny_encoder),
+            train=tiny_train_csv,
+            epochs=2,
+            batch_size=8,
+            lr=5e-3,
+            max_length=32,
+            seed=3,
+        )
         finetune(config, show_progress=False)
         return artifacts.read_json(tmp_path / name / "metrics.json")["epochs"]
 
@@ -57,8 +65,9 @@ def test_compiled_training_never_recompiles_after_its_first_steps(tmp_path, tiny
     rows = tiny_rows(per_intent=57)
     # At most 7 words (padded length 16, equal to the batch size: duck sizing would tie them), and
     # two rows three times as long (padded length 32 or more).
-    rows = [dict(row, text=" ".join(row["text"].split()[:7] * (3 if i in (50, 150) else 1)))
-            for i, row in enumerate(rows)]
+    rows = [
+        dict(row, text=" ".join(row["text"].split()[:7] * (3 if i in (50, 150) else 1))) for i, row in enumerate(rows)
+    ]
     train, validation = rows[:161], rows[161:226]  # 161 = 10 x 16 + 1; 65 = 32 + 33
     assert len(validation) == 65
     graphs_after_step = {}
@@ -67,11 +76,21 @@ def test_compiled_training_never_recompiles_after_its_first_steps(tmp_path, tiny
     def count_graphs(step):
         graphs_after_step[step] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
-    result = finetune(FinetuneConfig(output=tmp_path / "compiled", model=str(tiny_encoder),
-                                     train=write_csv(tmp_path / "train.csv", train),
-                                     validation=write_csv(tmp_path / "validation.csv", validation),
-                                     epochs=2, batch_size=16, lr=5e-3, max_length=64, compile="on"),
-                      show_progress=False, on_step=count_graphs)
+    result = finetune(
+        FinetuneConfig(
+            output=tmp_path / "compiled",
+            model=str(tiny_encoder),
+            train=write_csv(tmp_path / "train.csv", train),
+            validation=write_csv(tmp_path / "validation.csv", validation),
+            epochs=2,
+            batch_size=16,
+            lr=5e-3,
+            max_length=64,
+            compile="on",
+        ),
+        show_progress=False,
+        on_step=count_graphs,
+    )
     assert result.compiled
     assert sorted(graphs_after_step) == list(range(1, 21))  # 10 steps an epoch: the lone row joined a batch
     assert graphs_after_step[1] == 1 and graphs_after_step[10] == 1  # every training shape of epoch 1
@@ -94,23 +113,39 @@ def test_long_texts_are_truncated_and_counted(tmp_path, tiny_encoder):
     rows = [("a long " * 40 + "alarm", "alarm"), ("play jazz", "music")] * 10
     path = tmp_path / "long.csv"
     path.write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n", encoding="utf-8")
-    finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=path, epochs=1,
-                            batch_size=4, max_length=16), show_progress=False)
+    finetune(
+        FinetuneConfig(
+            output=tmp_path / "out", model=str(tiny_encoder), train=path, epochs=1, batch_size=4, max_length=16
+        ),
+        show_progress=False,
+    )
     metrics = artifacts.read_json(tmp_path / "out" / "metrics.json")
     assert metrics["truncated_train"] + metrics["truncated_validation"] == 10
 
 
-def test_unseen_validation_labels_are_scored_as_errors_and_counted(tmp_path, tiny_encoder, tiny_train_csv,
-                                                                    tiny_dev_csv):
+def test_unseen_validation_labels_are_scored_as_errors_and_counted(
+    tmp_path, tiny_encoder, tiny_train_csv, tiny_dev_csv
+):
     """Real validation sets hold labels the training data never had: training goes on, those
     rows count as errors (never as right), and metrics.json says which and how many."""
     dev = tmp_path / "dev.csv"
     known = tiny_dev_csv.read_text(encoding="utf-8").splitlines()
-    dev.write_text("\n".join(known + ["book a cab to the station,order_taxi", "call a taxi,order_taxi"]) + "\n",
-                   encoding="utf-8")
-    result = finetune(FinetuneConfig(output=tmp_path / "out", model=str(tiny_encoder), train=tiny_train_csv,
-                                     validation=dev, epochs=2, batch_size=8, lr=5e-3, max_length=32),
-                      show_progress=False)
+    dev.write_text(
+        "\n".join(known + ["book a cab to the station,order_taxi", "call a taxi,order_taxi"]) + "\n", encoding="utf-8"
+    )
+    result = finetune(
+        FinetuneConfig(
+            output=tmp_path / "out",
+            model=str(tiny_encoder),
+            train=tiny_train_csv,
+            validation=dev,
+            epochs=2,
+            batch_size=8,
+            lr=5e-3,
+            max_length=32,
+        ),
+        show_progress=False,
+    )
     metrics = artifacts.read_json(tmp_path / "out" / "metrics.json")
     assert metrics["unseen_in_validation"] == {"labels": {"rows": 2, "labels": {"order_taxi": 2}}}
     assert metrics["validation_examples"] == len(known) - 1 + 2
@@ -118,13 +153,16 @@ def test_unseen_validation_labels_are_scored_as_errors_and_counted(tmp_path, tin
     assert result.best_scores["accuracy"] <= (len(known) - 1) / (len(known) + 1) + 1e-9
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"epochs": 0}, "epochs must be greater than zero"),
-    ({"batch_size": -1}, "batch size must be greater than zero"),
-    ({"max_length": 4096}, "beyond what BERT-family encoders support"),
-    ({"compile": "maybe"}, "compile must be one of"),
-    ({"label_smoothing": 1.0}, "label-smoothing must be at least 0 and below 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"epochs": 0}, "epochs must be greater than zero"),
+        ({"batch_size": -1}, "batch size must be greater than zero"),
+        ({"max_length": 4096}, "beyond what BERT-family encoders support"),
+        ({"compile": "maybe"}, "compile must be one of"),
+        ({"label_smoothing": 1.0}, "label-smoothing must be at least 0 and below 1"),
+    ],
+)
 def test_absurd_options_are_refused(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         FinetuneConfig(output=tmp_path, **options)
@@ -135,9 +173,24 @@ def test_without_a_terminal_training_prints_timed_lines_and_keeps_a_log(tmp_path
 
     from nlu_deploy.cli import main
 
-    result = CliRunner().invoke(main, ["finetune", "--model", str(tiny_encoder), "--train", str(tiny_train_csv),
-                                       "--epochs", "2", "--batch-size", "8", "--max-length", "32",
-                                       "--output", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--model",
+            str(tiny_encoder),
+            "--train",
+            str(tiny_train_csv),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     log = (tmp_path / "out" / artifacts.TRAINING_LOG).read_text(encoding="utf-8")
     assert "training text-classification: " in log and "epoch 1/2: train loss" in log and "epoch 2/2:" in log
@@ -158,7 +211,8 @@ def test_periodic_progress_lines_are_rate_limited(tmp_path, capsys):
 
 @pytest.mark.parametrize("target", ["text-classification", "mean", "token-classification", "joint"])
 def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its_encoder(
-        tmp_path, tiny_checkpoint, tiny_joint, target):
+    tmp_path, tiny_checkpoint, tiny_joint, target
+):
     """A Hugging Face checkpoint with another head size and a stale out-of-scope rule, and one of
     our own classes (weights under `encoder.`): the new model gets the source's encoder weights,
     a head for its own labels, and nothing of the source's task."""
@@ -181,8 +235,13 @@ def test_a_fine_tune_may_start_from_any_fine_tuned_checkpoint_and_keeps_only_its
     task = get_task("text-classification" if target == "mean" else target)
     labels = {"labels": ["a", "b"], "tags": ["O", "B-x", "I-x"], "intents": ["a", "b", "c"]}
     for source in (calibrated, tiny_joint):
-        model = task.new_model(str(source), labels, False, False, {"pooling": "mean" if target == "mean" else "default",
-                                                                   "slot_loss_weight": 1.0})
+        model = task.new_model(
+            str(source),
+            labels,
+            False,
+            False,
+            {"pooling": "mean" if target == "mean" else "default", "slot_loss_weight": 1.0},
+        )
         source_weights = load_file(str(source / "model.safetensors"))
         source_embeddings = next(v for k, v in source_weights.items() if k.endswith("word_embeddings.weight"))
         embeddings = next(v for k, v in model.state_dict().items() if k.endswith("word_embeddings.weight"))

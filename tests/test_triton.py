@@ -16,8 +16,9 @@ from nlu_deploy.predict import load_predictor
 from nlu_deploy.runtime.sessions import create_session
 from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
-                                       reason="tritonclient[grpc] is a test dependency")
+model_config_pb2 = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is a test dependency"
+)
 TEXTS = ["wake me up at 7 am", "play some jazz please", "will it rain in oslo tomorrow"]
 
 
@@ -98,13 +99,24 @@ def test_the_ensemble_chain_gives_the_labels_predict_gives(repository, backend_s
 
 
 def test_export_cli_writes_the_repository(tmp_path, tiny_checkpoint):
-    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "--output", str(tmp_path / "onnx"),
-                                       "--triton", str(tmp_path / "repo")])
+    result = CliRunner().invoke(
+        main, ["export", str(tiny_checkpoint), "--output", str(tmp_path / "onnx"), "--triton", str(tmp_path / "repo")]
+    )
     assert result.exit_code == 0, result.output
     assert "ensemble 'nlu' serves model.onnx" in result.output
     assert (tmp_path / "repo" / "nlu" / "config.pbtxt").exists()
-    result = CliRunner().invoke(main, ["export", str(tiny_checkpoint), "--output", str(tmp_path / "onnx2"),
-                                       "--triton", str(tmp_path / "repo2"), "--triton-tensorrt"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "onnx2"),
+            "--triton",
+            str(tmp_path / "repo2"),
+            "--triton-tensorrt",
+        ],
+    )
     assert result.exit_code == 2 and "--triton-tensorrt needs --triton-device gpu" in result.output
 
 
@@ -126,7 +138,12 @@ def run_ensemble(repository, name, texts):
     return result.tensors
 
 
-WORD_TEXTS = ["wake me up at 7 am tomorrow", "play some jazz in the kitchen, please", "", "set a timer for (ten) minutes."]
+WORD_TEXTS = [
+    "wake me up at 7 am tomorrow",
+    "play some jazz in the kitchen, please",
+    "",
+    "set a timer for (ten) minutes.",
+]
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_tagger_onnx", "tiny_joint_onnx"])
@@ -147,8 +164,9 @@ def test_word_task_repositories_give_the_entities_predict_gives(request, tmp_pat
         assert [v[0].decode("utf-8") for v in results["LABEL"]] == [label for label, _, _ in expected]
         np.testing.assert_allclose(results["SCORE"].reshape(-1), [s for _, s, _ in expected], atol=1e-5)
         expected = [entities for _, _, entities in expected]
-    assert [[(e["type"], e["text"], e["start"], e["end"]) for e in found] for found in served] == \
-        [[(e.type, e.text, e.start, e.end) for e in found] for found in expected]
+    assert [[(e["type"], e["text"], e["start"], e["end"]) for e in found] for found in served] == [
+        [(e.type, e.text, e.start, e.end) for e in found] for found in expected
+    ]
     assert any(served), "the tiny models find entities in these texts"
     for got, want in zip(served, expected):
         np.testing.assert_allclose([e["score"] for e in got], [e.score for e in want], atol=1e-5)

@@ -14,16 +14,30 @@ import pytest
 from click.testing import CliRunner
 
 from nlu_deploy.cli import main
-from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 from nlu_deploy.serving.local_server import local_triton_server
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is a test dependency")
 
-TEXTS = ["wake me up at 7 am", "play some jazz please", "will it rain in oslo tomorrow", "set a timer for ten minutes",
-         "play some jazz in the kitchen, please", "wake me up at 6 30 tomorrow", "what is the weather like", "",
-         "set an alarm for noon", "play rock music loud", "is it sunny in paris", "timer for 5 minutes"] * 3
-TASKS = {"intents": ("tiny_onnx", ["LABEL", "SCORE"]), "slots": ("tiny_tagger_onnx", ["ENTITIES"]),
-         "joint": ("tiny_joint_onnx", ["LABEL", "SCORE", "ENTITIES"])}
+TEXTS = [
+    "wake me up at 7 am",
+    "play some jazz please",
+    "will it rain in oslo tomorrow",
+    "set a timer for ten minutes",
+    "play some jazz in the kitchen, please",
+    "wake me up at 6 30 tomorrow",
+    "what is the weather like",
+    "",
+    "set an alarm for noon",
+    "play rock music loud",
+    "is it sunny in paris",
+    "timer for 5 minutes",
+] * 3
+TASKS = {
+    "intents": ("tiny_onnx", ["LABEL", "SCORE"]),
+    "slots": ("tiny_tagger_onnx", ["ENTITIES"]),
+    "joint": ("tiny_joint_onnx", ["LABEL", "SCORE", "ENTITIES"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +62,9 @@ def infer_concurrently(server, model: str, outputs: list[str]) -> list[dict]:
     for text in TEXTS:
         text_input = httpclient.InferInput("TEXT", [1, 1], "BYTES")
         text_input.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=object))
-        pending.append(client.async_infer(model, [text_input],
-                                          outputs=[httpclient.InferRequestedOutput(name) for name in outputs]))
+        pending.append(
+            client.async_infer(model, [text_input], outputs=[httpclient.InferRequestedOutput(name) for name in outputs])
+        )
     answers = [call.get_result(timeout=60) for call in pending]
     client.close()
     return [{name: answer.as_numpy(name).reshape(-1)[0] for name in outputs} for answer in answers]
@@ -79,10 +94,12 @@ def test_served_answers_equal_predict_and_requests_are_batched(request, server, 
             assert got["SCORE"] == pytest.approx(want["score"], abs=1e-4)
         if "ENTITIES" in got:
             entities = json.loads(got["ENTITIES"].decode("utf-8"))
-            assert [(e["type"], e["text"], e["start"], e["end"]) for e in entities] == \
-                [(e["type"], e["text"], e["start"], e["end"]) for e in want["entities"]]
-            np.testing.assert_allclose([e["score"] for e in entities], [e["score"] for e in want["entities"]],
-                                       atol=1e-4)
+            assert [(e["type"], e["text"], e["start"], e["end"]) for e in entities] == [
+                (e["type"], e["text"], e["start"], e["end"]) for e in want["entities"]
+            ]
+            np.testing.assert_allclose(
+                [e["score"] for e in entities], [e["score"] for e in want["entities"]], atol=1e-4
+            )
     if "ENTITIES" in outputs:
         assert any(json.loads(s["ENTITIES"]) for s in served), "the tiny models find entities in these texts"
     metrics = server.metrics()

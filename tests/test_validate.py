@@ -62,8 +62,9 @@ def test_corrupt_onnx_file_is_refused(tmp_path, tiny_checkpoint, tiny_onnx, tiny
         validate(ValidateConfig(model_dir=tiny_checkpoint, onnx_dir=broken, data=tiny_dev_csv))
 
 
-def test_labels_the_model_never_had_are_scored_as_errors_and_reported(tmp_path, tiny_checkpoint, tiny_onnx,
-                                                                        tiny_dev_csv):
+def test_labels_the_model_never_had_are_scored_as_errors_and_reported(
+    tmp_path, tiny_checkpoint, tiny_onnx, tiny_dev_csv
+):
     data = tmp_path / "dev.csv"
     rows = tiny_dev_csv.read_text(encoding="utf-8").splitlines()
     data.write_text("\n".join(rows + ["turn on the lights,control_lights"] * 3) + "\n", encoding="utf-8")

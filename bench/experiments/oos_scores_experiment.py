@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from nlu_deploy.data.tables import load_labelled_texts
-from nlu_deploy.runtime.modeling import load_tokenizer
 from nlu_deploy.portable.rejection import auroc, in_scope_confidence
+from nlu_deploy.runtime.modeling import load_tokenizer
 from nlu_deploy.runtime.sessions import encode, length_sorted_batches, pad_batch
 from nlu_deploy.tasks import task_of
 
@@ -37,8 +37,10 @@ def features_and_logits(model, tokenizer, texts: list[str], batch_size: int = 12
     logits = np.zeros((len(texts), model.config.num_labels), dtype=np.float64)
     with torch.inference_mode():
         for rows in length_sorted_batches(encoded, batch_size):
-            batch = {k: torch.from_numpy(v) for k, v in pad_batch([encoded.features[i] for i in rows],
-                                                                  tokenizer.pad_token_id).items()}
+            batch = {
+                k: torch.from_numpy(v)
+                for k, v in pad_batch([encoded.features[i] for i in rows], tokenizer.pad_token_id).items()
+            }
             output = model(**batch, output_hidden_states=True)
             # what the classification head reads: the pooler for BERT-family models (a --pooling
             # mean model has none; main() asks for --no-mahalanobis then)
@@ -56,8 +58,9 @@ def mahalanobis_distances(model, tokenizer, args, features):
 
     in_scope = sorted({label for label in train.labels if label != args.label})
     centroids = np.stack([train_features[[label == c for label in train.labels]].mean(0) for c in in_scope])
-    centred = np.concatenate([train_features[[label == c for label in train.labels]] - centroids[k]
-                              for k, c in enumerate(in_scope)])
+    centred = np.concatenate(
+        [train_features[[label == c for label in train.labels]] - centroids[k] for k, c in enumerate(in_scope)]
+    )
     precision = np.linalg.pinv(np.cov(centred, rowvar=False))
     differences = features[:, None, :] - centroids[None, :, :]
     distances = np.einsum("ncd,de,nce->nc", differences, precision, differences).min(-1)
@@ -109,8 +112,10 @@ def main() -> None:
     oos_class = label2id.get(args.label)
     held_out = load_labelled_texts(args.validation, args.text_column, args.label_column)
     features, logits = features_and_logits(model, tokenizer, held_out.texts)
-    scores = {"msp": in_scope_confidence(logits, "msp", oos_class),
-              "energy": in_scope_confidence(logits, "energy", oos_class)}
+    scores = {
+        "msp": in_scope_confidence(logits, "msp", oos_class),
+        "energy": in_scope_confidence(logits, "energy", oos_class),
+    }
     in_scope_logits = np.delete(logits, oos_class, axis=1) if oos_class is not None else logits
     scores["max_logit"] = in_scope_logits.max(-1)
     for temperature in (0.5, 2.0):
@@ -130,12 +135,25 @@ def main() -> None:
             confidence = np.where(predicted == oos_class, -np.inf, confidence)
         accuracy, recall = at_recall(confidence, correct, is_oos)
         crossed_accuracy, crossed_recall = cross_fitted_at_recall(confidence, correct, is_oos)
-        results[name] = {"auroc": auroc(-confidence, is_oos), "in_scope_accuracy_at_80_recall": accuracy,
-                         "oos_recall": recall, "cross_fitted_in_scope_accuracy": crossed_accuracy,
-                         "cross_fitted_oos_recall": crossed_recall}
-    print(json.dumps({"checkpoint": str(args.checkpoint), "held_out": str(args.validation),
-                      "in_scope_rows": int((~is_oos).sum()), "oos_rows": int(is_oos.sum()), "scores": results},
-                     indent=2))
+        results[name] = {
+            "auroc": auroc(-confidence, is_oos),
+            "in_scope_accuracy_at_80_recall": accuracy,
+            "oos_recall": recall,
+            "cross_fitted_in_scope_accuracy": crossed_accuracy,
+            "cross_fitted_oos_recall": crossed_recall,
+        }
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.checkpoint),
+                "held_out": str(args.validation),
+                "in_scope_rows": int((~is_oos).sum()),
+                "oos_rows": int(is_oos.sum()),
+                "scores": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -70,15 +70,15 @@ def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
                 continue
             if len(row) != len(header):
                 raise DataError(
-                    f"{path} line {reader.line_num}: expected {len(header)} fields like the header, "
-                    f"found {len(row)}."
+                    f"{path} line {reader.line_num}: expected {len(header)} fields like the header, found {len(row)}."
                 )
             records.append(dict(zip(header, row)))
     except StopIteration:
         raise DataError(f"{path} is empty.") from None
     except csv.Error as exc:
-        raise DataError(f"{path} line {reader.line_num} is not valid {'CSV' if delimiter == ',' else 'TSV'} "
-                        f"({exc}).") from None
+        raise DataError(
+            f"{path} line {reader.line_num} is not valid {'CSV' if delimiter == ',' else 'TSV'} ({exc})."
+        ) from None
     return records
 
 
@@ -128,8 +128,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a data file.")
     suffix = path.suffix.lower()
-    readers = {".csv": lambda p: _read_delimited(p, ","), ".tsv": lambda p: _read_delimited(p, "\t"),
-               ".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+    readers = {
+        ".csv": lambda p: _read_delimited(p, ","),
+        ".tsv": lambda p: _read_delimited(p, "\t"),
+        ".jsonl": _read_jsonl,
+        ".json": _read_json,
+        ".parquet": _read_parquet,
+    }
     if suffix not in readers:
         raise DataError(
             f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUPPORTED_SUFFIXES)}."
@@ -189,8 +194,10 @@ def stratified_holdout(data: LabelledTexts, fraction: float, seed: int) -> tuple
         train_idx.extend(indices[n_held:])
     if not held_idx:
         raise DataError(f"{data.source} is too small to hold out a validation split; pass --validation.")
-    return (data.subset(sorted(train_idx), f"{data.source} (train part)"),
-            data.subset(sorted(held_idx), f"{data.source} (held-out {fraction:.0%})"))
+    return (
+        data.subset(sorted(train_idx), f"{data.source} (train part)"),
+        data.subset(sorted(held_idx), f"{data.source} (held-out {fraction:.0%})"),
+    )
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:

@@ -46,8 +46,9 @@ class TaggedSentences:
 
     def subset(self, indices: list[int], source: str) -> TaggedSentences:
         intents = None if self.intents is None else [self.intents[i] for i in indices]
-        return TaggedSentences([self.words[i] for i in indices], [self.tags[i] for i in indices], source,
-                               intents=intents)
+        return TaggedSentences(
+            [self.words[i] for i in indices], [self.tags[i] for i in indices], source, intents=intents
+        )
 
     def to_records(self, text_column: str, label_column: str, intent_column: str | None = None) -> list[dict]:
         records = [{text_column: w, label_column: t} for w, t in zip(self.words, self.tags)]
@@ -69,8 +70,10 @@ def normalise_bio(tags: list[str], where: str) -> tuple[list[str], int]:
             continue
         if prefix not in ("B", "I") or not dash or not kind.strip():
             hint = " (the letter O, not zero)" if tag == "0" else ""
-            raise DataError(f"{where}, word {position}: tag {tag!r} is not BIO{hint}; tags must be O, B-TYPE or "
-                            "I-TYPE (BIOES/BILOU files need converting first).")
+            raise DataError(
+                f"{where}, word {position}: tag {tag!r} is not BIO{hint}; tags must be O, B-TYPE or "
+                "I-TYPE (BIOES/BILOU files need converting first)."
+            )
         if prefix == "I" and previous_type != kind:
             tag = f"B-{kind}"
             repaired += 1
@@ -101,21 +104,25 @@ def _read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
         if columns[0] == "-DOCSTART-":
             continue
         if len(columns) < 2:
-            raise DataError(f"{path} line {number}: expected a word and a tag separated by whitespace, "
-                            f"found {line.strip()!r}.")
+            raise DataError(
+                f"{path} line {number}: expected a word and a tag separated by whitespace, found {line.strip()!r}."
+            )
         words.append(columns[0])
         tags.append(columns[-1])
     return sentences
 
 
-def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column: str = "tags",
-                          intent_column: str | None = None) -> TaggedSentences:
+def load_tagged_sentences(
+    path: Path, words_column: str = "tokens", tags_column: str = "tags", intent_column: str | None = None
+) -> TaggedSentences:
     """Words and BIO tags per sentence; with `intent_column` (the joint task) an intent too."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES and intent_column:
-        raise DataError(f"{path}: CoNLL files carry no intent per sentence; the joint task reads CSV, TSV, JSON, "
-                        "JSONL or Parquet rows with words, tags and an intent.")
+        raise DataError(
+            f"{path}: CoNLL files carry no intent per sentence; the joint task reads CSV, TSV, JSON, "
+            "JSONL or Parquet rows with words, tags and an intent."
+        )
     raw_intents: list[str] = []
     if suffix in CONLL_SUFFIXES:
         raw = [(w, t, f"{path} line {line}") for w, t, line in _read_conll(path)]
@@ -130,8 +137,13 @@ def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column:
         raw = []
         for number, record in enumerate(records, start=1):
             where = f"{path} example {number}"
-            raw.append((_as_sequence(record.get(words_column), words_column, where),
-                        _as_sequence(record.get(tags_column), tags_column, where), where))
+            raw.append(
+                (
+                    _as_sequence(record.get(words_column), words_column, where),
+                    _as_sequence(record.get(tags_column), tags_column, where),
+                    where,
+                )
+            )
             if intent_column:
                 intent = record.get(intent_column)
                 if intent is None or intent == "" or isinstance(intent, (list, dict)):
@@ -156,8 +168,7 @@ def load_tagged_sentences(path: Path, words_column: str = "tokens", tags_column:
             all_intents.append(raw_intents[index])
     if not all_words:
         raise DataError(f"{path} holds no sentences with words.")
-    return TaggedSentences(all_words, all_tags, str(path), repaired, empty,
-                           all_intents if intent_column else None)
+    return TaggedSentences(all_words, all_tags, str(path), repaired, empty, all_intents if intent_column else None)
 
 
 def tag_list(data: TaggedSentences) -> list[str]:
@@ -167,14 +178,6 @@ def tag_list(data: TaggedSentences) -> list[str]:
     if not types:
         raise DataError(f"{data.source} has no entities (every tag is O); a tagger needs at least one entity type.")
     return [OUTSIDE] + [f"{prefix}-{kind}" for kind in types for prefix in "BI"]
-
-
-def check_known_tags(data: TaggedSentences, known: list[str] | set[str] | dict) -> None:
-    unknown = sorted({tag for tags in data.tags for tag in tags} - set(known))
-    if unknown:
-        shown = ", ".join(repr(tag) for tag in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise DataError(f"{data.source} has tags the model was never trained on: {shown}{more}.")
 
 
 def random_holdout(data: TaggedSentences, fraction: float, seed: int) -> tuple[TaggedSentences, TaggedSentences]:
@@ -187,5 +190,6 @@ def random_holdout(data: TaggedSentences, fraction: float, seed: int) -> tuple[T
     train = data.subset(sorted(order[n_held:]), f"{data.source} (train part)")
     held = data.subset(sorted(order[:n_held]), f"{data.source} (held-out {fraction:.0%})")
     # the counts describe the file as read; keep them with the training part
-    return TaggedSentences(train.words, train.tags, train.source, data.repaired_tags, data.empty_sentences,
-                           train.intents), held
+    return TaggedSentences(
+        train.words, train.tags, train.source, data.repaired_tags, data.empty_sentences, train.intents
+    ), held

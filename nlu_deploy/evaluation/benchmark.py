@@ -14,14 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy import artifacts
-from nlu_deploy.config import BenchConfig
-from nlu_deploy.runtime.modeling import pick_device
-from nlu_deploy.tasks import load_checkpoint
-from nlu_deploy.reports import markdown_table
+from nlu_deploy.config import EXECUTION_PROVIDERS, BenchConfig
 from nlu_deploy.errors import ModelError
 from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.machine import cpu_flags
-from nlu_deploy.runtime.sessions import ORT_PROVIDERS, TensorRTSettings, create_session, has_contrib_ops, is_dynamic_int8
+from nlu_deploy.runtime.modeling import pick_device
+from nlu_deploy.runtime.sessions import (
+    TensorRTSettings,
+    create_session,
+    has_contrib_ops,
+    is_dynamic_int8,
+)
+from nlu_deploy.tasks import load_checkpoint
 
 PYTORCH = "pytorch"
 
@@ -84,17 +89,29 @@ class BenchReport:
         headers += ["vs pytorch"] if has_baseline else []
         rows = []
         for m in sorted(self.measurements, key=lambda m: (m.batch_size, m.seq_len)):
-            row = [m.variant, m.batch_size, m.seq_len, f"{m.p50_ms:.2f}", f"{m.p90_ms:.2f}", f"{m.p99_ms:.2f}",
-                   f"{m.sequences_per_second:.1f}", m.iterations]
+            row = [
+                m.variant,
+                m.batch_size,
+                m.seq_len,
+                f"{m.p50_ms:.2f}",
+                f"{m.p90_ms:.2f}",
+                f"{m.p99_ms:.2f}",
+                f"{m.sequences_per_second:.1f}",
+                m.iterations,
+            ]
             if has_baseline:
                 row.append(f"{m.speedup_vs_pytorch:.2f}x" if m.speedup_vs_pytorch else "")
             rows.append(row)
         cpu = self.machine.get("cpu", "unknown CPU")
-        header = (f"Provider {self.provider}, {self.threads or 'default'} threads, {cpu}, "
-                  f"{self.machine.get('logical_cores')} logical cores.")
+        header = (
+            f"Provider {self.provider}, {self.threads or 'default'} threads, {cpu}, "
+            f"{self.machine.get('logical_cores')} logical cores."
+        )
         notes = "".join(f"\nNote: {note}" for note in self.notes)
-        return (f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
-                f"{notes}{chr(10) if notes else ''}")
+        return (
+            f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
+            f"{notes}{chr(10) if notes else ''}"
+        )
 
     def recommend(self, validation: dict) -> str | None:
         """The fastest measured ONNX variant that passed validation (a validate --json report)."""
@@ -121,10 +138,18 @@ def tradeoff_points(benchmark: dict, validations: dict[str, dict], batch_size: i
         else:
             score = next((v["scores"][metric] for v in validation["variants"] if v["variant"] == variant), None)
         if score is not None:
-            points.append({"variant": m["variant"], "model": label or "teacher", "score": score,
-                           "metric": DISPLAY_NAMES[metric], "sequences_per_second": m["sequences_per_second"],
-                           "speedup_vs_pytorch": m["speedup_vs_pytorch"], "batch_size": batch_size,
-                           "seq_len": seq_len})
+            points.append(
+                {
+                    "variant": m["variant"],
+                    "model": label or "teacher",
+                    "score": score,
+                    "metric": DISPLAY_NAMES[metric],
+                    "sequences_per_second": m["sequences_per_second"],
+                    "speedup_vs_pytorch": m["speedup_vs_pytorch"],
+                    "batch_size": batch_size,
+                    "seq_len": seq_len,
+                }
+            )
     return points
 
 
@@ -133,12 +158,19 @@ def latency_stats(latencies_ms: np.ndarray, batch_size: int) -> dict[str, float]
     latencies_ms = np.asarray(latencies_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
     mean = float(latencies_ms.mean())
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": mean,
-            "std_ms": float(latencies_ms.std()), "sequences_per_second": batch_size * 1000.0 / mean}
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": mean,
+        "std_ms": float(latencies_ms.std()),
+        "sequences_per_second": batch_size * 1000.0 / mean,
+    }
 
 
-def time_calls(run: Callable[[], object], warmup_iters: int, min_iters: int, min_seconds: float,
-               max_iters: int = 10_000) -> list[float]:
+def time_calls(
+    run: Callable[[], object], warmup_iters: int, min_iters: int, min_seconds: float, max_iters: int = 10_000
+) -> list[float]:
     """Latencies in ms; runs until both `min_iters` calls and `min_seconds` have passed."""
     for _ in range(warmup_iters):
         run()
@@ -160,11 +192,17 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int) -
 
 
 def machine_facts() -> dict:
-    facts = {"platform": platform.platform(), "python": platform.python_version(),
-             "logical_cores": os.cpu_count(), "cpu": _cpu_model(),
-             "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-                                               "amx_int8", "avx_vnni", "asimddp", "sve"}),
-             "versions": artifacts.library_versions()}
+    facts = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "logical_cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "cpu_flags": sorted(
+            cpu_flags()
+            & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "avx_vnni", "asimddp", "sve"}
+        ),
+        "versions": artifacts.library_versions(),
+    }
     try:
         import torch
 
@@ -186,8 +224,7 @@ def _cpu_model() -> str:
 
 
 def _vocab_size(onnx_dir: Path) -> int:
-    config = onnx_dir / "config.json"
-    return int(artifacts.read_json(config).get("vocab_size", 30522)) if config.exists() else 30522
+    return int(artifacts.read_model_config(onnx_dir, missing_ok=True).get("vocab_size", 30522))
 
 
 def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None = None) -> BenchReport:
@@ -204,10 +241,14 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
     named = [(artifacts.variant_name(path), path) for path in _files_for_provider(config, files, report)]
     for label, directory in config.also:
         if _vocab_size(Path(directory)) != vocab_size:
-            raise ModelError(f"{directory} has another vocabulary than {onnx_dir}; only models that share a "
-                             "tokenizer (a teacher and its student) are measured on the same inputs.")
-        named += [(f"{label}/{artifacts.variant_name(path)}", path)
-                  for path in _files_for_provider(config, artifacts.onnx_files(Path(directory)), report, f"{label}/")]
+            raise ModelError(
+                f"{directory} has another vocabulary than {onnx_dir}; only models that share a "
+                "tokenizer (a teacher and its student) are measured on the same inputs."
+            )
+        named += [
+            (f"{label}/{artifacts.variant_name(path)}", path)
+            for path in _files_for_provider(config, artifacts.onnx_files(Path(directory)), report, f"{label}/")
+        ]
     on_gpu = config.provider in ("cuda", "tensorrt")
     report.machine["tf32"] = config.tf32 if on_gpu else "n/a (CPU)"
     if on_gpu:
@@ -220,31 +261,37 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
 
     tensorrt = TensorRTSettings(
-        cache_dir=config.trt_cache_dir, fp16=config.trt_fp16,
+        cache_dir=config.trt_cache_dir,
+        fp16=config.trt_fp16,
         min_shape=(min(config.batch_sizes), min(config.seq_lens)),
         opt_shape=(max(config.batch_sizes), max(config.seq_lens)),
-        max_shape=(max(config.batch_sizes), max(config.seq_lens)))
+        max_shape=(max(config.batch_sizes), max(config.seq_lens)),
+    )
     for variant, path in named:
         started = time.perf_counter()
         session = create_session(path, config.provider, config.threads, config.fallback, tensorrt, config.tf32)
         ran_on = session.get_providers()[0]
-        if ran_on != ORT_PROVIDERS[config.provider]:
+        if ran_on != EXECUTION_PROVIDERS[config.provider]:
             report.notes.append(f"{path.name}: {config.provider} could not start; measured on {ran_on} (--fallback).")
-        if ran_on == ORT_PROVIDERS["tensorrt"]:
+        if ran_on == EXECUTION_PROVIDERS["tensorrt"]:
             # Build every engine outside the timed region: the profile's extremes first.
             for batch_size, seq_len in (tensorrt.min_shape, tensorrt.max_shape):
                 warm = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
                 session.run(None, {i.name: warm[i.name] for i in session.get_inputs()})
         # session start (and TensorRT's engine builds), reported apart from the latencies
         report.setup_seconds[variant] = time.perf_counter() - started
-        if is_fp16_graph(path) and ran_on == ORT_PROVIDERS["cpu"]:
-            report.notes.append(f"{path.name} is an fp16 graph: on CPU, onnxruntime runs most fp16 ops through "
-                                "casts and slow kernels, so expect it to be slower than fp32 here. "
-                                "fp16 is meant for CUDA and TensorRT.")
+        if is_fp16_graph(path) and ran_on == EXECUTION_PROVIDERS["cpu"]:
+            report.notes.append(
+                f"{path.name} is an fp16 graph: on CPU, onnxruntime runs most fp16 ops through "
+                "casts and slow kernels, so expect it to be slower than fp32 here. "
+                "fp16 is meant for CUDA and TensorRT."
+            )
         runners.append((variant, ran_on, _onnx_runner(session, config.io_binding)))
 
-    report.machine["threads"] = {"onnxruntime": config.threads or "default (one per physical core)",
-                                 "torch": _torch_threads()}
+    report.machine["threads"] = {
+        "onnxruntime": config.threads or "default (one per physical core)",
+        "torch": _torch_threads(),
+    }
     # Variants are timed in interleaved rounds (A B C, A B C, ...) rather than one after the
     # other, so that a shared machine slowing down mid-run penalises every variant alike.
     rounds = max(1, min(config.rounds, config.min_iters))
@@ -257,8 +304,9 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             latencies: list[list[float]] = [[] for _ in runners]
             for _ in range(rounds):
                 for index, call in enumerate(calls):
-                    latencies[index].extend(time_calls(call, 0, math.ceil(config.min_iters / rounds),
-                                                       config.min_seconds / rounds))
+                    latencies[index].extend(
+                        time_calls(call, 0, math.ceil(config.min_iters / rounds), config.min_seconds / rounds)
+                    )
             baseline = None
             for (variant, provider, _), timings in zip(runners, latencies):
                 stats = latency_stats(np.array(timings), batch_size)
@@ -266,11 +314,17 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                     baseline = stats["p50_ms"]
                 # Speed-ups compare medians: robust to the odd slow call on a shared machine.
                 source = sources.get(variant)
-                measurement = Measurement(variant, batch_size, seq_len, len(timings), provider=provider,
-                                          speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
-                                          file=str(source) if source else None,
-                                          size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
-                                          **stats)
+                measurement = Measurement(
+                    variant,
+                    batch_size,
+                    seq_len,
+                    len(timings),
+                    provider=provider,
+                    speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
+                    file=str(source) if source else None,
+                    size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
+                    **stats,
+                )
                 report.measurements.append(measurement)
                 if on_result:
                     on_result(measurement)
@@ -288,21 +342,26 @@ def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchRep
     for path in files:
         int8 = is_dynamic_int8(path)
         if int8 and not config.int8_on_gpu:
-            report.notes.append(f"{path.name} skipped: dynamic int8 runs on CPU kernels only; on {config.provider} "
-                                "every int8 layer would copy to the host (--int8-on-gpu measures it anyway).")
+            report.notes.append(
+                f"{path.name} skipped: dynamic int8 runs on CPU kernels only; on {config.provider} "
+                "every int8 layer would copy to the host (--int8-on-gpu measures it anyway)."
+            )
             continue
         if config.provider == "tensorrt" and has_contrib_ops(path):
-            report.notes.append(f"{path.name} skipped: TensorRT cannot parse onnxruntime's fused contrib ops; it gets "
-                                "the plain (or O1) export.")
+            report.notes.append(
+                f"{path.name} skipped: TensorRT cannot parse onnxruntime's fused contrib ops; it gets "
+                "the plain (or O1) export."
+            )
             continue
         if int8:
             report.cpu_only_variants.append(prefix + artifacts.variant_name(path))
-            report.notes.append(f"{path.name}: dynamic int8 on {config.provider} runs CPU kernels; measured as asked, "
-                                "never recommended for a GPU.")
+            report.notes.append(
+                f"{path.name}: dynamic int8 on {config.provider} runs CPU kernels; measured as asked, "
+                "never recommended for a GPU."
+            )
         kept.append(path)
     if not kept:
-        raise ModelError(f"no file in {files[0].parent} can be measured on {config.provider}: "
-                         f"{' '.join(report.notes)}")
+        raise ModelError(f"no file in {files[0].parent} can be measured on {config.provider}: {' '.join(report.notes)}")
     return kept
 
 
@@ -332,13 +391,14 @@ def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], obj
     """Plain session.run on CPU; on a GPU provider with io_binding, inputs are copied to the
     device once and the output stays there, so the timing is of the model, not of PCIe."""
     names = [i.name for i in session.get_inputs()]
-    on_gpu = session.get_providers()[0] != ORT_PROVIDERS["cpu"]
+    on_gpu = session.get_providers()[0] != EXECUTION_PROVIDERS["cpu"]
     if not (on_gpu and io_binding):
-        return lambda batch: (lambda: session.run(None, {n: batch[n] for n in names}))
+        return lambda batch: lambda: session.run(None, {n: batch[n] for n in names})
 
     def make_call(batch: dict) -> Callable[[], object]:
         binding = _bind(session, {n: batch[n] for n in names}, "cuda")
         return lambda: session.run_with_iobinding(binding)
+
     return make_call
 
 
@@ -381,8 +441,10 @@ def _torch_runners(config: BenchConfig, notes: list[str]) -> list:
         model = load_checkpoint(Path(config.model_dir)).to(device=device, dtype=dtype)
         if compiled:
             model.compile(dynamic=True)  # compiled during warm-up, outside the timed region
-            notes.append(f"{name}: torch.compile(dynamic=True) in {str(dtype).removeprefix('torch.')}; "
-                         "compilation happens in the untimed warm-up.")
+            notes.append(
+                f"{name}: torch.compile(dynamic=True) in {str(dtype).removeprefix('torch.')}; "
+                "compilation happens in the untimed warm-up."
+            )
         runners.append((name, f"torch-{device.type}", _torch_call_factory(model, device)))
     return runners
 
@@ -393,8 +455,9 @@ def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]
     takes_token_types = "token_type_ids" in model.forward.__code__.co_varnames
 
     def make_call(batch: dict) -> Callable[[], object]:
-        tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items()
-                   if k != "token_type_ids" or takes_token_types}
+        tensors = {
+            k: torch.from_numpy(v).to(device) for k, v in batch.items() if k != "token_type_ids" or takes_token_types
+        }
 
         def call():
             with torch.inference_mode():
@@ -402,5 +465,7 @@ def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return out
+
         return call
+
     return make_call

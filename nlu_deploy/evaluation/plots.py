@@ -22,8 +22,11 @@ def plot_benchmark(report: dict, path: Path) -> Path:
     for column, seq_len in enumerate(seq_lens):
         latency_axis, throughput_axis = axes[0][column], axes[1][column]
         for variant in variants:
-            points = sorted((m["batch_size"], m["p50_ms"], m["sequences_per_second"]) for m in measurements
-                            if m["variant"] == variant and m["seq_len"] == seq_len)
+            points = sorted(
+                (m["batch_size"], m["p50_ms"], m["sequences_per_second"])
+                for m in measurements
+                if m["variant"] == variant and m["seq_len"] == seq_len
+            )
             if not points:
                 continue
             batches, latencies, rates = zip(*points)
@@ -42,8 +45,11 @@ def plot_benchmark(report: dict, path: Path) -> Path:
             axis.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize="small")
     machine = report.get("machine", {})
-    figure.suptitle(f"nlu-deploy bench: {report['provider']} on {machine.get('cpu', '')}"
-                    f"{' / ' + machine['gpu'] if machine.get('gpu') else ''}", fontsize="medium")
+    figure.suptitle(
+        f"nlu-deploy bench: {report['provider']} on {machine.get('cpu', '')}"
+        f"{' / ' + machine['gpu'] if machine.get('gpu') else ''}",
+        fontsize="medium",
+    )
     return _save(figure, path)
 
 
@@ -58,15 +64,27 @@ def plot_rejection_tradeoff(calibration: dict, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     for row in calibration["candidates"]:
         curve = row["curve"]
-        axis.plot([100 * p["oos_recall"] for p in curve], [100 * p["in_scope_accuracy"] for p in curve],
-                  marker=".", label=f"{row['score']} (AUROC {row['oos_auroc']:.3f})")
+        axis.plot(
+            [100 * p["oos_recall"] for p in curve],
+            [100 * p["in_scope_accuracy"] for p in curve],
+            marker=".",
+            label=f"{row['score']} (AUROC {row['oos_auroc']:.3f})",
+        )
         if row["score"] == calibration["rule"]["score"]:
-            axis.plot(100 * row["oos_recall"], 100 * row["in_scope_accuracy"], "k*", markersize=14,
-                      label=f"chosen: {row['score']} < {row['threshold']:.3g}")
+            axis.plot(
+                100 * row["oos_recall"],
+                100 * row["in_scope_accuracy"],
+                "k*",
+                markersize=14,
+                label=f"chosen: {row['score']} < {row['threshold']:.3g}",
+            )
     axis.set_xlabel("out-of-scope recall (%)")
     axis.set_ylabel("in-scope accuracy (%)")
-    axis.set_title(f"Rejection on {calibration['in_scope_rows']} in-scope / {calibration['out_of_scope_rows']} "
-                   "out-of-scope held-out rows", fontsize="medium")
+    axis.set_title(
+        f"Rejection on {calibration['in_scope_rows']} in-scope / {calibration['out_of_scope_rows']} "
+        "out-of-scope held-out rows",
+        fontsize="medium",
+    )
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize="small", loc="lower left")
     return _save(figure, path)
@@ -85,11 +103,21 @@ def plot_accuracy_vs_speed(points: list[dict], path: Path, title: str) -> Path:
     markers = "os^Dv<>p"
     for index, group in enumerate(groups):
         mine = [p for p in points if p["model"] == group]
-        axis.scatter([p["sequences_per_second"] for p in mine], [100 * p["score"] for p in mine],
-                     marker=markers[index % len(markers)], s=50, label=group)
+        axis.scatter(
+            [p["sequences_per_second"] for p in mine],
+            [100 * p["score"] for p in mine],
+            marker=markers[index % len(markers)],
+            s=50,
+            label=group,
+        )
         for p in mine:
-            axis.annotate(p["variant"].rsplit("/", 1)[-1], (p["sequences_per_second"], 100 * p["score"]),
-                          textcoords="offset points", xytext=(5, 4), fontsize="x-small")
+            axis.annotate(
+                p["variant"].rsplit("/", 1)[-1],
+                (p["sequences_per_second"], 100 * p["score"]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize="x-small",
+            )
     axis.set_xscale("log")
     axis.set_xlabel(f"sequences / s (batch {points[0]['batch_size']}, seq len {points[0]['seq_len']}, log scale)")
     axis.set_ylabel(f"held-out {points[0]['metric']} (%)")
@@ -107,8 +135,7 @@ def plot_search(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (scores_axis, importance_axis) = plt.subplots(1, 2, figsize=(11, 4.2),
-                                                          gridspec_kw={"width_ratios": [3, 2]})
+    figure, (scores_axis, importance_axis) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     best, best_line = None, []
     for trial in report["trials"]:
         number = trial["number"] + 1
@@ -134,11 +161,16 @@ def plot_search(report: dict, path: Path) -> Path:
         importance_axis.barh(names, [importances[n] for n in names], color="tab:purple")
         importance_axis.set_xlabel("importance (share of variance)")
     else:
-        importance_axis.text(0.5, 0.5, "importances need two finished\ntrials that differ", ha="center",
-                             va="center", transform=importance_axis.transAxes)
+        importance_axis.text(
+            0.5,
+            0.5,
+            "importances need two finished\ntrials that differ",
+            ha="center",
+            va="center",
+            transform=importance_axis.transAxes,
+        )
         importance_axis.set_axis_off()
-    figure.suptitle(f"Search over {', '.join(report['searched'])} ({len(report['trials'])} trials)",
-                    fontsize="medium")
+    figure.suptitle(f"Search over {', '.join(report['searched'])} ({len(report['trials'])} trials)", fontsize="medium")
     return _save(figure, path)
 
 

@@ -14,10 +14,9 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ValidateConfig
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
-from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer
 from nlu_deploy.reports import markdown_table, percent, signed_points
+from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
-
 
 NONFINITE = "finite_outputs"  # in failed_on: the file gives NaN or inf where PyTorch gives numbers
 
@@ -91,39 +90,77 @@ class ValidationReport:
     def to_markdown(self) -> str:
         names = [DISPLAY_NAMES[m] for m in self.table_metrics]
         deltas = [f"delta {DISPLAY_NAMES[m]} (points)" for m in self.gated_metrics]
-        rows = [["pytorch", "(checkpoint)", *[percent(self.pytorch[m]) for m in self.table_metrics],
-                 *[""] * (len(deltas) + 3)]]
+        rows = [
+            [
+                "pytorch",
+                "(checkpoint)",
+                *[percent(self.pytorch[m]) for m in self.table_metrics],
+                *[""] * (len(deltas) + 3),
+            ]
+        ]
         for v in self.variants:
-            rows.append([v.variant, v.file, *[percent(v.scores[m]) for m in self.table_metrics],
-                         *[signed_points(v.delta_points[m]) for m in self.gated_metrics],
-                         "; ".join(f"{value:.2e}" for value in v.max_abs_logit_diff.values()),
-                         "; ".join(percent(value) for value in v.agreement.values()),
-                         "pass" if v.passed else f"FAIL ({', '.join(DISPLAY_NAMES[m] for m in v.failed_on)})"])
+            rows.append(
+                [
+                    v.variant,
+                    v.file,
+                    *[percent(v.scores[m]) for m in self.table_metrics],
+                    *[signed_points(v.delta_points[m]) for m in self.gated_metrics],
+                    "; ".join(f"{value:.2e}" for value in v.max_abs_logit_diff.values()),
+                    "; ".join(percent(value) for value in v.agreement.values()),
+                    "pass" if v.passed else f"FAIL ({', '.join(DISPLAY_NAMES[m] for m in v.failed_on)})",
+                ]
+            )
         outputs = ", ".join(self.variants[0].max_abs_logit_diff) if self.variants else ""
-        table = markdown_table(["variant", "file", *[f"{n} %" for n in names], *deltas,
-                                f"max abs logit diff ({outputs})", "agreement %",
-                                f"gate (max drop {self.max_score_drop})"], rows)
+        table = markdown_table(
+            [
+                "variant",
+                "file",
+                *[f"{n} %" for n in names],
+                *deltas,
+                f"max abs logit diff ({outputs})",
+                "agreement %",
+                f"gate (max drop {self.max_score_drop})",
+            ],
+            rows,
+        )
         notes = []
         if self.truncated:
             notes.append(f"{self.truncated} texts were truncated to the model's max length.")
         if self.windowed:
-            notes.append(f"{self.windowed} sentences were longer than the model's max length and were tagged "
-                         "whole, in overlapping windows.")
+            notes.append(
+                f"{self.windowed} sentences were longer than the model's max length and were tagged "
+                "whole, in overlapping windows."
+            )
         for head, found in self.unseen.items():
             shown = ", ".join(f"{label!r} ({n})" for label, n in sorted(found["labels"].items()))
-            notes.append(f"{found['rows']} examples hold {head} the model was never trained on, scored as errors: "
-                         f"{shown}.")
-        entities = f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)" \
-            if "entities" in self.pytorch else ""
+            notes.append(
+                f"{found['rows']} examples hold {head} the model was never trained on, scored as errors: {shown}."
+            )
+        entities = (
+            f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)"
+            if "entities" in self.pytorch
+            else ""
+        )
         where = "" if self.provider == "cpu" else f" ONNX files ran on {self.provider}, PyTorch in fp32 on the CPU."
         text = f"Validation on {self.data}: {self.examples} examples{entities}.{where} {' '.join(notes)}\n\n{table}\n"
         if "per_type" in self.pytorch:
             per_type = self.pytorch["per_type"]
-            text += "\nPer entity type:\n\n" + markdown_table(
-                ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
-                [[kind, per_type[kind]["support"], percent(per_type[kind]["f1"]),
-                  *[percent(v.scores["per_type"].get(kind, {}).get("f1", 0.0)) for v in self.variants]]
-                 for kind in sorted(per_type)]) + "\n"
+            text += (
+                "\nPer entity type:\n\n"
+                + markdown_table(
+                    ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
+                    [
+                        [
+                            kind,
+                            per_type[kind]["support"],
+                            percent(per_type[kind]["f1"]),
+                            *[percent(v.scores["per_type"].get(kind, {}).get("f1", 0.0)) for v in self.variants],
+                        ]
+                        for kind in sorted(per_type)
+                    ],
+                )
+                + "\n"
+            )
         return text
 
 
@@ -131,7 +168,7 @@ def default_columns(model_dir: Path, task: Task | None = None) -> tuple[str, ...
     """The data columns the checkpoint was trained with, else the task's defaults."""
     task = task or task_of(model_dir)
     options = artifacts.read_manifest(Path(model_dir)).get("options", {})
-    keys = ("text_column", "label_column", "intent_column")[:len(task.columns)]
+    keys = ("text_column", "label_column", "intent_column")[: len(task.columns)]
     return tuple(options.get(key) or default for key, default in zip(keys, task.columns))
 
 
@@ -141,8 +178,9 @@ def validate(config: ValidateConfig) -> ValidationReport:
     task = task_of(model_dir)
     if config.oos_label:
         if task.rejection is None:
-            raise ConfigError(f"{model_dir} has no out-of-scope rule to validate; train it with --oos-label "
-                              "or --oos-validation.")
+            raise ConfigError(
+                f"{model_dir} has no out-of-scope rule to validate; train it with --oos-label or --oos-validation."
+            )
         task = task.with_rejection(replace(task.rejection, label=config.oos_label))
     model = task.load_model(model_dir)
     check_finite_weights(model, model_dir)
@@ -163,16 +201,36 @@ def validate(config: ValidateConfig) -> ValidationReport:
         scores = task.score(data, inference.outputs, model.config)
         deltas = {m: 100 * (scores[m] - reference_scores[m]) for m in task.gated_metrics}
         failed = [m for m, d in deltas.items() if -d > config.max_score_drop + 1e-9]
-        differences = {name: max_abs_difference(out, reference.outputs[name]) for name, out in inference.outputs.items()}
+        differences = {
+            name: max_abs_difference(out, reference.outputs[name]) for name, out in inference.outputs.items()
+        }
         if not all(np.isfinite(list(differences.values()))):
             failed.append(NONFINITE)  # NaN or inf where PyTorch gives numbers: never a pass
-        variants.append(VariantScore(
-            variant=artifacts.variant_name(path), file=path.name, primary_metric=task.primary_metric, scores=scores,
-            delta_points=deltas,
-            max_abs_logit_diff=differences,
-            agreement=task.agreement(inference.outputs, reference.outputs), passed=not failed, failed_on=failed))
-    return ValidationReport(task.name, str(config.data), len(data), reference.truncated, reference.windowed,
-                            config.max_score_drop, task.primary_metric, list(task.gated_metrics),
-                            list(task.report_metrics), reference_scores, variants,
-                            {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
-                            config.provider)
+        variants.append(
+            VariantScore(
+                variant=artifacts.variant_name(path),
+                file=path.name,
+                primary_metric=task.primary_metric,
+                scores=scores,
+                delta_points=deltas,
+                max_abs_logit_diff=differences,
+                agreement=task.agreement(inference.outputs, reference.outputs),
+                passed=not failed,
+                failed_on=failed,
+            )
+        )
+    return ValidationReport(
+        task.name,
+        str(config.data),
+        len(data),
+        reference.truncated,
+        reference.windowed,
+        config.max_score_drop,
+        task.primary_metric,
+        list(task.gated_metrics),
+        list(task.report_metrics),
+        reference_scores,
+        variants,
+        {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
+        config.provider,
+    )

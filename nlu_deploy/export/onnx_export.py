@@ -15,17 +15,19 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig
 from nlu_deploy.data.tables import read_records
 from nlu_deploy.errors import DataError, ModelError, out_of_space
-from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
+from nlu_deploy.evaluation.validate import default_columns, max_abs_difference
 from nlu_deploy.export.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.export.quantize_search import QuantizationReport, Search, search_int8, write_report
+from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
 from nlu_deploy.runtime.sessions import encode, pad_batch
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
-from nlu_deploy.evaluation.validate import default_columns, max_abs_difference
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
 _CHECK_SENTENCES = [
-    "wake me up at seven tomorrow", "what is the weather like in lisbon",
-    "Transfer 40 euros to my savings account, please!", "play something relaxing",
+    "wake me up at seven tomorrow",
+    "what is the weather like in lisbon",
+    "Transfer 40 euros to my savings account, please!",
+    "play something relaxing",
     "a much longer sentence that goes on for a while so that the check also covers inputs "
     "of a few dozen tokens rather than only short commands",
 ]
@@ -59,8 +61,11 @@ def _outputs_for_check(task: Task, model, path: Path | None, tokenizer, texts: l
     """Every output's scored rows for the check texts (one per text, or per word), from the
     PyTorch model or, given `path`, an ONNX file."""
     max_length = tokenizer.model_max_length
-    backend = (torch_backend(model, tokenizer, max_length) if path is None
-               else onnx_backend(path, tokenizer, model.config, max_length))
+    backend = (
+        torch_backend(model, tokenizer, max_length)
+        if path is None
+        else onnx_backend(path, tokenizer, model.config, max_length)
+    )
     return task.infer(backend, task.examples_from_texts(texts)).outputs
 
 
@@ -116,8 +121,9 @@ def export(config: ExportConfig) -> ExportResult:
             result.quantization = quantize_dynamic_int8(best_graph, quantized, config.quantize_preset, per_channel)
         elif config.quantize == "static":
             # QDQ static quantization cannot wrap the optimizer's fused ops: it starts from the plain graph.
-            result.quantization = quantize_static_int8(graphs["plain"], quantized, calibration,
-                                                       config.calibration_method, config.quantize_preset, per_channel)
+            result.quantization = quantize_static_int8(
+                graphs["plain"], quantized, calibration, config.calibration_method, config.quantize_preset, per_channel
+            )
         elif config.quantize == "fp16":
             result.quantization = convert_fp16(graphs["plain"], out / artifacts.ONNX_FP16)
             result.files["fp16"] = artifacts.ONNX_FP16
@@ -125,8 +131,17 @@ def export(config: ExportConfig) -> ExportResult:
         elif config.quantize == "auto":
             if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
                 graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
-            search = Search(out / ".search" / "candidates", task, model, tokenizer, heldout, calibration,
-                            config.max_score_drop, config.quantize_preset, config.calibration_method)
+            search = Search(
+                out / ".search" / "candidates",
+                task,
+                model,
+                tokenizer,
+                heldout,
+                calibration,
+                config.max_score_drop,
+                config.quantize_preset,
+                config.calibration_method,
+            )
             report = search_int8(search, graphs, quantized, config.per_channel)
             shutil.rmtree(out / ".search", ignore_errors=True)
             write_report(report, out)
@@ -136,9 +151,16 @@ def export(config: ExportConfig) -> ExportResult:
         if quantized.exists():
             result.files["int8"] = artifacts.ONNX_QUANTIZED
             check("int8", artifacts.ONNX_QUANTIZED)
-        artifacts.write_manifest(out, "export", asdict(config), parent=model_dir,
-                                 files=result.files, max_abs_logit_diff=result.max_abs_logit_diff,
-                                 quantization=result.quantization, task=task.name)
+        artifacts.write_manifest(
+            out,
+            "export",
+            asdict(config),
+            parent=model_dir,
+            files=result.files,
+            max_abs_logit_diff=result.max_abs_logit_diff,
+            quantization=result.quantization,
+            task=task.name,
+        )
     return result
 
 
@@ -167,8 +189,11 @@ def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch
     by_length: dict[int, list[dict]] = {}
     for features in encoded.features:
         by_length.setdefault(len(features["input_ids"]), []).append(features)
-    return [pad_batch(group[start:start + batch_size], tokenizer.pad_token_id or 0)
-            for _, group in sorted(by_length.items()) for start in range(0, len(group), batch_size)]
+    return [
+        pad_batch(group[start : start + batch_size], tokenizer.pad_token_id or 0)
+        for _, group in sorted(by_length.items())
+        for start in range(0, len(group), batch_size)
+    ]
 
 
 def optimize_graph(directory: Path, level: str, target: Path | None = None) -> Path:
@@ -181,9 +206,12 @@ def optimize_graph(directory: Path, level: str, target: Path | None = None) -> P
     scratch = directory / ".optimize"
     try:
         ORTOptimizer.from_pretrained(directory, file_names=[artifacts.ONNX_FP32]).optimize(
-            optimization, save_dir=scratch, file_suffix="optimized")
+            optimization, save_dir=scratch, file_suffix="optimized"
+        )
     except Exception as exc:
-        raise ModelError(f"onnxruntime's optimizer failed at level {level} ({str(exc).strip().splitlines()[0]}).") from None
+        raise ModelError(
+            f"onnxruntime's optimizer failed at level {level} ({str(exc).strip().splitlines()[0]})."
+        ) from None
     target = target or directory / artifacts.ONNX_OPTIMIZED
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(scratch / artifacts.ONNX_OPTIMIZED, target)

@@ -25,8 +25,14 @@ def machine_preset() -> str:
     return "avx2"
 
 
-def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_channel: bool = False,
-                          nodes_to_exclude: list[str] | None = None, activation_matmuls: bool = False) -> dict:
+def quantize_dynamic_int8(
+    source: Path,
+    target: Path,
+    preset: str = "auto",
+    per_channel: bool = False,
+    nodes_to_exclude: list[str] | None = None,
+    activation_matmuls: bool = False,
+) -> dict:
     """Write `target`, an int8 (dynamic activation scales) copy of `source`; return the settings.
 
     We call onnxruntime's quantize_dynamic rather than Optimum's ORTQuantizer because the latter
@@ -60,17 +66,34 @@ def quantize_dynamic_int8(source: Path, target: Path, preset: str = "auto", per_
             "MatMulConstBOnly": not activation_matmuls,
         },
     )
-    return {"mode": "dynamic", "preset": preset, "per_channel": qconfig.per_channel,
-            "activation_matmuls": activation_matmuls,
-            "reduce_range": qconfig.reduce_range, "weights": qconfig.weights_dtype.name,
-            "operators": operators, "source": Path(source).name, "nodes_excluded": sorted(nodes_to_exclude or [])}
+    return {
+        "mode": "dynamic",
+        "preset": preset,
+        "per_channel": qconfig.per_channel,
+        "activation_matmuls": activation_matmuls,
+        "reduce_range": qconfig.reduce_range,
+        "weights": qconfig.weights_dtype.name,
+        "operators": operators,
+        "source": Path(source).name,
+        "nodes_excluded": sorted(nodes_to_exclude or []),
+    }
 
 
 # Ops kept in fp32 inside fp16 graphs: normalisations and softmax sum many terms or take
 # exponentials, where fp16's 10-bit mantissa and 65504 ceiling lose accuracy or overflow.
-FP16_KEEP_FP32_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
-                      "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "Softmax",
-                      "ReduceMean", "Pow", "Sqrt", "Exp", "Erf")
+FP16_KEEP_FP32_OPS = (
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "EmbedLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Erf",
+)
 
 
 def convert_fp16(source: Path, target: Path, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> dict:
@@ -83,8 +106,7 @@ def convert_fp16(source: Path, target: Path, keep_fp32_ops: tuple[str, ...] = FP
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True,
-                                     op_block_list=list(keep_fp32_ops))
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=list(keep_fp32_ops))
     onnx.save(_repair_fp16_graph(model, keep_fp32_ops), str(target))
     return {"mode": "fp16", "kept_in_fp32_ops": list(keep_fp32_ops), "source": Path(source).name}
 
@@ -159,9 +181,15 @@ class TokenizedBatches:
         self._pending = iter(self.batches[start_index:end_index])
 
 
-def quantize_static_int8(source: Path, target: Path, batches: list[dict], method: str = "minmax",
-                         preset: str = "auto", per_channel: bool = False,
-                         nodes_to_exclude: list[str] | None = None) -> dict:
+def quantize_static_int8(
+    source: Path,
+    target: Path,
+    batches: list[dict],
+    method: str = "minmax",
+    preset: str = "auto",
+    per_channel: bool = False,
+    nodes_to_exclude: list[str] | None = None,
+) -> dict:
     """int8 weights and activations, activation ranges calibrated on real inputs (QDQ format).
 
     Calibration runs one batch at a time (onnxruntime's CalibStridedMinMax with stride 1):
@@ -178,19 +206,38 @@ def quantize_static_int8(source: Path, target: Path, batches: list[dict], method
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with contextlib.redirect_stdout(io.StringIO()), _histogram_failures_explained(method):
         quantize_static(
-            model_input=Path(source), model_output=Path(target), calibration_data_reader=reader,
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=operators, per_channel=qconfig.per_channel,
-            reduce_range=qconfig.reduce_range, activation_type=qconfig.activations_dtype,
-            weight_type=qconfig.weights_dtype, nodes_to_exclude=nodes_to_exclude or None,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"CalibStridedMinMax": 1, "DefaultTensorType": onnx.TensorProto.FLOAT,
-                           "WeightSymmetric": qconfig.weights_symmetric,
-                           "ActivationSymmetric": qconfig.activations_symmetric},
+            model_input=Path(source),
+            model_output=Path(target),
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=operators,
+            per_channel=qconfig.per_channel,
+            reduce_range=qconfig.reduce_range,
+            activation_type=qconfig.activations_dtype,
+            weight_type=qconfig.weights_dtype,
+            nodes_to_exclude=nodes_to_exclude or None,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+            extra_options={
+                "CalibStridedMinMax": 1,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+                "WeightSymmetric": qconfig.weights_symmetric,
+                "ActivationSymmetric": qconfig.activations_symmetric,
+            },
         )
-    return {"mode": "static", "preset": preset, "method": method, "per_channel": qconfig.per_channel,
-            "calibration_batches": len(batches), "operators": operators, "source": Path(source).name,
-            "nodes_excluded": sorted(nodes_to_exclude or [])}
+    return {
+        "mode": "static",
+        "preset": preset,
+        "method": method,
+        "per_channel": qconfig.per_channel,
+        "calibration_batches": len(batches),
+        "operators": operators,
+        "source": Path(source).name,
+        "nodes_excluded": sorted(nodes_to_exclude or []),
+    }
 
 
 @contextlib.contextmanager
@@ -202,8 +249,9 @@ def _histogram_failures_explained(method: str):
     except ValueError as exc:
         if method == "minmax" or "bins" not in str(exc):
             raise
-        raise ModelError(f"onnxruntime's {method} calibration failed on this model ({exc}); "
-                         "use --calibration-method minmax.") from None
+        raise ModelError(
+            f"onnxruntime's {method} calibration failed on this model ({exc}); use --calibration-method minmax."
+        ) from None
 
 
 OPTIMUM_PEER = "model_optimum_peer.onnx"
@@ -232,8 +280,7 @@ def write_optimum_peer(onnx_dir: Path) -> str:
             produced = Path(scratch) / "model_optimized_quantized.onnx"
         except Exception as exc:  # the O2 failure is a RuntimeError from onnxruntime's quantizer
             first_line = str(exc).strip().splitlines()[0][:120]
-            note = (f"ORTQuantizer avx512_vnni dynamic on model.onnx: on the O2 graph Optimum fails "
-                    f"({first_line}...)")
+            note = f"ORTQuantizer avx512_vnni dynamic on model.onnx: on the O2 graph Optimum fails ({first_line}...)"
             ORTQuantizer.from_pretrained(onnx_dir, file_name="model.onnx").quantize(qconfig, scratch)
             produced = Path(scratch) / "model_quantized.onnx"
         shutil.move(produced, onnx_dir / OPTIMUM_PEER)

@@ -18,8 +18,8 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.evaluation.benchmark import latency_stats, synthetic_batch, time_calls
-from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.export.quantize import quantize_dynamic_int8, quantize_static_int8
+from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.sessions import create_session
 from nlu_deploy.tasks import Task, flat_logits, onnx_backend, torch_backend
@@ -81,8 +81,20 @@ class QuantizationReport:
         def number(value, digits=2, suffix=""):
             return "" if value is None else f"{value:.{digits}f}{suffix}"
 
-        rows = [["pytorch (eager fp32)", "", "", number(100 * self.pytorch_accuracy), "",
-                 number(self.pytorch_latency_b1_ms), number(self.pytorch_latency_b32_ms), "1.00x", "", ""]]
+        rows = [
+            [
+                "pytorch (eager fp32)",
+                "",
+                "",
+                number(100 * self.pytorch_accuracy),
+                "",
+                number(self.pytorch_latency_b1_ms),
+                number(self.pytorch_latency_b32_ms),
+                "1.00x",
+                "",
+                "",
+            ]
+        ]
         for c in self.candidates:
             status = "fits" if c.fits else ("error" if c.error else "over budget")
             if c.fits and not c.supported:
@@ -90,19 +102,43 @@ class QuantizationReport:
             status = f"**kept** ({status})" if c.kept else status
             interval = c.delta_intervals.get(self.primary_metric)
             delta = number(c.delta_points, 2) + (f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "")
-            rows.append([c.name, number(c.size_mb, 1), len(c.nodes_in_fp32),
-                         number(None if c.accuracy is None else 100 * c.accuracy), delta,
-                         number(c.latency_b1_ms), number(c.latency_b32_ms), number(c.speedup_b32_vs_pytorch, 2, "x"),
-                         status, c.error or c.note])
-        table = markdown_table(["candidate", "size MB", "nodes in fp32", f"{self.metric} %",
-                                f"delta (points) [{100 * CONFIDENCE:.0f}% interval]",
-                                "latency b1 ms", "latency b32 ms", "b32 vs pytorch", "status", "notes"], rows)
-        return (f"Quantization search: budget {self.budget_points} {self.metric} points, {self.examples} held-out "
-                f"examples from {self.data}, latency at sequence length {self.seq_len}. Deltas carry a "
-                f"{100 * CONFIDENCE:.0f}% paired-bootstrap interval ({BOOTSTRAP_DRAWS} resamples of the held-out "
-                "examples); \"fits, not shown\" means the delta is within budget but its interval reaches past "
-                f"it, so these examples cannot show it is.\n\n{table}\n\n"
-                f"Kept: **{self.kept or 'none'}**. {self.reason}\n")
+            rows.append(
+                [
+                    c.name,
+                    number(c.size_mb, 1),
+                    len(c.nodes_in_fp32),
+                    number(None if c.accuracy is None else 100 * c.accuracy),
+                    delta,
+                    number(c.latency_b1_ms),
+                    number(c.latency_b32_ms),
+                    number(c.speedup_b32_vs_pytorch, 2, "x"),
+                    status,
+                    c.error or c.note,
+                ]
+            )
+        table = markdown_table(
+            [
+                "candidate",
+                "size MB",
+                "nodes in fp32",
+                f"{self.metric} %",
+                f"delta (points) [{100 * CONFIDENCE:.0f}% interval]",
+                "latency b1 ms",
+                "latency b32 ms",
+                "b32 vs pytorch",
+                "status",
+                "notes",
+            ],
+            rows,
+        )
+        return (
+            f"Quantization search: budget {self.budget_points} {self.metric} points, {self.examples} held-out "
+            f"examples from {self.data}, latency at sequence length {self.seq_len}. Deltas carry a "
+            f"{100 * CONFIDENCE:.0f}% paired-bootstrap interval ({BOOTSTRAP_DRAWS} resamples of the held-out "
+            'examples); "fits, not shown" means the delta is within budget but its interval reaches past '
+            f"it, so these examples cannot show it is.\n\n{table}\n\n"
+            f"Kept: **{self.kept or 'none'}**. {self.reason}\n"
+        )
 
 
 class Search:
@@ -110,8 +146,18 @@ class Search:
     Candidates are scored with the task's own scores (accuracy, entity F1, ...) and must stay
     within the budget on each score the task gates on; labels the model never had count as errors."""
 
-    def __init__(self, workdir: Path, task: Task, model, tokenizer, heldout, calibration: list[dict],
-                 budget_points: float, preset: str, calibration_method: str):
+    def __init__(
+        self,
+        workdir: Path,
+        task: Task,
+        model,
+        tokenizer,
+        heldout,
+        calibration: list[dict],
+        budget_points: float,
+        preset: str,
+        calibration_method: str,
+    ):
         self.workdir, self.task, self.tokenizer, self.heldout = workdir, task, tokenizer, heldout
         self.calibration, self.budget, self.preset = calibration, budget_points, preset
         self.calibration_method = calibration_method
@@ -125,8 +171,9 @@ class Search:
         # the same resampled example sets for every candidate, and PyTorch's scores on each
         rng = np.random.default_rng(0)
         self.draws = [rng.integers(0, len(heldout), len(heldout)) for _ in range(BOOTSTRAP_DRAWS)]
-        self.reference_draw_scores = [task.score(*task.resampled(heldout, self.reference_outputs, draw),
-                                                 model.config) for draw in self.draws]
+        self.reference_draw_scores = [
+            task.score(*task.resampled(heldout, self.reference_outputs, draw), model.config) for draw in self.draws
+        ]
         lengths = sorted(len(ids) for ids in tokenizer(heldout.texts)["input_ids"])
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
@@ -143,11 +190,24 @@ class Search:
 
     def build(self, candidate: Candidate, source: Path, target: Path) -> None:
         if candidate.mode == "dynamic":
-            quantize_dynamic_int8(source, target, self.preset, candidate.per_channel, candidate.nodes_in_fp32,
-                                  candidate.activation_matmuls)
+            quantize_dynamic_int8(
+                source,
+                target,
+                self.preset,
+                candidate.per_channel,
+                candidate.nodes_in_fp32,
+                candidate.activation_matmuls,
+            )
         else:
-            quantize_static_int8(source, target, self.calibration, candidate.method, self.preset,
-                                 candidate.per_channel, candidate.nodes_in_fp32)
+            quantize_static_int8(
+                source,
+                target,
+                self.calibration,
+                candidate.method,
+                self.preset,
+                candidate.per_channel,
+                candidate.nodes_in_fp32,
+            )
 
     def outputs(self, path: Path, examples: list | None = None) -> dict[str, np.ndarray]:
         backend = onnx_backend(path, self.tokenizer, self.model_config, self.max_length)
@@ -167,7 +227,8 @@ class Search:
         candidate.fits = all(-d <= self.budget + 1e-9 for d in candidate.deltas.values())
         candidate.delta_intervals = self.delta_intervals(outputs)
         candidate.supported = candidate.fits and all(
-            -candidate.delta_intervals[m][0] <= self.budget + 1e-9 for m in self.task.gated_metrics)
+            -candidate.delta_intervals[m][0] <= self.budget + 1e-9 for m in self.task.gated_metrics
+        )
         session = create_session(path)
         names = [i.name for i in session.get_inputs()]
         run = lambda batch: session.run(None, {n: batch[n] for n in names})  # noqa: E731
@@ -227,8 +288,9 @@ def candidate_specs(graphs: dict[str, Path], per_channel: bool | None, method: s
             suffix = "/per-channel" if channel else ""
             specs.append(Candidate(f"dynamic/{graph_name}{suffix}", "dynamic", graph_name, channel))
     if "plain" in graphs:  # the optimized graph's fused Attention already covers these MatMuls
-        specs.append(Candidate("dynamic/plain/all-matmuls", "dynamic", "plain", bool(per_channel),
-                               activation_matmuls=True))
+        specs.append(
+            Candidate("dynamic/plain/all-matmuls", "dynamic", "plain", bool(per_channel), activation_matmuls=True)
+        )
     for channel in channel_options:  # QDQ cannot wrap the fused ops of the optimized graph
         suffix = "/per-channel" if channel else ""
         specs.append(Candidate(f"static-{method}/plain{suffix}", "static", "plain", channel, method))
@@ -277,25 +339,42 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
         which = "shown within" if shown else "within"
         figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
         if len(ties) > 1:
-            reason = (f"{len(ties)} of the {pool} candidate(s) {which} {search.budget} points run within "
-                      f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
-                      f"accurate of those ties ({figures}).")
+            reason = (
+                f"{len(ties)} of the {pool} candidate(s) {which} {search.budget} points run within "
+                f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
+                f"accurate of those ties ({figures})."
+            )
         else:
             reason = f"It is the fastest at batch 32 of {pool} candidate(s) {which} {search.budget} points ({figures})."
         if shown:
-            reason += (f" Its {100 * CONFIDENCE:.0f}% interval stays within the budget on every gated score"
-                       + (f"; {len(fitting) - len(shown)} faster or other candidate(s) fit only on the point estimate."
-                          if len(fitting) > len(shown) else "."))
+            reason += f" Its {100 * CONFIDENCE:.0f}% interval stays within the budget on every gated score" + (
+                f"; {len(fitting) - len(shown)} faster or other candidate(s) fit only on the point estimate."
+                if len(fitting) > len(shown)
+                else "."
+            )
         else:
-            reason += (f" Caution: no candidate's {100 * CONFIDENCE:.0f}% interval stays within the budget on "
-                       f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
-                       "less than that; validate it on more data.")
+            reason += (
+                f" Caution: no candidate's {100 * CONFIDENCE:.0f}% interval stays within the budget on "
+                f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
+                "less than that; validate it on more data."
+            )
     else:
         best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
     shutil.rmtree(workdir)
-    return QuantizationReport(search.budget, search.heldout.source, len(search.heldout), search.reference_accuracy,
-                              search.seq_len, search.torch_latency[1], search.torch_latency[32], candidates,
-                              best.name if best else None, reason, search.metric, search.task.primary_metric)
+    return QuantizationReport(
+        search.budget,
+        search.heldout.source,
+        len(search.heldout),
+        search.reference_accuracy,
+        search.seq_len,
+        search.torch_latency[1],
+        search.torch_latency[32],
+        candidates,
+        best.name if best else None,
+        reason,
+        search.metric,
+        search.task.primary_metric,
+    )
 
 
 def pick_kept(fitting: list[Candidate]) -> tuple[Candidate, list[Candidate]]:

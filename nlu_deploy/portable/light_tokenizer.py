@@ -23,8 +23,11 @@ class LightEncoding(dict):
     transformers BatchEncoding."""
 
     def __init__(self, encodings):
-        super().__init__(input_ids=[e.ids for e in encodings], token_type_ids=[e.type_ids for e in encodings],
-                         attention_mask=[e.attention_mask for e in encodings])
+        super().__init__(
+            input_ids=[e.ids for e in encodings],
+            token_type_ids=[e.type_ids for e in encodings],
+            attention_mask=[e.attention_mask for e in encodings],
+        )
         self._encodings = encodings
 
     def word_ids(self, row: int) -> list[int | None]:
@@ -57,13 +60,23 @@ class LightTokenizer:
         processor = self._tokenizer.post_processor
         return processor.num_special_tokens_to_add(pair) if processor is not None else 0
 
-    def __call__(self, texts: list, is_split_into_words: bool = False, truncation: bool = False,
-                 max_length: int | None = None, add_special_tokens: bool = True, verbose: bool = True) -> LightEncoding:
+    def __call__(
+        self,
+        texts: list,
+        is_split_into_words: bool = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        add_special_tokens: bool = True,
+        verbose: bool = True,
+    ) -> LightEncoding:
         if truncation:
             self._tokenizer.enable_truncation(max_length or self.model_max_length)
         try:
-            return LightEncoding(self._tokenizer.encode_batch(list(texts), is_pretokenized=is_split_into_words,
-                                                              add_special_tokens=add_special_tokens))
+            return LightEncoding(
+                self._tokenizer.encode_batch(
+                    list(texts), is_pretokenized=is_split_into_words, add_special_tokens=add_special_tokens
+                )
+            )
         finally:
             self._tokenizer.no_truncation()
 

@@ -55,16 +55,22 @@ class RejectionRule:
             probabilities[:, self.oos_class] = -1.0  # the best in-scope label
         best = probabilities.argmax(-1)
         top = probabilities[np.arange(len(best)), best]
-        return [(self.label, float(1 - p)) if out else (id2label[int(b)], float(p))
-                for out, b, p in zip(rejected, best, top)]
+        return [
+            (self.label, float(1 - p)) if out else (id2label[int(b)], float(p))
+            for out, b, p in zip(rejected, best, top)
+        ]
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> RejectionRule:
-        return cls(str(data["label"]), str(data["score"]), float(data["threshold"]),
-                   None if data.get("oos_class") is None else int(data["oos_class"]))
+        return cls(
+            str(data["label"]),
+            str(data["score"]),
+            float(data["threshold"]),
+            None if data.get("oos_class") is None else int(data["oos_class"]),
+        )
 
 
 def in_scope_confidence(logits: np.ndarray, score: str, oos_class: int | None = None) -> np.ndarray:
@@ -104,8 +110,10 @@ def rejection_scores(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, r
     AUROC of the confidence (threshold-free), and accuracy over every row with the out-of-scope
     label as one more answer. `gold` holds label ids (anything for out-of-scope rows)."""
     logits = np.asarray(logits, dtype=np.float64)
-    return {**decision_scores(rule.rejected(logits), logits.argmax(-1), gold, is_oos),
-            "oos_auroc": auroc(-rule.confidence(logits), is_oos)}
+    return {
+        **decision_scores(rule.rejected(logits), logits.argmax(-1), gold, is_oos),
+        "oos_auroc": auroc(-rule.confidence(logits), is_oos),
+    }
 
 
 def decision_scores(rejected: np.ndarray, predicted: np.ndarray, gold: np.ndarray, is_oos: np.ndarray) -> dict:
@@ -123,9 +131,14 @@ def decision_scores(rejected: np.ndarray, predicted: np.ndarray, gold: np.ndarra
     }
 
 
-def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: str,
-              oos_class: int | None = None, target_recall: float = DEFAULT_TARGET_RECALL
-              ) -> tuple[RejectionRule, list[dict]]:
+def calibrate(
+    logits: np.ndarray,
+    gold: np.ndarray,
+    is_oos: np.ndarray,
+    label: str,
+    oos_class: int | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+) -> tuple[RejectionRule, list[dict]]:
     """The rule for held-out data: for each score, the lowest threshold that rejects at least
     `target_recall` of the out-of-scope rows, i.e. the one that loses the least in-scope accuracy
     doing so; then the score that keeps more in-scope accuracy there (ties: more recall, then
@@ -139,8 +152,10 @@ def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: s
     logits = np.asarray(logits, dtype=np.float64)
     is_oos = np.asarray(is_oos, dtype=bool)
     if not is_oos.any() or is_oos.all():
-        raise ValueError("calibrating a rejection threshold needs held-out data with both in-scope and "
-                         f"out-of-scope ({label!r}) examples.")
+        raise ValueError(
+            "calibrating a rejection threshold needs held-out data with both in-scope and "
+            f"out-of-scope ({label!r}) examples."
+        )
     if not 0 < target_recall <= 1:
         raise ValueError(f"the out-of-scope recall target must be in (0, 1], got {target_recall}.")
     predicted = logits.argmax(-1)
@@ -152,23 +167,33 @@ def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: s
         confidence = in_scope_confidence(logits, score, oos_class)
         candidates = np.unique(confidence)
         # thresholds half-way between observed confidences, plus one below all (reject nothing)
-        thresholds = np.concatenate([[candidates[0] - 1.0], (candidates[:-1] + candidates[1:]) / 2,
-                                     [candidates[-1] + 1.0]])
+        thresholds = np.concatenate(
+            [[candidates[0] - 1.0], (candidates[:-1] + candidates[1:]) / 2, [candidates[-1] + 1.0]]
+        )
         # kept (not rejected) iff confidence >= threshold: counted for every threshold at once
         kept_correct = int(correct_in_scope.sum()) - np.searchsorted(
-            np.sort(confidence[correct_in_scope]), thresholds, side="left")
-        caught = np.searchsorted(np.sort(confidence[is_oos & ~wins_oos_class]), thresholds, side="left") + \
-            int((is_oos & wins_oos_class).sum())
+            np.sort(confidence[correct_in_scope]), thresholds, side="left"
+        )
+        caught = np.searchsorted(np.sort(confidence[is_oos & ~wins_oos_class]), thresholds, side="left") + int(
+            (is_oos & wins_oos_class).sum()
+        )
         in_scope_accuracy, recall = kept_correct / n_in, caught / n_oos
         feasible = np.flatnonzero(recall >= target_recall - 1e-12)  # never empty: the top threshold rejects all
         index = int(feasible[np.lexsort((caught[feasible], kept_correct[feasible]))[-1]])
         rule = RejectionRule(label, score, float(thresholds[index]), oos_class)
         results = rejection_scores(logits, gold, is_oos, rule)
         # the trade-off: the best in-scope accuracy at each out-of-scope recall level
-        curve = [{"oos_recall": float(level), "in_scope_accuracy": float(in_scope_accuracy[recall >= level].max())}
-                 for level in np.linspace(0, 1, 41)]
-        row = {"score": score, "threshold": rule.threshold, "target_recall": target_recall,
-               **{k: v for k, v in results.items() if k != "rejected"}, "curve": curve}
+        curve = [
+            {"oos_recall": float(level), "in_scope_accuracy": float(in_scope_accuracy[recall >= level].max())}
+            for level in np.linspace(0, 1, 41)
+        ]
+        row = {
+            "score": score,
+            "threshold": rule.threshold,
+            "target_recall": target_recall,
+            **{k: v for k, v in results.items() if k != "rejected"},
+            "curve": curve,
+        }
         table.append(row)
         key = (row["in_scope_accuracy"], row["oos_recall"])
         if best is None or key > best[1]:
@@ -176,8 +201,16 @@ def calibrate(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: s
     return best[0], table
 
 
-def cross_fitted(logits: np.ndarray, gold: np.ndarray, is_oos: np.ndarray, label: str, oos_class: int | None = None,
-                 target_recall: float = DEFAULT_TARGET_RECALL, folds: int = 2, seed: int = 0) -> dict:
+def cross_fitted(
+    logits: np.ndarray,
+    gold: np.ndarray,
+    is_oos: np.ndarray,
+    label: str,
+    oos_class: int | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    folds: int = 2,
+    seed: int = 0,
+) -> dict:
     """What the calibrated rule scores on rows it was not calibrated on: the held-out rows are
     split in `folds` (in-scope and out-of-scope rows spread evenly), each fold is judged by
     the rule calibrated on the others, and the pooled decisions are scored. Scores on the

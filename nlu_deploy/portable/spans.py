@@ -62,6 +62,13 @@ def text_entities(text: str, tags: list[str], word_scores: list[float]) -> list[
     for kind, first, end in entity_spans(tags):
         start, stop = trim_span(text, words[first][1], words[end - 1][2])
         scores = word_scores[first:end]
-        found.append({"type": kind, "text": text[start:stop], "start": start, "end": stop,
-                      "score": float(sum(scores) / len(scores))})
+        found.append(
+            {
+                "type": kind,
+                "text": text[start:stop],
+                "start": start,
+                "end": stop,
+                "score": float(sum(scores) / len(scores)),
+            }
+        )
     return found

@@ -14,6 +14,7 @@ import ctypes
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nlu_deploy.config import EXECUTION_PROVIDERS
 from nlu_deploy.reports import markdown_table
 
 # Shared libraries onnxruntime-gpu 1.31's CUDA and TensorRT providers load, and what installs them.
@@ -27,7 +28,7 @@ LIBRARIES = [
     ("cuDNN 9", "libcudnn.so.9", "pip install 'nvidia-cudnn-cu13>=9,<10'"),
     ("TensorRT 10", "libnvinfer.so.10", "pip install 'tensorrt-cu13-libs>=10.14,<11'"),
 ]
-PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider")
+CHECKED_PROVIDERS = tuple(EXECUTION_PROVIDERS[name] for name in ("cuda", "tensorrt", "cpu"))  # doctor's order
 
 
 @dataclass
@@ -55,8 +56,12 @@ class StackReport:
     def to_markdown(self) -> str:
         rows = [[c.name, {True: "ok", False: "MISSING", None: ""}[c.ok], c.detail, c.fix] for c in self.checks]
         providers = [[name, state] for name, state in self.providers.items()]
-        return (markdown_table(["check", "state", "detail", "fix"], rows) + "\n\n"
-                + markdown_table(["execution provider", "session"], providers) + "\n")
+        return (
+            markdown_table(["check", "state", "detail", "fix"], rows)
+            + "\n\n"
+            + markdown_table(["execution provider", "session"], providers)
+            + "\n"
+        )
 
 
 def _library(soname: str) -> bool:
@@ -71,9 +76,12 @@ def _tiny_model() -> bytes:
     """One Add node: enough for a provider to load its libraries and claim the node."""
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     # IR version 9: what onnxruntime 1.17 and later read (the onnx package may write a newer one)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
 
@@ -128,11 +136,23 @@ def diagnose() -> StackReport:
         torch_cuda = torch.version.cuda
         gpu = torch.cuda.is_available()
         devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if gpu else ""
-        report.checks.append(Check("torch", None, f"{torch.__version__}, built for CUDA {torch_cuda or 'none (CPU build)'}"
-                                   f"; CUDA device: {devices or 'none'}"))
-        report.checks.append(Check("TF32", None, f"torch matmul allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
-                                   f"cudnn allow_tf32={torch.backends.cudnn.allow_tf32} (bench sets both with "
-                                   "--tf32/--no-tf32, and onnxruntime's use_tf32 to match)"))
+        report.checks.append(
+            Check(
+                "torch",
+                None,
+                f"{torch.__version__}, built for CUDA {torch_cuda or 'none (CPU build)'}"
+                f"; CUDA device: {devices or 'none'}",
+            )
+        )
+        report.checks.append(
+            Check(
+                "TF32",
+                None,
+                f"torch matmul allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
+                f"cudnn allow_tf32={torch.backends.cudnn.allow_tf32} (bench sets both with "
+                "--tf32/--no-tf32, and onnxruntime's use_tf32 to match)",
+            )
+        )
     except ImportError:
         report.checks.append(Check("torch", None, "not installed (serving needs only onnxruntime)"))
     import onnxruntime as ort
@@ -143,22 +163,32 @@ def diagnose() -> StackReport:
         package, ort_cuda = build.package_name, getattr(build, "cuda_version", None)
     except ImportError:
         package, ort_cuda = "onnxruntime", None
-    report.checks.append(Check("onnxruntime", None, f"{package} {ort.__version__}, built for CUDA {ort_cuda or 'none'}"))
+    report.checks.append(
+        Check("onnxruntime", None, f"{package} {ort.__version__}, built for CUDA {ort_cuda or 'none'}")
+    )
     if torch_cuda and ort_cuda:
         agree = torch_cuda.split(".")[0] == ort_cuda.split(".")[0]
-        report.checks.append(Check(
-            "CUDA versions agree", agree, f"torch uses CUDA {torch_cuda}, onnxruntime CUDA {ort_cuda}.",
-            "" if agree else f"install a torch build for CUDA {ort_cuda.split('.')[0]} (pip install torch "
-            f"--index-url https://download.pytorch.org/whl/cu{ort_cuda.replace('.', '')}) or an onnxruntime-gpu "
-            f"built for CUDA {torch_cuda.split('.')[0]}."))
+        report.checks.append(
+            Check(
+                "CUDA versions agree",
+                agree,
+                f"torch uses CUDA {torch_cuda}, onnxruntime CUDA {ort_cuda}.",
+                ""
+                if agree
+                else f"install a torch build for CUDA {ort_cuda.split('.')[0]} (pip install torch "
+                f"--index-url https://download.pytorch.org/whl/cu{ort_cuda.replace('.', '')}) or an onnxruntime-gpu "
+                f"built for CUDA {torch_cuda.split('.')[0]}.",
+            )
+        )
     if ort_cuda:
         load_cuda_libraries()
         for name, soname, fix in LIBRARIES:
             found = _library(soname)
-            report.checks.append(Check(name, found, f"{soname} {'found' if found else 'not found'}.",
-                                       "" if found else fix))
+            report.checks.append(
+                Check(name, found, f"{soname} {'found' if found else 'not found'}.", "" if found else fix)
+            )
     model = _tiny_model()
-    report.providers = {provider: provider_state(provider, model) for provider in PROVIDERS}
+    report.providers = {provider: provider_state(provider, model) for provider in CHECKED_PROVIDERS}
     return report
 
 

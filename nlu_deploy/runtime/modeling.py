@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from nlu_deploy.artifacts import WEIGHTS
+from nlu_deploy.artifacts import MODEL_CONFIG, WEIGHTS, read_model_config
 from nlu_deploy.errors import ModelError, ProviderError
 from nlu_deploy.portable import light_tokenizer
 
@@ -32,7 +32,7 @@ def resolve_model_source(name: str | None) -> str:
     if not path.exists() and name.startswith(("/", "./", "../", "~")):
         raise ModelError(f"{path} does not exist.")
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not (path / MODEL_CONFIG).is_file():
             raise ModelError(f"{path} is not a model directory (it has no config.json).")
         return str(path)
     return name
@@ -65,19 +65,7 @@ def auto_model_class(task: str):
 def checkpoint_architectures(directory) -> list[str]:
     """config.json's `architectures` (the model classes): [] when it cannot be read, since
     loading the model reports what is wrong with the directory."""
-    import json
-
-    try:
-        return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, ValueError):
-        return []
-
-
-def checkpoint_task(directory: Path) -> str:
-    """text-classification or token-classification, from the head named in config.json."""
-    architectures = checkpoint_architectures(directory)
-    return "token-classification" if any(a.endswith("ForTokenClassification") for a in architectures) \
-        else "text-classification"
+    return read_model_config(directory, missing_ok=True).get("architectures") or []
 
 
 def check_model_family(source: str, trust_remote_code: bool = False) -> None:
@@ -89,8 +77,10 @@ def check_model_family(source: str, trust_remote_code: bool = False) -> None:
     except (OSError, ValueError):
         return  # loading the weights reports what is wrong with the source
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"{source} is a {model_type!r} model; nlu-deploy fine-tunes encoders of the families "
-                         f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoders such as GPT-2 are not supported).")
+        raise ModelError(
+            f"{source} is a {model_type!r} model; nlu-deploy fine-tunes encoders of the families "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoders such as GPT-2 are not supported)."
+        )
 
 
 def refuse_pickle(source: str, allow_pickle: bool) -> None:
@@ -99,20 +89,30 @@ def refuse_pickle(source: str, allow_pickle: bool) -> None:
     local = Path(source)
     if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
         if any(local.glob("*.bin")) or any(local.glob("*.pt")):
-            raise ModelError(f"{source} has only pickle weights (.bin/.pt), which can run code when loaded; "
-                             "convert them to safetensors or pass --allow-pickle if you trust the source.")
+            raise ModelError(
+                f"{source} has only pickle weights (.bin/.pt), which can run code when loaded; "
+                "convert them to safetensors or pass --allow-pickle if you trust the source."
+            )
 
 
-def load_for_training(source: str, labels: list[str], allow_pickle: bool = False,
-                      trust_remote_code: bool = False, task: str = "text-classification"):
+def load_for_training(
+    source: str,
+    labels: list[str],
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    task: str = "text-classification",
+):
     """The encoder with a fresh classification head (per text or per token). The source may be
     a bare encoder or a fine-tuned checkpoint, Hugging Face's or one of our own classes; a head
     of another size is replaced, and nothing of the source's trained task (its labels, an
     out-of-scope rule) carries over."""
     quiet_transformers()
     refuse_pickle(source, allow_pickle)
-    maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)}}
+    maps = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
     try:
         own = own_checkpoint_encoder(source)
         if own is not None:  # weights under our classes' `encoder.` prefix: Auto classes cannot read them
@@ -122,8 +122,12 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
             load_encoder_weights(model.base_model, weights, source)
         else:
             model = auto_model_class(task).from_pretrained(
-                source, **maps, ignore_mismatched_sizes=True, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code)
+                source,
+                **maps,
+                ignore_mismatched_sizes=True,
+                use_safetensors=None if allow_pickle else True,
+                trust_remote_code=trust_remote_code,
+            )
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"could not load model {source} ({_first_line(exc)}); pass a local directory with "
@@ -136,8 +140,14 @@ def load_for_training(source: str, labels: list[str], allow_pickle: bool = False
 # config.json keys this project writes about one trained model, never about its encoder; a
 # model fine-tuned from that checkpoint must not inherit them (a stale out-of-scope rule would
 # reject texts by another model's threshold).
-TRAINED_TASK_KEYS = ("oos_rejection", "nlu_task", "nlu_pooling", "intent_id2label", "intent_label2id",
-                     "slot_loss_weight")
+TRAINED_TASK_KEYS = (
+    "oos_rejection",
+    "nlu_task",
+    "nlu_pooling",
+    "intent_id2label",
+    "intent_label2id",
+    "slot_loss_weight",
+)
 # Our own model classes (tasks/joint_model.py, tasks/pooled_model.py): the encoder's weights sit
 # under `encoder.`.
 OWN_ARCHITECTURES = ("JointIntentSlotModel", "MeanPoolingClassifier")
@@ -171,13 +181,15 @@ def load_encoder_weights(encoder, weights: dict, source: str) -> None:
     missing = [k for k in missing if not k.startswith("pooler.")]
     unexpected = [k for k in unexpected if not k.startswith("pooler.")]
     if missing or unexpected:
-        raise ModelError(f"{source}'s encoder weights do not fit its config.json "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        raise ModelError(
+            f"{source}'s encoder weights do not fit its config.json "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
 
 
 def check_checkpoint_files(directory: Path) -> Path:
     directory = Path(directory)
-    if not (directory / "config.json").is_file():
+    if not (directory / MODEL_CONFIG).is_file():
         raise ModelError(f"{directory} is not a model checkpoint (it has no config.json).")
     if not (directory / WEIGHTS).is_file() and not any(directory.glob("model-*.safetensors")):
         raise ModelError(f"{directory} has no safetensors weights ({WEIGHTS}).")
@@ -195,22 +207,21 @@ def load_hf_checkpoint(directory: Path, task: str):
     return model.eval()
 
 
-def load_checkpoint(directory: Path):
-    """A single-head checkpoint with the head its config.json names (the stages load every
-    task's checkpoints through nlu_deploy.tasks.load_checkpoint)."""
-    return load_hf_checkpoint(directory, checkpoint_task(directory))
-
-
 def check_finite_weights(model, directory) -> None:
     """A checkpoint whose weights hold NaN or inf (a diverged training) answers NaN for
     everything, and NaN compares equal to nothing: refuse it before a stage compares it."""
     import torch
 
-    broken = [name for name, weights in model.state_dict().items()
-              if weights.is_floating_point() and not bool(torch.isfinite(weights).all())]
+    broken = [
+        name
+        for name, weights in model.state_dict().items()
+        if weights.is_floating_point() and not bool(torch.isfinite(weights).all())
+    ]
     if broken:
-        raise ModelError(f"{directory} holds weights that are not finite numbers ({len(broken)} tensors, e.g. "
-                         f"{broken[0]}): its training diverged. Train it again with a lower --lr.")
+        raise ModelError(
+            f"{directory} holds weights that are not finite numbers ({len(broken)} tensors, e.g. "
+            f"{broken[0]}): its training diverged. Train it again with a lower --lr."
+        )
 
 
 def pick_device(requested: str = "auto"):
@@ -218,13 +229,19 @@ def pick_device(requested: str = "auto"):
 
     if requested == "cuda" and not torch.cuda.is_available():
         if torch.version.cuda is None:
-            why = (f"this torch {torch.__version__} is a CPU build; install one built for CUDA 13, the CUDA "
-                   "onnxruntime-gpu 1.31 uses (pip install torch --index-url https://download.pytorch.org/whl/cu130)")
+            why = (
+                f"this torch {torch.__version__} is a CPU build; install one built for CUDA 13, the CUDA "
+                "onnxruntime-gpu 1.31 uses (pip install torch --index-url https://download.pytorch.org/whl/cu130)"
+            )
         else:
-            why = (f"torch is built for CUDA {torch.version.cuda} but finds no device (no driver, or "
-                   "CUDA_VISIBLE_DEVICES hides them)")
-        raise ProviderError(f"CUDA was asked for but no CUDA device is available to PyTorch: {why}. "
-                            "`nlu-deploy doctor` shows the whole GPU stack.")
+            why = (
+                f"torch is built for CUDA {torch.version.cuda} but finds no device (no driver, or "
+                "CUDA_VISIBLE_DEVICES hides them)"
+            )
+        raise ProviderError(
+            f"CUDA was asked for but no CUDA device is available to PyTorch: {why}. "
+            "`nlu-deploy doctor` shows the whole GPU stack."
+        )
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
@@ -244,6 +261,8 @@ def inference_tokenizer(directory: Path):
         except ValueError as exc:
             raise ModelError(str(exc)) from None
     if not any((Path(directory) / name).is_file() for name in ("tokenizer_config.json", "vocab.txt")):
-        raise ModelError(f"{directory} has no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt); "
-                         "export writes them beside the model: export it again, or copy them from the checkpoint.")
+        raise ModelError(
+            f"{directory} has no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt); "
+            "export writes them beside the model: export it again, or copy them from the checkpoint."
+        )
     return load_tokenizer(str(directory))

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nlu_deploy.config import EXECUTION_PROVIDERS
 from nlu_deploy.errors import ModelError, ProviderError
-
-ORT_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 
 
 def check_onnx_file(path: Path) -> None:
@@ -45,27 +40,36 @@ class TensorRTSettings:
         def shapes(shape: tuple[int, int]) -> str:
             return ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in input_names)
 
-        options = {"trt_fp16_enable": self.fp16, "trt_profile_min_shapes": shapes(self.min_shape),
-                   "trt_profile_opt_shapes": shapes(self.opt_shape), "trt_profile_max_shapes": shapes(self.max_shape)}
+        options = {
+            "trt_fp16_enable": self.fp16,
+            "trt_profile_min_shapes": shapes(self.min_shape),
+            "trt_profile_opt_shapes": shapes(self.opt_shape),
+            "trt_profile_max_shapes": shapes(self.max_shape),
+        }
         if self.cache_dir is not None:
             Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir),
-                           trt_timing_cache_enable=True, trt_timing_cache_path=str(self.cache_dir))
+            options.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(self.cache_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(self.cache_dir),
+            )
         return options
 
 
-def provider_options(provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None,
-                     tf32: bool = False) -> list:
+def provider_options(
+    provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None, tf32: bool = False
+) -> list:
     """The provider list for onnxruntime, the requested one first and CPU as the last resort.
     TF32 is set explicitly on CUDA (onnxruntime's default is on, PyTorch's is off), so that both
     runtimes make the same choice and the report can say which."""
-    cuda = (ORT_PROVIDERS["cuda"], {"use_tf32": str(int(tf32))})
+    cuda = (EXECUTION_PROVIDERS["cuda"], {"use_tf32": str(int(tf32))})
     if provider == "tensorrt":
         settings = (tensorrt or TensorRTSettings()).options(input_names)
-        return [(ORT_PROVIDERS["tensorrt"], settings), cuda, ORT_PROVIDERS["cpu"]]
+        return [(EXECUTION_PROVIDERS["tensorrt"], settings), cuda, EXECUTION_PROVIDERS["cpu"]]
     if provider == "cuda":
-        return [cuda, ORT_PROVIDERS["cpu"]]
-    return [ORT_PROVIDERS["cpu"]]
+        return [cuda, EXECUTION_PROVIDERS["cpu"]]
+    return [EXECUTION_PROVIDERS["cpu"]]
 
 
 def graph_ops(path: Path) -> set[tuple[str, str]]:
@@ -73,8 +77,9 @@ def graph_ops(path: Path) -> set[tuple[str, str]]:
     contrib ops (domain com.microsoft) apart from plain ONNX."""
     import onnx
 
-    return {(node.domain or "ai.onnx", node.op_type)
-            for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return {
+        (node.domain or "ai.onnx", node.op_type) for node in onnx.load(str(path), load_external_data=False).graph.node
+    }
 
 
 def is_dynamic_int8(path: Path) -> bool:
@@ -93,8 +98,14 @@ def _graph_input_names(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
-def create_session(path: Path, provider: str = "cpu", threads: int | None = None,
-                   fallback: bool = False, tensorrt: TensorRTSettings | None = None, tf32: bool = False):
+def create_session(
+    path: Path,
+    provider: str = "cpu",
+    threads: int | None = None,
+    fallback: bool = False,
+    tensorrt: TensorRTSettings | None = None,
+    tf32: bool = False,
+):
     """An InferenceSession that really runs on `provider`, or a ProviderError saying why not.
 
     onnxruntime silently falls back to CPU when CUDA cannot start; a benchmark or a deployment
@@ -105,11 +116,12 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
 
     if not Path(path).is_file():
         raise ModelError(f"{path} does not exist.")
-    wanted = ORT_PROVIDERS[provider]
+    wanted = EXECUTION_PROVIDERS[provider]
     available = ort.get_available_providers()
     if wanted not in available and not fallback:
-        raise ProviderError(f"{provider} was asked for but this onnxruntime build has no {wanted} "
-                            f"(available: {', '.join(available)}).")
+        raise ProviderError(
+            f"{provider} was asked for but this onnxruntime build has no {wanted} (available: {', '.join(available)})."
+        )
     if provider != "cpu":
         from nlu_deploy.runtime.machine import load_cuda_libraries
 
@@ -121,8 +133,11 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     # Only TensorRT's profile needs the input names before the session exists; reading them
     # imports onnx, which predict's light path (no torch, no onnx) avoids.
     input_names = _graph_input_names(path) if provider == "tensorrt" else []
-    providers = [p for p in provider_options(provider, input_names, tensorrt, tf32)
-                 if (p[0] if isinstance(p, tuple) else p) in available]
+    providers = [
+        p
+        for p in provider_options(provider, input_names, tensorrt, tf32)
+        if (p[0] if isinstance(p, tuple) else p) in available
+    ]
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
@@ -131,8 +146,10 @@ def create_session(path: Path, provider: str = "cpu", threads: int | None = None
     if session.get_providers()[0] != wanted and not fallback:
         from nlu_deploy.runtime.machine import provider_problem
 
-        raise ProviderError(f"{provider} was asked for but {wanted} could not start on this machine; pass --fallback "
-                            f"to run on CPU instead. {provider_problem(wanted)}")
+        raise ProviderError(
+            f"{provider} was asked for but {wanted} could not start on this machine; pass --fallback "
+            f"to run on CPU instead. {provider_problem(wanted)}"
+        )
     return session
 
 
@@ -158,10 +175,12 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
 def length_sorted_batches(encoded: Encoded, batch_size: int) -> list[list[int]]:
     """Indices grouped so that each batch holds texts of similar length (less padding)."""
     order = sorted(range(len(encoded.features)), key=lambda i: len(encoded.features[i]["input_ids"]))
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def pad_batch(features: list[dict[str, list[int]]], pad_token_id: int, width: int | None = None) -> dict[str, np.ndarray]:
+def pad_batch(
+    features: list[dict[str, list[int]]], pad_token_id: int, width: int | None = None
+) -> dict[str, np.ndarray]:
     """Right-pad one batch to its longest row, or to `width` (the tokenizer's own pad() warns
     on fast tokenizers)."""
     width = width or max(len(f["input_ids"]) for f in features)
@@ -177,8 +196,9 @@ class TextClassifier:
 
     id2label: dict[int, str]
 
-    def __init__(self, tokenizer, id2label: dict[int, str], max_length: int,
-                 intent_id2label: dict[int, str] | None = None):
+    def __init__(
+        self, tokenizer, id2label: dict[int, str], max_length: int, intent_id2label: dict[int, str] | None = None
+    ):
         self.tokenizer = tokenizer
         self.id2label = {int(k): v for k, v in id2label.items()}
         # a joint model's second label map (id2label then holds its slot tags)
@@ -212,8 +232,16 @@ class TextClassifier:
 
 
 class OnnxTextClassifier(TextClassifier):
-    def __init__(self, onnx_path: Path, tokenizer, id2label: dict[int, str], max_length: int,
-                 provider: str = "cpu", threads: int | None = None, intent_id2label: dict | None = None):
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer,
+        id2label: dict[int, str],
+        max_length: int,
+        provider: str = "cpu",
+        threads: int | None = None,
+        intent_id2label: dict | None = None,
+    ):
         super().__init__(tokenizer, id2label, max_length, intent_id2label)
         self.session = create_session(onnx_path, provider, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -224,12 +252,12 @@ class OnnxTextClassifier(TextClassifier):
         self.output_names = [o.name for o in outputs]
         label_output = next((o for o in outputs if o.name in ("logits", "slot_logits")), outputs[0])
         if isinstance(label_output.shape[-1], int) and label_output.shape[-1] != len(self.id2label):
-            raise ModelError(f"{onnx_path} returns {label_output.shape[-1]} scores but its config names "
-                             f"{len(self.id2label)} labels.")
+            raise ModelError(
+                f"{onnx_path} returns {label_output.shape[-1]} scores but its config names {len(self.id2label)} labels."
+            )
 
     def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"])
-                for name in self.input_names}
+        feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"]) for name in self.input_names}
         return dict(zip(self.output_names, self.session.run(None, feed)))
 
 
@@ -245,8 +273,11 @@ class TorchTextClassifier(TextClassifier):
         with torch.inference_mode():
             tensors = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
             output = self.model(**tensors)
-            return {name: value.float().cpu().numpy() for name, value in output.items()
-                    if name.endswith("logits") and value is not None}
+            return {
+                name: value.float().cpu().numpy()
+                for name, value in output.items()
+                if name.endswith("logits") and value is not None
+            }
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
 from nlu_deploy.errors import ModelError
 from nlu_deploy.portable.spans import entity_spans, split_words, text_entities, trim_span  # noqa: F401 (re-exported)
 from nlu_deploy.portable.tag_decoding import TagDecoder
-from nlu_deploy.runtime.sessions import OnnxTextClassifier, TextClassifier, TorchTextClassifier, encode, pad_batch
+from nlu_deploy.runtime.sessions import TextClassifier, TorchTextClassifier, encode, pad_batch
 
 IGNORED = -100  # PyTorch's cross-entropy ignore_index: positions that carry no label
 NO_SUBWORD = -1  # a word with no sub-word position (cut by truncation, or nothing to encode)
@@ -56,8 +55,11 @@ def encode_words(tokenizer, sentences: list[list[str]], max_length: int) -> Enco
     first_subword: list[list[int]] = [[] for _ in sentences]
     full = tokenizer(sentences, is_split_into_words=True, truncation=False, verbose=False)
     long_rows = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > max_length]
-    cut = tokenizer([sentences[i] for i in long_rows], is_split_into_words=True, truncation=True,
-                    max_length=max_length) if long_rows else None
+    cut = (
+        tokenizer([sentences[i] for i in long_rows], is_split_into_words=True, truncation=True, max_length=max_length)
+        if long_rows
+        else None
+    )
     sources = {i: (full, i) for i in range(len(sentences))}
     sources.update({row: (cut, k) for k, row in enumerate(long_rows)})
     for row, (encoding, k) in sources.items():
@@ -101,8 +103,7 @@ def aligned_labels(first_subword: list[int], tag_ids: list[int], length: int) ->
 
 def cut_entities(first_subword: list[int], tags: list[str]) -> int:
     """Gold entities with at least one word the model never sees."""
-    return sum(any(first_subword[i] == NO_SUBWORD for i in range(start, end))
-               for _, start, end in entity_spans(tags))
+    return sum(any(first_subword[i] == NO_SUBWORD for i in range(start, end)) for _, start, end in entity_spans(tags))
 
 
 @dataclass
@@ -158,9 +159,10 @@ class WordTagger:
         order = sorted(range(len(pieces)), key=lambda k: len(encoded.features[k]["input_ids"]))
         sentence_sums: list = [None] * len(sentences)  # a joint model's intent logits, summed over windows
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            outputs = self.backend.run_outputs(pad_batch([encoded.features[k] for k in chunk],
-                                                         self.tokenizer.pad_token_id or 0))
+            chunk = order[start : start + batch_size]
+            outputs = self.backend.run_outputs(
+                pad_batch([encoded.features[k] for k in chunk], self.tokenizer.pad_token_id or 0)
+            )
             logits = outputs[self.token_output] if self.token_output in outputs else next(iter(outputs.values()))
             for index, (k, token_logits) in enumerate(zip(chunk, logits)):
                 row, first, end = pieces[k]
@@ -185,8 +187,9 @@ class WordTagger:
                 for i, value in zip(empty, answers[self.sentence_output]):
                     sentence_sums[i] = value
             windows = np.maximum(np.bincount([rows[r] for r, _, _ in pieces], minlength=len(sentences)), 1)
-            self.last_sentence_logits = np.array([v / windows[i] for i, v in enumerate(sentence_sums)],
-                                                 dtype=np.float32).reshape(len(sentences), -1)
+            self.last_sentence_logits = np.array(
+                [v / windows[i] for i, v in enumerate(sentence_sums)], dtype=np.float32
+            ).reshape(len(sentences), -1)
         return result
 
     def decode(self, logits: np.ndarray) -> tuple[list[str], list[float]]:
@@ -198,16 +201,13 @@ class WordTagger:
 
     def predict_entities(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
         all_logits = self.word_logits([[w for w, _, _ in split_words(text)] for text in texts], batch_size)
-        return [[Entity(**entity) for entity in text_entities(text, *self.decode(logits))]
-                for text, logits in zip(texts, all_logits)]
+        return [
+            [Entity(**entity) for entity in text_entities(text, *self.decode(logits))]
+            for text, logits in zip(texts, all_logits)
+        ]
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[list[Entity]]:
         return self.predict_entities(texts, batch_size)
-
-
-def onnx_tagger(path: Path, tokenizer, id2label: dict, max_length: int, provider: str = "cpu",
-                threads: int | None = None) -> WordTagger:
-    return WordTagger(OnnxTextClassifier(path, tokenizer, id2label, max_length, provider, threads))
 
 
 def torch_tagger(model, tokenizer, max_length: int, device: str = "cpu") -> WordTagger:

@@ -60,8 +60,10 @@ def _check_numpy_major() -> None:
     import numpy
 
     if int(numpy.__version__.split(".")[0]) >= 2:
-        raise ConfigError(f"the Triton Python backend stub needs numpy < 2 in this environment (found "
-                          f"{numpy.__version__}): pip install \"numpy<2\"")
+        raise ConfigError(
+            f"the Triton Python backend stub needs numpy < 2 in this environment (found "
+            f'{numpy.__version__}): pip install "numpy<2"'
+        )
 
 
 def _free_port() -> int:
@@ -109,10 +111,19 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
     libraries = [str(pytriton.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
     env["LD_LIBRARY_PATH"] = ":".join(filter(None, [*libraries, env.get("LD_LIBRARY_PATH", "")]))
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    command = [str(pytriton / "tritonserver" / "bin" / "tritonserver"), f"--model-repository={repository}",
-               f"--backend-directory={backends}", "--http-address=127.0.0.1", f"--http-port={http}",
-               "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--metrics-address=127.0.0.1",
-               f"--metrics-port={metrics}", "--exit-timeout-secs=10", "--log-verbose=0"]
+    command = [
+        str(pytriton / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics}",
+        "--exit-timeout-secs=10",
+        "--log-verbose=0",
+    ]
     log = workdir / "tritonserver.log"
     with log.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -121,11 +132,14 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
         deadline = time.monotonic() + start_timeout_s
         while not _ready(server.http_url):
             if process.poll() is not None:
-                raise NluDeployError(f"tritonserver exited with code {process.returncode} before it was ready; "
-                                     f"its log ends:\n{_log_tail(log)}")
+                raise NluDeployError(
+                    f"tritonserver exited with code {process.returncode} before it was ready; "
+                    f"its log ends:\n{_log_tail(log)}"
+                )
             if time.monotonic() > deadline:
-                raise NluDeployError(f"tritonserver was not ready within {start_timeout_s:.0f} s; "
-                                     f"its log ends:\n{_log_tail(log)}")
+                raise NluDeployError(
+                    f"tritonserver was not ready within {start_timeout_s:.0f} s; its log ends:\n{_log_tail(log)}"
+                )
             time.sleep(0.5)
         yield server
     finally:

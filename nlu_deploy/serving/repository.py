@@ -54,8 +54,10 @@ TRITON_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
 
 def check_triton_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or len(name) > 100 or not TRITON_NAME.fullmatch(name):
-        raise ConfigError(f"{kind} {name!r} cannot name a Triton model or tensor: use letters, digits, '_' and '-' "
-                          "(single dots inside), at most 100 characters.")
+        raise ConfigError(
+            f"{kind} {name!r} cannot name a Triton model or tensor: use letters, digits, '_' and '-' "
+            "(single dots inside), at most 100 characters."
+        )
     return name
 
 
@@ -71,7 +73,9 @@ def _block(key: str, entries: list[str]) -> str:
 def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list[int]], options: TritonOptions) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     lines = [
-        f'name: "{name}"', 'platform: "onnxruntime_onnx"', f"max_batch_size: {options.max_batch_size}",
+        f'name: "{name}"',
+        'platform: "onnxruntime_onnx"',
+        f"max_batch_size: {options.max_batch_size}",
         _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
         _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]),
         f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}",
@@ -80,17 +84,29 @@ def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list
     if options.tensorrt:
         precision = "FP16" if options.tensorrt_fp16 else "FP32"
         lines.append(
-            "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
+            'optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" '
             f'parameters {{ key: "precision_mode" value: "{precision}" }} '
-            'parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }')
+            'parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }'
+        )
     return "\n".join(lines) + "\n"
 
 
-def python_model_config(name: str, inputs: list[str], outputs: list[str], options: TritonOptions,
-                        parameters: dict[str, str] | None = None, batching: bool = False) -> str:
+def python_model_config(
+    name: str,
+    inputs: list[str],
+    outputs: list[str],
+    options: TritonOptions,
+    parameters: dict[str, str] | None = None,
+    batching: bool = False,
+) -> str:
     """batching: the ONNX runner, batched and replicated like the onnxruntime-backend model."""
-    lines = [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {options.max_batch_size}",
-             _block("input", inputs), _block("output", outputs)]
+    lines = [
+        f'name: "{name}"',
+        'backend: "python"',
+        f"max_batch_size: {options.max_batch_size}",
+        _block("input", inputs),
+        _block("output", outputs),
+    ]
     if batching:
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
     lines.append(f"instance_group [ {{ count: {options.instances if batching else 1} kind: KIND_CPU }} ]")
@@ -103,8 +119,13 @@ def _maps(kind: str, names: list[str]) -> str:
     return "\n".join(f'      {kind} {{ key: "{n}" value: "{n}" }}' for n in names)
 
 
-def ensemble_config(options: TritonOptions, input_names: list[str], model_outputs: list[str],
-                    results: list[tuple[str, str]], words: bool) -> str:
+def ensemble_config(
+    options: TritonOptions,
+    input_names: list[str],
+    model_outputs: list[str],
+    results: list[tuple[str, str]],
+    words: bool,
+) -> str:
     """TEXT -> tokenizer -> model -> post-processor -> results; word tasks also hand the text
     and each token's word (WORD_IDS) to the post-processor."""
     name = options.name
@@ -145,12 +166,14 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     import onnx
 
     onnx_dir = Path(onnx_dir)
-    config = artifacts.read_json(onnx_dir / "config.json")
+    config = artifacts.read_model_config(onnx_dir)
     if "id2label" not in config:
         raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
     if not (onnx_dir / "tokenizer.json").is_file():
-        raise ModelError(f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
-                         "only a slow tokenizer cannot be served this way).")
+        raise ModelError(
+            f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
+            "only a slow tokenizer cannot be served this way)."
+        )
     graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
     input_names = [i.name for i in graph.input]
     # every output's shape after the batch axis: -1 for the sequence axis of per-token outputs
@@ -166,9 +189,15 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
     if options.onnx_backend == "python":
         _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
-        (model_dir / "config.pbtxt").write_text(python_model_config(
-            f"{name}_model", [_io(n, "TYPE_INT64", [-1]) for n in input_names],
-            [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()], options, batching=True))
+        (model_dir / "config.pbtxt").write_text(
+            python_model_config(
+                f"{name}_model",
+                [_io(n, "TYPE_INT64", [-1]) for n in input_names],
+                [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()],
+                options,
+                batching=True,
+            )
+        )
     else:
         (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
 
@@ -180,10 +209,19 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
     _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
     _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy.portable")
     token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
-    (tokenizer_dir / "config.pbtxt").write_text(python_model_config(
-        f"{name}_tokenizer", [_io("TEXT", "TYPE_STRING", [1])], [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
-        options, {"max_length": str(max_length), "words": "true" if words else "false",
-                  "length_buckets": ",".join(str(b) for b in sorted(options.length_buckets) if b < max_length)}))
+    (tokenizer_dir / "config.pbtxt").write_text(
+        python_model_config(
+            f"{name}_tokenizer",
+            [_io("TEXT", "TYPE_STRING", [1])],
+            [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
+            options,
+            {
+                "max_length": str(max_length),
+                "words": "true" if words else "false",
+                "length_buckets": ",".join(str(b) for b in sorted(options.length_buckets) if b < max_length),
+            },
+        )
+    )
 
     post_dir = staging / f"{name}_postprocess"
     (post_dir / "1").mkdir(parents=True)
@@ -197,15 +235,21 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
         _copy_model_code("rejection.py", post_dir / "1" / "rejection.py", package="nlu_deploy.portable")
     _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
-    post_inputs = [*([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
-                   *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]]
-    (post_dir / "config.pbtxt").write_text(python_model_config(
-        f"{name}_postprocess", post_inputs, [_io(n, t, [1]) for n, t in task.triton_results], options))
+    post_inputs = [
+        *([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
+        *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()],
+    ]
+    (post_dir / "config.pbtxt").write_text(
+        python_model_config(
+            f"{name}_postprocess", post_inputs, [_io(n, t, [1]) for n, t in task.triton_results], options
+        )
+    )
 
     ensemble_dir = staging / name
     (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
     (ensemble_dir / "config.pbtxt").write_text(
-        ensemble_config(options, input_names, list(outputs), task.triton_results, words))
+        ensemble_config(options, input_names, list(outputs), task.triton_results, words)
+    )
 
 
 def _copy_model_code(resource: str, target: Path, package: str = "nlu_deploy.serving.triton_models") -> None:
@@ -215,13 +259,17 @@ def _copy_model_code(resource: str, target: Path, package: str = "nlu_deploy.ser
 
 def default_triton_file(onnx_dir: Path, device: str) -> str:
     """int8 for CPU serving; for GPUs the float graphs (onnxruntime's int8 kernels are CPU ones)."""
-    preference = ((artifacts.ONNX_QUANTIZED, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32) if device == "cpu"
-                  else (artifacts.ONNX_FP16, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32))
+    preference = (
+        (artifacts.ONNX_QUANTIZED, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32)
+        if device == "cpu"
+        else (artifacts.ONNX_FP16, artifacts.ONNX_OPTIMIZED, artifacts.ONNX_FP32)
+    )
     return next(name for name in preference if (Path(onnx_dir) / name).exists())
 
 
-def export_triton_repository(onnx_dir: Path, repository: Path, options: TritonOptions,
-                             onnx_file: str | None = None, overwrite: bool = False) -> str:
+def export_triton_repository(
+    onnx_dir: Path, repository: Path, options: TritonOptions, onnx_file: str | None = None, overwrite: bool = False
+) -> str:
     """Write the repository atomically; return the ONNX file it serves."""
     onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
     if not (Path(onnx_dir) / onnx_file).exists():

@@ -7,9 +7,9 @@ its architecture, a tagger by its ForTokenClassification head, anything else is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from nlu_deploy import artifacts
 from nlu_deploy.portable import rejection
 from nlu_deploy.runtime.sessions import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tasks import classification, joint, tagging
@@ -17,8 +17,19 @@ from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits, label_ma
 
 TASKS: dict[str, Task] = {task.name: task for task in (classification.TASK, tagging.TASK, joint.TASK)}
 
-__all__ = ["TASKS", "Inference", "Task", "Unseen", "flat_logits", "get_task", "label_maps", "load_checkpoint", "onnx_backend",
-           "task_of", "torch_backend"]
+__all__ = [
+    "TASKS",
+    "Inference",
+    "Task",
+    "Unseen",
+    "flat_logits",
+    "get_task",
+    "label_maps",
+    "load_checkpoint",
+    "onnx_backend",
+    "task_of",
+    "torch_backend",
+]
 
 
 def get_task(name: str) -> Task:
@@ -27,9 +38,8 @@ def get_task(name: str) -> Task:
 
 def task_of(directory: Path) -> Task:
     """The task of a checkpoint or ONNX directory, from its config.json."""
-    try:
-        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    config = artifacts.read_model_config(directory, missing_ok=True)
+    if not config:
         return classification.TASK  # loading the model reports what is wrong with the directory
     architectures = config.get("architectures") or []
     if config.get("nlu_task") == joint.TASK.name or "JointIntentSlotModel" in architectures:
@@ -52,9 +62,9 @@ def torch_backend(model, tokenizer, max_length: int, device: str = "cpu") -> Tor
     return TorchTextClassifier(model, tokenizer, max_length, device)
 
 
-def onnx_backend(path: Path, tokenizer, config, max_length: int, provider: str = "cpu",
-                 threads: int | None = None) -> OnnxTextClassifier:
+def onnx_backend(
+    path: Path, tokenizer, config, max_length: int, provider: str = "cpu", threads: int | None = None
+) -> OnnxTextClassifier:
     """An ONNX session with the label maps of `config` (a model config, or config.json's dict)."""
     read = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
-    return OnnxTextClassifier(path, tokenizer, read("id2label"), max_length, provider, threads,
-                              read("intent_id2label"))
+    return OnnxTextClassifier(path, tokenizer, read("id2label"), max_length, provider, threads, read("intent_id2label"))

@@ -26,6 +26,7 @@ from nlu_deploy.runtime.word_tagger import IGNORED  # cross-entropy's ignore_ind
 
 UNSEEN_BASE = -1000  # ids -1000, -1001, ...: labels the model never had (scored as errors)
 
+
 @dataclass
 class Unseen:
     """Labels (or tags) in an evaluation set that the model was never trained on."""
@@ -38,8 +39,7 @@ class Unseen:
             return ""
         shown = ", ".join(f"{label!r} ({n})" for label, n in sorted(self.counts.items())[:8])
         more = f" and {len(self.counts) - 8} more" if len(self.counts) > 8 else ""
-        return (f"{self.rows} example(s) hold {noun} the model was never trained on, scored as errors: "
-                f"{shown}{more}.")
+        return f"{self.rows} example(s) hold {noun} the model was never trained on, scored as errors: {shown}{more}."
 
     def without(self, label: str) -> Unseen:
         """Less one label that is expected (out-of-scope rows); for one label per row."""
@@ -84,8 +84,9 @@ def masked_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     import torch.nn.functional as F
 
     labels = trainable(labels)
-    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORED, reduction="sum",
-                            label_smoothing=label_smoothing)
+    total = F.cross_entropy(
+        logits.float(), labels, ignore_index=IGNORED, reduction="sum", label_smoothing=label_smoothing
+    )
     return total / (labels != IGNORED).sum().clamp(min=1)
 
 
@@ -201,12 +202,15 @@ class Task:
 
     def data_facts(self, train, validation, truncated_train: dict, truncated_validation: dict) -> dict:
         """What reading and truncation changed, for metrics.json."""
-        return {"truncated_train": truncated_train["sentences"],
-                "truncated_validation": truncated_validation["sentences"]}
+        return {
+            "truncated_train": truncated_train["sentences"],
+            "truncated_validation": truncated_validation["sentences"],
+        }
 
     # -- model ------------------------------------------------------------------------------
-    def new_model(self, source: str, label_sets: dict[str, list[str]], allow_pickle: bool,
-                  trust_remote_code: bool, options: dict):
+    def new_model(
+        self, source: str, label_sets: dict[str, list[str]], allow_pickle: bool, trust_remote_code: bool, options: dict
+    ):
         raise NotImplementedError
 
     def load_model(self, directory: Path):
@@ -259,7 +263,7 @@ class Task:
         for name, rows in outputs.items():
             if name in self.word_outputs:  # one row per word: gather each chosen example's words
                 bounds = np.cumsum([0, *(len(words) for words in data.words)])
-                result[name] = np.concatenate([rows[:0], *(rows[bounds[i]:bounds[i + 1]] for i in indices)])
+                result[name] = np.concatenate([rows[:0], *(rows[bounds[i] : bounds[i + 1]] for i in indices)])
             else:
                 result[name] = rows[indices]
         return chosen, result
@@ -288,8 +292,15 @@ class Task:
         """Write model.onnx, config.json and the tokenizer into `out`."""
         from optimum.exporters.onnx import main_export
 
-        main_export(str(model_dir), out, task=self.optimum_task, opset=opset,
-                    do_validation=False, trust_remote_code=False, local_files_only=True)
+        main_export(
+            str(model_dir),
+            out,
+            task=self.optimum_task,
+            opset=opset,
+            do_validation=False,
+            trust_remote_code=False,
+            local_files_only=True,
+        )
 
     def training_summary(self, scores: dict) -> str:
         raise NotImplementedError

@@ -13,21 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu_deploy.data.tables import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
 from nlu_deploy.data.demo import demo_labelled_texts
+from nlu_deploy.data.tables import LabelledTexts, label_list, load_labelled_texts, stratified_holdout
 from nlu_deploy.metrics import classification_scores
-from nlu_deploy.runtime.modeling import checkpoint_architectures, load_for_training, load_hf_checkpoint
 from nlu_deploy.portable.rejection import RejectionRule, rejection_scores
+from nlu_deploy.runtime.modeling import checkpoint_architectures, load_for_training, load_hf_checkpoint
 from nlu_deploy.runtime.sessions import TextClassifier
-from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
-                                   masked_cross_entropy)
+from nlu_deploy.task_specs import SPECS
+from nlu_deploy.tasks.base import (
+    UNLABELED,
+    Inference,
+    Task,
+    Unseen,
+    count_unseen,
+    extended_label2id,
+    masked_cross_entropy,
+)
 
 LABELS = "labels"  # the one head's name in label maps
 
 
 class ClassificationTask(Task):
     name = "text-classification"
-    columns = ("text", "label")
+    columns = SPECS["text-classification"].columns
     primary_metric = "accuracy"
     gated_metrics = ("accuracy",)
     prediction_keys = ("gold", "predicted")
@@ -72,8 +80,9 @@ class ClassificationTask(Task):
         return LabelledTexts(list(texts), [UNLABELED] * len(texts), "unlabeled texts")
 
     def concatenated(self, first: LabelledTexts, second: LabelledTexts) -> LabelledTexts:
-        return LabelledTexts(first.texts + second.texts, first.labels + second.labels,
-                             f"{first.source} + {second.source}")
+        return LabelledTexts(
+            first.texts + second.texts, first.labels + second.labels, f"{first.source} + {second.source}"
+        )
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
         if options.get("pooling", "default") == "default":
@@ -81,8 +90,11 @@ class ClassificationTask(Task):
         from nlu_deploy.tasks.own_model import new_own_model
         from nlu_deploy.tasks.pooled_model import MeanPoolingClassifier
 
-        return new_own_model(lambda: MeanPoolingClassifier.for_training(source, label_sets[LABELS], trust_remote_code),
-                             source, allow_pickle)
+        return new_own_model(
+            lambda: MeanPoolingClassifier.for_training(source, label_sets[LABELS], trust_remote_code),
+            source,
+            allow_pickle,
+        )
 
     def load_model(self, directory: Path):
         from nlu_deploy.tasks.own_model import load_own_model

@@ -18,17 +18,34 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy.data.demo import demo_tagged_sentences
+from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.errors import DataError
 from nlu_deploy.metrics import classification_scores, entity_scores
 from nlu_deploy.portable.rejection import RejectionRule, rejection_scores
 from nlu_deploy.runtime.sessions import softmax
-from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.runtime.word_tagger import IGNORED, WordTagger
-from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
-                                   masked_cross_entropy)
+from nlu_deploy.task_specs import SPECS
+from nlu_deploy.tasks.base import (
+    UNLABELED,
+    Inference,
+    Task,
+    Unseen,
+    count_unseen,
+    extended_label2id,
+    masked_cross_entropy,
+)
+from nlu_deploy.tasks.tagging import (
+    TAGS,
+    WORD_KEYS,
+    entities_text,
+    flat_word_logits,
+    sentences_from_words,
+    split_by_sentence,
+    tags_of,
+    word_predictions,
+    word_rows,
+)
 from nlu_deploy.tasks.tagging import TASK as TAGGING
-from nlu_deploy.tasks.tagging import (TAGS, WORD_KEYS, entities_text, flat_word_logits, sentences_from_words, split_by_sentence,
-                                      tags_of, word_predictions, word_rows)
 
 INTENTS = "intents"
 OUTPUTS = ("intent_logits", "slot_logits")
@@ -39,14 +56,19 @@ def intent_maps(model_config) -> tuple[dict[str, int], dict[int, str]]:
     return {v: k for k, v in id2label.items()}, id2label
 
 
-def joint_scores(intent_gold: np.ndarray, intent_predicted: np.ndarray, gold_tags: list[list[str]],
-                 predicted_tags: list[list[str]]) -> dict:
+def joint_scores(
+    intent_gold: np.ndarray, intent_predicted: np.ndarray, gold_tags: list[list[str]], predicted_tags: list[list[str]]
+) -> dict:
     intents = classification_scores(intent_gold, intent_predicted)
     slots = entity_scores(gold_tags, predicted_tags)
     exact = [g == p and gt == pt for g, p, gt, pt in zip(intent_gold, intent_predicted, gold_tags, predicted_tags)]
-    return {"joint_score": (intents["accuracy"] + slots["entity_f1"]) / 2,
-            "intent_accuracy": intents["accuracy"], "intent_macro_f1": intents["macro_f1"],
-            **slots, "exact_match": float(np.mean(exact)) if exact else 0.0}
+    return {
+        "joint_score": (intents["accuracy"] + slots["entity_f1"]) / 2,
+        "intent_accuracy": intents["accuracy"],
+        "intent_macro_f1": intents["macro_f1"],
+        **slots,
+        "exact_match": float(np.mean(exact)) if exact else 0.0,
+    }
 
 
 class JointPredictor(WordTagger):
@@ -69,11 +91,17 @@ class JointPredictor(WordTagger):
 
 class JointTask(Task):
     name = "joint"
-    columns = ("tokens", "tags", "intent")
+    columns = SPECS["joint"].columns
     primary_metric = "joint_score"
     gated_metrics = ("intent_accuracy", "entity_f1", "exact_match")
     prediction_keys = (*WORD_KEYS, "sentence_ids", "gold_intents", "predicted_intents")
-    report_metrics = ("intent_accuracy", "entity_f1", "exact_match", "entity_precision", "entity_recall")  # columns of the validation table
+    report_metrics = (
+        "intent_accuracy",
+        "entity_f1",
+        "exact_match",
+        "entity_precision",
+        "entity_recall",
+    )  # columns of the validation table
     triton_words = True  # the Triton tokenizer splits words and reports each token's word
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32"), ("ENTITIES", "TYPE_STRING")]
@@ -104,8 +132,10 @@ class JointTask(Task):
 
     def unseen(self, data: TaggedSentences, label2ids) -> dict[str, Unseen]:
         expected = {self.rejection.label} if self.rejection else set()  # answered by the rule, not a class
-        return {INTENTS: count_unseen([[i] for i in data.intents], {*label2ids[INTENTS], *expected}),
-                TAGS: count_unseen(data.tags, label2ids[TAGS])}
+        return {
+            INTENTS: count_unseen([[i] for i in data.intents], {*label2ids[INTENTS], *expected}),
+            TAGS: count_unseen(data.tags, label2ids[TAGS]),
+        }
 
     def examples(self, data: TaggedSentences) -> list[list[str]]:
         return data.words
@@ -121,8 +151,12 @@ class JointTask(Task):
         return replace(sentences, intents=[UNLABELED] * len(sentences))
 
     def concatenated(self, first: TaggedSentences, second: TaggedSentences) -> TaggedSentences:
-        return TaggedSentences(first.words + second.words, first.tags + second.tags,
-                               f"{first.source} + {second.source}", intents=first.intents + second.intents)
+        return TaggedSentences(
+            first.words + second.words,
+            first.tags + second.tags,
+            f"{first.source} + {second.source}",
+            intents=first.intents + second.intents,
+        )
 
     def data_facts(self, train, validation, truncated_train, truncated_validation) -> dict:
         return TAGGING.data_facts(train, validation, truncated_train, truncated_validation)
@@ -131,9 +165,13 @@ class JointTask(Task):
         from nlu_deploy.tasks.joint_model import JointIntentSlotModel
         from nlu_deploy.tasks.own_model import new_own_model
 
-        return new_own_model(lambda: JointIntentSlotModel.for_training(
-            source, label_sets[INTENTS], label_sets[TAGS], options.get("slot_loss_weight", 1.0), trust_remote_code),
-            source, allow_pickle)
+        return new_own_model(
+            lambda: JointIntentSlotModel.for_training(
+                source, label_sets[INTENTS], label_sets[TAGS], options.get("slot_loss_weight", 1.0), trust_remote_code
+            ),
+            source,
+            allow_pickle,
+        )
 
     def load_model(self, directory: Path):
         from nlu_deploy.tasks.joint_model import JointIntentSlotModel
@@ -142,12 +180,16 @@ class JointTask(Task):
         return load_own_model(JointIntentSlotModel, directory)
 
     def label2ids(self, model_config) -> dict[str, dict[str, int]]:
-        return {INTENTS: intent_maps(model_config)[0],
-                TAGS: {label: int(i) for label, i in model_config.label2id.items()}}
+        return {
+            INTENTS: intent_maps(model_config)[0],
+            TAGS: {label: int(i) for label, i in model_config.label2id.items()},
+        }
 
     def label_ids_for(self, data: TaggedSentences, label2ids):
-        return {INTENTS: extended_label2id(label2ids[INTENTS], data.intents),
-                TAGS: extended_label2id(label2ids[TAGS], {t for tags in data.tags for t in tags})}
+        return {
+            INTENTS: extended_label2id(label2ids[INTENTS], data.intents),
+            TAGS: extended_label2id(label2ids[TAGS], {t for tags in data.tags for t in tags}),
+        }
 
     def rows(self, tokenizer, data: TaggedSentences, label_ids, max_length: int):
         rows, truncation = word_rows(tokenizer, data, label_ids[TAGS], max_length)
@@ -158,8 +200,7 @@ class JointTask(Task):
     def collator(self, tokenizer, pad_multiple):
         from transformers import DataCollatorForTokenClassification
 
-        pad_words = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple,
-                                                       return_tensors="pt")
+        pad_words = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple, return_tensors="pt")
 
         def collate(rows: list[dict]) -> dict:
             import torch
@@ -174,8 +215,9 @@ class JointTask(Task):
         outputs = model(**{k: v for k, v in batch.items() if k not in ("labels", "intent_labels")})
         slots = outputs.slot_logits
         intent_loss = masked_cross_entropy(outputs.intent_logits, batch["intent_labels"], self.label_smoothing)
-        slot_loss = masked_cross_entropy(slots.reshape(-1, slots.shape[-1]), batch["labels"].reshape(-1),
-                                         self.label_smoothing)
+        slot_loss = masked_cross_entropy(
+            slots.reshape(-1, slots.shape[-1]), batch["labels"].reshape(-1), self.label_smoothing
+        )
         weight = getattr(model, "module", model).config.slot_loss_weight  # `module`: the model inside DDP
         return intent_loss + weight * slot_loss, outputs
 
@@ -184,10 +226,12 @@ class JointTask(Task):
 
     def batch_predictions(self, outputs, batch, first_row):
         rows = len(batch["intent_labels"])
-        return {**word_predictions(outputs.slot_logits, batch["labels"], first_row),
-                "sentence_ids": np.arange(rows) + first_row,
-                "gold_intents": batch["intent_labels"].cpu().numpy(),
-                "predicted_intents": outputs.intent_logits.argmax(-1).cpu().numpy()}
+        return {
+            **word_predictions(outputs.slot_logits, batch["labels"], first_row),
+            "sentence_ids": np.arange(rows) + first_row,
+            "gold_intents": batch["intent_labels"].cpu().numpy(),
+            "predicted_intents": outputs.intent_logits.argmax(-1).cpu().numpy(),
+        }
 
     def score_predictions(self, gathered, id2labels) -> dict:
         gold_tags, predicted_tags = sentences_from_words(gathered, id2labels[TAGS])
@@ -197,8 +241,11 @@ class JointTask(Task):
         gold_i, predicted_i = gathered["gold_intents"], gathered["predicted_intents"]
         scores = joint_scores(gold_i[with_words], predicted_i[with_words], gold_tags, predicted_tags)
         intents = classification_scores(gold_i, predicted_i)
-        scores.update(intent_accuracy=intents["accuracy"], intent_macro_f1=intents["macro_f1"],
-                      joint_score=(intents["accuracy"] + scores["entity_f1"]) / 2)
+        scores.update(
+            intent_accuracy=intents["accuracy"],
+            intent_macro_f1=intents["macro_f1"],
+            joint_score=(intents["accuracy"] + scores["entity_f1"]) / 2,
+        )
         return scores
 
     def infer(self, backend, examples: list[list[str]], batch_size: int = 64) -> Inference:
@@ -235,12 +282,19 @@ class JointTask(Task):
     def export_onnx(self, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
         from nlu_deploy.tasks.own_model import export_own_model
 
-        export_own_model(model, tokenizer, out, opset, {"intent_logits": {0: "batch_size"},
-                                                        "slot_logits": {0: "batch_size", 1: "sequence_length"}})
+        export_own_model(
+            model,
+            tokenizer,
+            out,
+            opset,
+            {"intent_logits": {0: "batch_size"}, "slot_logits": {0: "batch_size", 1: "sequence_length"}},
+        )
 
     def training_summary(self, scores: dict) -> str:
-        return (f"intent accuracy {100 * scores['intent_accuracy']:.2f}%, entity F1 {100 * scores['entity_f1']:.2f}%, "
-                f"exact match {100 * scores['exact_match']:.2f}%")
+        return (
+            f"intent accuracy {100 * scores['intent_accuracy']:.2f}%, entity F1 {100 * scores['entity_f1']:.2f}%, "
+            f"exact match {100 * scores['exact_match']:.2f}%"
+        )
 
 
 TASK = JointTask()

@@ -35,8 +35,9 @@ class JointIntentSlotModel(OwnHeadModel):
         return JointOutput(intent_logits=self.intent_head(hidden[:, 0]), slot_logits=self.slot_head(hidden))
 
     @classmethod
-    def for_training(cls, source: str, intents: list[str], tags: list[str], slot_loss_weight: float,
-                     trust_remote_code: bool = False) -> JointIntentSlotModel:
+    def for_training(
+        cls, source: str, intents: list[str], tags: list[str], slot_loss_weight: float, trust_remote_code: bool = False
+    ) -> JointIntentSlotModel:
         """The pretrained encoder with two fresh heads."""
         encoder = cls.pretrained_encoder(source, trust_remote_code)
         config = encoder.config

@@ -13,8 +13,14 @@ from transformers import AutoConfig, AutoModel
 
 from nlu_deploy.artifacts import WEIGHTS
 from nlu_deploy.errors import ModelError
-from nlu_deploy.runtime.modeling import (check_checkpoint_files, forget_trained_task, load_encoder_weights,
-                                 own_checkpoint_encoder, quiet_transformers, refuse_pickle)
+from nlu_deploy.runtime.modeling import (
+    check_checkpoint_files,
+    forget_trained_task,
+    load_encoder_weights,
+    own_checkpoint_encoder,
+    quiet_transformers,
+    refuse_pickle,
+)
 
 # Encoder classes that build a pooler our heads never read, and take an option to skip it
 # (less work per call, nothing unused in the ONNX graph).
@@ -46,8 +52,9 @@ class OwnHeadModel(torch.nn.Module):
             load_encoder_weights(encoder, weights, source)
         else:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-            encoder = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code,
-                                                **_no_pooler(config))
+            encoder = AutoModel.from_pretrained(
+                source, use_safetensors=True, trust_remote_code=trust_remote_code, **_no_pooler(config)
+            )
         forget_trained_task(encoder.config)
         return encoder
 
@@ -67,8 +74,11 @@ class OwnHeadModel(torch.nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save_pretrained(directory)
         # contiguous copies: safetensors refuses views that share memory (tied weights)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(directory / WEIGHTS), metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+            str(directory / WEIGHTS),
+            metadata={"format": "pt"},
+        )
 
 
 def new_own_model(build, source: str, allow_pickle: bool):
@@ -79,8 +89,10 @@ def new_own_model(build, source: str, allow_pickle: bool):
     try:
         return build()
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load model {source} ({str(exc).strip().splitlines()[0]}); pass a local "
-                         "directory with safetensors weights.") from None
+        raise ModelError(
+            f"could not load model {source} ({str(exc).strip().splitlines()[0]}); pass a local "
+            "directory with safetensors weights."
+        ) from None
 
 
 def load_own_model(cls, directory: Path):
@@ -88,8 +100,9 @@ def load_own_model(cls, directory: Path):
     try:
         return cls.from_pretrained(directory)
     except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError
-        raise ModelError(f"{directory} holds a checkpoint that cannot be loaded "
-                         f"({str(exc).strip().splitlines()[0]}).") from None
+        raise ModelError(
+            f"{directory} holds a checkpoint that cannot be loaded ({str(exc).strip().splitlines()[0]})."
+        ) from None
 
 
 def _no_pooler(config) -> dict:
@@ -103,7 +116,8 @@ def export_own_model(model, tokenizer, out: Path, opset: int | None, outputs: di
     from optimum.exporters.tasks import TasksManager
 
     constructor = TasksManager.get_exporter_config_constructor(
-        "onnx", model_type=model.config.model_type, task="feature-extraction", library_name="transformers")
+        "onnx", model_type=model.config.model_type, task="feature-extraction", library_name="transformers"
+    )
     base = constructor.func if hasattr(constructor, "func") else constructor
     own_config = type("OwnOnnxConfig", (base,), {"outputs": property(lambda self: outputs)})
     onnx_config = own_config(model.config, task="feature-extraction")

@@ -9,12 +9,20 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy.data.demo import demo_tagged_sentences
+from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.metrics import entity_scores
 from nlu_deploy.runtime.modeling import load_for_training, load_hf_checkpoint
-from nlu_deploy.data.tagged import TaggedSentences, load_tagged_sentences, random_holdout, tag_list
 from nlu_deploy.runtime.word_tagger import IGNORED, WordTagger, aligned_labels, cut_entities, decoder_for, encode_words
-from nlu_deploy.tasks.base import (UNLABELED, Inference, Task, Unseen, count_unseen, extended_label2id,
-                                   masked_cross_entropy)
+from nlu_deploy.task_specs import SPECS
+from nlu_deploy.tasks.base import (
+    UNLABELED,
+    Inference,
+    Task,
+    Unseen,
+    count_unseen,
+    extended_label2id,
+    masked_cross_entropy,
+)
 
 TAGS = "tags"
 WORD_KEYS = ("owners", "gold_tags", "word_logits")  # what batch_predictions gathers
@@ -23,8 +31,10 @@ WORD_KEYS = ("owners", "gold_tags", "word_logits")  # what batch_predictions gat
 def word_rows(tokenizer, data: TaggedSentences, tag_ids: dict[str, int], max_length: int):
     """Token ids with one tag id per word on its first sub-word; what truncation cut."""
     words = encode_words(tokenizer, data.words, max_length)
-    rows = [dict(features, labels=aligned_labels(first, [tag_ids[t] for t in tags], len(features["input_ids"])))
-            for features, first, tags in zip(words.features, words.first_subword, data.tags)]
+    rows = [
+        dict(features, labels=aligned_labels(first, [tag_ids[t] for t in tags], len(features["input_ids"])))
+        for features, first, tags in zip(words.features, words.first_subword, data.tags)
+    ]
     cut = sum(cut_entities(first, tags) for first, tags in zip(words.first_subword, data.tags))
     return rows, {"sentences": words.truncated, "entities": cut}
 
@@ -63,11 +73,16 @@ def flat_word_logits(tagger: WordTagger, sentences: list[list[str]], batch_size:
 
 class TaggingTask(Task):
     name = "token-classification"
-    columns = ("tokens", "tags")
+    columns = SPECS["token-classification"].columns
     primary_metric = "entity_f1"
     gated_metrics = ("entity_f1",)
     prediction_keys = WORD_KEYS
-    report_metrics = ("entity_f1", "entity_precision", "entity_recall", "tag_accuracy")  # columns of the validation table
+    report_metrics = (
+        "entity_f1",
+        "entity_precision",
+        "entity_recall",
+        "tag_accuracy",
+    )  # columns of the validation table
     triton_words = True  # the Triton tokenizer splits words and reports each token's word
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("ENTITIES", "TYPE_STRING")]
@@ -103,15 +118,18 @@ class TaggingTask(Task):
         return TaggedSentences(words, [[UNLABELED] * len(w) for w in words], "unlabeled texts")
 
     def concatenated(self, first: TaggedSentences, second: TaggedSentences) -> TaggedSentences:
-        return TaggedSentences(first.words + second.words, first.tags + second.tags,
-                               f"{first.source} + {second.source}")
+        return TaggedSentences(
+            first.words + second.words, first.tags + second.tags, f"{first.source} + {second.source}"
+        )
 
     def data_facts(self, train, validation, truncated_train, truncated_validation) -> dict:
-        return {**super().data_facts(train, validation, truncated_train, truncated_validation),
-                "entities_cut_train": truncated_train["entities"],
-                "entities_cut_validation": truncated_validation["entities"],
-                "repaired_tags": train.repaired_tags + validation.repaired_tags,
-                "empty_sentences_skipped": train.empty_sentences + validation.empty_sentences}
+        return {
+            **super().data_facts(train, validation, truncated_train, truncated_validation),
+            "entities_cut_train": truncated_train["entities"],
+            "entities_cut_validation": truncated_validation["entities"],
+            "repaired_tags": train.repaired_tags + validation.repaired_tags,
+            "empty_sentences_skipped": train.empty_sentences + validation.empty_sentences,
+        }
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
         return load_for_training(source, label_sets[TAGS], allow_pickle, trust_remote_code, self.name)
@@ -136,8 +154,9 @@ class TaggingTask(Task):
     def loss(self, model, batch: dict):
         outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
         logits = outputs.logits
-        return masked_cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
-                                    self.label_smoothing), outputs
+        return masked_cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), self.label_smoothing
+        ), outputs
 
     def distillation_logits(self, outputs, batch: dict) -> list:
         return [outputs.logits[batch["labels"] != IGNORED]]
@@ -168,8 +187,10 @@ class TaggingTask(Task):
         return f"{text}\t{entities_text(prediction) or '(no entities)'}"
 
     def training_summary(self, scores: dict) -> str:
-        return (f"entity F1 {100 * scores['entity_f1']:.2f}% (precision {100 * scores['entity_precision']:.2f}%, "
-                f"recall {100 * scores['entity_recall']:.2f}%)")
+        return (
+            f"entity F1 {100 * scores['entity_f1']:.2f}% (precision {100 * scores['entity_precision']:.2f}%, "
+            f"recall {100 * scores['entity_recall']:.2f}%)"
+        )
 
 
 def entities_text(entities) -> str:

@@ -58,8 +58,17 @@ class StopOnSignal:
             signal.signal(signum, handler)
 
 
-def save_training_state(directory: Path, model, optimizer, scheduler, scaler, progress: dict,
-                        epoch_generator_state, run_fingerprint: str, averaged=None) -> None:
+def save_training_state(
+    directory: Path,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    progress: dict,
+    epoch_generator_state,
+    run_fingerprint: str,
+    averaged=None,
+) -> None:
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,8 +92,10 @@ def save_training_state(directory: Path, model, optimizer, scheduler, scaler, pr
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
         partial.unlink(missing_ok=True)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NluDeployError(f"the training state could not be saved in {directory} ({reason}); is the disk "
-                             "full? The previous saved state, if any, is kept.") from None
+        raise NluDeployError(
+            f"the training state could not be saved in {directory} ({reason}); is the disk "
+            "full? The previous saved state, if any, is kept."
+        ) from None
     os.replace(partial, directory / STATE_FILE)  # a crash mid-save keeps the previous state
 
 

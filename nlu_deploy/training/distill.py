@@ -34,8 +34,7 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     """The top layer of each of `keep` equal blocks of the teacher's layers: 6 -> 3 keeps 1, 3, 5;
     6 -> 2 keeps 2, 5. The last layer always stays, since the heads were trained on its output."""
     if not 0 < keep < total:
-        raise ConfigError(f"a student keeps between 1 and {total - 1} of the teacher's {total} layers, "
-                          f"not {keep}.")
+        raise ConfigError(f"a student keeps between 1 and {total - 1} of the teacher's {total} layers, not {keep}.")
     return [round((i + 1) * total / keep) - 1 for i in range(keep)]
 
 
@@ -43,8 +42,11 @@ def _layer_list(model, total: int):
     """(parent module, attribute name) of the encoder's list of `total` layers."""
     import torch
 
-    found = [name for name, module in model.named_modules()
-             if isinstance(module, torch.nn.ModuleList) and len(module) == total]
+    found = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == total
+    ]
     if len(found) != 1:
         raise ModelError(f"cannot find the encoder's {total} layers in this {type(model).__name__}.")
     parent, _, attribute = found[0].rpartition(".")
@@ -78,7 +80,7 @@ def soft_target_loss(student_logits, teacher_logits, temperature: float):
     student_log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = F.kl_div(student_log_p, teacher_log_p, reduction="sum", log_target=True) / len(student_logits)
-    return kl * temperature ** 2
+    return kl * temperature**2
 
 
 @dataclass
@@ -101,9 +103,14 @@ class Distillation:
 
     def describe(self) -> dict:
         """For the manifest, metrics.json and the resume fingerprint."""
-        return {"teacher": str(Path(self.teacher_dir).resolve()), "teacher_layers": self.teacher_layers,
-                "kept_layers": self.kept_layers, "temperature": self.temperature, "alpha": self.alpha,
-                "unlabeled_texts": len(self.unlabeled_texts)}
+        return {
+            "teacher": str(Path(self.teacher_dir).resolve()),
+            "teacher_layers": self.teacher_layers,
+            "kept_layers": self.kept_layers,
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+            "unlabeled_texts": len(self.unlabeled_texts),
+        }
 
     def label_sets(self, task: Task, train) -> dict[str, list[str]]:
         """The teacher's labels, in its id order: the student keeps the teacher's heads."""
@@ -112,8 +119,10 @@ class Distillation:
         missing = {head: labels for head, labels in missing.items() if labels}
         if missing:
             shown = "; ".join(f"{head}: {', '.join(map(repr, labels[:5]))}" for head, labels in missing.items())
-            raise DataError(f"the training data holds labels the teacher does not have ({shown}); a student keeps "
-                            "the teacher's heads, so it can only learn the teacher's labels.")
+            raise DataError(
+                f"the training data holds labels the teacher does not have ({shown}); a student keeps "
+                "the teacher's heads, so it can only learn the teacher's labels."
+            )
         return {head: sorted(ids, key=ids.get) for head, ids in label2ids.items()}
 
     def student(self):
@@ -137,9 +146,14 @@ class Distillation:
             hard, outputs = task.loss(model, batch)
             with torch.no_grad():
                 _, teacher_outputs = task.loss(teacher, batch)
-            soft = sum(soft_target_loss(s, t, self.temperature) for s, t in
-                       zip(task.distillation_logits(outputs, batch), task.distillation_logits(teacher_outputs, batch)))
+            soft = sum(
+                soft_target_loss(s, t, self.temperature)
+                for s, t in zip(
+                    task.distillation_logits(outputs, batch), task.distillation_logits(teacher_outputs, batch)
+                )
+            )
             return self.alpha * soft + (1 - self.alpha) * hard, outputs
+
         return loss
 
     def report(self, task: Task, student_dir: Path, loader, device) -> dict:
@@ -148,16 +162,20 @@ class Distillation:
         import torch
 
         teacher = self.teacher.to(device).eval()
-        students = {"kl_to_teacher_before": self.student().to(device).eval(),
-                    "kl_to_teacher_after": task.load_model(student_dir).to(device).eval()}
+        students = {
+            "kl_to_teacher_before": self.student().to(device).eval(),
+            "kl_to_teacher_after": task.load_model(student_dir).to(device).eval(),
+        }
         facts = self.describe()
         for name, student in students.items():
             total, rows = 0.0, 0
             with torch.inference_mode():
                 for batch in loader:
                     batch = {k: v.to(device) for k, v in batch.items()}
-                    pairs = zip(task.distillation_logits(task.loss(student, batch)[1], batch),
-                                task.distillation_logits(task.loss(teacher, batch)[1], batch))
+                    pairs = zip(
+                        task.distillation_logits(task.loss(student, batch)[1], batch),
+                        task.distillation_logits(task.loss(teacher, batch)[1], batch),
+                    )
                     for s, t in pairs:
                         total += float(soft_target_loss(s, t, self.temperature)) * len(s)
                         rows += len(s)
@@ -174,8 +192,10 @@ def read_unlabeled(path: Path, column: str) -> list[str]:
         records = read_records(path)
         if not records or column not in records[0]:
             raise DataError(f"{path} has no {column!r} column (pass --unlabeled-column).")
-        texts = [" ".join(map(str, value)) if isinstance(value, list | np.ndarray) else str(value)
-                 for value in (record[column] for record in records)]
+        texts = [
+            " ".join(map(str, value)) if isinstance(value, list | np.ndarray) else str(value)
+            for value in (record[column] for record in records)
+        ]
     else:
         texts = text_lines(read_text(path))
     texts = [text.strip() for text in texts if text and text.strip()]
@@ -190,8 +210,10 @@ def teacher_finetune_config(config: DistillConfig) -> FinetuneConfig:
     teacher = Path(config.teacher)
     manifest = artifacts.read_manifest(teacher) if teacher.is_dir() else {}
     if manifest.get("stage") not in ("finetune", "distill"):
-        raise ModelError(f"{teacher} is not a checkpoint written by `nlu-deploy finetune` (or distill); a teacher "
-                         "must be one, so that its data, split and labels are known.")
+        raise ModelError(
+            f"{teacher} is not a checkpoint written by `nlu-deploy finetune` (or distill); a teacher "
+            "must be one, so that its data, split and labels are known."
+        )
     known = {f.name for f in fields(FinetuneConfig)}
     options = {key: value for key, value in manifest["options"].items() if key in known}
     for key in _PATH_OPTIONS:
@@ -206,10 +228,22 @@ def teacher_finetune_config(config: DistillConfig) -> FinetuneConfig:
     for key in ("text_column", "label_column", "intent_column", "batch_size", "lr"):
         if getattr(config, key) is not None:
             overrides[key] = getattr(config, key)
-    return replace(FinetuneConfig(**options), **overrides, output=config.output, model=str(teacher),
-                   epochs=config.epochs, seed=config.seed, device=config.device, compile=config.compile,
-                   precision=config.precision, checkpoint_every=config.checkpoint_every, resume=config.resume,
-                   overwrite=config.overwrite, allow_pickle=False, trust_remote_code=False)
+    return replace(
+        FinetuneConfig(**options),
+        **overrides,
+        output=config.output,
+        model=str(teacher),
+        epochs=config.epochs,
+        seed=config.seed,
+        device=config.device,
+        compile=config.compile,
+        precision=config.precision,
+        checkpoint_every=config.checkpoint_every,
+        resume=config.resume,
+        overwrite=config.overwrite,
+        allow_pickle=False,
+        trust_remote_code=False,
+    )
 
 
 def _check_teacher_data(teacher: Path, manifest: dict, options: dict) -> None:
@@ -220,12 +254,16 @@ def _check_teacher_data(teacher: Path, manifest: dict, options: dict) -> None:
         if path is None:
             continue
         if not path.is_file():
-            raise DataError(f"the teacher {teacher} was trained on {path}, which is not there any more; pass --train "
-                            "(and --validation) to distil on data you have.")
+            raise DataError(
+                f"the teacher {teacher} was trained on {path}, which is not there any more; pass --train "
+                "(and --validation) to distil on data you have."
+            )
         expected = recorded.get(part, {}).get("sha256")
         if expected and artifacts.file_sha256(path) != expected:
-            raise DataError(f"{path} has changed since the teacher {teacher} was trained on it, so its held-out split "
-                            "cannot be rebuilt; pass --train (and --validation) to distil on it as it is now.")
+            raise DataError(
+                f"{path} has changed since the teacher {teacher} was trained on it, so its held-out split "
+                "cannot be rebuilt; pass --train (and --validation) to distil on it as it is now."
+            )
 
 
 def distill(config: DistillConfig, show_progress: bool = True, on_step=None, search=None):
@@ -235,10 +273,14 @@ def distill(config: DistillConfig, show_progress: bool = True, on_step=None, sea
     teacher = Path(config.teacher)
     finetune_config = teacher_finetune_config(config)
     teacher_layers = _teacher_layers(teacher)
-    distillation = Distillation(teacher_dir=teacher, kept_layers=evenly_spaced_layers(teacher_layers, config.layers),
-                                teacher_layers=teacher_layers, temperature=config.temperature, alpha=config.alpha,
-                                unlabeled_texts=read_unlabeled(config.unlabeled, config.unlabeled_column)
-                                if config.unlabeled else [])
+    distillation = Distillation(
+        teacher_dir=teacher,
+        kept_layers=evenly_spaced_layers(teacher_layers, config.layers),
+        teacher_layers=teacher_layers,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        unlabeled_texts=read_unlabeled(config.unlabeled, config.unlabeled_column) if config.unlabeled else [],
+    )
     if search is not None:
         from nlu_deploy.training.search import search as run_search
 
@@ -247,9 +289,8 @@ def distill(config: DistillConfig, show_progress: bool = True, on_step=None, sea
 
 
 def _teacher_layers(teacher: Path) -> int:
-    config = artifacts.read_json(teacher / "config.json")
+    config = artifacts.read_model_config(teacher)
     layers = config.get("num_hidden_layers") or config.get("n_layers")
     if not layers:
         raise ModelError(f"{teacher}/config.json does not say how many layers the teacher has.")
     return int(layers)
-

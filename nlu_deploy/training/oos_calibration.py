@@ -53,13 +53,17 @@ def plan_out_of_scope(config: FinetuneConfig, task: Task, train, validation):
             raise DataError(f"{config.oos_validation} holds no out-of-scope texts.")
     in_training = sum(1 for value in task.intents_of(train) if value == label)
     if plan.training == "class" and not in_training:
-        raise ConfigError(f"the training data has no {label!r} rows to learn as a class; pass "
-                          "--oos-training calibration to use out-of-scope examples for the threshold only.")
+        raise ConfigError(
+            f"the training data has no {label!r} rows to learn as a class; pass "
+            "--oos-training calibration to use out-of-scope examples for the threshold only."
+        )
     if plan.training == "calibration":
         train, plan.removed_from_training = task.without_intent(train, label)
     if not any(value == label for value in task.intents_of(validation)) and not plan.extra_texts:
-        raise DataError(f"the held-out data has no {label!r} rows to calibrate the rejection threshold on; "
-                        "give --validation data with some, or --oos-validation FILE with out-of-scope texts.")
+        raise DataError(
+            f"the held-out data has no {label!r} rows to calibrate the rejection threshold on; "
+            "give --validation data with some, or --oos-validation FILE with out-of-scope texts."
+        )
     return plan, train, validation
 
 
@@ -81,14 +85,19 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
     is_oos = np.array([label == plan.label for label in labels], dtype=bool)
     oos_class = label2id.get(plan.label)  # None when out-of-scope rows were not trained as a class
     rule, candidates = calibrate(logits, gold, is_oos, plan.label, oos_class, plan.target_recall)
-    config = artifacts.read_json(directory / "config.json")
+    config = artifacts.read_model_config(directory)
     config[CONFIG_KEY] = rule.to_json()
-    artifacts.write_json(directory / "config.json", config)
-    calibration = {"rule": rule.to_json(), "training": plan.training, "candidates": candidates,
-                   "in_scope_rows": int((~is_oos).sum()), "out_of_scope_rows": int(is_oos.sum()),
-                   "out_of_scope_rows_left_out_of_training": plan.removed_from_training,
-                   # the rule's scores on rows it was not calibrated on (2-fold): the estimate for new data
-                   "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, oos_class, plan.target_recall)}
+    artifacts.write_json(directory / artifacts.MODEL_CONFIG, config)
+    calibration = {
+        "rule": rule.to_json(),
+        "training": plan.training,
+        "candidates": candidates,
+        "in_scope_rows": int((~is_oos).sum()),
+        "out_of_scope_rows": int(is_oos.sum()),
+        "out_of_scope_rows_left_out_of_training": plan.removed_from_training,
+        # the rule's scores on rows it was not calibrated on (2-fold): the estimate for new data
+        "cross_fitted": cross_fitted(logits, gold, is_oos, plan.label, oos_class, plan.target_recall),
+    }
     plot_rejection_tradeoff(calibration, directory / OOS_PLOT)
     return calibration
 
@@ -96,11 +105,13 @@ def calibrate_checkpoint(directory: Path, task: Task, plan: OutOfScopePlan, vali
 def describe_rule(calibration: dict) -> str:
     rule = calibration["rule"]
     chosen = next(row for row in calibration["candidates"] if row["score"] == rule["score"])
-    return (f"out-of-scope rule: {rule['label']!r} when {rule['score']} < {rule['threshold']:.4g}"
-            f"{' or the class wins' if rule['oos_class'] is not None else ''}; on "
-            f"{calibration['in_scope_rows']} in-scope and {calibration['out_of_scope_rows']} out-of-scope held-out "
-            f"rows: in-scope accuracy {100 * chosen['in_scope_accuracy']:.2f}%, out-of-scope recall "
-            f"{100 * chosen['oos_recall']:.2f}%, precision {100 * chosen['oos_precision']:.2f}%, "
-            f"AUROC {chosen['oos_auroc']:.4f}; cross-fitted (calibrated on other rows): in-scope accuracy "
-            f"{100 * calibration['cross_fitted']['in_scope_accuracy']:.2f}%, out-of-scope recall "
-            f"{100 * calibration['cross_fitted']['oos_recall']:.2f}%")
+    return (
+        f"out-of-scope rule: {rule['label']!r} when {rule['score']} < {rule['threshold']:.4g}"
+        f"{' or the class wins' if rule['oos_class'] is not None else ''}; on "
+        f"{calibration['in_scope_rows']} in-scope and {calibration['out_of_scope_rows']} out-of-scope held-out "
+        f"rows: in-scope accuracy {100 * chosen['in_scope_accuracy']:.2f}%, out-of-scope recall "
+        f"{100 * chosen['oos_recall']:.2f}%, precision {100 * chosen['oos_precision']:.2f}%, "
+        f"AUROC {chosen['oos_auroc']:.4f}; cross-fitted (calibrated on other rows): in-scope accuracy "
+        f"{100 * calibration['cross_fitted']['in_scope_accuracy']:.2f}%, out-of-scope recall "
+        f"{100 * calibration['cross_fitted']['oos_recall']:.2f}%"
+    )

@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nlu_deploy import artifacts
-from nlu_deploy.training import checkpointing
 from nlu_deploy.config import SEARCH_SPACE, FinetuneConfig, SearchConfig
-from nlu_deploy.training.distributed import any_across, barrier, from_main, init_distributed, shutdown
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.progress import ProgressLog
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.tasks import get_task
+from nlu_deploy.training import checkpointing
+from nlu_deploy.training.distributed import any_across, barrier, from_main, init_distributed, shutdown
 from nlu_deploy.training.loop import finetune
 
 STUDY_FILE = "study.db"
@@ -80,8 +80,9 @@ def draw(trial, names: list[str]) -> dict:
     return params
 
 
-def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = True,
-           on_trial_step=None, distillation=None) -> SearchResult | None:
+def search(
+    config: FinetuneConfig, search: SearchConfig, show_progress: bool = True, on_trial_step=None, distillation=None
+) -> SearchResult | None:
     """Run (or continue, with config.resume) the search; write the best trial to config.output.
     `on_trial_step(trial_number, global_step)` is called after every optimizer step (tests use it
     to interrupt a search). With a `distillation` (distill.py) every trial trains a student.
@@ -94,8 +95,10 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
 
     names = searched_options(config, search)
     if not names:
-        raise ConfigError("every searched option (lr, batch size, epochs, warm-up, weight decay) was given; "
-                          "there is nothing left to search.")
+        raise ConfigError(
+            "every searched option (lr, batch size, epochs, warm-up, weight decay) was given; "
+            "there is nothing left to search."
+        )
     context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
     main = context.is_main
     directory = search_dir(config.output)
@@ -120,8 +123,10 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
         number, params = order
         trial_dir = directory / f"trial-{number}"
         if main:
-            log.line(f"trial {number + 1} ({position} of {search.trials}): "
-                     + ", ".join(f"{k} {_shown(v)}" for k, v in params.items()))
+            log.line(
+                f"trial {number + 1} ({position} of {search.trials}): "
+                + ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
+            )
         started = time.monotonic()
 
         def on_step(step, number=number):
@@ -143,8 +148,13 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
                 raise optuna.TrialPruned
 
         try:
-            result = finetune(replace(config, **params, output=trial_dir, overwrite=True, resume=False),
-                              show_progress, on_step=on_step, on_epoch=on_epoch, distillation=distillation)
+            result = finetune(
+                replace(config, **params, output=trial_dir, overwrite=True, resume=False),
+                show_progress,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                distillation=distillation,
+            )
         except optuna.TrialPruned:
             gc.collect()  # the trial's DDP wrapper goes while the process group is still there
             if main:
@@ -165,16 +175,17 @@ def search(config: FinetuneConfig, search: SearchConfig, show_progress: bool = T
         if main:
             _record_finished(study, trial, result, metric, started, trial_dir, directory)
             left = f", {max(0, (deadline - time.monotonic()) / 60):.0f} min left" if deadline else ""
-            log.line(f"trial {number + 1}: validation {DISPLAY_NAMES[metric]} {result.best_scores[metric]:.4f} "
-                     f"({_best_line(study)}{left})")
+            log.line(
+                f"trial {number + 1}: validation {DISPLAY_NAMES[metric]} {result.best_scores[metric]:.4f} "
+                f"({_best_line(study)}{left})"
+            )
         barrier(context)  # the next trial starts once the main process has filed this one
     found = _write_output(study, config, search, names, directory) if main else None
     shutdown(context)
     return found
 
 
-def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path,
-                show_progress: bool):
+def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path, show_progress: bool):
     """(the study, the search log, the position of the first trial to run): the study created,
     or reopened with its interrupted trials queued to run again."""
     import optuna
@@ -186,17 +197,24 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A few random trials before TPE models the space; pruning starts once two trials have finished.
     sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=min(10, max(2, search.trials // 3)))
-    study = optuna.create_study(storage=f"sqlite:///{directory / STUDY_FILE}", study_name=STUDY_NAME,
-                                direction="maximize", sampler=sampler, load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    study = optuna.create_study(
+        storage=f"sqlite:///{directory / STUDY_FILE}",
+        study_name=STUDY_NAME,
+        direction="maximize",
+        sampler=sampler,
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
     _check_same_search(study, config, names)
     log = ProgressLog(directory / LOG_FILE, show_progress)
     _rerun_interrupted(study, directory, log)
     done = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     metric = get_task(config.task).primary_metric
-    log.line(f"search: {search.trials} trials of {config.task} over {', '.join(names)}, scored on validation "
-             f"{DISPLAY_NAMES[metric]}; {len(done)} already finished"
-             + (f", {search.minutes:g} minutes at most" if search.minutes else ""))
+    log.line(
+        f"search: {search.trials} trials of {config.task} over {', '.join(names)}, scored on validation "
+        f"{DISPLAY_NAMES[metric]}; {len(done)} already finished"
+        + (f", {search.minutes:g} minutes at most" if search.minutes else "")
+    )
     return study, log, len(done) + 1
 
 
@@ -219,17 +237,27 @@ def _record_finished(study, trial, result, metric: str, started: float, trial_di
 def _write_output(study, config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path):
     best_value = _best_value(study)
     if best_value is None:
-        raise NluDeployError(f"no trial of the search finished (see {directory / LOG_FILE}); give it more time "
-                             "(--search-time) or continue it with --resume.")
+        raise NluDeployError(
+            f"no trial of the search finished (see {directory / LOG_FILE}); give it more time "
+            "(--search-time) or continue it with --resume."
+        )
     best = study.best_trial
     trials = [_trial_record(t) for t in study.trials if t.state.is_finished()]  # not the queued ones
     importances = _importances(study)
-    report = {"task": config.task, "metric": get_task(config.task).primary_metric, "trials_asked": search.trials,
-              "minutes": search.minutes, "searched": {n: SEARCH_SPACE[n] for n in names},
-              "fixed": {n: getattr(config, n) for n in (*_COMMON, *get_task(config.task).searched_options)
-                        if n not in names},
-              "best_trial": best.number, "best_value": best.value, "best_params": best.params,
-              "importances": importances, "trials": trials, "study": str(directory / STUDY_FILE)}
+    report = {
+        "task": config.task,
+        "metric": get_task(config.task).primary_metric,
+        "trials_asked": search.trials,
+        "minutes": search.minutes,
+        "searched": {n: SEARCH_SPACE[n] for n in names},
+        "fixed": {n: getattr(config, n) for n in (*_COMMON, *get_task(config.task).searched_options) if n not in names},
+        "best_trial": best.number,
+        "best_value": best.value,
+        "best_params": best.params,
+        "importances": importances,
+        "trials": trials,
+        "study": str(directory / STUDY_FILE),
+    }
     from nlu_deploy.evaluation.plots import plot_search
 
     with artifacts.staged_output(config.output, overwrite=True) as out:
@@ -252,27 +280,43 @@ def search_markdown(report: dict) -> str:
     rows = []
     for t in report["trials"]:
         epochs = " / ".join(f"{100 * v:.2f}" for _, v in sorted(t["epoch_scores"].items(), key=lambda kv: int(kv[0])))
-        rows.append([t["number"] + 1, t["state"].lower() + (" (best)" if t["number"] == report["best_trial"] else ""),
-                     *[_shown(t["params"].get(n)) for n in names],
-                     "" if t["value"] is None else f"{100 * t['value']:.2f}", epochs,
-                     "" if t["seconds"] is None else f"{t['seconds']:.0f}"])
+        rows.append(
+            [
+                t["number"] + 1,
+                t["state"].lower() + (" (best)" if t["number"] == report["best_trial"] else ""),
+                *[_shown(t["params"].get(n)) for n in names],
+                "" if t["value"] is None else f"{100 * t['value']:.2f}",
+                epochs,
+                "" if t["seconds"] is None else f"{t['seconds']:.0f}",
+            ]
+        )
     table = markdown_table(["trial", "state", *names, f"{metric} %", f"{metric} % per epoch", "seconds"], rows)
-    importances = ", ".join(f"{k} {v:.2f}" for k, v in report["importances"].items()) or \
-        "not computed (it needs two finished trials that differ)"
+    importances = (
+        ", ".join(f"{k} {v:.2f}" for k, v in report["importances"].items())
+        or "not computed (it needs two finished trials that differ)"
+    )
     fixed = ", ".join(f"{k} {_shown(v)}" for k, v in report["fixed"].items()) or "none"
-    return (f"# Hyperparameter search: {report['task']}\n\nBest: trial {report['best_trial'] + 1}, validation "
-            f"{metric} {100 * report['best_value']:.2f}% with "
-            + ", ".join(f"{k} {_shown(v)}" for k, v in report["best_params"].items())
-            + f".\n\nFixed (given by the user or not searched for this task): {fixed}.\n\n{table}\n\n"
-            f"Parameter importances (Optuna's default evaluator, PED-ANOVA in Optuna 5: how much each option's value separates the best trials from the rest): {importances}.\n")
+    return (
+        f"# Hyperparameter search: {report['task']}\n\nBest: trial {report['best_trial'] + 1}, validation "
+        f"{metric} {100 * report['best_value']:.2f}% with "
+        + ", ".join(f"{k} {_shown(v)}" for k, v in report["best_params"].items())
+        + f".\n\nFixed (given by the user or not searched for this task): {fixed}.\n\n{table}\n\n"
+        f"Parameter importances (Optuna's default evaluator, PED-ANOVA in Optuna 5: how much each option's value separates the best trials from the rest): {importances}.\n"
+    )
 
 
 def _trial_record(trial) -> dict:
     seconds = trial.user_attrs.get("seconds")
-    return {"number": trial.number, "state": trial.state.name, "params": trial.params, "value": trial.value,
-            "epoch_scores": {str(k): v for k, v in trial.intermediate_values.items()},
-            "scores": trial.user_attrs.get("scores"), "best_epoch": trial.user_attrs.get("best_epoch"),
-            "seconds": seconds}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": trial.params,
+        "value": trial.value,
+        "epoch_scores": {str(k): v for k, v in trial.intermediate_values.items()},
+        "scores": trial.user_attrs.get("scores"),
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "seconds": seconds,
+    }
 
 
 def _importances(study) -> dict[str, float]:
@@ -331,8 +375,11 @@ def _rerun_interrupted(study, directory: Path, log: ProgressLog) -> None:
 
 def _check_same_search(study, config: FinetuneConfig, names: list[str]) -> None:
     """A study continues only with the same data and options (bar the searched ones)."""
-    facts = {k: str(v) for k, v in asdict(config).items()
-             if k not in (*names, "output", "resume", "overwrite", "checkpoint_every")}
+    facts = {
+        k: str(v)
+        for k, v in asdict(config).items()
+        if k not in (*names, "output", "resume", "overwrite", "checkpoint_every")
+    }
     for part in ("train", "validation"):
         path = getattr(config, part)
         if path is not None and Path(path).is_file():
@@ -343,8 +390,10 @@ def _check_same_search(study, config: FinetuneConfig, names: list[str]) -> None:
         study.set_user_attr("options", facts)
     elif recorded != facts:
         changed = sorted(k for k in {*recorded, *facts} if recorded.get(k) != facts.get(k))
-        raise NluDeployError(f"the search in {search_dir(config.output)} used other options or data "
-                             f"({', '.join(changed)}); run it with those, or pass --overwrite to start a new one.")
+        raise NluDeployError(
+            f"the search in {search_dir(config.output)} used other options or data "
+            f"({', '.join(changed)}); run it with those, or pass --overwrite to start a new one."
+        )
 
 
 def _refuse_clobbering(config: FinetuneConfig, directory: Path) -> None:
@@ -354,6 +403,6 @@ def _refuse_clobbering(config: FinetuneConfig, directory: Path) -> None:
     if config.resume and not (directory / STUDY_FILE).exists():
         raise NluDeployError(f"there is no search to resume in {directory}.")
     if (directory / STUDY_FILE).exists() and not config.resume and not config.overwrite:
-        raise NluDeployError(f"a search's trials are in {directory}; pass --resume to continue it or --overwrite "
-                             "to start over.")
-
+        raise NluDeployError(
+            f"a search's trials are in {directory}; pass --resume to continue it or --overwrite to start over."
+        )

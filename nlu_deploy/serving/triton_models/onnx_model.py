@@ -24,14 +24,17 @@ class TritonPythonModel:
         self.output_names = [tensor["name"] for tensor in config["output"]]
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(Path(__file__).parent / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(Path(__file__).parent / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
 
     def execute(self, requests):
         """The dynamic batcher hands over several requests at once; those of one shape (the
         tokenizer pads to length buckets) run as one onnxruntime batch."""
-        feeds = [{name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
-                 for request in requests]
+        feeds = [
+            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
+            for request in requests
+        ]
         by_shape = {}
         for position, feed in enumerate(feeds):
             by_shape.setdefault(feed[self.input_names[0]].shape[1:], []).append(position)
@@ -42,8 +45,11 @@ class TritonPythonModel:
             start = 0
             for position in positions:
                 rows = len(feeds[position][self.input_names[0]])
-                responses[position] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(name, np.ascontiguousarray(output[start:start + rows]))
-                    for name, output in zip(self.output_names, outputs)])
+                responses[position] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(name, np.ascontiguousarray(output[start : start + rows]))
+                        for name, output in zip(self.output_names, outputs)
+                    ]
+                )
                 start += rows
         return responses

@@ -41,6 +41,9 @@ class TritonPythonModel:
             answers = self.answers(logits)
             label = np.array([[name.encode("utf-8")] for name, _ in answers], dtype=object)
             score = np.array([[score] for _, score in answers], dtype=np.float32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("LABEL", label), pb_utils.Tensor("SCORE", score)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("LABEL", label), pb_utils.Tensor("SCORE", score)]
+                )
+            )
         return responses

@@ -38,17 +38,17 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
             inputs = [text.split() for text in texts] if self.words else texts
-            encoded = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True,
-                                     max_length=self.max_length)
+            encoded = self.tokenizer(
+                inputs, is_split_into_words=self.words, truncation=True, max_length=self.max_length
+            )
             if self.words:
-                encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)]
-                                       for i in range(len(texts))]
+                encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
             width = next(b for b in self.buckets if b >= max(len(ids) for ids in encoded["input_ids"]))
             outputs = []
             for name in self.output_names:
                 padded = np.full((len(texts), width), self.fill.get(name, 0), dtype=np.int64)
                 for row, values in enumerate(encoded[name]):
-                    padded[row, :len(values)] = values
+                    padded[row, : len(values)] = values
                 outputs.append(pb_utils.Tensor(name, padded))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

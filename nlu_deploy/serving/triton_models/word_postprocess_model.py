@@ -55,8 +55,9 @@ class TritonPythonModel:
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
             word_ids = pb_utils.get_input_tensor_by_name(request, "WORD_IDS").as_numpy()
             slots = pb_utils.get_input_tensor_by_name(request, self.slot_output).as_numpy().astype(np.float64)
-            entities = [json.dumps(self.word_results(t, w, s), ensure_ascii=False) for t, w, s in
-                        zip(texts, word_ids, slots)]
+            entities = [
+                json.dumps(self.word_results(t, w, s), ensure_ascii=False) for t, w, s in zip(texts, word_ids, slots)
+            ]
             outputs = [pb_utils.Tensor("ENTITIES", np.array([[e.encode("utf-8")] for e in entities], dtype=object))]
             if self.intents:
                 logits = pb_utils.get_input_tensor_by_name(request, "intent_logits").as_numpy().astype(np.float64)
@@ -65,8 +66,9 @@ class TritonPythonModel:
                 else:
                     probabilities = softmax(logits)
                     answers = [(self.intents[int(p.argmax())], float(p.max())) for p in probabilities]
-                outputs.append(pb_utils.Tensor("LABEL", np.array([[label.encode("utf-8")] for label, _ in answers],
-                                                                 dtype=object)))
+                outputs.append(
+                    pb_utils.Tensor("LABEL", np.array([[label.encode("utf-8")] for label, _ in answers], dtype=object))
+                )
                 outputs.append(pb_utils.Tensor("SCORE", np.array([[score] for _, score in answers], dtype=np.float32)))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

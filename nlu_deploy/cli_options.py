@@ -1,0 +1,326 @@
+"""The options the commands share, each default read from the config it fills, so that a
+default has one home (config.py) and `--help` shows it."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from nlu_deploy.config import (
+    DEVICE_CHOICES,
+    OOS_TRAINING_CHOICES,
+    POOLING_CHOICES,
+    PRECISION_CHOICES,
+    FinetuneConfig,
+)
+from nlu_deploy.task_specs import TASKS
+
+
+def default_of(config_class, field_name: str):
+    """The default a config dataclass gives `field_name`."""
+    return next(f.default for f in dataclasses.fields(config_class) if f.name == field_name)
+
+
+def apply(options: list):
+    """A decorator applying a list of click options in the order they are listed."""
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 1,8,32, got {value!r}.") from None
+    if not numbers or min(numbers) <= 0:
+        raise click.BadParameter("expected positive integers.")
+    return numbers
+
+
+# How a training runs, for finetune, distill, run and bench-training alike.
+PROCESS_OPTIONS = [
+    click.option(
+        "--compile/--no-compile",
+        "compile_flag",
+        default=None,
+        help="torch.compile the model. Default: off: on an H200 it paid off only after ~16 epochs "
+        "of SNIPS for MiniLM, never for a BERT-base shape (docs/gpus.md).",
+    ),
+    click.option(
+        "--device", type=click.Choice(DEVICE_CHOICES), default=default_of(FinetuneConfig, "device"), show_default=True
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default=default_of(FinetuneConfig, "precision"),
+        show_default=True,
+        help="Autocast dtype. auto: fp32 on every device (on an H200, bf16 "
+        "autocast trained intent-length batches 22-33% slower).",
+    ),
+    click.option("--seed", type=int, default=default_of(FinetuneConfig, "seed"), show_default=True),
+]
+
+# Controls of a long run that can be interrupted: finetune and distill.
+RUN_CONTROL_OPTIONS = [
+    click.option(
+        "--checkpoint-every",
+        type=int,
+        default=default_of(FinetuneConfig, "checkpoint_every"),
+        show_default=True,
+        help="Save the training state every N optimizer steps (0: at epoch ends only). "
+        "Ctrl-C or SIGTERM also save it before stopping.",
+    ),
+    click.option("--resume", is_flag=True, help="Continue the interrupted run that was writing to OUTPUT."),
+    click.option(
+        "--nproc",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Train with N processes on this machine (launches torchrun; DDP, gloo on CPU, NCCL on CUDA).",
+    ),
+]
+
+# The data, model and recipe of a fine-tune: finetune, run and bench-training.
+FINETUNE_OPTIONS = [
+    click.option(
+        "--model",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="Encoder to fine-tune: a local directory or Hugging Face name. "
+        "Default: the packaged sentence-transformers/all-MiniLM-L6-v2.",
+    ),
+    click.option(
+        "--train",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Training data (CSV, TSV, JSON, JSONL, Parquet; for tagging also CoNLL .conll/.iob/.bio). "
+        "Default: the built-in demo data.",
+    ),
+    click.option(
+        "--validation",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Validation data. Default: a seeded 10% of --train (stratified by intent).",
+    ),
+    click.option(
+        "--task",
+        type=click.Choice(TASKS),
+        default=default_of(FinetuneConfig, "task"),
+        show_default=True,
+        help="text-classification: one intent per text. token-classification: BIO slot/NER tags per "
+        "word. joint: the intent and the slots of each text, from one model.",
+    ),
+    click.option(
+        "--text-column",
+        default=None,
+        help="Column with the text (default 'text'), or for tagging and joint the list of words (default 'tokens').",
+    ),
+    click.option(
+        "--label-column",
+        default=None,
+        help="Column with the intent (default 'label'), or for tagging and joint the list of tags (default 'tags').",
+    ),
+    click.option("--intent-column", default=None, help="joint: column with the intent (default 'intent')."),
+    click.option(
+        "--slot-loss-weight",
+        type=float,
+        default=default_of(FinetuneConfig, "slot_loss_weight"),
+        show_default=True,
+        help="joint: loss = intent cross-entropy + this * slot cross-entropy.",
+    ),
+    click.option(
+        "--pooling",
+        type=click.Choice(POOLING_CHOICES),
+        default=default_of(FinetuneConfig, "pooling"),
+        show_default=True,
+        help="Intents: what the classification head reads. default: the model family's own head (BERT: "
+        "the pooled first token). mean: the mean of the final hidden states over the text's "
+        "tokens, the pooling sentence-transformers encoders such as the default MiniLM were "
+        "trained with.",
+    ),
+    click.option(
+        "--epochs",
+        type=int,
+        default=None,
+        help="Default: 3, or more (up to 10) when the intents have few training examples each: "
+        "enough for the model to see each intent about 800 times (docs/recipes.md).",
+    ),
+    click.option("--batch-size", type=int, default=None, help="Global batch size. Default: 16."),
+    click.option(
+        "--lr",
+        type=float,
+        default=None,
+        help="Peak learning rate (AdamW). Default: 1e-4 for intents, 2e-4 for slots, 4e-4 for "
+        "--task joint (docs/recipes.md).",
+    ),
+    click.option(
+        "--warmup-ratio",
+        type=float,
+        default=default_of(FinetuneConfig, "warmup_ratio"),
+        show_default=True,
+        help="Share of the steps over which the learning rate rises linearly before it decays.",
+    ),
+    click.option(
+        "--weight-decay",
+        type=float,
+        default=default_of(FinetuneConfig, "weight_decay"),
+        show_default=True,
+        help="AdamW weight decay (not on biases and LayerNorm weights).",
+    ),
+    click.option(
+        "--label-smoothing",
+        type=float,
+        default=None,
+        help="Train on targets with this share spread evenly over all labels, a regulariser for "
+        "data the model fits to a near-zero training loss. Default: 0.1 for intents with "
+        "--oos-label or --oos-validation (it makes rejection cheaper), otherwise 0.",
+    ),
+    click.option(
+        "--average-weights",
+        is_flag=True,
+        help="Score each epoch on, and keep, a moving average of the weights over about the last "
+        "10% of the steps rather than the last step's weights.",
+    ),
+    click.option(
+        "--max-length",
+        type=int,
+        default=default_of(FinetuneConfig, "max_length"),
+        show_default=True,
+        help="Longer texts are truncated (and counted in metrics.json).",
+    ),
+    click.option(
+        "--oos-label",
+        default=None,
+        help="Intents: the label of out-of-scope rows. The model learns to reject such texts, with a "
+        "threshold calibrated on the held-out split and kept in config.json.",
+    ),
+    click.option(
+        "--oos-training",
+        type=click.Choice(OOS_TRAINING_CHOICES),
+        default=default_of(FinetuneConfig, "oos_training"),
+        show_default=True,
+        help="class: out-of-scope rows also train as a class; calibration: they only set the threshold.",
+    ),
+    click.option(
+        "--oos-recall",
+        type=float,
+        default=default_of(FinetuneConfig, "oos_recall"),
+        show_default=True,
+        help="The rejection threshold catches at least this share of held-out out-of-scope rows, "
+        "losing as little in-scope accuracy as it can.",
+    ),
+    click.option(
+        "--oos-validation",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Out-of-scope texts (one per line, or a text column) to calibrate the threshold on, "
+        "for data without an out-of-scope label.",
+    ),
+    click.option(
+        "--allow-pickle",
+        is_flag=True,
+        help="Allow a base model with pickle (.bin) weights. Unpickling can run code: trust the source.",
+    ),
+    click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with a hub model."),
+    *PROCESS_OPTIONS,
+]
+finetune_options = apply(FINETUNE_OPTIONS)
+
+
+search_options = [
+    click.option(
+        "--search",
+        "search_trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Run N fine-tunes with Optuna-chosen lr, batch size, epochs, warm-up and weight decay "
+        "(and slot-loss weight for joint) and keep the best on the held-out split. Options you give "
+        "are not searched. Trials live in OUTPUT.search/ (resume with --resume).",
+    ),
+    click.option(
+        "--search-time",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="Stop the search after this many minutes, keeping the best finished trial.",
+    ),
+]
+
+
+with_search_options = apply(search_options)
+
+
+def make_search_config(trials: int | None, minutes: float | None):
+    """The search, with the options the user set on the command line left out of it."""
+    from nlu_deploy.config import SEARCH_SPACE, SearchConfig
+
+    if trials is None:
+        if minutes is not None:
+            raise click.UsageError("--search-time needs --search N.")
+        return None
+    context = click.get_current_context()
+    fixed = tuple(
+        name
+        for name in SEARCH_SPACE
+        if context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    )
+    return SearchConfig(trials=trials, minutes=minutes, fixed=fixed)
+
+
+def echo_search_result(found) -> None:
+    options = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found.best_params.items())
+    click.echo(
+        f"Best of {len(found.trials)} trials: trial {found.best_trial + 1}, validation score "
+        f"{100 * found.best_value:.2f}% with {options}. Checkpoint and search_report.md: {found.output}"
+    )
+
+
+def make_finetune_config(output: Path, overwrite: bool, compile_flag: bool | None, **options) -> FinetuneConfig:
+    compile_mode = {None: "auto", True: "on", False: "off"}[compile_flag]
+    return FinetuneConfig(output=output, overwrite=overwrite, compile=compile_mode, **options)
+
+
+def launch_torchrun(nproc: int, command_name: str = "finetune") -> int:
+    """Re-run this very command under torchrun with `nproc` processes; return its exit status."""
+    import subprocess
+
+    argv = sys.argv[sys.argv.index(command_name) + 1 :]
+    if "--nproc" in argv:
+        index = argv.index("--nproc")
+        del argv[index : index + 2]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "nlu_deploy",
+        command_name,
+        *argv,
+    ]
+    click.echo(f"launching: {' '.join(command)}", err=True)
+    return subprocess.call(command)
+
+
+def labelled_directory(value: str) -> tuple[str, Path]:
+    label, _, directory = value.rpartition("=")
+    path = Path(directory)
+    if not path.is_dir():
+        raise click.BadParameter(f"{path} is not a directory.", param_hint="--also")
+    return label or path.name, path
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
