@@ -17,6 +17,7 @@ from nlu_deploy.cli_options import (
     PROCESS_OPTIONS,
     RUN_CONTROL_OPTIONS,
     apply,
+    default_of,
     echo_search_result,
     finetune_options,
     int_list,
@@ -25,17 +26,17 @@ from nlu_deploy.cli_options import (
     make_finetune_config,
     make_search_config,
     overwrite_option,
+    shape_list,
     with_search_options,
 )
 from nlu_deploy.config import (
     CALIBRATION_METHODS,
-    DEFAULT_ALPHA,
-    DEFAULT_TEMPERATURE,
     OPTIMIZATION_LEVELS,
     PROVIDERS,
     QUANTIZATION_MODES,
     QUANTIZATION_PRESETS,
     BenchConfig,
+    DistillConfig,
     ExportConfig,
     RunConfig,
     ValidateConfig,
@@ -161,25 +162,30 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
     default=None,
     help="Extra texts only the teacher labels (soft targets): one per line, or a column of a data file.",
 )
-@click.option("--unlabeled-column", default="text", show_default=True, help="The column of --unlabeled to read.")
+@click.option(
+    "--unlabeled-column",
+    default=default_of(DistillConfig, "unlabeled_column"),
+    show_default=True,
+    help="The column of --unlabeled to read.",
+)
 @click.option("--text-column", default=None, help="Columns of --train. Default: the teacher's.")
 @click.option("--label-column", default=None)
 @click.option("--intent-column", default=None)
 @click.option(
     "--temperature",
     type=float,
-    default=DEFAULT_TEMPERATURE,
+    default=default_of(DistillConfig, "temperature"),
     show_default=True,
     help="Softmax temperature of the soft targets.",
 )
 @click.option(
     "--alpha",
     type=float,
-    default=DEFAULT_ALPHA,
+    default=default_of(DistillConfig, "alpha"),
     show_default=True,
     help="Share of the loss that matches the teacher; the rest is the hard-label loss.",
 )
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=default_of(DistillConfig, "epochs"), show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Default: the teacher's.")
 @click.option("--lr", type=float, default=None, help="Default: the teacher's.")
 @apply(PROCESS_OPTIONS)
@@ -242,7 +248,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
 @click.option(
     "--max-score-drop",
     type=float,
-    default=0.3,
+    default=default_of(ExportConfig, "max_score_drop"),
     show_default=True,
     help="auto: points of accuracy (entity F1 for a slot tagger) the kept int8 model may lose.",
 )
@@ -258,12 +264,19 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     default=None,
     help="static/auto: texts to calibrate on. Default: the training sample finetune recorded.",
 )
-@click.option("--calibration-samples", type=int, default=256, show_default=True)
-@click.option("--calibration-method", type=click.Choice(CALIBRATION_METHODS), default="minmax", show_default=True)
+@click.option(
+    "--calibration-samples", type=int, default=default_of(ExportConfig, "calibration_samples"), show_default=True
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default=default_of(ExportConfig, "calibration_method"),
+    show_default=True,
+)
 @click.option(
     "--quantize-preset",
     type=click.Choice(QUANTIZATION_PRESETS),
-    default="auto",
+    default=default_of(ExportConfig, "quantize_preset"),
     show_default=True,
     help="Instruction-set preset; auto picks the one this CPU supports.",
 )
@@ -369,16 +382,16 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
 @click.option(
     "--max-score-drop",
     type=float,
-    default=1.0,
+    default=default_of(ValidateConfig, "max_score_drop"),
     show_default=True,
     help="Points of accuracy (intents), entity F1 (tagging) or each of intent accuracy, entity F1 and "
     "exact match (joint) an ONNX file may lose against PyTorch.",
 )
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=default_of(ValidateConfig, "batch_size"), show_default=True)
 @click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
-    default="cpu",
+    default=default_of(ValidateConfig, "provider"),
     show_default=True,
     help="Where the ONNX files run (fp16 files are meant for cuda). PyTorch stays in fp32 on the CPU.",
 )
@@ -455,15 +468,33 @@ def validate(
     default=None,
     help="PyTorch checkpoint to benchmark in the same run, as the baseline.",
 )
-@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
+@click.option(
+    "--provider", type=click.Choice(PROVIDERS), default=default_of(BenchConfig, "provider"), show_default=True
+)
 @click.option("--fallback", is_flag=True, help="Run on CPU if the provider cannot start (the report says so).")
-@click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
-@click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
+@click.option(
+    "--batch-sizes", callback=int_list, default=shape_list(default_of(BenchConfig, "batch_sizes")), show_default=True
+)
+@click.option(
+    "--seq-lens", callback=int_list, default=shape_list(default_of(BenchConfig, "seq_lens")), show_default=True
+)
 @click.option("--variants", default=None, help="Comma-separated variants or file names. Default: every .onnx file.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads. Default: the runtime's choice.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed calls per shape.")
-@click.option("--min-iters", type=int, default=10, show_default=True)
-@click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
+@click.option(
+    "--warmup",
+    type=int,
+    default=default_of(BenchConfig, "warmup_iters"),
+    show_default=True,
+    help="Untimed calls per shape.",
+)
+@click.option("--min-iters", type=int, default=default_of(BenchConfig, "min_iters"), show_default=True)
+@click.option(
+    "--min-seconds",
+    type=float,
+    default=default_of(BenchConfig, "min_seconds"),
+    show_default=True,
+    help="Minimum timed seconds per shape.",
+)
 @click.option(
     "--io-binding/--no-io-binding",
     default=True,
@@ -714,17 +745,27 @@ def bench_training(json_path, compile_flag, **options):
     show_default=True,
     help="Directory for the checkpoint, ONNX files and report.",
 )
-@click.option("--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default="O2", show_default=True)
+@click.option(
+    "--optimize", type=click.Choice(OPTIMIZATION_LEVELS), default=default_of(RunConfig, "optimize"), show_default=True
+)
 @click.option(
     "--max-score-drop",
     type=float,
-    default=1.0,
+    default=default_of(RunConfig, "max_score_drop"),
     show_default=True,
     help="Points of accuracy (entity F1 for tagging) an ONNX file may lose against PyTorch.",
 )
-@click.option("--batch-sizes", callback=int_list, default="1,8,32", show_default=True)
-@click.option("--seq-lens", callback=int_list, default="16,64,128", show_default=True)
-@click.option("--min-seconds", type=float, default=0.5, show_default=True, help="Minimum timed seconds per shape.")
+@click.option(
+    "--batch-sizes", callback=int_list, default=shape_list(default_of(RunConfig, "batch_sizes")), show_default=True
+)
+@click.option("--seq-lens", callback=int_list, default=shape_list(default_of(RunConfig, "seq_lens")), show_default=True)
+@click.option(
+    "--min-seconds",
+    type=float,
+    default=default_of(RunConfig, "bench_min_seconds"),
+    show_default=True,
+    help="Minimum timed seconds per shape.",
+)
 @click.option(
     "--student-layers",
     type=int,
@@ -732,7 +773,7 @@ def bench_training(json_path, compile_flag, **options):
     help="Also distil a student with this many of the teacher's layers, export, validate and benchmark it "
     "beside the teacher (see `nlu-deploy distill`).",
 )
-@click.option("--student-epochs", type=int, default=3, show_default=True)
+@click.option("--student-epochs", type=int, default=default_of(RunConfig, "student_epochs"), show_default=True)
 @with_search_options
 @overwrite_option
 def run(

@@ -24,6 +24,11 @@ def default_of(config_class, field_name: str):
     return next(f.default for f in dataclasses.fields(config_class) if f.name == field_name)
 
 
+def shape_list(values: tuple[int, ...]) -> str:
+    """(1, 8, 32) -> "1,8,32": a tuple default as the text the option reads."""
+    return ",".join(str(value) for value in values)
+
+
 def apply(options: list):
     """A decorator applying a list of click options in the order they are listed."""
 

@@ -4,6 +4,7 @@ goes through the same stages and is measured in the same bench run, against the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -186,125 +187,131 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
     seconds: dict[str, float] = {}
     student = config.student_layers is not None
     with artifacts.staged_output(config.output, config.overwrite) as out:
-        started = time.perf_counter()
-        if config.search:  # the study and its log stay in the run's output (checkpoint.search/)
-            log(f"[1/4] fine-tuning: the best of a search of {config.search.trials} trials")
-            search(
-                replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
-                config.search,
-                show_progress,
-            )
-            shutil.rmtree(search_dir(out / CHECKPOINT_DIR) / SEARCH_BEST_DIR)  # a copy of checkpoint/
-        else:
-            log("[1/4] fine-tuning")
-            finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)
-        seconds["finetune"] = time.perf_counter() - started
+        with _timed(seconds, "finetune"):
+            _train_teacher(config, out, show_progress, log)
         if student:
-            started = time.perf_counter()
-            log(f"[1/4] distilling a {config.student_layers}-layer student")
-            distill(
-                DistillConfig(
-                    teacher=out / CHECKPOINT_DIR,
-                    output=out / STUDENT_DIR / CHECKPOINT_DIR,
-                    layers=config.student_layers,
-                    epochs=config.student_epochs,
-                    seed=config.finetune.seed,
-                    device=config.finetune.device,
-                    compile=config.finetune.compile,
-                    precision=config.finetune.precision,
-                ),
-                show_progress,
-            )
-            _point_at_final_teacher(out / STUDENT_DIR / CHECKPOINT_DIR, out, config.output)
-            seconds["distill"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
-        export(
-            ExportConfig(
-                model_dir=out / CHECKPOINT_DIR,
-                output=out / ONNX_DIR,
-                optimize=config.optimize,
-                quantize="dynamic",
-                quantize_preset=config.quantize_preset,
-            )
-        )
-        if student:
-            export(
-                ExportConfig(
-                    model_dir=out / STUDENT_DIR / CHECKPOINT_DIR,
-                    output=out / STUDENT_DIR / ONNX_DIR,
-                    optimize=config.optimize,
-                    quantize="dynamic",
-                    quantize_preset=config.quantize_preset,
-                )
-            )
-        seconds["export"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        log("[3/4] validating every ONNX file against PyTorch on the held-out split")
-        validation = validate(
-            ValidateConfig(
-                model_dir=out / CHECKPOINT_DIR,
-                onnx_dir=out / ONNX_DIR,
-                data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
-                max_score_drop=config.max_score_drop,
-            )
-        )
-        validation.data = str(config.output / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT)  # final path
-        student_validation = None
-        if student:  # the student's files against its own weights, on the teacher's held-out split
-            student_validation = validate(
-                ValidateConfig(
-                    model_dir=out / STUDENT_DIR / CHECKPOINT_DIR,
-                    onnx_dir=out / STUDENT_DIR / ONNX_DIR,
-                    data=out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT,
-                    max_score_drop=config.max_score_drop,
-                )
-            )
-            student_validation.data = validation.data
-        seconds["validate"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        log("[4/4] benchmarking PyTorch and every ONNX file")
-        benchmark = bench(
-            BenchConfig(
-                onnx_dir=out / ONNX_DIR,
-                model_dir=out / CHECKPOINT_DIR,
-                batch_sizes=config.batch_sizes,
-                seq_lens=config.seq_lens,
-                min_seconds=config.bench_min_seconds,
-                also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else (),
-            )
-        )
-        seconds["bench"] = time.perf_counter() - started
-
-        metrics = artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS)
+            with _timed(seconds, "distill"):
+                _train_student(config, out, show_progress, log)
+        with _timed(seconds, "export"):
+            log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
+            for model_dir in (out, out / STUDENT_DIR) if student else (out,):
+                _export(config, model_dir)
+        with _timed(seconds, "validate"):
+            log("[3/4] validating every ONNX file against PyTorch on the held-out split")
+            held_out = out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT
+            validation = _validate(config, out, held_out)
+            # the student's files against its own weights, on the teacher's held-out split
+            student_validation = _validate(config, out / STUDENT_DIR, held_out) if student else None
+        with _timed(seconds, "bench"):
+            log("[4/4] benchmarking PyTorch and every ONNX file")
+            benchmark = _bench(config, out, student)
         report = RunReport(
-            metrics,
+            artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS),
             validation,
             benchmark,
             seconds,
             student_validation,
             artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None,
         )
-        if student:
-            plot_accuracy_vs_speed(
-                report.teacher_and_student(), out / TRADEOFF_PLOT, f"Teacher and {config.student_layers}-layer student"
-            )
-        (out / artifacts.REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
-        (out / artifacts.REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        artifacts.write_manifest(
-            out,
-            "run",
-            {
-                "output": config.output,
-                "optimize": config.optimize,
-                "max_score_drop": config.max_score_drop,
-                "student_layers": config.student_layers,
-            },
-        )
+        _write_report(config, out, report)
     return report
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str):
+    started = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - started
+
+
+def _train_teacher(config: RunConfig, out: Path, show_progress: bool, log) -> None:
+    if config.search:  # the study and its log stay in the run's output (checkpoint.search/)
+        log(f"[1/4] fine-tuning: the best of a search of {config.search.trials} trials")
+        search(
+            replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
+            config.search,
+            show_progress,
+        )
+        shutil.rmtree(search_dir(out / CHECKPOINT_DIR) / SEARCH_BEST_DIR)  # a copy of checkpoint/
+    else:
+        log("[1/4] fine-tuning")
+        finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)
+
+
+def _train_student(config: RunConfig, out: Path, show_progress: bool, log) -> None:
+    log(f"[1/4] distilling a {config.student_layers}-layer student")
+    distill(
+        DistillConfig(
+            teacher=out / CHECKPOINT_DIR,
+            output=out / STUDENT_DIR / CHECKPOINT_DIR,
+            layers=config.student_layers,
+            epochs=config.student_epochs,
+            seed=config.finetune.seed,
+            device=config.finetune.device,
+            compile=config.finetune.compile,
+            precision=config.finetune.precision,
+        ),
+        show_progress,
+    )
+    _point_at_final_teacher(out / STUDENT_DIR / CHECKPOINT_DIR, out, config.output)
+
+
+def _export(config: RunConfig, model_dir: Path) -> None:
+    """model_dir holds checkpoint/ and receives onnx/ (the run's output, or its student/ folder)."""
+    export(
+        ExportConfig(
+            model_dir=model_dir / CHECKPOINT_DIR,
+            output=model_dir / ONNX_DIR,
+            optimize=config.optimize,
+            quantize="dynamic",
+            quantize_preset=config.quantize_preset,
+        )
+    )
+
+
+def _validate(config: RunConfig, model_dir: Path, held_out: Path):
+    validation = validate(
+        ValidateConfig(
+            model_dir=model_dir / CHECKPOINT_DIR,
+            onnx_dir=model_dir / ONNX_DIR,
+            data=held_out,
+            max_score_drop=config.max_score_drop,
+        )
+    )
+    validation.data = str(config.output / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT)  # its final path
+    return validation
+
+
+def _bench(config: RunConfig, out: Path, student: bool):
+    return bench(
+        BenchConfig(
+            onnx_dir=out / ONNX_DIR,
+            model_dir=out / CHECKPOINT_DIR,
+            batch_sizes=config.batch_sizes,
+            seq_lens=config.seq_lens,
+            min_seconds=config.bench_min_seconds,
+            also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else (),
+        )
+    )
+
+
+def _write_report(config: RunConfig, out: Path, report: RunReport) -> None:
+    if config.student_layers is not None:
+        plot_accuracy_vs_speed(
+            report.teacher_and_student(), out / TRADEOFF_PLOT, f"Teacher and {config.student_layers}-layer student"
+        )
+    (out / artifacts.REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
+    (out / artifacts.REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    artifacts.write_manifest(
+        out,
+        "run",
+        {
+            "output": config.output,
+            "optimize": config.optimize,
+            "max_score_drop": config.max_score_drop,
+            "student_layers": config.student_layers,
+        },
+    )
 
 
 def _point_at_final_teacher(student: Path, staging: Path, output: Path) -> None:

@@ -229,15 +229,42 @@ def _vocab_size(onnx_dir: Path) -> int:
 
 def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None = None) -> BenchReport:
     onnx_dir = Path(config.onnx_dir)
+    vocab_size = _vocab_size(onnx_dir)
+    report = BenchReport(config.provider, config.threads, machine_facts())
+    named = _named_files(config, report, vocab_size)
+    on_gpu = config.provider in ("cuda", "tensorrt")
+    report.machine["tf32"] = config.tf32 if on_gpu else "n/a (CPU)"
+    if on_gpu:
+        _set_torch_tf32(config.tf32)
+    runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
+    sources = dict(named)  # what each variant runs
+    if config.model_dir is not None:
+        runners += _torch_runners(config, report.notes)
+        for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
+            sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
+    runners += _onnx_runners(config, named, report, vocab_size)
+    report.machine["threads"] = {
+        "onnxruntime": config.threads or "default (one per physical core)",
+        "torch": _torch_threads(),
+    }
+    for batch_size in config.batch_sizes:
+        for seq_len in config.seq_lens:
+            for measurement in _time_shape(config, runners, sources, batch_size, seq_len, vocab_size):
+                report.measurements.append(measurement)
+                if on_result:
+                    on_result(measurement)
+    return report
+
+
+def _named_files(config: BenchConfig, report: BenchReport, vocab_size: int) -> list[tuple[str, Path]]:
+    """(variant name, file): this directory's files, then those of the compared directories (a
+    student's), named LABEL/variant, all timed in the same rounds against the same PyTorch."""
+    onnx_dir = Path(config.onnx_dir)
     files = artifacts.onnx_files(onnx_dir)
     if config.variants:
         files = [f for f in files if artifacts.variant_name(f) in config.variants or f.name in config.variants]
         if not files:
             raise ModelError(f"none of the variants {', '.join(config.variants)} is in {onnx_dir}.")
-    vocab_size = _vocab_size(onnx_dir)
-    report = BenchReport(config.provider, config.threads, machine_facts())
-    # (variant name, file): this directory's files, then those of the compared directories
-    # (a student's), named LABEL/variant, all timed in the same rounds against the same PyTorch.
     named = [(artifacts.variant_name(path), path) for path in _files_for_provider(config, files, report)]
     for label, directory in config.also:
         if _vocab_size(Path(directory)) != vocab_size:
@@ -249,17 +276,11 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
             (f"{label}/{artifacts.variant_name(path)}", path)
             for path in _files_for_provider(config, artifacts.onnx_files(Path(directory)), report, f"{label}/")
         ]
-    on_gpu = config.provider in ("cuda", "tensorrt")
-    report.machine["tf32"] = config.tf32 if on_gpu else "n/a (CPU)"
-    if on_gpu:
-        _set_torch_tf32(config.tf32)
-    runners: list[tuple[str, str, Callable[[dict], Callable[[], object]]]] = []
-    sources = dict(named)  # what each variant runs
-    if config.model_dir is not None:
-        runners += _torch_runners(config, report.notes)
-        for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
-            sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
+    return named
 
+
+def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: int) -> list[tuple]:
+    """One session per file, started (TensorRT engines built) before any timing."""
     tensorrt = TensorRTSettings(
         cache_dir=config.trt_cache_dir,
         fp16=config.trt_fp16,
@@ -267,6 +288,7 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         opt_shape=(max(config.batch_sizes), max(config.seq_lens)),
         max_shape=(max(config.batch_sizes), max(config.seq_lens)),
     )
+    runners = []
     for variant, path in named:
         started = time.perf_counter()
         session = create_session(path, config.provider, config.threads, config.fallback, tensorrt, config.tf32)
@@ -287,48 +309,42 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                 "fp16 is meant for CUDA and TensorRT."
             )
         runners.append((variant, ran_on, _onnx_runner(session, config.io_binding)))
+    return runners
 
-    report.machine["threads"] = {
-        "onnxruntime": config.threads or "default (one per physical core)",
-        "torch": _torch_threads(),
-    }
-    # Variants are timed in interleaved rounds (A B C, A B C, ...) rather than one after the
-    # other, so that a shared machine slowing down mid-run penalises every variant alike.
+
+def _time_shape(config: BenchConfig, runners, sources, batch_size: int, seq_len: int, vocab_size: int):
+    """Every runner on one shape. Variants are timed in interleaved rounds (A B C, A B C, ...)
+    rather than one after the other, so that a shared machine slowing down mid-run penalises
+    every variant alike."""
     rounds = max(1, min(config.rounds, config.min_iters))
-    for batch_size in config.batch_sizes:
-        for seq_len in config.seq_lens:
-            batch = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
-            calls = [make_call(batch) for _, _, make_call in runners]
-            for call in calls:
-                time_calls(call, config.warmup_iters, 0, 0.0)
-            latencies: list[list[float]] = [[] for _ in runners]
-            for _ in range(rounds):
-                for index, call in enumerate(calls):
-                    latencies[index].extend(
-                        time_calls(call, 0, math.ceil(config.min_iters / rounds), config.min_seconds / rounds)
-                    )
-            baseline = None
-            for (variant, provider, _), timings in zip(runners, latencies):
-                stats = latency_stats(np.array(timings), batch_size)
-                if variant == PYTORCH:
-                    baseline = stats["p50_ms"]
-                # Speed-ups compare medians: robust to the odd slow call on a shared machine.
-                source = sources.get(variant)
-                measurement = Measurement(
-                    variant,
-                    batch_size,
-                    seq_len,
-                    len(timings),
-                    provider=provider,
-                    speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
-                    file=str(source) if source else None,
-                    size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
-                    **stats,
-                )
-                report.measurements.append(measurement)
-                if on_result:
-                    on_result(measurement)
-    return report
+    batch = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
+    calls = [make_call(batch) for _, _, make_call in runners]
+    for call in calls:
+        time_calls(call, config.warmup_iters, 0, 0.0)
+    latencies: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for index, call in enumerate(calls):
+            latencies[index].extend(
+                time_calls(call, 0, math.ceil(config.min_iters / rounds), config.min_seconds / rounds)
+            )
+    baseline = None
+    for (variant, provider, _), timings in zip(runners, latencies):
+        stats = latency_stats(np.array(timings), batch_size)
+        if variant == PYTORCH:
+            baseline = stats["p50_ms"]
+        # Speed-ups compare medians: robust to the odd slow call on a shared machine.
+        source = sources.get(variant)
+        yield Measurement(
+            variant,
+            batch_size,
+            seq_len,
+            len(timings),
+            provider=provider,
+            speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
+            file=str(source) if source else None,
+            size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
+            **stats,
+        )
 
 
 def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchReport, prefix: str = "") -> list[Path]:

@@ -84,27 +84,11 @@ def export(config: ExportConfig) -> ExportResult:
     heldout = _heldout_data(config, model_dir, task) if config.quantize == "auto" else None
     calibration = _calibration_batches(config, model_dir, tokenizer) if config.quantize in ("static", "auto") else None
     with artifacts.staged_output(config.output, config.overwrite) as out:
-        try:
-            with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
-                warnings.simplefilter("ignore")
-                task.export_onnx(model_dir, model, tokenizer, out, config.opset)
-        except Exception as exc:  # the exporter wraps torch.onnx failures in many types
-            if out_of_space(exc):
-                raise  # the CLI's sentence about the disk, not an exporter failure
-            raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
-
-        # Optimum's own validation only warns on a mismatch; a deployment tool must refuse.
-        texts = _check_texts(model_dir)
-        reference = _outputs_for_check(task, model, None, tokenizer, texts)
+        _export_graph(task, model_dir, model, tokenizer, out, config.opset)
         result = ExportResult(config.output, {"fp32": artifacts.ONNX_FP32})
-
-        def check(name: str, file_name: str) -> float:
-            outputs = _outputs_for_check(task, model, out / file_name, tokenizer, texts)
-            diff = max_logit_difference(reference, outputs)
-            result.max_abs_logit_diff[name] = diff
-            return diff
-
-        if check("fp32", artifacts.ONNX_FP32) > config.atol:
+        # Optimum's own validation only warns on a mismatch; a deployment tool must refuse.
+        parity = ParityCheck(task, model, tokenizer, out, result, _check_texts(model_dir))
+        if parity.check("fp32", artifacts.ONNX_FP32) > config.atol:
             raise ModelError(
                 f"the ONNX export differs from PyTorch by {result.max_abs_logit_diff['fp32']:.2e} "
                 f"in the logits (allowed {config.atol:.0e}); the export is not trustworthy."
@@ -113,44 +97,11 @@ def export(config: ExportConfig) -> ExportResult:
         if config.optimize:
             graphs["optimized"] = optimize_graph(out, config.optimize)
             result.files["optimized"] = artifacts.ONNX_OPTIMIZED
-            check("optimized", artifacts.ONNX_OPTIMIZED)
-        best_graph = graphs.get("optimized", graphs["plain"])
-        quantized = out / artifacts.ONNX_QUANTIZED
-        per_channel = bool(config.per_channel)
-        if config.quantize == "dynamic":
-            result.quantization = quantize_dynamic_int8(best_graph, quantized, config.quantize_preset, per_channel)
-        elif config.quantize == "static":
-            # QDQ static quantization cannot wrap the optimizer's fused ops: it starts from the plain graph.
-            result.quantization = quantize_static_int8(
-                graphs["plain"], quantized, calibration, config.calibration_method, config.quantize_preset, per_channel
-            )
-        elif config.quantize == "fp16":
-            result.quantization = convert_fp16(graphs["plain"], out / artifacts.ONNX_FP16)
-            result.files["fp16"] = artifacts.ONNX_FP16
-            check("fp16", artifacts.ONNX_FP16)
-        elif config.quantize == "auto":
-            if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
-                graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
-            search = Search(
-                out / ".search" / "candidates",
-                task,
-                model,
-                tokenizer,
-                heldout,
-                calibration,
-                config.max_score_drop,
-                config.quantize_preset,
-                config.calibration_method,
-            )
-            report = search_int8(search, graphs, quantized, config.per_channel)
-            shutil.rmtree(out / ".search", ignore_errors=True)
-            write_report(report, out)
-            result.search = report
-            kept = next((c for c in report.candidates if c.kept), None)
-            result.quantization = {"mode": "auto", "kept": asdict(kept) if kept else None, "reason": report.reason}
-        if quantized.exists():
+            parity.check("optimized", artifacts.ONNX_OPTIMIZED)
+        _quantize(config, out, graphs, parity, heldout, calibration)
+        if (out / artifacts.ONNX_QUANTIZED).exists():
             result.files["int8"] = artifacts.ONNX_QUANTIZED
-            check("int8", artifacts.ONNX_QUANTIZED)
+            parity.check("int8", artifacts.ONNX_QUANTIZED)
         artifacts.write_manifest(
             out,
             "export",
@@ -162,6 +113,65 @@ def export(config: ExportConfig) -> ExportResult:
             task=task.name,
         )
     return result
+
+
+def _export_graph(task: Task, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
+    try:
+        with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
+            warnings.simplefilter("ignore")
+            task.export_onnx(model_dir, model, tokenizer, out, opset)
+    except Exception as exc:  # the exporter wraps torch.onnx failures in many types
+        if out_of_space(exc):
+            raise  # the CLI's sentence about the disk, not an exporter failure
+        raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
+
+
+class ParityCheck:
+    """Every written file against PyTorch on the same check texts; the largest logit difference
+    of each goes into the result (and the manifest)."""
+
+    def __init__(self, task: Task, model, tokenizer, out: Path, result: ExportResult, texts: list[str]):
+        self.task, self.model, self.tokenizer, self.out, self.result, self.texts = (
+            task, model, tokenizer, out, result, texts
+        )  # fmt: skip
+        self.reference = _outputs_for_check(task, model, None, tokenizer, texts)
+
+    def check(self, name: str, file_name: str) -> float:
+        outputs = _outputs_for_check(self.task, self.model, self.out / file_name, self.tokenizer, self.texts)
+        difference = max_logit_difference(self.reference, outputs)
+        self.result.max_abs_logit_diff[name] = difference
+        return difference
+
+
+def _quantize(config: ExportConfig, out: Path, graphs: dict[str, Path], parity: ParityCheck, heldout, calibration):
+    """The --quantize file: int8 (dynamic, static, or the accuracy-budgeted search) or fp16."""
+    result, quantized = parity.result, out / artifacts.ONNX_QUANTIZED
+    best_graph = graphs.get("optimized", graphs["plain"])
+    per_channel = bool(config.per_channel)
+    if config.quantize == "dynamic":
+        result.quantization = quantize_dynamic_int8(best_graph, quantized, config.quantize_preset, per_channel)
+    elif config.quantize == "static":
+        # QDQ static quantization cannot wrap the optimizer's fused ops: it starts from the plain graph.
+        result.quantization = quantize_static_int8(
+            graphs["plain"], quantized, calibration, config.calibration_method, config.quantize_preset, per_channel
+        )
+    elif config.quantize == "fp16":
+        result.quantization = convert_fp16(graphs["plain"], out / artifacts.ONNX_FP16)
+        result.files["fp16"] = artifacts.ONNX_FP16
+        parity.check("fp16", artifacts.ONNX_FP16)
+    elif config.quantize == "auto":
+        if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
+            graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
+        search = Search(
+            out / ".search" / "candidates", parity.task, parity.model, parity.tokenizer, heldout, calibration,
+            config.max_score_drop, config.quantize_preset, config.calibration_method,
+        )  # fmt: skip
+        report = search_int8(search, graphs, quantized, config.per_channel)
+        shutil.rmtree(out / ".search", ignore_errors=True)
+        write_report(report, out)
+        result.search = report
+        kept = next((c for c in report.candidates if c.kept), None)
+        result.quantization = {"mode": "auto", "kept": asdict(kept) if kept else None, "reason": report.reason}
 
 
 def _heldout_data(config: ExportConfig, model_dir: Path, task: Task):

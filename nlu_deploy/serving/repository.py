@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ConfigError, ModelError
@@ -161,72 +162,104 @@ ensemble_scheduling {{
 '''
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What the repository's four models are written from: an exported ONNX directory."""
+
+    onnx_dir: Path
+    onnx_file: str
+    config: dict  # config.json: the labels, and the out-of-scope rule
+    input_names: list[str]
+    outputs: dict[str, list[int]]  # every output's shape after the batch axis (-1: the sequence axis)
+    task: Any
+    max_length: int
+
+    @property
+    def words(self) -> bool:
+        return self.task.triton_words
+
+    @classmethod
+    def read(cls, onnx_dir: Path, onnx_file: str) -> ServedModel:
+        import onnx
+
+        config = artifacts.read_model_config(onnx_dir)
+        if "id2label" not in config:
+            raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
+        if not (onnx_dir / "tokenizer.json").is_file():
+            raise ModelError(
+                f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
+                "only a slow tokenizer cannot be served this way)."
+            )
+        graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
+        tokenizer_config = artifacts.read_json(onnx_dir / "tokenizer_config.json")
+        return cls(
+            onnx_dir=onnx_dir,
+            onnx_file=onnx_file,
+            config=config,
+            input_names=[i.name for i in graph.input],
+            outputs={o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim[1:]] for o in graph.output},
+            task=task_of(onnx_dir),
+            max_length=min(int(tokenizer_config.get("model_max_length", 512)), 512),
+        )
+
+
 def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: TritonOptions) -> None:
     """Fill `staging` (an empty directory) with the four models of the repository."""
-    import onnx
+    served = ServedModel.read(Path(onnx_dir), onnx_file)
+    _write_onnx_model(served, staging, options)
+    _write_tokenizer(served, staging, options)
+    _write_postprocess(served, staging, options)
+    ensemble_dir = staging / options.name
+    (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
+    (ensemble_dir / "config.pbtxt").write_text(
+        ensemble_config(options, served.input_names, list(served.outputs), served.task.triton_results, served.words)
+    )
 
-    onnx_dir = Path(onnx_dir)
-    config = artifacts.read_model_config(onnx_dir)
-    if "id2label" not in config:
-        raise ModelError(f"{onnx_dir}/config.json has no id2label; export the model with `nlu-deploy export`.")
-    if not (onnx_dir / "tokenizer.json").is_file():
-        raise ModelError(
-            f"{onnx_dir} has no tokenizer.json, which the Triton tokenizer model reads (models with "
-            "only a slow tokenizer cannot be served this way)."
-        )
-    graph = onnx.load(str(onnx_dir / onnx_file), load_external_data=False).graph
-    input_names = [i.name for i in graph.input]
-    # every output's shape after the batch axis: -1 for the sequence axis of per-token outputs
-    outputs = {o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim[1:]] for o in graph.output}
-    task = task_of(onnx_dir)
-    words = task.triton_words
-    tokenizer_config = artifacts.read_json(onnx_dir / "tokenizer_config.json")
-    max_length = min(int(tokenizer_config.get("model_max_length", 512)), 512)
-    name = options.name
 
-    model_dir = staging / f"{name}_model"
+def _write_onnx_model(served: ServedModel, staging: Path, options: TritonOptions) -> None:
+    name = f"{options.name}_model"
+    model_dir = staging / name
     (model_dir / "1").mkdir(parents=True)
-    shutil.copy2(onnx_dir / onnx_file, model_dir / "1" / "model.onnx")
+    shutil.copy2(served.onnx_dir / served.onnx_file, model_dir / "1" / "model.onnx")
     if options.onnx_backend == "python":
         _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
-        (model_dir / "config.pbtxt").write_text(
-            python_model_config(
-                f"{name}_model",
-                [_io(n, "TYPE_INT64", [-1]) for n in input_names],
-                [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()],
-                options,
-                batching=True,
-            )
-        )
+        inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
+        outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
+        text = python_model_config(name, inputs, outputs, options, batching=True)
     else:
-        (model_dir / "config.pbtxt").write_text(onnx_model_config(f"{name}_model", input_names, outputs, options))
+        text = onnx_model_config(name, served.input_names, served.outputs, options)
+    (model_dir / "config.pbtxt").write_text(text)
 
-    tokenizer_dir = staging / f"{name}_tokenizer"
+
+def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions) -> None:
+    tokenizer_dir = staging / f"{options.name}_tokenizer"
     (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
     for file_name in TOKENIZER_FILES:
-        if (onnx_dir / file_name).exists():
-            shutil.copy2(onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
+        if (served.onnx_dir / file_name).exists():
+            shutil.copy2(served.onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
     _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
     _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy.portable")
-    token_outputs = [*input_names, *(["WORD_IDS"] if words else [])]
+    token_outputs = [*served.input_names, *(["WORD_IDS"] if served.words else [])]
+    buckets = ",".join(str(b) for b in sorted(options.length_buckets) if b < served.max_length)
+    parameters = {"max_length": str(served.max_length), "words": "true" if served.words else "false",
+                  "length_buckets": buckets}  # fmt: skip
     (tokenizer_dir / "config.pbtxt").write_text(
         python_model_config(
-            f"{name}_tokenizer",
+            f"{options.name}_tokenizer",
             [_io("TEXT", "TYPE_STRING", [1])],
             [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
             options,
-            {
-                "max_length": str(max_length),
-                "words": "true" if words else "false",
-                "length_buckets": ",".join(str(b) for b in sorted(options.length_buckets) if b < max_length),
-            },
+            parameters,
         )
     )
 
-    post_dir = staging / f"{name}_postprocess"
+
+def _write_postprocess(served: ServedModel, staging: Path, options: TritonOptions) -> None:
+    post_dir = staging / f"{options.name}_postprocess"
     (post_dir / "1").mkdir(parents=True)
+    task, config = served.task, served.config
     labels = config["id2label"]
-    if words:  # the tags, and a joint model's intents
+    if served.words:  # the tags, and a joint model's intents
         labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
         _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy.portable")
         _copy_model_code("tag_decoding.py", post_dir / "1" / "tag_decoding.py", package="nlu_deploy.portable")
@@ -235,21 +268,12 @@ def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: Tri
         (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
         _copy_model_code("rejection.py", post_dir / "1" / "rejection.py", package="nlu_deploy.portable")
     _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
-    post_inputs = [
-        *([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if words else []),
-        *[_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()],
+    inputs = [
+        *([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if served.words else []),
+        *[_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()],
     ]
-    (post_dir / "config.pbtxt").write_text(
-        python_model_config(
-            f"{name}_postprocess", post_inputs, [_io(n, t, [1]) for n, t in task.triton_results], options
-        )
-    )
-
-    ensemble_dir = staging / name
-    (ensemble_dir / "1").mkdir(parents=True)  # Triton wants a version directory, even if empty
-    (ensemble_dir / "config.pbtxt").write_text(
-        ensemble_config(options, input_names, list(outputs), task.triton_results, words)
-    )
+    outputs = [_io(n, t, [1]) for n, t in task.triton_results]
+    (post_dir / "config.pbtxt").write_text(python_model_config(f"{options.name}_postprocess", inputs, outputs, options))
 
 
 def _copy_model_code(resource: str, target: Path, package: str = "nlu_deploy.serving.triton_models") -> None:

@@ -89,9 +89,6 @@ def search(
     Under torchrun the trials run one after another, each with every process (DDP): the main
     process alone holds the study and the files, and tells the others each trial's options and
     whether to prune or stop. It returns the result; the other processes return None."""
-    import gc
-
-    import optuna
 
     names = searched_options(config, search)
     if not names:
@@ -102,14 +99,13 @@ def search(
     context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
     main = context.is_main
     directory = search_dir(config.output)
-    task = get_task(config.task)
-    metric = task.primary_metric
     deadline = time.monotonic() + 60 * search.minutes if search.minutes else None
     study = log = None
     first = None
     if main:
         study, log, first = _open_study(config, search, names, directory, show_progress)
     first = from_main(context, first)
+    runner = _TrialRunner(config, context, study, log, directory, deadline, show_progress, on_trial_step, distillation)
     for position in range(first, search.trials + 1):
         order = None
         if main and not (deadline and time.monotonic() >= deadline):
@@ -118,42 +114,44 @@ def search(
         elif main:
             log.line("search: the --search-time limit is reached; no new trial starts.")
         order = from_main(context, order)  # None: stop
-        if order is None:
+        if order is None or not runner.run(trial if main else None, *order, position, search.trials):
             break
-        number, params = order
-        trial_dir = directory / f"trial-{number}"
+    found = _write_output(study, config, search, names, directory) if main else None
+    shutdown(context)
+    return found
+
+
+class _TrialRunner:
+    """One trial: a fine-tune with the drawn options, reporting each epoch to the study (which
+    may prune it) and stopping at the --search-time deadline. Every process runs it; only the
+    main one talks to the study and writes files."""
+
+    def __init__(self, config, context, study, log, directory, deadline, show_progress, on_trial_step, distillation):
+        self.config, self.context, self.study, self.log, self.directory = config, context, study, log, directory
+        self.deadline, self.show_progress, self.on_trial_step = deadline, show_progress, on_trial_step
+        self.distillation = distillation
+        self.metric = get_task(config.task).primary_metric
+
+    def run(self, trial, number: int, params: dict, position: int, trials: int) -> bool:
+        """False when the search must stop (the deadline came mid-trial)."""
+        import gc
+
+        import optuna
+
+        main, context, study, log = self.context.is_main, self.context, self.study, self.log
+        trial_dir = self.directory / f"trial-{number}"
         if main:
-            log.line(
-                f"trial {number + 1} ({position} of {search.trials}): "
-                + ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
-            )
+            shown = ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
+            log.line(f"trial {number + 1} ({position} of {trials}): {shown}")
         started = time.monotonic()
-
-        def on_step(step, number=number):
-            if on_trial_step:
-                on_trial_step(number, step)
-            # every process stops at the same step (the main one's clock decides)
-            if deadline and any_across(context, main and time.monotonic() >= deadline):
-                raise SearchTimeUp
-
         reported: list[int] = []
-
-        def on_epoch(epoch, scores, reported=reported):
-            reported.append(epoch)
-            prune = False
-            if main:
-                trial.report(scores[metric], epoch)
-                prune = trial.should_prune()
-            if from_main(context, prune):
-                raise optuna.TrialPruned
-
         try:
             result = finetune(
-                replace(config, **params, output=trial_dir, overwrite=True, resume=False),
-                show_progress,
-                on_step=on_step,
-                on_epoch=on_epoch,
-                distillation=distillation,
+                replace(self.config, **params, output=trial_dir, overwrite=True, resume=False),
+                self.show_progress,
+                on_step=lambda step: self._on_step(number, step),
+                on_epoch=lambda epoch, scores: self._on_epoch(trial, epoch, scores, reported),
+                distillation=self.distillation,
             )
         except optuna.TrialPruned:
             gc.collect()  # the trial's DDP wrapper goes while the process group is still there
@@ -163,7 +161,7 @@ def search(
                 _remove_trial(trial_dir)
                 log.line(f"trial {number + 1}: pruned after epoch {reported[-1]} ({_best_line(study)})")
             barrier(context)
-            continue
+            return True
         except SearchTimeUp:
             gc.collect()
             if main:
@@ -171,18 +169,35 @@ def search(
                 study.enqueue_trial(params)  # the next --resume starts with it
                 _remove_trial(trial_dir)
                 log.line(f"trial {number + 1}: stopped by the --search-time limit; --resume runs it again.")
-            break
+            return False
         if main:
-            _record_finished(study, trial, result, metric, started, trial_dir, directory)
-            left = f", {max(0, (deadline - time.monotonic()) / 60):.0f} min left" if deadline else ""
+            _record_finished(study, trial, result, self.metric, started, trial_dir, self.directory)
+            left = f", {max(0, (self.deadline - time.monotonic()) / 60):.0f} min left" if self.deadline else ""
             log.line(
-                f"trial {number + 1}: validation {DISPLAY_NAMES[metric]} {result.best_scores[metric]:.4f} "
+                f"trial {number + 1}: validation {DISPLAY_NAMES[self.metric]} {result.best_scores[self.metric]:.4f} "
                 f"({_best_line(study)}{left})"
             )
         barrier(context)  # the next trial starts once the main process has filed this one
-    found = _write_output(study, config, search, names, directory) if main else None
-    shutdown(context)
-    return found
+        return True
+
+    def _on_step(self, number: int, step: int) -> None:
+        if self.on_trial_step:
+            self.on_trial_step(number, step)
+        # every process stops at the same step (the main one's clock decides)
+        late = self.context.is_main and self.deadline is not None and time.monotonic() >= self.deadline
+        if self.deadline and any_across(self.context, late):
+            raise SearchTimeUp
+
+    def _on_epoch(self, trial, epoch: int, scores: dict, reported: list[int]) -> None:
+        import optuna
+
+        reported.append(epoch)
+        prune = False
+        if self.context.is_main:
+            trial.report(scores[self.metric], epoch)
+            prune = trial.should_prune()
+        if from_main(self.context, prune):
+            raise optuna.TrialPruned
 
 
 def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path, show_progress: bool):
