@@ -92,25 +92,33 @@ prepare() {
   plan
 }
 
-mib() { du -cm "$@" 2>/dev/null | tail -1 | cut -f1; }
+bytes_of() { du -cb "$@" 2>/dev/null | tail -1 | cut -f1; }
 
-plan() {  # the calls to make, with what each carries
+plan() {  # the calls to make: what each carries, with the working tree that travels too
   local tree parts part n=1 last
-  tree=$(git ls-files -z | xargs -0 du -cm 2>/dev/null | tail -1 | cut -f1)
+  tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
   parts=(.ort/part-*)
   last=${parts[-1]}
-  echo "Working tree: ${tree} MiB per call. Calls, back to back (the machine goes back ~30 s after each):"
+  call() {  # number, command, carried paths...
+    local number=$1 command=$2 total
+    shift 2
+    total=$(( tree + $( [ $# -gt 0 ] && bytes_of "$@" || echo 0 ) ))
+    printf '  call %s: carry [%s] (%s MiB with the tree)%s; command: %s\n' "$number" \
+      "$( [ $# -gt 0 ] && printf '"%s", ' "$@" | sed 's/, $//')" "$(awk "BEGIN { printf \"%.1f\", $total / 1048576 }")" \
+      "$( [ "$total" -gt $((63 * 1048576)) ] && echo ' TOO CLOSE TO 64 MiB: lower PART_MIB' )" "$command"
+  }
+  echo "Calls, back to back (the machine goes back ~30 s after each; one call runs 600 s at most):"
   if [ -d .whl ]; then
-    echo "  call $n: carry [\".whl\", \".gpu\"] ($(mib .whl .gpu) MiB); command: bash bench/gpu_lease.sh start"
+    call "$n" "bash bench/gpu_lease.sh start" .whl .gpu
     n=$((n + 1))
   fi
   for part in "${parts[@]}"; do
     [ "$part" = "$last" ] && break
-    echo "  call $n: carry [\"$part\"] ($(mib "$part") MiB); command: bash bench/gpu_lease.sh part"
+    call "$n" "bash bench/gpu_lease.sh part" "$part"
     n=$((n + 1))
   done
-  echo "  call $n: carry [\"$last\", \".ort/SHA256\"] ($(mib "$last") MiB); command: bash bench/gpu_lease.sh join"
-  echo "  call $((n + 1)): carry nothing; command: MEASURE_S=300 bash bench/gpu_lease.sh measure (timeout_s 300)"
+  call "$n" "bash bench/gpu_lease.sh join (timeout_s: what the background training needs, up to 520)" "$last" .ort/SHA256
+  call "$((n + 1))" "MEASURE_S=300 bash bench/gpu_lease.sh measure (timeout_s 300)"
 }
 
 rehearse() {  # the whole round trip with a small wheel, on this machine's Python
