@@ -148,3 +148,37 @@ def test_a_search_under_torchrun_runs_each_trial_with_both_processes(tmp_path, t
     assert artifacts.read_json(output / "metrics.json")["processes"] == 2
     assert (output / "model.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned", "tuned.search"]
+
+
+def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path, tiny_encoder, tiny_train_csv):
+    """`torchrun --nnodes 2` as two machines would run it: two launchers that find each other by
+    c10d rendezvous (here both on localhost, gloo), one process each, one output."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    common = ["--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+              "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes",
+              "-m", "nlu_deploy", "finetune", *common, "--output", str(tmp_path / "nodes")]  # fmt: skip
+    nodes = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outcomes = [node.communicate(timeout=RUN_TIMEOUT_S) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for node, (_, stderr) in zip(nodes, outcomes):
+        assert node.returncode == 0, stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert single.returncode == 0, single.stderr
+    one = artifacts.read_json(tmp_path / "single" / "metrics.json")
+    two = artifacts.read_json(tmp_path / "nodes" / "metrics.json")
+    assert two["processes"] == 2 and two["validation_examples"] == one["validation_examples"]
+    assert abs(two["best"]["accuracy"] - one["best"]["accuracy"]) <= TOLERANCE + 1e-9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes", "single"]  # one output, no lock or state left
