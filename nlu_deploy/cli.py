@@ -82,7 +82,7 @@ def main() -> None:
 @apply(RUN_CONTROL_OPTIONS)
 @with_search_options
 @overwrite_option
-def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time, **options):
+def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time, study_storage, study_name, **options):
     """Fine-tune an encoder for intent classification or (--task token-classification) slot tagging.
 
     Writes a Hugging Face checkpoint (safetensors, tokenizer, config.json with the labels),
@@ -101,7 +101,7 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
     from nlu_deploy.training.loop import finetune as run_finetune
 
     config = make_finetune_config(output, overwrite, compile_flag, **options)
-    search = make_search_config(search_trials, search_time)
+    search = make_search_config(search_trials, search_time, study_storage, study_name)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc))
     if search is not None:  # under torchrun: one trial after another, each with every process
@@ -192,7 +192,7 @@ def finetune(output, overwrite, compile_flag, nproc, search_trials, search_time,
 @apply(RUN_CONTROL_OPTIONS)
 @with_search_options
 @overwrite_option
-def distill(teacher, compile_flag, nproc, search_trials, search_time, **options):
+def distill(teacher, compile_flag, nproc, search_trials, search_time, study_storage, study_name, **options):
     """Distil a fine-tuned checkpoint into a shallower, faster student with the same heads.
 
     The student keeps --layers of the teacher's layers and learns the teacher's softened
@@ -207,7 +207,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, **options)
     from nlu_deploy.training.distill import distill as run_distill
 
     config = DistillConfig(teacher=teacher, compile={None: "auto", True: "on", False: "off"}[compile_flag], **options)
-    search = make_search_config(search_trials, search_time)
+    search = make_search_config(search_trials, search_time, study_storage, study_name)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         sys.exit(launch_torchrun(nproc, "distill"))
     result = run_distill(config, show_progress=sys.stderr.isatty(), search=search)
@@ -715,6 +715,24 @@ def doctor(require, json_path):
             )
 
 
+@main.command("search-result")
+@click.option("--study-storage", required=True, metavar="URL", help="The shared study's database URL.")
+@click.option("--study-name", default=None, help="The study's name. Default: nlu-deploy.")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Directory to write.")
+def search_result(study_storage, study_name, output):
+    """Write the report over every trial of a shared search, and the best trial's checkpoint.
+
+    The workers (`finetune --search N --study-storage URL`) keep their checkpoints on their own
+    machines; this reads the best one from the path its worker recorded, so run it where that
+    path is readable (a shared filesystem, or that machine).
+
+    Example: nlu-deploy search-result --study-storage postgresql://nlu@db/search --study-name intents --output models/intents
+    """
+    from nlu_deploy.training.search import search_result as write_search_result
+
+    echo_search_result(write_search_result(study_storage, study_name, output))
+
+
 @main.command("bench-training")
 @finetune_options
 @click.option(
@@ -789,6 +807,8 @@ def run(
     compile_flag,
     search_trials,
     search_time,
+    study_storage,
+    study_name,
     **options,
 ):
     """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
@@ -815,7 +835,7 @@ def run(
         bench_min_seconds=min_seconds,
         student_layers=student_layers,
         student_epochs=student_epochs,
-        search=make_search_config(search_trials, search_time),
+        search=make_search_config(search_trials, search_time, study_storage, study_name),
         overwrite=overwrite,
     )
     report = run_pipeline(config, show_progress=sys.stderr.isatty(), log=lambda line: click.echo(line, err=True))

@@ -260,19 +260,31 @@ search_options = [
         metavar="MINUTES",
         help="Stop the search after this many minutes, keeping the best finished trial.",
     ),
+    click.option(
+        "--study-storage",
+        default=None,
+        metavar="URL",
+        help="Share the search with other workers (processes or machines running the same command): a "
+        "database URL (postgresql://, mysql://, sqlite:///PATH). N then counts the whole study's trials; "
+        "each worker keeps its own checkpoints (docs/search.md).",
+    ),
+    click.option("--study-name", default=None, help="The shared study's name. Default: nlu-deploy."),
 ]
 
 
 with_search_options = apply(search_options)
 
 
-def make_search_config(trials: int | None, minutes: float | None):
+def make_search_config(trials: int | None, minutes: float | None, storage: str | None = None,
+                       study_name: str | None = None):  # fmt: skip
     """The search, with the options the user set on the command line left out of it."""
     from nlu_deploy.config import SEARCH_SPACE, SearchConfig
 
     if trials is None:
-        if minutes is not None:
-            raise click.UsageError("--search-time needs --search N.")
+        given = [name for name, value in (("--search-time", minutes), ("--study-storage", storage),
+                                           ("--study-name", study_name)) if value is not None]  # fmt: skip
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --search N.")
         return None
     context = click.get_current_context()
     fixed = tuple(
@@ -280,7 +292,7 @@ def make_search_config(trials: int | None, minutes: float | None):
         for name in SEARCH_SPACE
         if context.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
     )
-    return SearchConfig(trials=trials, minutes=minutes, fixed=fixed)
+    return SearchConfig(trials=trials, minutes=minutes, fixed=fixed, storage=storage, study_name=study_name)
 
 
 def echo_search_result(found) -> None:

@@ -203,15 +203,28 @@ SEARCH_SPACE: dict[str, tuple] = {
 class SearchConfig:
     """finetune --search: how many trials, how long at most, and the options the user fixed."""
 
-    trials: int
-    minutes: float | None = None  # wall-time cap; None: no cap
+    trials: int  # with a shared storage: trials in the whole study, whichever worker ran them
+    minutes: float | None = None  # wall-time cap (each worker's); None: no cap
     fixed: tuple[str, ...] = ()  # options given explicitly: never searched
+    # A study several workers share: an SQLAlchemy URL (postgresql://, mysql://, sqlite:///PATH).
+    # None: the study is an SQLite file of this search's own, in OUTPUT.search/.
+    storage: str | None = None
+    study_name: str | None = None  # None: "nlu-deploy"
+    heartbeat_seconds: int = 30  # a running trial's sign of life; one silent for 3 beats is failed
 
     def __post_init__(self) -> None:
         _finite_numbers(self)
         _positive("search trials", self.trials)
         if self.minutes is not None:
             _positive("search time", self.minutes)
+        if self.study_name is not None and self.storage is None:
+            raise ConfigError("--study-name needs --study-storage (a study of its own needs no name).")
+        if self.storage is not None and "://" not in self.storage:
+            raise ConfigError(
+                f"--study-storage must be a database URL such as postgresql://user@host/db or sqlite:///path, "
+                f"got {self.storage!r}."
+            )
+        _positive("heartbeat seconds", self.heartbeat_seconds)
 
 
 # Distillation (distill.py): the soft-target temperature and the share of the loss that matches the

@@ -16,8 +16,14 @@ search.png (score against trial, and which options mattered).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+import re
 import shutil
+import socket
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,6 +41,7 @@ from nlu_deploy.training.loop import finetune
 STUDY_FILE = "study.db"
 LOG_FILE = "search.log"
 BEST_DIR = "best"
+TRIAL_FILE = "trial.json"  # in BEST_DIR: which trial it holds, and its score
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "search_report.json", "search_report.md", "search.png"
 STUDY_NAME = "nlu-deploy"
 
@@ -101,24 +108,50 @@ def search(
     directory = search_dir(config.output)
     deadline = time.monotonic() + 60 * search.minutes if search.minutes else None
     study = log = None
-    first = None
-    if main:
-        study, log, first = _open_study(config, search, names, directory, show_progress)
-    first = from_main(context, first)
-    runner = _TrialRunner(config, context, study, log, directory, deadline, show_progress, on_trial_step, distillation)
-    for position in range(first, search.trials + 1):
-        order = None
-        if main and not (deadline and time.monotonic() >= deadline):
-            trial = study.ask()
-            order = (trial.number, draw(trial, names))
-        elif main:
-            log.line("search: the --search-time limit is reached; no new trial starts.")
-        order = from_main(context, order)  # None: stop
-        if order is None or not runner.run(trial if main else None, *order, position, search.trials):
-            break
-    found = _write_output(study, config, search, names, directory) if main else None
+    with storage_errors(search.storage):
+        if main:
+            study, log, _ = _open_study(config, search, names, directory, show_progress)
+        runner = _TrialRunner(
+            config, search, context, study, log, directory, deadline, show_progress, on_trial_step, distillation
+        )
+        while True:
+            order = trial = None
+            if main:
+                trial, order = _next_trial(study, search, names, deadline, log)
+            order = from_main(context, order)  # None: stop
+            if order is None or not runner.run(trial, *order, search.trials):
+                break
+        found = _write_output(study, _report_facts(config, search, names), directory, config.output) if main else None
     shutdown(context)
     return found
+
+
+def _next_trial(study, search: SearchConfig, names: list[str], deadline, log):
+    """(the trial, (its number, its options, its position)), or (None, None) to stop: at the
+    deadline, or once the study holds N trials, counting those other workers are running."""
+    import optuna
+
+    if deadline and time.monotonic() >= deadline:
+        log.line("search: the --search-time limit is reached; no new trial starts.")
+        return None, None
+    with warnings.catch_warnings():  # fail_stale_trials is marked experimental
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and not counted
+    counted = _counted(study)
+    if counted >= search.trials:
+        log.line(f"search: the study holds {counted} of {search.trials} trials; no new trial starts.")
+        return None, None
+    with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize(); we beat ourselves
+        warnings.simplefilter("ignore")
+        trial = study.ask()
+    return trial, (trial.number, draw(trial, names), counted + 1)
+
+
+def _counted(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
 class _TrialRunner:
@@ -126,11 +159,22 @@ class _TrialRunner:
     may prune it) and stopping at the --search-time deadline. Every process runs it; only the
     main one talks to the study and writes files."""
 
-    def __init__(self, config, context, study, log, directory, deadline, show_progress, on_trial_step, distillation):
+    def __init__(
+        self, config, search, context, study, log, directory, deadline, show_progress, on_trial_step, distillation
+    ):
         self.config, self.context, self.study, self.log, self.directory = config, context, study, log, directory
         self.deadline, self.show_progress, self.on_trial_step = deadline, show_progress, on_trial_step
-        self.distillation = distillation
+        self.distillation, self.heartbeat = distillation, search.heartbeat_seconds
         self.metric = get_task(config.task).primary_metric
+        self.trial, self.last_beat = None, 0.0
+
+    def beat(self) -> None:
+        """Tell a shared study this trial is alive; one silent for three beats is failed."""
+        storage = getattr(self.study, "_storage", None)
+        if self.trial is not None and hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
+            if time.monotonic() - self.last_beat >= self.heartbeat:
+                storage.record_heartbeat(self.trial._trial_id)  # noqa: SLF001 - Optuna's ask/tell has no public beat
+                self.last_beat = time.monotonic()
 
     def run(self, trial, number: int, params: dict, position: int, trials: int) -> bool:
         """False when the search must stop (the deadline came mid-trial)."""
@@ -140,6 +184,10 @@ class _TrialRunner:
 
         main, context, study, log = self.context.is_main, self.context, self.study, self.log
         trial_dir = self.directory / f"trial-{number}"
+        self.trial, self.last_beat = trial, 0.0
+        if main:
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            self.beat()
         if main:
             shown = ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
             log.line(f"trial {number + 1} ({position} of {trials}): {shown}")
@@ -181,6 +229,8 @@ class _TrialRunner:
         return True
 
     def _on_step(self, number: int, step: int) -> None:
+        if self.context.is_main:
+            self.beat()
         if self.on_trial_step:
             self.on_trial_step(number, step)
         # every process stops at the same step (the main one's clock decides)
@@ -205,25 +255,33 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
     or reopened with its interrupted trials queued to run again."""
     import optuna
 
-    _refuse_clobbering(config, directory)
+    shared = search.storage is not None
+    _refuse_clobbering(config, directory, shared)
     if config.overwrite and not config.resume and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A few random trials before TPE models the space; pruning starts once two trials have finished.
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=min(10, max(2, search.trials // 3)))
+    # A shared study's workers seed their samplers apart, or they would all draw the same options.
+    seed = config.seed + (os.getpid() if shared else 0)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, search.trials // 3)))
     study = optuna.create_study(
-        storage=f"sqlite:///{directory / STUDY_FILE}",
-        study_name=STUDY_NAME,
+        storage=study_storage(search, directory),
+        study_name=search.study_name or STUDY_NAME,
         direction="maximize",
         sampler=sampler,
         load_if_exists=True,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
-    _check_same_search(study, config, names)
+    _check_same_search(study, config, names, shared)
+    study.set_user_attr("report", _report_facts(config, search, names)) if "report" not in study.user_attrs else None
     log = ProgressLog(directory / LOG_FILE, show_progress)
-    _rerun_interrupted(study, directory, log)
+    if not shared:  # a shared study's running trials may be other workers' (heartbeats tell the dead ones)
+        _rerun_interrupted(study, directory, log)
     done = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    if shared:
+        log.line(f"search: worker {socket.gethostname()}:{os.getpid()} joins study {study.study_name!r} at "
+                 f"{redacted(search.storage)}")  # fmt: skip
     metric = get_task(config.task).primary_metric
     log.line(
         f"search: {search.trials} trials of {config.task} over {', '.join(names)}, scored on validation "
@@ -239,54 +297,127 @@ def _record_finished(study, trial, result, metric: str, started: float, trial_di
     trial.set_user_attr("scores", {k: v for k, v in result.best_scores.items() if k != "per_type"})
     trial.set_user_attr("best_epoch", result.best_epoch)
     value = result.best_scores[metric]
-    previous_best = _best_value(study)
-    study.tell(trial, value)
-    if previous_best is None or value > previous_best:
-        shutil.rmtree(directory / BEST_DIR, ignore_errors=True)
-        trial_dir.rename(directory / BEST_DIR)
-        artifacts.write_json(directory / BEST_DIR / "trial.json", {"trial": trial.number})
+    kept = directory / BEST_DIR
+    previous_best = None
+    if (kept / TRIAL_FILE).exists():  # searches from before 2026-12-01 recorded only the trial's number
+        recorded = artifacts.read_json(kept / TRIAL_FILE)
+        previous_best = recorded.get("value", study.trials[recorded["trial"]].value)
+    if previous_best is None or value > previous_best:  # this worker's best so far: its checkpoint stays
+        shutil.rmtree(kept, ignore_errors=True)
+        trial_dir.rename(kept)
+        artifacts.write_json(kept / TRIAL_FILE, {"trial": trial.number, "value": value})
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("checkpoint", str(kept.resolve()))
     else:
         _remove_trial(trial_dir)
+    study.tell(trial, value)
 
 
-def _write_output(study, config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path):
-    best_value = _best_value(study)
-    if best_value is None:
-        raise NluDeployError(
-            f"no trial of the search finished (see {directory / LOG_FILE}); give it more time "
-            "(--search-time) or continue it with --resume."
-        )
-    best = study.best_trial
-    trials = [_trial_record(t) for t in study.trials if t.state.is_finished()]  # not the queued ones
-    importances = _importances(study)
-    report = {
+def _report_facts(config: FinetuneConfig, search: SearchConfig, names: list[str]) -> dict:
+    """What the report says about the search itself; kept in the study, so that
+    `search-result` can write the report without the command that started it."""
+    task = get_task(config.task)
+    return {
         "task": config.task,
-        "metric": get_task(config.task).primary_metric,
+        "metric": task.primary_metric,
         "trials_asked": search.trials,
         "minutes": search.minutes,
         "searched": {n: SEARCH_SPACE[n] for n in names},
-        "fixed": {n: getattr(config, n) for n in (*_COMMON, *get_task(config.task).searched_options) if n not in names},
+        "fixed": {n: getattr(config, n) for n in (*_COMMON, *task.searched_options) if n not in names},
+        "study": redacted(search.storage) if search.storage else str(search_dir(config.output) / STUDY_FILE),
+        "study_name": search.study_name or STUDY_NAME,
+    }
+
+
+def _write_output(study, facts: dict, directory: Path | None, output: Path) -> SearchResult:
+    """The best trial's checkpoint with the report over every trial of the study, into output."""
+    if _best_value(study) is None:
+        where = f" (see {directory / LOG_FILE})" if directory else ""
+        raise NluDeployError(
+            f"no trial of the search finished{where}; give it more time (--search-time) or continue it with --resume."
+        )
+    best = study.best_trial
+    checkpoint = _best_checkpoint(best, directory, facts)
+    trials = [_trial_record(t) for t in study.trials if t.state.is_finished()]  # not the queued ones
+    report = {
+        **{k: v for k, v in facts.items() if k not in ("study", "study_name")},
         "best_trial": best.number,
         "best_value": best.value,
         "best_params": best.params,
-        "importances": importances,
+        "importances": _importances(study),
         "trials": trials,
-        "study": str(directory / STUDY_FILE),
+        "study": facts["study"],
+        "workers": sorted({t.user_attrs["host"] for t in study.trials if "host" in t.user_attrs}),
     }
     from nlu_deploy.evaluation.plots import plot_search
 
-    with artifacts.staged_output(config.output, overwrite=True) as out:
-        for item in (directory / BEST_DIR).iterdir():
-            if item.name != "trial.json":
+    with artifacts.staged_output(output, overwrite=True) as out:
+        for item in checkpoint.iterdir():
+            if item.name != TRIAL_FILE:
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
         artifacts.write_json(out / REPORT_JSON, report)
         (out / REPORT_MD).write_text(search_markdown(report), encoding="utf-8")
         plot_search(report, out / REPORT_PLOT)
         manifest = artifacts.read_manifest(out)
-        manifest["options"]["output"] = str(config.output)
-        manifest["search"] = {"trials": len(trials), "best_trial": best.number, "study": str(directory / STUDY_FILE)}
+        manifest["options"]["output"] = str(output)
+        manifest["search"] = {"trials": len(trials), "best_trial": best.number, "study": facts["study"]}
         artifacts.write_json(out / artifacts.MANIFEST, manifest)
-    return SearchResult(config.output, best.number, best.value, best.params, trials)
+    return SearchResult(Path(output), best.number, best.value, best.params, trials)
+
+
+def _best_checkpoint(best, directory: Path | None, facts: dict) -> Path:
+    """Where the best trial's checkpoint is, read from this machine: the path its worker
+    recorded (a shared filesystem, or this worker), else this worker's own best."""
+    candidates = [Path(best.user_attrs["checkpoint"])] if best.user_attrs.get("checkpoint") else []
+    if directory is not None:
+        candidates.append(directory / BEST_DIR)
+    for path in candidates:
+        if (path / TRIAL_FILE).is_file() and artifacts.read_json(path / TRIAL_FILE).get("trial") == best.number:
+            return path
+    host, path = best.user_attrs.get("host", "another machine"), best.user_attrs.get("checkpoint", "?")
+    raise NluDeployError(
+        f"the best trial ({best.number + 1}) ran on {host}, whose checkpoint {path} this machine cannot read: run "
+        f"`nlu-deploy search-result --study-storage URL --study-name {facts['study_name']} --output DIR` there, or "
+        "on a machine that shares that filesystem."
+    )
+
+
+def search_result(storage: str, study_name: str | None, output: Path) -> SearchResult:
+    """The report over every trial of a shared study, and the best trial's checkpoint, into
+    output: what a worker writes when it stops, for whoever runs it once the study is done."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = study_name or STUDY_NAME
+    with storage_errors(storage):
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            raise NluDeployError(f"{redacted(storage)} holds no study named {name!r}.") from None
+        facts = study.user_attrs.get("report")
+        if facts is None:
+            raise NluDeployError(f"study {name!r} was not made by `nlu-deploy ... --search`.")
+        return _write_output(study, facts, None, output)
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str | None):
+    """A database that cannot be reached, or goes away mid-search, is one sentence."""
+    try:
+        yield
+    except ImportError as exc:
+        if storage is None:
+            raise
+        raise NluDeployError(
+            f"no database driver for {redacted(storage)} ({exc}): for postgresql:// install psycopg "
+            "(pip install -e '.[postgres]'); for MySQL, PyMySQL and a mysql+pymysql:// URL."
+        ) from None
+    except Exception as exc:  # SQLAlchemy and Optuna raise many types; only theirs are translated
+        module = type(exc).__module__.split(".")[0]
+        if storage is None or module not in ("sqlalchemy", "optuna", "psycopg2", "pymysql"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NluDeployError(f"the study storage {redacted(storage)} cannot be used ({reason[:200]}).") from None
 
 
 def search_markdown(report: dict) -> str:
@@ -331,6 +462,7 @@ def _trial_record(trial) -> dict:
         "scores": trial.user_attrs.get("scores"),
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "seconds": seconds,
+        "worker": trial.user_attrs.get("worker"),  # host:pid, for a study several workers share
     }
 
 
@@ -388,13 +520,17 @@ def _rerun_interrupted(study, directory: Path, log: ProgressLog) -> None:
             log.line(f"trial {trial.number + 1} was interrupted; it runs again with the same options.")
 
 
-def _check_same_search(study, config: FinetuneConfig, names: list[str]) -> None:
-    """A study continues only with the same data and options (bar the searched ones)."""
-    facts = {
-        k: str(v)
-        for k, v in asdict(config).items()
-        if k not in (*names, "output", "resume", "overwrite", "checkpoint_every")
-    }
+def _check_same_search(study, config: FinetuneConfig, names: list[str], shared: bool = False) -> None:
+    """A study continues only with the same data and options (bar the searched ones). Workers of a
+    shared study may read the data from other paths and use other devices; not other data."""
+    per_worker = (
+        "output",
+        "resume",
+        "overwrite",
+        "checkpoint_every",
+        *(("train", "validation", "device") if shared else ()),
+    )
+    facts = {k: str(v) for k, v in asdict(config).items() if k not in (*names, *per_worker)}
     for part in ("train", "validation"):
         path = getattr(config, part)
         if path is not None and Path(path).is_file():
@@ -405,16 +541,46 @@ def _check_same_search(study, config: FinetuneConfig, names: list[str]) -> None:
         study.set_user_attr("options", facts)
     elif recorded != facts:
         changed = sorted(k for k in {*recorded, *facts} if recorded.get(k) != facts.get(k))
+        where = f"study {study.study_name!r}" if shared else f"the search in {search_dir(config.output)}"
         raise NluDeployError(
-            f"the search in {search_dir(config.output)} used other options or data "
-            f"({', '.join(changed)}); run it with those, or pass --overwrite to start a new one."
+            f"{where} used other options or data ({', '.join(changed)}); run it with those, or "
+            f"{'choose another --study-name' if shared else 'pass --overwrite to start a new one'}."
         )
 
 
-def _refuse_clobbering(config: FinetuneConfig, directory: Path) -> None:
+def study_storage(search: SearchConfig, directory: Path):
+    """The study's storage: this search's own SQLite file, or the shared database, with
+    heartbeats so that a killed worker's trial is failed and not counted."""
+    import optuna
+
+    if search.storage is None:
+        return f"sqlite:///{directory / STUDY_FILE}"
+    beat = search.heartbeat_seconds
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # Optuna marks heartbeats experimental
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(search.storage, heartbeat_interval=beat, grace_period=3 * beat)
+        except Exception as exc:  # noqa: BLE001 - only the table-creation race is retried
+            # Workers started together (a Slurm array) all create Optuna's tables in an empty
+            # database; all but one lose that race with an integrity error, and then find them.
+            if "IntegrityError" not in type(exc).__name__ and "UniqueViolation" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def redacted(url: str) -> str:
+    """A storage URL without its password, for logs and messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _refuse_clobbering(config: FinetuneConfig, directory: Path, shared: bool = False) -> None:
     output = Path(config.output)  # a resumed search replaces the output it wrote before
     if output.is_dir() and any(output.iterdir()) and not config.overwrite and not config.resume:
         raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    if shared:  # the study lives in the database; this worker's folder holds only its checkpoints
+        return
     if config.resume and not (directory / STUDY_FILE).exists():
         raise NluDeployError(f"there is no search to resume in {directory}.")
     if (directory / STUDY_FILE).exists() and not config.resume and not config.overwrite:
