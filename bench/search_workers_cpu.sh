@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One search spread over 2 workers (1 thread each) against the same search in 1 worker (2 threads),
 # on BANKING77, sharing a real PostgreSQL study (pgserver): the wall time of each and the best
-# score found (docs/search.md, "Several workers on one study").
+# score found (docs/search.md, "Search on several machines").
 #   bash bench/search_workers_cpu.sh                  # BANKING77, --search 8, the task's epochs
 #   ROWS=2000 EPOCHS=1 bash bench/search_workers_cpu.sh   # a smaller run, as on 2026-12-01
 # Needs the test extra (pgserver, psycopg) and ../shared/data/banking77.
@@ -15,9 +15,9 @@ out=bench/results/search-workers-cpu/$stamp
 mkdir -p bench/results/search-workers-cpu "$work"
 rm -rf "$work"/*
 if [ -n "${ROWS:-}" ]; then  # a seeded sample of the rows, header kept
-  python -c "import random, sys; lines = open(sys.argv[1]).readlines(); body = lines[1:]; \
-random.Random(0).shuffle(body); sys.stdout.writelines([lines[0], *body[:int(sys.argv[2])]])" "$data" "$ROWS" \
-    > "$work/train.csv"
+  python -c "import csv, random, sys; rows = list(csv.reader(open(sys.argv[1], newline=''))); body = rows[1:]; \
+random.Random(0).shuffle(body); csv.writer(sys.stdout).writerows([rows[0], *body[:int(sys.argv[2])]])" \
+    "$data" "$ROWS" > "$work/train.csv"
   data="$work/train.csv"
 fi
 options=(--train "$data" --label-column category --seed 42 --search "$trials" ${EPOCHS:+--epochs "$EPOCHS"})
