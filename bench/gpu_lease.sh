@@ -28,20 +28,26 @@ mkdir -p "$OUT"
 cpu=${LEASE_CPU:-0}
 python=python3
 
-environment() {
-  export PYTHONPATH=/tmp/site:$repo PYTHONUNBUFFERED=1
+install_stack() {  # our pinned wheels over the machine's torch, into /tmp/site
+  $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_lease: the .whl stack did not install"; exit 1; }
+}
+
+nlu_deploy_command() {  # `nlu-deploy` on PATH, run from PYTHONPATH (nothing is pip-installed there)
   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m nlu_deploy "$@"\n' > /tmp/bin/nlu-deploy && chmod +x /tmp/bin/nlu-deploy
   export PATH=/tmp/bin:$PATH
+}
+
+environment() {
+  export PYTHONPATH=/tmp/site:$repo PYTHONUNBUFFERED=1
+  nlu_deploy_command
   if [ "$cpu" = 1 ]; then  # the rehearsal: the venv's own packages, no /tmp/site
     export PYTHONPATH=$repo
   fi
 }
 
 start() {
-  if [ "$cpu" != 1 ]; then
-    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || { echo "gpu_lease: the .whl stack did not install"; exit 1; }
-  fi
+  [ "$cpu" = 1 ] || install_stack
   rm -rf "$repo" "$results" /tmp/payload /tmp/gpu-background.done /tmp/gpu-background.pid && mkdir -p "$repo" "$results" /tmp/payload
   cp -r nlu_deploy bench tests pyproject.toml "$repo"/
   cp -r .gpu/. /tmp/payload/ && gunzip -f /tmp/payload/data/snips/train.jsonl.gz
@@ -109,10 +115,9 @@ sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until t
   local started budget left workers device sweep_options=()
   started=$(date +%s) budget=${LEASE_MINUTES:-8}
   if [ "$cpu" != 1 ]; then
-    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    install_stack
     export PYTHONPATH=/tmp/site:$PWD
-    mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m nlu_deploy "$@"\n' > /tmp/bin/nlu-deploy && chmod +x /tmp/bin/nlu-deploy
-    export PATH=/tmp/bin:$PATH
+    nlu_deploy_command
     device=cuda workers=${SWEEP_WORKERS:-8}
   else
     device=cpu workers=2 sweep_options=(--rows 300 --epochs-cap 1 --only snips-slots,clinc150)

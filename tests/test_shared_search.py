@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import FinetuneConfig, SearchConfig
+from nlu_deploy.errors import NluDeployError
 from nlu_deploy.training.search import search
 
 pgserver = pytest.importorskip("pgserver")
@@ -113,7 +114,7 @@ def test_a_shared_study_refuses_other_data(tmp_path, database, tiny_encoder, tin
     search(config, shared, show_progress=False)
     other = FinetuneConfig(output=tmp_path / "b", model=str(tiny_encoder), train=tiny_dev_csv, epochs=1,
                            batch_size=8, max_length=32)  # fmt: skip
-    with pytest.raises(Exception, match="study 'one-data' used other options or data"):
+    with pytest.raises(NluDeployError, match="study 'one-data' used other options or data"):
         search(other, shared, show_progress=False)
 
 

@@ -234,6 +234,7 @@ class TrainingState:
         self.scaler, self.averaged, self.log, self.facts = scaler, averaged, log, facts
         self.train_loader, self.validation_loader = loaders
         self.forward = model  # DDP's wrapper under torchrun; `model` stays the bare module
+        self.loss_of = None  # the task's loss, or a student's; build() sets it
         self.progress = {
             "epoch": 1, "batches_done": 0, "seen": 0, "loss_sum": 0.0, "seconds": 0.0, "global_step": 0,
             "history": [], "best_epoch": 0, "best_scores": {}, "best_key": [-1.0, 0.0],

@@ -139,13 +139,11 @@ def _unseen(task: Task, validation_data, label2ids, out_of_scope) -> dict:
 
 
 def _refuse_clobbering(config: FinetuneConfig, state_dir: Path) -> bool:
-    """Check before hours of training, not after, that the output may be written, and decide
+    """Check before hours of training, not after, that no unfinished run is in the way, and decide
     whether this run resumes: only when asked to and a saved state exists. A state folder
     without one (a run killed before its first save, or by a full disk while saving) holds
     nothing to continue, so the run starts over and says so, whether --resume was given or not."""
-    output = Path(config.output)
-    if output.is_dir() and any(output.iterdir()) and not config.overwrite:
-        raise NluDeployError(f"{output} already exists and is not empty; pass --overwrite to replace it.")
+    output = Path(config.output)  # that it may be written, finetune() checked with artifacts.check_output
     resumable = (state_dir / checkpointing.STATE_FILE).is_file()
     if resumable and not config.resume and not config.overwrite:
         raise NluDeployError(

@@ -110,7 +110,7 @@ def search(
     study = log = None
     with storage_errors(search.storage):
         if main:
-            study, log, _ = _open_study(config, search, names, directory, show_progress)
+            study, log = _open_study(config, search, names, directory, show_progress)
         runner = _TrialRunner(
             config, search, context, study, log, directory, deadline, show_progress, on_trial_step, distillation
         )
@@ -251,8 +251,8 @@ class _TrialRunner:
 
 
 def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], directory: Path, show_progress: bool):
-    """(the study, the search log, the position of the first trial to run): the study created,
-    or reopened with its interrupted trials queued to run again."""
+    """(the study, the search log): the study created, or reopened with its interrupted trials
+    queued to run again (a study of its own) or joined (a shared one)."""
     import optuna
 
     shared = search.storage is not None
@@ -274,7 +274,8 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )
     _check_same_search(study, config, names, shared)
-    study.set_user_attr("report", _report_facts(config, search, names)) if "report" not in study.user_attrs else None
+    if "report" not in study.user_attrs:  # what `search-result` needs to write the report
+        study.set_user_attr("report", _report_facts(config, search, names))
     log = ProgressLog(directory / LOG_FILE, show_progress)
     if not shared:  # a shared study's running trials may be other workers' (heartbeats tell the dead ones)
         _rerun_interrupted(study, directory, log)
@@ -288,7 +289,7 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
         f"{DISPLAY_NAMES[metric]}; {len(done)} already finished"
         + (f", {search.minutes:g} minutes at most" if search.minutes else "")
     )
-    return study, log, len(done) + 1
+    return study, log
 
 
 def _record_finished(study, trial, result, metric: str, started: float, trial_dir: Path, directory: Path) -> None:
@@ -556,7 +557,8 @@ def study_storage(search: SearchConfig, directory: Path):
     if search.storage is None:
         return f"sqlite:///{directory / STUDY_FILE}"
     beat = search.heartbeat_seconds
-    for attempt in range(5):
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         try:
             with warnings.catch_warnings():  # Optuna marks heartbeats experimental
                 warnings.simplefilter("ignore")
@@ -564,10 +566,10 @@ def study_storage(search: SearchConfig, directory: Path):
         except Exception as exc:  # noqa: BLE001 - only the table-creation race is retried
             # Workers started together (a Slurm array) all create Optuna's tables in an empty
             # database; all but one lose that race with an integrity error, and then find them.
-            if "IntegrityError" not in type(exc).__name__ and "UniqueViolation" not in str(exc) or attempt == 4:
+            lost_race = "IntegrityError" in type(exc).__name__ or "UniqueViolation" in str(exc)
+            if not lost_race or attempt == attempts:
                 raise
             time.sleep(0.5 + random.random())
-    raise AssertionError("unreachable")
 
 
 def redacted(url: str) -> str:
