@@ -20,6 +20,7 @@ from nlu_deploy.cli_options import (
     default_of,
     echo_search_result,
     finetune_options,
+    float_list,
     int_list,
     labelled_directory,
     launch_torchrun,
@@ -39,6 +40,7 @@ from nlu_deploy.config import (
     DistillConfig,
     ExportConfig,
     RunConfig,
+    ServeBenchConfig,
     ValidateConfig,
 )
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed, out_of_space
@@ -629,6 +631,188 @@ def bench(
         click.echo(line)
     if validation is not None:
         click.echo(bench_extras.recommendation(report, validation))
+
+
+def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ...] | None:
+    """Repeated options like --buckets 16,32,64 --buckets none: each a set of sizes, none: empty."""
+    if not values:
+        return None
+    return tuple(() if value.strip().lower() == "none" else int_list(ctx, param, value) for value in values)
+
+
+@main.command("serve-bench")
+@click.argument("onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--data", type=click.Path(path_type=Path), required=True, help="Texts to send: a data file or a .txt, one per line."
+)
+@click.option(
+    "--text-column", default=None, help="The data's text column. Default: the model's training column, else text."
+)
+@click.option(
+    "--output", type=click.Path(path_type=Path), required=True, help="Report directory (.md, .json, .png, .log)."
+)
+@click.option(
+    "--url",
+    default=None,
+    metavar="HOST:PORT",
+    help="Measure a running server (Open Inference Protocol) instead of starting one.",
+)
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--model", "model_name", default="nlu", show_default=True, help="The ensemble's name on the server.")
+@click.option(
+    "--metrics-url", default=None, help="With --url: the server's Prometheus metrics. Default: port 8002 of its host."
+)
+@click.option(
+    "--variant",
+    default=None,
+    help="The ONNX file served (and checked against). Default: what export --triton serves on CPU.",
+)
+@click.option(
+    "--tritonserver",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start this tritonserver binary instead of nvidia-pytriton's.",
+)
+@click.option(
+    "--triton-onnx-backend",
+    type=click.Choice(["python", "onnxruntime"]),
+    default="python",
+    show_default=True,
+    help="The local server's ONNX runner (nvidia-pytriton's server has the python one only).",
+)
+@click.option(
+    "--concurrency",
+    callback=int_list,
+    default="1,2,4,8,16",
+    show_default=True,
+    help="Closed-loop levels: users, each waiting for its answer.",
+)
+@click.option("--rates", callback=float_list, default=None, help="Open-loop levels: Poisson arrivals, requests/s.")
+@click.option(
+    "--warmup",
+    type=float,
+    default=default_of(ServeBenchConfig, "warmup_s"),
+    show_default=True,
+    help="Seconds of warm-up per level.",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=default_of(ServeBenchConfig, "duration_s"),
+    show_default=True,
+    help="Seconds measured per level.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=default_of(ServeBenchConfig, "timeout_s"),
+    show_default=True,
+    help="Seconds a request may take.",
+)
+@click.option(
+    "--max-texts",
+    type=int,
+    default=default_of(ServeBenchConfig, "max_texts"),
+    show_default=True,
+    help="Distinct texts drawn from --data.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--p99-ms",
+    type=float,
+    default=None,
+    help="Search the server's settings for the most requests/s within this p99 (local server only).",
+)
+@click.option(
+    "--at-concurrency",
+    type=int,
+    default=None,
+    help="The level the budget holds at. Default: the highest --concurrency.",
+)
+@click.option("--at-rate", type=float, default=None, help="Or an open-loop rate the budget holds at.")
+@click.option(
+    "--batching",
+    default=",".join(default_of(ServeBenchConfig, "batching")),
+    show_default=True,
+    help="Search: dynamic batching settings, off or a queue delay in microseconds.",
+)
+@click.option(
+    "--instances", callback=int_list, default="1,2", show_default=True, help="Search: instances of the ONNX model."
+)
+@click.option(
+    "--helper-instances",
+    callback=int_list,
+    default="1",
+    show_default=True,
+    help="Search: instances of the tokenizer and post-processor.",
+)
+@click.option(
+    "--buckets",
+    multiple=True,
+    callback=_size_sets,
+    help="Search: a set of length buckets, or none; repeat. Default: 16,32,64,128 and none.",
+)
+@click.option(
+    "--preferred-batch-sizes",
+    multiple=True,
+    callback=_size_sets,
+    help="Search: preferred batch sizes, or none; repeat. Default: none.",
+)
+@click.option(
+    "--write-repository",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the chosen configuration's repository here.",
+)
+@overwrite_option
+def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, buckets, preferred_batch_sizes, **options):
+    """Load a served model with real texts and measure it: requests/s and latency per level, the
+    server's own queue and compute time per model, every answer checked against predict, and the
+    same file in process. With --p99-ms, measure server settings and keep the fastest within it.
+
+    Without --url, a local tritonserver (nvidia-pytriton's, or --tritonserver) serves a repository
+    written from ONNX_DIR, restarted for each configuration measured.
+
+    Example: nlu-deploy serve-bench models/demo/onnx --data data/valid.csv --output reports/serving --p99-ms 25
+    """
+    import importlib.util
+
+    from nlu_deploy.progress import ProgressLog
+    from nlu_deploy.serving import load_bench, load_report
+
+    for package, name in (("tritonclient", "tritonclient"), ("prometheus_client", "prometheus-client")):
+        if importlib.util.find_spec(package) is None:
+            raise click.ClickException(f'serve-bench needs {name}: pip install -e ".[serve]"')
+    fields = {
+        "url": options["url"], "protocol": options["protocol"], "model": options["model_name"],
+        "metrics_url": options["metrics_url"], "variant": options["variant"], "tritonserver": options["tritonserver"],
+        "onnx_backend": options["triton_onnx_backend"], "warmup_s": options["warmup"],
+        "duration_s": options["duration"], "timeout_s": options["timeout"], "max_texts": options["max_texts"],
+        "seed": options["seed"], "p99_ms": options["p99_ms"], "at_concurrency": options["at_concurrency"],
+        "at_rate": options["at_rate"], "text_column": options["text_column"],
+        "instances": options["instances"], "helper_instances": options["helper_instances"],
+    }  # fmt: skip
+    config = ServeBenchConfig(
+        onnx_dir=onnx_dir, data=options["data"], output=output, concurrency=concurrency, rates=rates or (),
+        batching=tuple(b.strip() for b in batching.split(",") if b.strip()),
+        buckets=buckets or default_of(ServeBenchConfig, "buckets"),
+        preferred_batch_sizes=preferred_batch_sizes or ((),),
+        write_repository=options["write_repository"], overwrite=overwrite, **fields,
+    )  # fmt: skip
+    if config.write_repository is not None and config.p99_ms is None:
+        raise click.UsageError("--write-repository writes the configuration a search chose: give --p99-ms.")
+    if config.write_repository is not None:
+        artifacts.check_output(config.write_repository, overwrite)
+    load_bench.prepare_output(output, overwrite)
+    log = ProgressLog(output / f"{load_bench.REPORT_NAME}.log", terminal=False, every_seconds=0)
+    report = load_bench.serve_bench(config, log)
+    data = report.to_json()
+    paths = load_report.write_report(data, output, load_bench.REPORT_NAME)
+    click.echo(report.to_markdown())
+    click.echo(f"report: {', '.join(str(p) for p in paths)}", err=True)
+    problem = load_bench.verdict(data)
+    if problem:
+        raise click.ClickException(problem)
 
 
 @main.command()

@@ -40,16 +40,24 @@ def apply(options: list):
     return decorate
 
 
-def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+def _positive_list(value: str | None, convert, example: str) -> tuple | None:
     if value is None:
         return None
     try:
-        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+        numbers = tuple(convert(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers such as 1,8,32, got {value!r}.") from None
+        raise click.BadParameter(f"expected comma-separated numbers such as {example}, got {value!r}.") from None
     if not numbers or min(numbers) <= 0:
-        raise click.BadParameter("expected positive integers.")
+        raise click.BadParameter("expected positive numbers.")
     return numbers
+
+
+def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    return _positive_list(value, int, "1,8,32")
+
+
+def float_list(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    return _positive_list(value, float, "10,50,100")
 
 
 # How a training runs, for finetune, distill, run and bench-training alike.

@@ -384,6 +384,81 @@ class BenchConfig:
         _choice("torch compile", self.torch_compile, COMPILE_CHOICES)
 
 
+SERVE_PROTOCOLS = ("http", "grpc")
+
+
+@dataclass(frozen=True)
+class ServeBenchConfig:
+    """serve-bench: load on a served model (a local tritonserver started per configuration, or a
+    server at `url`), and with `p99_ms` a search of the server-side settings (local only)."""
+
+    onnx_dir: Path  # the exported model: what the server serves, and what answers are checked against
+    data: Path  # the traffic: texts drawn from this file
+    output: Path  # report directory
+    text_column: str | None = None  # None: the model's training text column, else "text"
+    variant: str | None = None  # the ONNX file served; None: the one `export --triton` serves on CPU
+    url: str | None = None  # a running server (host:port); None: start a local tritonserver
+    protocol: str = "http"
+    model: str = "nlu"  # the ensemble's name
+    metrics_url: str | None = None  # None: local server's, or http://<url host>:8002/metrics
+    tritonserver: Path | None = None  # another tritonserver binary than nvidia-pytriton's
+    onnx_backend: str = "python"  # the local server's ONNX runner (nvidia-pytriton has only python)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    rates: tuple[float, ...] = ()  # open-loop levels, requests/s
+    warmup_s: float = 2.0
+    duration_s: float = 10.0
+    timeout_s: float = 10.0
+    max_texts: int = 2000  # distinct texts drawn from the data (each answer is checked against predict)
+    seed: int = 0
+    # the configuration search (local server only): a p99 budget at one level
+    p99_ms: float | None = None
+    at_concurrency: int | None = None  # None: the highest --concurrency level
+    at_rate: float | None = None
+    batching: tuple[str, ...] = ("off", "2000", "8000")  # "off" or a queue delay in microseconds
+    instances: tuple[int, ...] = (1, 2)
+    helper_instances: tuple[int, ...] = (1,)
+    buckets: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128), ())  # () : no buckets
+    preferred_batch_sizes: tuple[tuple[int, ...], ...] = ((),)
+    write_repository: Path | None = None  # where the chosen configuration's repository goes
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _finite_numbers(self)
+        _choice("protocol", self.protocol, SERVE_PROTOCOLS)
+        _choice("ONNX backend", self.onnx_backend, ("python", "onnxruntime"))
+        if not self.concurrency and not self.rates:
+            raise ConfigError("give at least one concurrency level or request rate.")
+        for value in (*self.concurrency, *self.rates, self.duration_s, self.timeout_s, self.max_texts):
+            _positive("concurrency levels, rates, duration, timeout and --max-texts", value)
+        if not all(math.isfinite(r) for r in self.rates):
+            raise ConfigError("request rates must be finite numbers.")
+        if self.warmup_s < 0:
+            raise ConfigError("the warm-up must not be negative.")
+        if self.p99_ms is not None:
+            _positive("the p99 budget", self.p99_ms)
+            if self.url is not None:
+                raise ConfigError(
+                    "a server at --url is measured, not reconfigured: search its settings on a local server."
+                )
+        if self.at_concurrency is not None and self.at_rate is not None:
+            raise ConfigError("the budget holds at one level: give --at-concurrency or --at-rate, not both.")
+        for delay in self.batching:
+            if delay != "off" and not (delay.isdigit()):
+                raise ConfigError(f"a batching setting is 'off' or a queue delay in microseconds, not {delay!r}.")
+        if self.url is None and (self.metrics_url is not None):
+            raise ConfigError("--metrics-url goes with --url; a local server's metrics are read where it serves them.")
+
+    @property
+    def budget_level(self) -> tuple[str, float]:
+        if self.at_rate is not None:
+            return ("rate", self.at_rate)
+        if self.at_concurrency is not None:
+            return ("concurrency", self.at_concurrency)
+        if self.concurrency:
+            return ("concurrency", max(self.concurrency))
+        return ("rate", max(self.rates))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The whole chain. `finetune.output` is ignored: run places the checkpoint itself."""

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # fmt: off
 LAYERS = ["portable", "task_specs", "errors", "config", "artifacts", "reports", "metrics", "progress",
           "data", "runtime", "tasks",
-          "evaluation", "training", "export", "serving", "predict", "pipeline", "cli_options", "cli", "__main__"]
+          "evaluation", "training", "export", "predict", "serving", "pipeline", "cli_options", "cli", "__main__"]
 # fmt: on
 # What portable/ may import: it is copied beside Triton's Python models, where only these exist.
 PORTABLE_IMPORTS = set(sys.stdlib_module_names) | {"numpy", "tokenizers"}

@@ -12,6 +12,7 @@ from conftest import StubRequest
 from google.protobuf import json_format, text_format
 
 from nlu_deploy.cli import main
+from nlu_deploy.portable.light_tokenizer import LightTokenizer
 from nlu_deploy.predict import load_predictor
 from nlu_deploy.runtime.sessions import create_session
 from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
@@ -183,3 +184,21 @@ def test_a_directory_without_tokenizer_json_is_refused_in_one_sentence(tmp_path,
     with pytest.raises(ModelError, match="has no tokenizer.json, which the Triton tokenizer model reads"):
         export_triton_repository(copy, tmp_path / "repo", TritonOptions())
     assert not (tmp_path / "repo").exists()
+
+
+def test_serving_settings_a_load_search_varies_are_written_as_triton_reads_them(tmp_path, backend_stub, tiny_onnx):
+    options = TritonOptions(name="plain", dynamic_batching=False, instances=2, helper_instances=3, length_buckets=())
+    export_triton_repository(tiny_onnx, tmp_path / "plain", options, onnx_file="model.onnx")
+    model = parse(tmp_path / "plain" / "plain_model" / "config.pbtxt")
+    assert not model.HasField("dynamic_batching") and model.instance_group[0].count == 2
+    assert parse(tmp_path / "plain" / "plain_tokenizer" / "config.pbtxt").instance_group[0].count == 3
+    tokenizer = load_python_model(tmp_path / "plain", "plain_tokenizer")
+    text = np.array([[t.encode("utf-8")] for t in TEXTS[:2]], dtype=object)
+    [tokens] = tokenizer.execute([StubRequest(TEXT=text)])
+    longest = max(len(ids) for ids in LightTokenizer(tiny_onnx)(TEXTS[:2])["input_ids"])
+    assert tokens.tensors["input_ids"].shape == (2, longest)  # no buckets: padded to its own longest text
+    preferred = TritonOptions(name="preferred", preferred_batch_sizes=(4, 8), queue_delay_us=500)
+    export_triton_repository(tiny_onnx, tmp_path / "preferred", preferred, onnx_file="model.onnx")
+    batching = parse(tmp_path / "preferred" / "preferred_model" / "config.pbtxt").dynamic_batching
+    assert list(batching.preferred_batch_size) == [4, 8] and batching.max_queue_delay_microseconds == 500
+    assert "batching 500 us, preferred 4/8" in preferred.describe()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class LocalTriton:
     grpc_url: str
     metrics_url: str  # http://host:port/metrics
     log: Path
+    pid: int  # the tritonserver process
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
@@ -97,22 +99,51 @@ def _log_tail(log: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-@contextmanager
-def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float = 120.0):
-    """Start tritonserver on `repository`, listening on localhost only, wait until every model
-    is ready, yield a LocalTriton, and stop the server (always, also on errors)."""
+def first_error_line(log: Path) -> str | None:
+    """The server's own error that explains a failed start: a model's "failed to load" line, else
+    the first error line (Triton's start with E, as in `E1201 02:40:00.123 ...`) that is not the
+    CUDA or NVML noise every CPU-only host prints."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    errors = [line.strip() for line in text.splitlines() if line.startswith("E") and line[1:5].isdigit()]
+    loading = [line for line in errors if "failed to load" in line]
+    relevant = [line for line in errors if not any(noise in line for noise in ("CudaDriverHelper", "NVML", "CUDA"))]
+    return next(iter(loading + relevant), None)
+
+
+def _not_ready(log: Path, why: str) -> NluDeployError:
+    error = first_error_line(log)
+    first = f" Its first error: {error}" if error else ""
+    return NluDeployError(f"tritonserver {why}.{first} Its log ({log}) ends:\n{_log_tail(log)}")
+
+
+def _server_files(binary: Path | None, workdir: Path) -> tuple[Path, Path, dict]:
+    """(tritonserver, its backend directory, the environment it runs in)."""
+    env = dict(os.environ)
+    if binary is not None:  # another build (NVIDIA's container, a local build): its own backends
+        binary = Path(binary)
+        if not binary.is_file():
+            raise ConfigError(f"{binary} is not a tritonserver binary.")
+        return binary, binary.resolve().parents[1] / "backends", env
     _check_numpy_major()
     pytriton = _pytriton_dir()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     backends = _python_backend(pytriton, workdir)
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ)
     libraries = [str(pytriton.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
     env["LD_LIBRARY_PATH"] = ":".join(filter(None, [*libraries, env.get("LD_LIBRARY_PATH", "")]))
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return pytriton / "tritonserver" / "bin" / "tritonserver", backends, env
+
+
+@contextmanager
+def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float = 120.0, binary: Path | None = None):
+    """Start tritonserver on `repository`, listening on localhost only, wait until every model
+    is ready, yield a LocalTriton, and stop the server (always, also on errors). `binary`:
+    another tritonserver than nvidia-pytriton's, with the backends beside it."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tritonserver, backends, env = _server_files(binary, workdir)
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
     command = [
-        str(pytriton / "tritonserver" / "bin" / "tritonserver"),
+        str(tritonserver),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
         "--http-address=127.0.0.1",
@@ -127,22 +158,21 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
     log = workdir / "tritonserver.log"
     with log.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = LocalTriton(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", log)
+    server = LocalTriton(
+        f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", log, process.pid
+    )
     try:
         deadline = time.monotonic() + start_timeout_s
         while not _ready(server.http_url):
             if process.poll() is not None:
-                raise NluDeployError(
-                    f"tritonserver exited with code {process.returncode} before it was ready; "
-                    f"its log ends:\n{_log_tail(log)}"
-                )
+                raise _not_ready(log, f"exited with code {process.returncode} before it was ready")
             if time.monotonic() > deadline:
-                raise NluDeployError(
-                    f"tritonserver was not ready within {start_timeout_s:.0f} s; its log ends:\n{_log_tail(log)}"
-                )
+                raise _not_ready(log, f"was not ready within {start_timeout_s:.0f} s")
             time.sleep(0.5)
         yield server
     finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a stopped (hung) server acts on SIGTERM only once it runs
         process.terminate()
         try:
             process.wait(timeout=20)

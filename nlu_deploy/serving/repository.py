@@ -28,11 +28,15 @@ class TritonOptions:
     instances: int = 1
     max_batch_size: int = 64
     queue_delay_us: int = 2000  # dynamic batching waits at most 2 ms to fill a batch
+    dynamic_batching: bool = True  # off: the model runs each request as it comes (serve-bench's baseline)
+    preferred_batch_sizes: tuple[int, ...] = ()  # the batcher sends a batch at once when it reaches one
+    helper_instances: int = 1  # instances of the tokenizer and the post-processor (Python models)
     tensorrt: bool = False  # gpu only: let onnxruntime hand the graph to TensorRT
     tensorrt_fp16: bool = True
     # The tokenizer pads every request to the smallest of these lengths that holds it (capped at
     # the model's max length): Triton's dynamic batcher only merges requests whose tensors have
-    # the same shape, so per-request padding would leave it almost nothing to batch.
+    # the same shape, so per-request padding would leave it almost nothing to batch. Empty: each
+    # request is padded to its own longest text (no buckets).
     length_buckets: tuple[int, ...] = (16, 32, 64, 128)
     # onnxruntime: Triton's onnxruntime backend (NVIDIA's containers). python: a Python-backend
     # model running the same file with onnxruntime on CPU, for servers without that backend
@@ -45,6 +49,26 @@ class TritonOptions:
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
         if self.onnx_backend == "python" and self.device != "cpu":
             raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
+        counts = (self.instances, self.helper_instances, self.max_batch_size)
+        if any(not isinstance(n, int) or n < 1 for n in counts):
+            raise ConfigError("instance counts and the max batch size must be positive whole numbers.")
+        if self.queue_delay_us < 0:
+            raise ConfigError("the queue delay must not be negative.")
+        if any(b < 1 for b in (*self.length_buckets, *self.preferred_batch_sizes)):
+            raise ConfigError("length buckets and preferred batch sizes must be positive.")
+        if any(b > self.max_batch_size for b in self.preferred_batch_sizes):
+            raise ConfigError(f"preferred batch sizes cannot exceed the max batch size ({self.max_batch_size}).")
+
+    def describe(self) -> str:
+        """The settings a load benchmark varies, in one short line."""
+        batching = "no batching"
+        if self.dynamic_batching:
+            preferred = (
+                f", preferred {'/'.join(map(str, self.preferred_batch_sizes))}" if self.preferred_batch_sizes else ""
+            )
+            batching = f"batching {self.queue_delay_us} us{preferred}"
+        buckets = "/".join(map(str, self.length_buckets)) if self.length_buckets else "none"
+        return f"{batching}, {self.instances} model + {self.helper_instances} helper instance(s), buckets {buckets}"
 
 
 # What a name may be when it becomes a folder of the repository and a string in config.pbtxt:
@@ -71,6 +95,15 @@ def _block(key: str, entries: list[str]) -> str:
     return f"{key} [\n" + ",\n".join(entries) + "\n]"
 
 
+def _dynamic_batching(options: TritonOptions) -> list[str]:
+    if not options.dynamic_batching:
+        return []
+    preferred = ""
+    if options.preferred_batch_sizes:
+        preferred = f" preferred_batch_size: [ {', '.join(map(str, options.preferred_batch_sizes))} ]"
+    return [f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us}{preferred} }}"]
+
+
 def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list[int]], options: TritonOptions) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     lines = [
@@ -79,7 +112,7 @@ def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list
         f"max_batch_size: {options.max_batch_size}",
         _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
         _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]),
-        f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}",
+        *_dynamic_batching(options),
         f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
     ]
     if options.tensorrt:
@@ -109,8 +142,10 @@ def python_model_config(
         _block("output", outputs),
     ]
     if batching:
-        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
-    lines.append(f"instance_group [ {{ count: {options.instances if batching else 1} kind: KIND_CPU }} ]")
+        lines.extend(_dynamic_batching(options))
+    lines.append(
+        f"instance_group [ {{ count: {options.instances if batching else options.helper_instances} kind: KIND_CPU }} ]"
+    )
     for key, value in (parameters or {}).items():
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
     return "\n".join(lines) + "\n"
@@ -241,6 +276,7 @@ def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions)
     _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy.portable")
     token_outputs = [*served.input_names, *(["WORD_IDS"] if served.words else [])]
     buckets = ",".join(str(b) for b in sorted(options.length_buckets) if b < served.max_length)
+    buckets = buckets if options.length_buckets else "none"
     parameters = {"max_length": str(served.max_length), "words": "true" if served.words else "false",
                   "length_buckets": buckets}  # fmt: skip
     (tokenizer_dir / "config.pbtxt").write_text(

@@ -28,8 +28,11 @@ class TritonPythonModel:
         self.words = config["parameters"].get("words", {}).get("string_value") == "true"
         # Requests are padded to fixed lengths, so that Triton's dynamic batcher (which merges
         # only requests of one shape) can batch them: the smallest bucket that fits, else max_length.
+        # "none": each request padded to its own longest text.
         buckets = config["parameters"].get("length_buckets", {}).get("string_value", "")
-        self.buckets = sorted(int(b) for b in buckets.split(",") if b.strip()) + [self.max_length]
+        self.buckets = None
+        if buckets != "none":
+            self.buckets = sorted(int(b) for b in buckets.split(",") if b.strip()) + [self.max_length]
         self.fill = {"input_ids": self.tokenizer.pad_token_id or 0, "WORD_IDS": -1}
 
     def execute(self, requests):
@@ -43,7 +46,8 @@ class TritonPythonModel:
             )
             if self.words:
                 encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
-            width = next(b for b in self.buckets if b >= max(len(ids) for ids in encoded["input_ids"]))
+            longest = max(len(ids) for ids in encoded["input_ids"])
+            width = longest if self.buckets is None else next(b for b in self.buckets if b >= longest)
             outputs = []
             for name in self.output_names:
                 padded = np.full((len(texts), width), self.fill.get(name, 0), dtype=np.int64)

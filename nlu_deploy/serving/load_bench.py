@@ -1,0 +1,680 @@
+"""serve-bench: how a served model behaves under load, measured against a real server.
+
+The server is either a local tritonserver started on a repository written from the exported
+model (one server per configuration measured), or a running server at --url (measured only).
+Each configuration gets a sweep of load levels (load_generator.py); each level gets the client's
+view (requests/s, latency percentiles, errors) and the server's (server_metrics.py: per model of
+the ensemble, queue and compute time and the batch it really executed). The same ONNX file then
+runs in process at the batch sizes the server executed, so the report shows what serving costs.
+
+With a p99 budget, a grid of server-side settings (dynamic batching, instances, length buckets)
+is measured at the budget's level; the fastest configuration within the budget is written as the
+repository, and always compared with the configuration `export --triton` writes by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from nlu_deploy import artifacts
+from nlu_deploy.config import ServeBenchConfig
+from nlu_deploy.errors import DataError, ModelError, NluDeployError
+from nlu_deploy.progress import ProgressLog
+from nlu_deploy.serving import server_metrics
+from nlu_deploy.serving.load_generator import (
+    BATCH_DEPENDENT_DISAGREEMENT,
+    BATCH_DEPENDENT_SCORE_TOLERANCE,
+    FLOAT_SCORE_TOLERANCE,
+    Level,
+    LevelOutcome,
+    ServedModelClient,
+    Timing,
+    answers_agree,
+    run_level,
+)
+from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
+
+REPORT_NAME = "serve-bench"
+IN_PROCESS_SECONDS = 2.0
+
+
+class ServerStopped(NluDeployError):
+    """The server died or stopped answering during a level."""
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The texts requests are drawn from, and what `predict --json` answers for each."""
+
+    texts: list[str]
+    expected: list[dict]
+    served_file: str
+    outputs: list[str]  # the ensemble's outputs to request
+    words: bool  # the tokenizer splits whitespace words (slot and joint models)
+    max_length: int
+    facts: dict
+    score_tolerance: float  # how far a served score may be from predict's (see load_generator)
+    allowed_disagreement: float  # the share of answers that may differ from predict's
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where a measured server answers."""
+
+    url: str
+    protocol: str
+    metrics_url: str | None
+    description: str
+    pid: int | None = None  # a local server's process
+
+
+@dataclass
+class Configuration:
+    """One measured server configuration: its settings (None for a server at --url) and levels."""
+
+    name: str
+    options: TritonOptions | None
+    levels: list[LevelOutcome] = field(default_factory=list)
+    error: str | None = None  # it could not be measured (its repository did not load, ...)
+
+    def describe(self) -> str:
+        return self.options.describe() if self.options else "as served"
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "settings": self.describe(),
+            "options": _options_json(self.options),
+            "levels": [level.to_json() for level in self.levels],
+            "error": self.error,
+        }
+
+
+def _options_json(options: TritonOptions | None) -> dict | None:
+    return None if options is None else {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
+
+
+@dataclass
+class ServeBenchReport:
+    config: ServeBenchConfig
+    machine: dict
+    traffic: dict
+    configurations: list[Configuration] = field(default_factory=list)
+    candidates: list[Configuration] = field(default_factory=list)  # measured at the budget's level only
+    in_process: dict[str, float] = field(default_factory=dict)  # "batch/buckets" -> sequences/s
+    choice: dict | None = None  # the search's outcome
+    stopped: str | None = None  # why the run ended before its end
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None
+
+    def to_json(self) -> dict:
+        timing = {k: getattr(self.config, k) for k in ("warmup_s", "duration_s", "timeout_s")}
+        return {
+            "complete": self.complete,
+            "ensemble": self.config.model,
+            "stopped": self.stopped,
+            "machine": self.machine,
+            "traffic": self.traffic,
+            "timing": timing,
+            "configurations": [c.to_json() for c in self.configurations],
+            "candidates": [c.to_json() for c in self.candidates],
+            "in_process_sequences_per_s": self.in_process,
+            "choice": self.choice,
+        }
+
+    def to_markdown(self) -> str:
+        from nlu_deploy.serving.load_report import report_markdown
+
+        return report_markdown(self.to_json())
+
+
+# -- the traffic ---------------------------------------------------------------------------------
+
+
+def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
+    """Texts from --data, less those longer than the model's max length (the served model cuts
+    them, predict reads them in windows, so their answers may rightly differ), with predict's answers."""
+    from nlu_deploy.portable.light_tokenizer import LightTokenizer
+    from nlu_deploy.predict import load_task_predictor
+
+    onnx_dir = Path(config.onnx_dir)
+    served_file = config.variant or default_triton_file(onnx_dir, "cpu")
+    predictor, _, task = load_task_predictor(onnx_dir, served_file)
+    texts, facts = _data_texts(config, onnx_dir)
+    tokenizer = LightTokenizer(onnx_dir)
+    max_length = predictor.max_length
+    words = task.triton_words
+    lengths = [len(ids) for ids in tokenizer([t.split() for t in texts] if words else texts,
+                                             is_split_into_words=words)["input_ids"]]  # fmt: skip
+    fitting = [t for t, n in zip(texts, lengths) if n <= max_length]
+    facts["longer_than_max_length"] = len(texts) - len(fitting)
+    if not fitting:
+        raise DataError(f"every text in {config.data} is longer than the model's {max_length} tokens.")
+    log.line(
+        f"computing predict's answers for {len(fitting)} distinct texts (the served answers are checked against them)"
+    )
+    expected = [task.prediction_json(t, p) for t, p in zip(fitting, predictor.predict(fitting))]
+    facts.update(texts=len(fitting), mean_tokens=float(np.mean([n for n in lengths if n <= max_length])))
+    outputs = [name for name, _ in task.triton_results]
+    dependent = _batch_dependent(onnx_dir / served_file)
+    tolerance = BATCH_DEPENDENT_SCORE_TOLERANCE if dependent else FLOAT_SCORE_TOLERANCE
+    allowed = BATCH_DEPENDENT_DISAGREEMENT if dependent else 0.0
+    facts.update(batch_dependent=dependent, score_tolerance=tolerance, allowed_disagreement=allowed)
+    return Traffic(fitting, expected, served_file, outputs, words, max_length, facts, tolerance, allowed)
+
+
+def _batch_dependent(path: Path) -> bool:
+    """Whether the file quantizes activations with scales computed per batch (dynamic int8)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
+
+
+def _data_texts(config: ServeBenchConfig, onnx_dir: Path) -> tuple[list[str], dict]:
+    """Up to max_texts distinct texts of the data's text column, in a seeded random order."""
+    from nlu_deploy.data.tables import SUPPORTED_SUFFIXES, read_records, read_texts
+
+    path = Path(config.data)
+    if not path.is_file():
+        raise DataError(f"{path} is not a file.")
+    if path.suffix.lower() in SUPPORTED_SUFFIXES:
+        column = config.text_column or _trained_text_column(onnx_dir)
+        records = read_records(path)
+        if column not in records[0]:
+            raise DataError(f"{path} has no {column!r} column (give the text column with --text-column).")
+        raw = [record.get(column) for record in records]
+    else:
+        raw = read_texts(path)
+    usable = [text for text in map(_as_text, raw) if text]
+    if not usable:
+        raise DataError(f"{path} holds no non-empty texts to send.")
+    distinct = list(dict.fromkeys(usable))
+    random = np.random.default_rng(config.seed)
+    chosen = [distinct[i] for i in random.permutation(len(distinct))[: config.max_texts]]
+    facts = {"file": str(path), "rows": len(raw), "empty_or_not_text": len(raw) - len(usable),
+             "distinct": len(distinct)}  # fmt: skip
+    return chosen, facts
+
+
+def _as_text(value) -> str | None:
+    """A text cell, or a tagged file's word list (sent as the words joined by spaces)."""
+    if isinstance(value, list) and value and all(isinstance(word, str) for word in value):
+        value = " ".join(value)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _trained_text_column(onnx_dir: Path) -> str:
+    """The text column the model was trained on, from the manifests of it and its parents."""
+    directory: Path | None = onnx_dir
+    for _ in range(4):
+        manifest = artifacts.read_manifest(directory)
+        column = manifest.get("options", {}).get("text_column")
+        if column:
+            return column
+        parent = manifest.get("parent")
+        if not parent or not Path(parent).is_dir():
+            break
+        directory = Path(parent)
+    return "text"
+
+
+# -- one server, one sweep -----------------------------------------------------------------------
+
+
+def check_server(server: Server, model: str, outputs: list[str]) -> list[str]:
+    """One sentence for a server that does not answer or lacks the model; else the ensemble's
+    models (its steps), whose metrics the report shows."""
+    if server.protocol == "grpc":
+        import tritonclient.grpc as wire
+    else:
+        import tritonclient.http as wire
+    try:
+        client = (
+            wire.InferenceServerClient(server.url, network_timeout=10.0, connection_timeout=5.0)
+            if server.protocol == "http"
+            else wire.InferenceServerClient(server.url)
+        )
+        live = client.is_server_live(**({"client_timeout": 5.0} if server.protocol == "grpc" else {}))
+    except Exception as error:  # noqa: BLE001 - tritonclient raises several kinds for a closed port
+        raise ServerStopped(f"nothing answers at {server.url} over {server.protocol} ({_short(error)}).") from None
+    if not live:
+        raise ServerStopped(f"the server at {server.url} says it is not live.")
+    try:
+        ready = client.is_model_ready(model)
+    except Exception:  # noqa: BLE001
+        ready = False
+    if not ready:
+        raise ModelError(f"the server at {server.url} has no ready model {model!r}; it has: {_model_names(client)}.")
+    metadata = client.get_model_metadata(model)
+    served_outputs = {o["name"] if isinstance(o, dict) else o.name for o in _field(metadata, "outputs")}
+    missing = [name for name in outputs if name not in served_outputs]
+    if missing:
+        raise ModelError(f"{model!r} at {server.url} has no output {', '.join(missing)}: it serves another task.")
+    return [model, *_ensemble_steps(client, model)]
+
+
+def _field(message, name: str):
+    return message[name] if isinstance(message, dict) else getattr(message, name)
+
+
+def _model_names(client) -> str:
+    try:
+        index = client.get_model_repository_index()
+        entries = index if isinstance(index, list) else index.models
+        names = sorted({_field(e, "name") for e in entries})
+    except Exception:  # noqa: BLE001
+        return "(its model index cannot be read)"
+    return ", ".join(names) or "no models"
+
+
+def _ensemble_steps(client, model: str) -> list[str]:
+    try:
+        config = client.get_model_config(model)
+        config = config if isinstance(config, dict) else _as_dict(config.config)
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        return [step.get("model_name") for step in steps if step.get("model_name")]
+    except Exception:  # noqa: BLE001 - not an ensemble, or no config API: the model's own metrics only
+        return []
+
+
+def _as_dict(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _short(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def sweep(
+    server: Server,
+    model: str,
+    traffic: Traffic,
+    levels: list[Level],
+    timing: Timing,
+    log: ProgressLog,
+    name: str,
+    on_level=None,
+) -> list[LevelOutcome]:
+    """Every level against one server; a level cut short raises ServerStopped (the levels done
+    are in the exception's `levels`)."""
+    models = check_server(server, model, traffic.outputs)
+    return asyncio.run(_sweep(server, model, models, traffic, levels, timing, log, name, on_level))
+
+
+async def _sweep(server, model, models, traffic, levels, timing, log, name, on_level) -> list[LevelOutcome]:
+    client = ServedModelClient(server.url, server.protocol, model, traffic.outputs)
+    done: list[LevelOutcome] = []
+    try:
+        for number, level in enumerate(levels, start=1):
+            log.line(
+                f"{name}: {level.label()} ({number}/{len(levels)}), {timing.warmup_s:g} s warm-up + {timing.duration_s:g} s"
+            )
+            outcome = await _measured_level(client, server, models, traffic, level, timing)
+            if outcome.stopped is not None:
+                error = ServerStopped(
+                    f"the server at {server.url} stopped answering during {level.label()} of {name}: {outcome.stopped}."
+                )
+                error.levels = done
+                raise error
+            done.append(outcome)
+            log.line(f"{name}: {level.label()}: {_level_line(outcome)}")
+            if on_level is not None:  # (server, outcome): progress for callers, and the tests' fault injection
+                on_level(server, outcome)
+    finally:
+        await client.close()
+    return done
+
+
+async def _measured_level(
+    client, server: Server, models, traffic: Traffic, level: Level, timing: Timing
+) -> LevelOutcome:
+    loop = asyncio.get_running_loop()
+    snapshots = {}
+
+    async def before() -> None:
+        if server.metrics_url:
+            snapshots["before"] = await loop.run_in_executor(None, _scrape_or_none, server.metrics_url)
+
+    outcome = await run_level(client, traffic.texts, traffic.expected, level, timing, before, traffic.score_tolerance)
+    if server.metrics_url and snapshots.get("before") is not None:
+        after = await loop.run_in_executor(None, _scrape_or_none, server.metrics_url)
+        if after is not None:
+            outcome.server = server_metrics.window(snapshots["before"], after, models)
+    return outcome
+
+
+def _scrape_or_none(url: str):
+    try:
+        return server_metrics.scrape(url, timeout_s=5.0)
+    except NluDeployError:
+        return None
+
+
+def _level_line(outcome: LevelOutcome) -> str:
+    data = outcome.to_json()
+    p99 = f"{data['p99_ms']:.1f} ms" if data["p99_ms"] is not None else "-"
+    line = f"{data['requests_per_s']:.1f} req/s, p99 {p99}, {outcome.errors} errors, {outcome.timeouts} timeouts"
+    if outcome.wrong_answers or outcome.crossed:
+        line += f", {outcome.wrong_answers} answers differ from predict, {outcome.crossed} crossed"
+    return line
+
+
+# -- local servers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOptions, workdir: Path):
+    """A local tritonserver on a repository written for `options`, stopped on leaving."""
+    from nlu_deploy.serving.local_server import local_triton_server
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    repository = Path(tempfile.mkdtemp(prefix="repository-", dir=workdir))
+    shutil.rmtree(repository)
+    export_triton_repository(Path(config.onnx_dir), repository, options, onnx_file=traffic.served_file)
+    try:
+        with local_triton_server(repository, workdir / "server", binary=config.tritonserver) as running:
+            url = running.grpc_url if config.protocol == "grpc" else running.http_url
+            yield Server(
+                url, config.protocol, running.metrics_url, f"local tritonserver ({options.describe()})", running.pid
+            )
+    finally:
+        shutil.rmtree(repository, ignore_errors=True)
+
+
+def default_options(config: ServeBenchConfig) -> TritonOptions:
+    """What `export --triton` writes, with the backend this server has."""
+    return TritonOptions(name=config.model, onnx_backend=config.onnx_backend)
+
+
+def candidate_options(config: ServeBenchConfig) -> list[TritonOptions]:
+    """The search grid; the default configuration and the no-batching baseline always in it."""
+    base = default_options(config)
+    grid = []
+    for batching, instances, helpers, buckets, preferred in itertools.product(
+        config.batching, config.instances, config.helper_instances, config.buckets, config.preferred_batch_sizes
+    ):
+        if batching == "off" and preferred:
+            continue  # preferred sizes belong to the batcher
+        grid.append(
+            replace(
+                base,
+                dynamic_batching=batching != "off",
+                queue_delay_us=base.queue_delay_us if batching == "off" else int(batching),
+                instances=instances,
+                helper_instances=helpers,
+                length_buckets=tuple(buckets),
+                preferred_batch_sizes=tuple(preferred),
+            )
+        )
+    return list(dict.fromkeys([base, no_batching(config), *grid]))
+
+
+def no_batching(config: ServeBenchConfig) -> TritonOptions:
+    """The baseline batching is measured against: every request run on its own, at its own length."""
+    return replace(default_options(config), dynamic_batching=False, length_buckets=())
+
+
+# -- in process ----------------------------------------------------------------------------------
+
+
+def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int, buckets: tuple[int, ...]) -> float:
+    """Sequences/s of the served ONNX file run by onnxruntime in this process, batches of `batch`
+    texts of one length bucket (as the server's batcher forms them), the runtime's default threads."""
+    import onnxruntime as ort
+
+    from nlu_deploy.portable.light_tokenizer import LightTokenizer
+
+    onnx_dir = Path(config.onnx_dir)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_dir / traffic.served_file), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    batches = _bucketed_batches(LightTokenizer(onnx_dir), traffic, batch, buckets, names, config.seed)
+    for feed in batches[:3]:  # warm-up
+        session.run(None, feed)
+    done, started = 0, time.perf_counter()
+    for feed in itertools.cycle(batches):
+        session.run(None, feed)
+        done += batch
+        if time.perf_counter() - started >= IN_PROCESS_SECONDS:
+            break
+    return done / (time.perf_counter() - started)
+
+
+def _bucketed_batches(tokenizer, traffic: Traffic, batch: int, buckets, names, seed: int) -> list[dict]:
+    texts = traffic.texts
+    encoded = tokenizer([t.split() for t in texts] if traffic.words else texts, is_split_into_words=traffic.words,
+                        truncation=True, max_length=traffic.max_length)  # fmt: skip
+    widths = [len(ids) for ids in encoded["input_ids"]]
+    edges = sorted(b for b in buckets if b < traffic.max_length) + [traffic.max_length]
+    bucket_of = [next(b for b in edges if b >= w) if buckets else w for w in widths]
+    by_bucket: dict[int, list[int]] = {}
+    for row, bucket in enumerate(bucket_of):
+        by_bucket.setdefault(bucket, []).append(row)
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(32):  # batches drawn as traffic arrives: a random text, others of its bucket
+        bucket = bucket_of[int(rng.integers(len(texts)))]
+        rows = rng.choice(by_bucket[bucket], size=batch, replace=True)
+        width = bucket if buckets else max(widths[r] for r in rows)
+        feed = {}
+        for name in names:
+            padded = np.zeros((batch, width), dtype=np.int64)
+            for position, row in enumerate(rows):
+                values = encoded[name][row]
+                padded[position, : len(values)] = values
+            feed[name] = padded
+        feeds.append(feed)
+    return feeds
+
+
+# -- the whole run -------------------------------------------------------------------------------
+
+
+def serve_bench(config: ServeBenchConfig, log: ProgressLog, on_level=None) -> ServeBenchReport:
+    """Measure, search when asked, compare with in process; a fault ends the run with the report
+    of what was done (report.stopped says why), never a traceback."""
+    from nlu_deploy.evaluation.benchmark import machine_facts
+
+    traffic = read_traffic(config, log)
+    report = ServeBenchReport(config, machine_facts(), {**traffic.facts, "served_file": traffic.served_file})
+    timing = Timing(config.warmup_s, config.duration_s, config.timeout_s)
+    levels = [Level("concurrency", c) for c in config.concurrency] + [Level("rate", r) for r in config.rates]
+    try:
+        if config.url is not None:
+            _measure_remote(config, traffic, levels, timing, report, log, on_level)
+        else:
+            _measure_local(config, traffic, levels, timing, report, log, on_level)
+    except NluDeployError as error:
+        report.stopped = str(error)
+        if getattr(error, "levels", None) and report.configurations:
+            report.configurations[-1].levels = error.levels
+    _compare_in_process(config, traffic, report, log)
+    return report
+
+
+def _measure_remote(config, traffic, levels, timing, report, log, on_level) -> None:
+    metrics_url = config.metrics_url or f"http://{config.url.rsplit(':', 1)[0]}:8002/metrics"
+    server = Server(config.url, config.protocol, metrics_url, f"server at {config.url}")
+    configuration = Configuration("as served", None)
+    report.configurations.append(configuration)
+    configuration.levels = sweep(server, config.model, traffic, levels, timing, log, "as served", on_level)
+
+
+def _measure_local(config, traffic, levels, timing, report, log, on_level) -> None:
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    try:
+        swept = [Configuration("default", default_options(config))]
+        if config.p99_ms is not None:
+            swept.append(Configuration("no batching", no_batching(config)))
+        for configuration in swept:
+            _sweep_local(config, traffic, configuration, levels, timing, report, log, work, on_level)
+        if config.p99_ms is not None:
+            chosen = _search(config, traffic, timing, report, log, work)
+            if chosen.options not in [c.options for c in swept]:
+                _sweep_local(config, traffic, Configuration("chosen", chosen.options), levels, timing, report, log,
+                             work, on_level)  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sweep_local(config, traffic, configuration, levels, timing, report, log, work, on_level) -> None:
+    report.configurations.append(configuration)
+    with local_server(config, traffic, configuration.options, work / configuration.name.replace(" ", "-")) as server:
+        log.line(f"{configuration.name}: {server.description}")
+        configuration.levels = sweep(server, config.model, traffic, levels, timing, log, configuration.name, on_level)
+
+
+def _search(config, traffic, timing, report, log, work) -> Configuration:
+    """Each candidate at the budget's level; the fastest within the budget wins."""
+    kind, value = config.budget_level
+    level = Level(kind, value)
+    candidates = candidate_options(config)
+    for number, options in enumerate(candidates, start=1):
+        candidate = Configuration(f"candidate {number}", options)
+        report.candidates.append(candidate)
+        measured = _already_measured(report, options, level)
+        if measured is not None:
+            candidate.levels = [measured]
+            continue
+        try:
+            with local_server(config, traffic, options, work / f"candidate-{number}") as server:
+                candidate.levels = sweep(server, config.model, traffic, [level], timing, log,
+                                         f"candidate {number}/{len(candidates)} [{options.describe()}]")  # fmt: skip
+        except NluDeployError as error:  # one candidate that fails does not end the search
+            candidate.error = _short(error)
+            log.line(f"candidate {number}: not measured: {candidate.error}")
+    report.choice = choose(
+        report.candidates, config.p99_ms, level, default_options(config), traffic.allowed_disagreement
+    )
+    log.line(report.choice["why"])
+    if report.choice["chosen"] is None:
+        raise NluDeployError(report.choice["why"])
+    chosen = report.candidates[report.choice["chosen"]]
+    if config.write_repository is not None:
+        export_triton_repository(Path(config.onnx_dir), Path(config.write_repository), chosen.options,
+                                 onnx_file=traffic.served_file, overwrite=config.overwrite)  # fmt: skip
+        report.choice["repository"] = str(config.write_repository)
+    return chosen
+
+
+def _already_measured(report: ServeBenchReport, options: TritonOptions, level: Level) -> LevelOutcome | None:
+    for configuration in report.configurations:
+        if configuration.options == options:
+            return next((o for o in configuration.levels if o.level == level), None)
+    return None
+
+
+def clean(level: dict, allowed_disagreement: float) -> bool:
+    """No errors, timeouts or skipped arrivals, and answers that agree with predict."""
+    failures = level["errors"] or level["timeouts"] or level["skipped"]
+    return not failures and answers_agree(level, allowed_disagreement)
+
+
+def _passes(outcome: LevelOutcome, budget_ms: float, allowed_disagreement: float) -> bool:
+    data = outcome.to_json()
+    return clean(data, allowed_disagreement) and data["p99_ms"] is not None and data["p99_ms"] <= budget_ms
+
+
+def choose(
+    candidates: list[Configuration], budget_ms: float, level: Level, default: TritonOptions, allowed: float = 0.0
+) -> dict:
+    """The candidate with the most requests/s among those within the budget (no errors, answers
+    that agree with predict), and a sentence saying why it won, or which came closest."""
+    measured = [(i, c, c.levels[0]) for i, c in enumerate(candidates) if c.levels]
+    passing = [(i, c, o) for i, c, o in measured if _passes(o, budget_ms, allowed)]
+    default_entry = next(((i, c, o) for i, c, o in measured if c.options == default), None)
+    where = f"p99 <= {budget_ms:g} ms at {level.label()}"
+    if not passing:
+        if not measured:
+            return {
+                "chosen": None,
+                "budget_ms": budget_ms,
+                "level": level.label(),
+                "why": "no configuration could be measured.",
+            }
+        closest = min(measured, key=lambda e: e[2].to_json()["p99_ms"] or float("inf"))
+        p99 = closest[2].to_json()["p99_ms"]
+        why = (f"no configuration met {where}; the closest was {closest[1].describe()} with p99 "
+               f"{p99:.1f} ms at {closest[2].to_json()['requests_per_s']:.1f} req/s.")  # fmt: skip
+        return {"chosen": None, "closest": closest[0], "budget_ms": budget_ms, "level": level.label(), "why": why}
+    index, winner, outcome = max(passing, key=lambda e: e[2].to_json()["requests_per_s"])
+    rps = outcome.to_json()["requests_per_s"]
+    why = (f"{winner.describe()} won: {rps:.1f} req/s at p99 {outcome.to_json()['p99_ms']:.1f} ms, the most of "
+           f"the {len(passing)} of {len(measured)} configurations that met {where} with every answer right.")  # fmt: skip
+    if default_entry is not None and default_entry[0] == index:
+        why += " That is the configuration `export --triton` writes by default."
+    elif default_entry is not None:
+        d = default_entry[2].to_json()
+        verdict = "within" if _passes(default_entry[2], budget_ms, allowed) else "outside"
+        why += (f" The default ({default_entry[1].describe()}): {d['requests_per_s']:.1f} req/s at p99 "
+                f"{d['p99_ms']:.1f} ms, {verdict} the budget.")  # fmt: skip
+    return {"chosen": index, "budget_ms": budget_ms, "level": level.label(), "why": why, "settings": winner.describe()}
+
+
+def _compare_in_process(config, traffic, report: ServeBenchReport, log: ProgressLog) -> None:
+    """The ONNX file in process at each batch size the server's model executed (rounded)."""
+    wanted = set()
+    for configuration in report.configurations:
+        buckets = configuration.options.length_buckets if configuration.options else TritonOptions().length_buckets
+        for outcome in configuration.levels:
+            batch = _executed_batch(outcome, config.model)
+            if batch is not None:
+                wanted.add((batch, tuple(buckets)))
+    for batch, buckets in sorted(wanted):
+        key = in_process_key(batch, buckets)
+        log.line(f"in process: batch {batch}, buckets {key.split('/')[1]}")
+        report.in_process[key] = in_process_throughput(config, traffic, batch, buckets)
+
+
+def _executed_batch(outcome: LevelOutcome, model: str) -> int | None:
+    window = outcome.server.get(f"{model}_model") or {}
+    batch = window.get("average_batch")
+    return max(1, round(batch)) if batch else None
+
+
+def in_process_key(batch: int, buckets) -> str:
+    return f"{batch}/{'-'.join(map(str, buckets)) or 'none'}"
+
+
+# -- the command's output ------------------------------------------------------------------------
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """An empty report directory: an earlier report is replaced only with --overwrite, so a
+    stopped run never leaves an old complete-looking report beside its own log."""
+    artifacts.check_output(output, overwrite)
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+
+
+def verdict(report: dict) -> str | None:
+    """One sentence when the run must exit non-zero: it stopped, or answers were wrong."""
+    levels = [lv for c in report["configurations"] + report["candidates"] for lv in c["levels"]]
+    wrong = sum(lv["wrong_answers"] for lv in levels)
+    crossed = sum(lv["crossed"] for lv in levels)
+    checked = sum(lv["checked"] for lv in levels)
+    if not report["complete"]:
+        return f"{report['stopped']} The report keeps what was measured before, marked incomplete."
+    allowed = report["traffic"].get("allowed_disagreement", 0.0)
+    if not all(answers_agree(lv, allowed) for lv in levels):
+        example = next((e for lv in levels for e in lv["wrong_examples"]), None)
+        detail = f" (e.g. {example['text']!r}: {example['difference']})" if example else ""
+        return (f"{wrong} of {checked} served answers differ from predict --json and {crossed} carried another "
+                f"request's id{detail}: the served model does not answer as the exported one.")  # fmt: skip
+    return None

@@ -1,0 +1,183 @@
+"""serve-bench against a real tritonserver (nvidia-pytriton's, on localhost) serving the tiny
+models: a sweep's report and the server metrics in it, the answer check, the configuration
+search, and each fault the command must name in one sentence. Levels are short (0.3 s warm-up,
+1.5 s measured) and every request has a timeout, so the module takes well under two minutes."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+
+import pytest
+from click.testing import CliRunner
+from google.protobuf import text_format
+
+from nlu_deploy.cli import main
+from nlu_deploy.config import ServeBenchConfig
+from nlu_deploy.progress import ProgressLog
+from nlu_deploy.serving.load_bench import serve_bench, verdict
+from nlu_deploy.serving.local_server import local_triton_server
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
+
+pytest.importorskip("tritonclient.http.aio", reason="tritonclient[http] is a test dependency")
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+SHORT = ["--warmup", "0.3", "--duration", "1.5", "--timeout", "5"]
+
+
+def serve_bench_cli(onnx_dir, data, output, *arguments):
+    command = ["serve-bench", str(onnx_dir), "--data", str(data), "--output", str(output), "--variant", "model.onnx"]
+    return CliRunner().invoke(main, [*command, *SHORT, *arguments])
+
+
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory, tiny_onnx):
+    """A server at a URL, as a user's would be: the intents ensemble `nlu`, and `broken`, whose
+    post-processor has its labels rotated (every answer names the wrong intent)."""
+    root = tmp_path_factory.mktemp("served")
+    repository = root / "repository"
+    repository.mkdir()
+    for name in ("nlu", "broken"):
+        export_triton_repository(tiny_onnx, root / name, TritonOptions(name=name, onnx_backend="python"), "model.onnx")
+        for model in (root / name).iterdir():
+            shutil.move(str(model), repository / model.name)
+    labels_file = repository / "broken_postprocess" / "1" / "labels.json"
+    labels = json.loads(labels_file.read_text())
+    names = [labels[str(i)] for i in range(len(labels))]
+    labels_file.write_text(json.dumps({str(i): names[(i + 1) % len(names)] for i in range(len(names))}))
+    with local_triton_server(repository, root / "server") as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "model_fixture,data_fixture", [("tiny_onnx", "tiny_dev_csv"), ("tiny_joint_onnx", "tiny_joint_dev")]
+)
+def test_a_two_level_sweep_writes_the_report_with_the_server_metrics(request, tmp_path, model_fixture, data_fixture):
+    onnx_dir, data = request.getfixturevalue(model_fixture), request.getfixturevalue(data_fixture)
+    result = serve_bench_cli(onnx_dir, data, tmp_path / "report", "--concurrency", "1,4", "--rates", "20")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "serve-bench.json").read_text())
+    assert report["complete"] and (tmp_path / "report" / "serve-bench.png").stat().st_size > 0
+    assert "concurrency 4" in (tmp_path / "report" / "serve-bench.md").read_text()
+    assert "in process" in (tmp_path / "report" / "serve-bench.log").read_text()
+    [default] = report["configurations"]
+    assert [level["level"]["label"] for level in default["levels"]] == ["concurrency 1", "concurrency 4", "20 req/s"]
+    for level in default["levels"]:
+        assert level["answered"] > 0 and level["errors"] == level["timeouts"] == 0
+        assert level["wrong_answers"] == level["crossed"] == 0 and level["checked"] >= level["answered"]
+        assert 0 < level["p50_ms"] <= level["p99_ms"] <= level["max_ms"]
+        server = level["server"]
+        assert set(server) == {"nlu", "nlu_tokenizer", "nlu_model", "nlu_postprocess"}
+        model = server["nlu_model"]
+        # the server's own count of what the client sent in the window (the window's edges blur by
+        # the requests in flight when it opened and closed)
+        assert abs(model["requests"] - level["sent"]) <= 8
+        assert model["average_batch"] >= 1 and model["queue_ms"] >= 0 and model["compute_ms"] > 0
+    assert report["in_process_sequences_per_s"] and all(v > 0 for v in report["in_process_sequences_per_s"].values())
+    open_loop = default["levels"][2]
+    assert 10 < open_loop["requests_per_s"] < 40  # Poisson arrivals at 20/s over 1.5 s
+
+
+def test_the_answer_check_catches_a_broken_postprocessor(tmp_path, running_server, tiny_onnx, tiny_dev_csv):
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--url", running_server.http_url,
+                             "--model", "broken", "--metrics-url", running_server.metrics_url, "--concurrency", "2")  # fmt: skip
+    assert result.exit_code == 1
+    assert "served answers differ from predict --json" in result.output
+    report = json.loads((tmp_path / "r" / "serve-bench.json").read_text())
+    [level] = report["configurations"][0]["levels"]
+    assert level["wrong_answers"] == level["checked"] > 0 and level["crossed"] == 0
+    assert "broken_postprocess" in level["server"]  # the ensemble's steps, read from the server
+
+
+def test_a_server_at_a_url_is_measured_over_grpc(tmp_path, running_server, tiny_onnx, tiny_dev_csv):
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--url", running_server.grpc_url,
+                             "--protocol", "grpc", "--metrics-url", running_server.metrics_url, "--concurrency", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [level] = json.loads((tmp_path / "r" / "serve-bench.json").read_text())["configurations"][0]["levels"]
+    assert level["answered"] > 0 and level["wrong_answers"] == 0 and level["server"]["nlu_model"]["requests"] > 0
+
+
+def test_the_search_picks_between_two_candidates_and_writes_the_winner(tmp_path, tiny_onnx, tiny_dev_csv):
+    # the grid is the default alone, so the candidates are the default and the no-batching baseline
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--concurrency", "4", "--p99-ms", "2000",
+                             "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128",
+                             "--write-repository", str(tmp_path / "repo"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "serve-bench.json").read_text())
+    candidates = report["candidates"]
+    assert [c["settings"].split(",")[0] for c in candidates] == ["batching 2000 us", "no batching"]
+    rates = [c["levels"][0]["requests_per_s"] for c in candidates]
+    chosen = report["choice"]["chosen"]
+    assert rates[chosen] == max(rates) and "won" in report["choice"]["why"]
+    config = text_format.Parse(
+        (tmp_path / "repo" / "nlu_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    assert config.HasField("dynamic_batching") == (chosen == 0)
+    assert [c["name"] for c in report["configurations"]] == ["default", "no batching"]  # both swept
+
+
+def test_a_budget_nothing_meets_names_the_closest(tmp_path, tiny_onnx, tiny_dev_csv):
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--concurrency", "2", "--p99-ms", "0.001",
+                             "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128")  # fmt: skip
+    assert result.exit_code == 1
+    assert "no configuration met p99 <= 0.001 ms at concurrency 2; the closest was" in result.output
+    assert json.loads((tmp_path / "r" / "serve-bench.json").read_text())["complete"] is False
+
+
+def test_a_url_where_nothing_listens(tmp_path, tiny_onnx, tiny_dev_csv):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--url", f"127.0.0.1:{port}")
+    assert result.exit_code == 1 and f"nothing answers at 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_model_the_server_does_not_have(tmp_path, running_server, tiny_onnx, tiny_dev_csv):
+    result = serve_bench_cli(
+        tiny_onnx, tiny_dev_csv, tmp_path / "r", "--url", running_server.http_url, "--model", "nope"
+    )
+    assert result.exit_code == 1
+    assert "has no ready model 'nope'; it has: broken, broken_model" in result.output
+
+
+def test_a_repository_that_does_not_load_shows_the_server_error(tmp_path, tiny_onnx, tiny_dev_csv):
+    # nvidia-pytriton's server has no onnxruntime backend: a repository that asks for it fails to load
+    result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--triton-onnx-backend", "onnxruntime")
+    assert result.exit_code == 1
+    assert "tritonserver exited" in result.output and "Its first error:" in result.output
+    assert "onnxruntime" in result.output.split("Its first error:")[1].splitlines()[0]
+
+
+def _config(tmp_path, onnx_dir, data, **changes):
+    fields = dict(onnx_dir=onnx_dir, data=data, output=tmp_path, variant="model.onnx", concurrency=(1, 2, 4),
+                  warmup_s=0.3, duration_s=1.5, timeout_s=0.5)  # fmt: skip
+    return ServeBenchConfig(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("fault", ["dies", "hangs"])
+def test_a_server_that_dies_or_hangs_mid_run_ends_the_run_with_the_levels_done(
+    tmp_path, tiny_onnx, tiny_dev_csv, fault
+):
+    stopped = []
+
+    def after_first_level(server, outcome):
+        if not stopped:
+            stopped.append(server.pid)
+            os.kill(server.pid, signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
+
+    log = ProgressLog(tmp_path / "log", terminal=False)
+    try:
+        report = serve_bench(_config(tmp_path, tiny_onnx, tiny_dev_csv), log, on_level=after_first_level)
+    finally:
+        if fault == "hangs" and stopped:
+            with contextlib.suppress(ProcessLookupError):  # stopping the server also resumed it
+                os.kill(stopped[0], signal.SIGCONT)
+    assert "stopped answering during concurrency 2 of default" in report.stopped
+    assert ("no answer within 0.5 s" if fault == "hangs" else "requests in a row failed") in report.stopped
+    data = report.to_json()
+    assert data["complete"] is False
+    assert [lv["level"]["label"] for lv in data["configurations"][0]["levels"]] == ["concurrency 1"]
+    assert "marked incomplete" in verdict(data)
