@@ -40,24 +40,24 @@ def apply(options: list):
     return decorate
 
 
-def _positive_list(value: str | None, convert, example: str) -> tuple | None:
+def _positive_list(value: str | None, convert, kind: str, example: str) -> tuple | None:
     if value is None:
         return None
     try:
         numbers = tuple(convert(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers such as {example}, got {value!r}.") from None
+        raise click.BadParameter(f"expected comma-separated {kind} such as {example}, got {value!r}.") from None
     if not numbers or min(numbers) <= 0:
         raise click.BadParameter("expected positive numbers.")
     return numbers
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    return _positive_list(value, int, "1,8,32")
+    return _positive_list(value, int, "integers", "1,8,32")
 
 
 def float_list(ctx, param, value: str | None) -> tuple[float, ...] | None:
-    return _positive_list(value, float, "10,50,100")
+    return _positive_list(value, float, "numbers", "10,50,100")
 
 
 # How a training runs, for finetune, distill, run and bench-training alike.
