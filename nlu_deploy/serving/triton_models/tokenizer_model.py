@@ -36,23 +36,33 @@ class TritonPythonModel:
         self.fill = {"input_ids": self.tokenizer.pad_token_id or 0, "WORD_IDS": -1}
 
     def execute(self, requests):
-        responses = []
+        """All requests handed over at once are tokenized in one call (the tokenizers library
+        works through a batch in Rust); each request is then padded to its own bucket."""
+        texts_per_request = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
-            inputs = [text.split() for text in texts] if self.words else texts
-            encoded = self.tokenizer(
-                inputs, is_split_into_words=self.words, truncation=True, max_length=self.max_length
-            )
-            if self.words:
-                encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
-            longest = max(len(ids) for ids in encoded["input_ids"])
-            width = longest if self.buckets is None else next(b for b in self.buckets if b >= longest)
-            outputs = []
-            for name in self.output_names:
-                padded = np.full((len(texts), width), self.fill.get(name, 0), dtype=np.int64)
-                for row, values in enumerate(encoded[name]):
-                    padded[row, : len(values)] = values
-                outputs.append(pb_utils.Tensor(name, padded))
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            texts_per_request.append([value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw])
+        texts = [text for request_texts in texts_per_request for text in request_texts]
+        inputs = [text.split() for text in texts] if self.words else texts
+        encoded = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True, max_length=self.max_length)
+        if self.words:
+            encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
+        responses, start = [], 0
+        for request_texts in texts_per_request:
+            rows = range(start, start + len(request_texts))
+            start += len(request_texts)
+            responses.append(pb_utils.InferenceResponse(output_tensors=self.padded(encoded, rows)))
         return responses
+
+    def padded(self, encoded, rows):
+        """One request's tensors, padded to the smallest bucket that holds its longest text."""
+        longest = max(len(encoded["input_ids"][row]) for row in rows)
+        width = longest if self.buckets is None else next(b for b in self.buckets if b >= longest)
+        tensors = []
+        for name in self.output_names:
+            padded = np.full((len(rows), width), self.fill.get(name, 0), dtype=np.int64)
+            for position, row in enumerate(rows):
+                values = encoded[name][row]
+                padded[position, : len(values)] = values
+            tensors.append(pb_utils.Tensor(name, padded))
+        return tensors
