@@ -286,6 +286,12 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
     "--per-channel/--no-per-channel", default=None, help="Per-channel weight scales. Default: off; auto tries both."
 )
 @click.option(
+    "--openvino",
+    is_flag=True,
+    help="Also write OpenVINO IR files (fp32, NNCF int8): the openvino-f32/-bf16/-int8 variants. "
+    'Needs pip install -e ".[openvino]".',
+)
+@click.option(
     "--triton",
     "triton_repo",
     type=click.Path(path_type=Path),
@@ -310,7 +316,24 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
     "for servers without the onnxruntime backend (nvidia-pytriton's tritonserver).",
 )
 @overwrite_option
-def export(model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend, **options):
+@click.option(
+    "--triton-backend",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+    help="The runtime the served model runs on: the ONNX file on onnxruntime, or the OpenVINO IR (needs --openvino).",
+)
+@click.option(
+    "--triton-openvino-variant",
+    type=click.Choice(["openvino-f32", "openvino-bf16", "openvino-int8"]),
+    default="openvino-f32",
+    show_default=True,
+    help="With --triton-backend openvino: the IR and precision hint served.",
+)
+def export(
+    model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend, triton_backend,
+    triton_openvino_variant, **options,
+):  # fmt: skip
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
     Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
@@ -327,26 +350,22 @@ def export(model_dir, output, triton_repo, triton_name, triton_device, triton_te
     if triton_repo is not None:  # every output is checked before the first is written
         from nlu_deploy.serving.repository import TritonOptions
 
-        TritonOptions(
-            name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend
-        )
+        triton_options = TritonOptions(
+            name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend,
+            runtime=triton_backend, openvino_variant=triton_openvino_variant,
+        )  # fmt: skip
+        if triton_backend == "openvino" and not options["openvino"]:
+            raise click.UsageError("--triton-backend openvino serves the OpenVINO files: add --openvino.")
         artifacts.check_output(triton_repo, options["overwrite"])
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
         detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
-        click.echo(f"{variant:10s} {output / file_name}  ({detail})")
+        click.echo(f"{variant:13s} {output / file_name}  ({detail})")
     if triton_repo is not None:
-        from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
+        from nlu_deploy.serving.repository import export_triton_repository
 
-        served = export_triton_repository(
-            output,
-            triton_repo,
-            TritonOptions(
-                name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend
-            ),
-            overwrite=options["overwrite"],
-        )
+        served = export_triton_repository(output, triton_repo, triton_options, overwrite=options["overwrite"])
         click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())
@@ -828,7 +847,8 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
 @click.option(
     "--variant",
     default=None,
-    help="ONNX file in MODEL_DIR to use. Default: model_quantized.onnx, else optimized, else fp32.",
+    help="ONNX file in MODEL_DIR to use, or an OpenVINO variant (openvino-f32, openvino-bf16, openvino-int8). "
+    "Default: model_quantized.onnx, else optimized, else fp32.",
 )
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
@@ -976,11 +996,17 @@ def bench_training(json_path, compile_flag, **options):
     "beside the teacher (see `nlu-deploy distill`).",
 )
 @click.option("--student-epochs", type=int, default=default_of(RunConfig, "student_epochs"), show_default=True)
+@click.option(
+    "--openvino",
+    is_flag=True,
+    help="Also export, validate and benchmark the OpenVINO variants; the report then recommends across runtimes.",
+)
 @with_search_options
 @overwrite_option
 def run(
     output,
     optimize,
+    openvino,
     max_score_drop,
     batch_sizes,
     seq_lens,
@@ -1008,11 +1034,16 @@ def run(
     """
     from nlu_deploy.pipeline import run as run_pipeline
 
+    if openvino:  # said before the training, not after it
+        from nlu_deploy.runtime.openvino_runtime import require_openvino
+
+        require_openvino("run --openvino")
     finetune_config = make_finetune_config(output / "checkpoint", False, compile_flag, **options)
     config = RunConfig(
         output=output,
         finetune=finetune_config,
         optimize=optimize,
+        openvino=openvino,
         max_score_drop=max_score_drop,
         batch_sizes=batch_sizes,
         seq_lens=seq_lens,

@@ -296,6 +296,9 @@ class ExportConfig:
     calibration_samples: int = 256
     calibration_method: str = "minmax"
     atol: float = 1e-4  # largest |logit| difference accepted between PyTorch and fp32 ONNX
+    # Also write OpenVINO IR files (fp32, and NNCF int8 calibrated like static): the openvino-*
+    # variants validate, bench, predict and --quantize auto measure beside onnxruntime's.
+    openvino: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -467,6 +470,7 @@ class RunConfig:
     finetune: FinetuneConfig
     optimize: str = "O2"
     quantize_preset: str = "auto"
+    openvino: bool = False  # also the OpenVINO variants (export --openvino)
     max_score_drop: float = 1.0
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     seq_lens: tuple[int, ...] = (16, 64, 128)

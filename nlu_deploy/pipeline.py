@@ -265,6 +265,7 @@ def _export(config: RunConfig, model_dir: Path) -> None:
             optimize=config.optimize,
             quantize="dynamic",
             quantize_preset=config.quantize_preset,
+            openvino=config.openvino,
         )
     )
 

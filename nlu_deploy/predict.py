@@ -33,6 +33,8 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         return task.predictor(backend), f"PyTorch checkpoint {model_dir}", task
     if variant is None:
         variant = next(name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files)
+    if variant.startswith("openvino-"):  # an OpenVINO variant: its IR file at its precision
+        return _openvino_predictor(model_dir, variant, provider, task)
     path = (
         onnx_files.get(variant)
         or onnx_files.get(f"{variant}.onnx")
@@ -46,3 +48,18 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
     tokenizer = inference_tokenizer(model_dir)  # tokenizers only: this path never imports torch
     backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider)
     return task.predictor(backend), str(path), task
+
+
+def _openvino_predictor(model_dir: Path, variant: str, provider: str, task: Task):
+    from nlu_deploy.runtime.openvino_runtime import find_variant, require_openvino
+
+    require_openvino()
+    if provider != "cpu":
+        raise ModelError(f"{variant} runs on CPU with OpenVINO; drop --provider {provider}.")
+    found = find_variant(model_dir, variant)
+    if found is None:
+        raise ModelError(f"{model_dir} has no OpenVINO variant {variant!r}; export it with --openvino.")
+    config = artifacts.read_model_config(model_dir, missing_ok=True)
+    tokenizer = inference_tokenizer(model_dir)
+    backend = onnx_backend(found, tokenizer, config, tokenizer.model_max_length, provider)
+    return task.predictor(backend), f"{found.path} with OpenVINO ({backend.session.precision})", task

@@ -8,6 +8,7 @@ from nlu_deploy.config import BenchConfig
 from nlu_deploy.errors import ConfigError, ProviderError
 from nlu_deploy.evaluation.benchmark import PYTORCH, BenchReport, Measurement, bench, latency_stats, time_calls
 from nlu_deploy.evaluation.plots import plot_benchmark
+from nlu_deploy.runtime.openvino_runtime import bf16_features
 from nlu_deploy.runtime.sessions import TensorRTSettings, provider_options
 
 
@@ -43,12 +44,15 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
         min_seconds=0.0,
     )
     report = bench(config)
-    assert report.variants() == [PYTORCH, "fp32", "optimized", "int8"]
-    assert len(report.measurements) == 4 * 2 * 2
+    # on a CPU with native bf16 the baseline includes PyTorch under CPU bf16 autocast
+    cpu_bf16 = ["pytorch-bf16"] if bf16_features() else []
+    assert report.variants() == [PYTORCH, *cpu_bf16, "fp32", "optimized", "int8"]
+    assert len(report.measurements) == len(report.variants()) * 2 * 2
     for m in report.measurements:
         assert m.iterations >= 3 and m.p50_ms <= m.p90_ms <= m.p99_ms
         assert m.speedup_vs_pytorch == pytest.approx(1.0) if m.variant == PYTORCH else m.speedup_vs_pytorch > 0
-        assert m.provider == ("torch-cpu" if m.variant == PYTORCH else "CPUExecutionProvider")
+        providers = {PYTORCH: "torch-cpu", "pytorch-bf16": "torch-cpu-autocast-bf16"}
+        assert m.provider == providers.get(m.variant, "CPUExecutionProvider")
     assert report.fastest in report.variants()
     path = tmp_path / "bench.json"
     report.write_json(path)

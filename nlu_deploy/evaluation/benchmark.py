@@ -20,6 +20,7 @@ from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.machine import cpu_flags
 from nlu_deploy.runtime.modeling import pick_device
+from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, bf16_features, openvino_variants, require_openvino
 from nlu_deploy.runtime.sessions import (
     TensorRTSettings,
     create_session,
@@ -107,6 +108,13 @@ class BenchReport:
             f"Provider {self.provider}, {self.threads or 'default'} threads, {cpu}, "
             f"{self.machine.get('logical_cores')} logical cores."
         )
+        hints = self.machine.get("openvino_precision_hints")
+        if hints:
+            features = ", ".join(self.machine.get("bf16_features") or []) or "none"
+            header += (
+                f" OpenVINO precision hints: {', '.join(f'{k} {v}' for k, v in hints.items())} "
+                f"(CPU bf16 features: {features})."
+            )
         notes = "".join(f"\nNote: {note}" for note in self.notes)
         return (
             f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
@@ -199,7 +207,18 @@ def machine_facts() -> dict:
         "cpu": _cpu_model(),
         "cpu_flags": sorted(
             cpu_flags()
-            & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "avx_vnni", "asimddp", "sve"}
+            & {
+                "avx2",
+                "avx512f",
+                "avx512_vnni",
+                "avx512_bf16",
+                "amx_tile",
+                "amx_int8",
+                "amx_bf16",
+                "avx_vnni",
+                "asimddp",
+                "sve",
+            }
         ),
         "versions": artifacts.library_versions(),
     }
@@ -243,6 +262,9 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
             sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
     runners += _onnx_runners(config, named, report, vocab_size)
+    for variant, runner in _openvino_runners(config, report):
+        runners.append(runner)
+        sources[variant.name] = variant.path
     report.machine["threads"] = {
         "onnxruntime": config.threads or "default (one per physical core)",
         "torch": _torch_threads(),
@@ -403,11 +425,34 @@ def is_fp16_graph(path: Path) -> bool:
     return any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
 
 
+def _openvino_runners(config: BenchConfig, report: BenchReport) -> list[tuple]:
+    """The export's OpenVINO variants, in the same interleaved rounds (CPU only), with the
+    precision hint each ran with and the CPU features that decided recorded in the report."""
+    variants = openvino_variants(Path(config.onnx_dir))
+    if config.variants:
+        variants = [v for v in variants if v.name in config.variants]
+    if not variants:
+        return []
+    if config.provider != "cpu":
+        report.notes.append(f"OpenVINO variants run on CPU only: not measured with {config.provider}.")
+        return []
+    require_openvino()
+    runners = []
+    for variant in variants:
+        started = time.perf_counter()
+        session = OpenVinoSession(variant, config.threads)
+        report.setup_seconds[variant.name] = time.perf_counter() - started
+        report.machine.setdefault("openvino_precision_hints", {})[variant.name] = session.precision
+        runners.append((variant, (variant.name, session.get_providers()[0], _onnx_runner(session, False))))
+    report.machine["bf16_features"] = bf16_features()
+    return runners
+
+
 def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], object]]:
     """Plain session.run on CPU; on a GPU provider with io_binding, inputs are copied to the
     device once and the output stays there, so the timing is of the model, not of PCIe."""
     names = [i.name for i in session.get_inputs()]
-    on_gpu = session.get_providers()[0] != EXECUTION_PROVIDERS["cpu"]
+    on_gpu = session.get_providers()[0] in (EXECUTION_PROVIDERS["cuda"], EXECUTION_PROVIDERS["tensorrt"])
     if not (on_gpu and io_binding):
         return lambda batch: lambda: session.run(None, {n: batch[n] for n in names})
 
@@ -450,6 +495,11 @@ def _torch_runners(config: BenchConfig, notes: list[str]) -> list:
     variants = [(PYTORCH, torch.float32, False)]
     if device.type == "cuda":
         variants += [("pytorch-fp16", torch.float16, False), ("pytorch-bf16", torch.bfloat16, False)]
+    cpu_bf16 = device.type == "cpu" and bool(bf16_features())
+    if cpu_bf16:  # what a user on such a CPU compares against before adopting any other runtime
+        notes.append(
+            f"pytorch-bf16: fp32 weights under torch.autocast('cpu', bfloat16) ({', '.join(bf16_features())})."
+        )
     if compile_too:
         variants.append(("pytorch-compiled", torch.bfloat16 if device.type == "cuda" else torch.float32, True))
     runners = []
@@ -462,11 +512,20 @@ def _torch_runners(config: BenchConfig, notes: list[str]) -> list:
                 "compilation happens in the untimed warm-up."
             )
         runners.append((name, f"torch-{device.type}", _torch_call_factory(model, device)))
+    if cpu_bf16:
+        model = load_checkpoint(Path(config.model_dir)).to(device)
+        runners.append(("pytorch-bf16", "torch-cpu-autocast-bf16", _torch_call_factory(model, device, torch.bfloat16)))
     return runners
 
 
-def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]:
+def _torch_call_factory(model, device, autocast_dtype=None) -> Callable[[dict], Callable[[], object]]:
+    """autocast_dtype: run under torch.autocast on the device in that dtype (CPU bf16)."""
+    import contextlib
+
     import torch
+
+    def precision():
+        return torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
 
     takes_token_types = "token_type_ids" in model.forward.__code__.co_varnames
 
@@ -476,7 +535,7 @@ def _torch_call_factory(model, device) -> Callable[[dict], Callable[[], object]]
         }
 
         def call():
-            with torch.inference_mode():
+            with torch.inference_mode(), precision():
                 out = model(**tensors)  # every head: a joint model's two outputs too
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -56,5 +56,24 @@ def recommendation(report, validation: dict) -> str:
     budget = validation.get("max_score_drop")
     metric = " / ".join(DISPLAY_NAMES[m] for m in validation.get("gated_metrics", ["accuracy"]))
     if best:
-        return f"Recommended: {best} (fastest variant within {budget} {metric} points of PyTorch)."
+        return f"Recommended: {best} (fastest variant within {budget} {metric} points of PyTorch{_across(report, validation, best)})."
     return f"Recommended: none (no measured variant passed validation within {budget} points)."
+
+
+def runtime_of(variant: str) -> str:
+    name = variant.rsplit("/", 1)[-1]
+    return "OpenVINO" if name.startswith("openvino-") else "PyTorch" if name.startswith("pytorch") else "onnxruntime"
+
+
+def _across(report, validation: dict, best: str) -> str:
+    """Why across runtimes: the winner against the best passing variant of the other runtime."""
+    passed = {v["variant"] for v in validation.get("variants", []) if v["passed"]}
+    others = [v for v in report.variants() if v in passed and runtime_of(v) not in (runtime_of(best), "PyTorch")]
+    if not others:
+        return ""
+    rival = max(others, key=report.geomean_throughput)
+    ratio = report.geomean_throughput(best) / report.geomean_throughput(rival)
+    return (
+        f"; {runtime_of(best)} {best} runs {ratio:.2f}x the geometric-mean throughput of {runtime_of(rival)}'s "
+        f"best passing variant, {rival}"
+    )

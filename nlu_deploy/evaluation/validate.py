@@ -16,6 +16,7 @@ from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer
+from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, openvino_variants, require_openvino
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 NONFINITE = "finite_outputs"  # in failed_on: the file gives NaN or inf where PyTorch gives numbers
@@ -32,6 +33,7 @@ class VariantScore:
     agreement: dict[str, float]  # per output: share of rows whose best label equals PyTorch's
     passed: bool
     failed_on: list[str] = field(default_factory=list)  # the gated scores that lost too much
+    precision: str | None = None  # OpenVINO variants: the INFERENCE_PRECISION_HINT they ran with
 
     @property
     def score(self) -> float:
@@ -131,6 +133,14 @@ class ValidationReport:
                 f"{self.windowed} sentences were longer than the model's max length and were tagged "
                 "whole, in overlapping windows."
             )
+        hints = [f"{v.variant} {v.precision}" for v in self.variants if v.precision]
+        if hints:
+            from nlu_deploy.runtime.openvino_runtime import bf16_features
+
+            features = ", ".join(bf16_features()) or "none (bf16 would be emulated, so it is not run)"
+            notes.append(
+                f"OpenVINO ran on CPU with the precision hints {', '.join(hints)}; CPU bf16 features: {features}."
+            )
         for head, found in self.unseen.items():
             shown = ", ".join(f"{label!r} ({n})" for label, n in sorted(found["labels"].items()))
             notes.append(
@@ -195,7 +205,12 @@ def validate(config: ValidateConfig) -> ValidationReport:
     reference = task.infer(torch_backend(model, tokenizer, max_length), examples, config.batch_size)
     reference_scores = task.score(data, reference.outputs, model.config)
     variants = []
-    for path in onnx_files:
+    runs = [(artifacts.variant_name(path), path) for path in onnx_files]
+    if config.provider == "cpu":  # OpenVINO variants run on CPU (and bf16 only where the CPU has it)
+        runs += [(variant.name, variant) for variant in openvino_variants(onnx_dir)]
+    if runs[len(onnx_files) :]:
+        require_openvino()
+    for name, path in runs:
         session = onnx_backend(path, tokenizer, model.config, max_length, config.provider)
         inference = task.infer(session, examples, config.batch_size)
         scores = task.score(data, inference.outputs, model.config)
@@ -208,8 +223,9 @@ def validate(config: ValidateConfig) -> ValidationReport:
             failed.append(NONFINITE)  # NaN or inf where PyTorch gives numbers: never a pass
         variants.append(
             VariantScore(
-                variant=artifacts.variant_name(path),
-                file=path.name,
+                variant=name,
+                file=path.file if isinstance(path, OpenVinoVariant) else path.name,
+                precision=getattr(session.session, "precision", None),
                 primary_metric=task.primary_metric,
                 scores=scores,
                 delta_points=deltas,

@@ -16,9 +16,11 @@ from nlu_deploy.config import ExportConfig
 from nlu_deploy.data.tables import read_records
 from nlu_deploy.errors import DataError, ModelError, out_of_space
 from nlu_deploy.evaluation.validate import default_columns, max_abs_difference
+from nlu_deploy.export.openvino_export import write_openvino_files
 from nlu_deploy.export.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.export.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
+from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, openvino_variants, require_openvino
 from nlu_deploy.runtime.sessions import encode, pad_batch
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
@@ -82,7 +84,10 @@ def export(config: ExportConfig) -> ExportResult:
     tokenizer = load_tokenizer(str(model_dir))
     quiet_transformers()
     heldout = _heldout_data(config, model_dir, task) if config.quantize == "auto" else None
-    calibration = _calibration_batches(config, model_dir, tokenizer) if config.quantize in ("static", "auto") else None
+    if config.openvino:  # said before minutes of export, not after
+        require_openvino("export --openvino")
+    calibrated = config.quantize in ("static", "auto") or config.openvino
+    calibration = _calibration_batches(config, model_dir, tokenizer) if calibrated else None
     with artifacts.staged_output(config.output, config.overwrite) as out:
         _export_graph(task, model_dir, model, tokenizer, out, config.opset)
         result = ExportResult(config.output, {"fp32": artifacts.ONNX_FP32})
@@ -98,6 +103,11 @@ def export(config: ExportConfig) -> ExportResult:
             graphs["optimized"] = optimize_graph(out, config.optimize)
             result.files["optimized"] = artifacts.ONNX_OPTIMIZED
             parity.check("optimized", artifacts.ONNX_OPTIMIZED)
+        if config.openvino:  # before the search, whose candidates include the OpenVINO variants
+            openvino_facts = write_openvino_files(out, calibration)
+            for variant in openvino_variants(out):
+                result.files.setdefault(variant.name, variant.file)
+                parity.check(variant.name, variant)
         _quantize(config, out, graphs, parity, heldout, calibration)
         if (out / artifacts.ONNX_QUANTIZED).exists():
             result.files["int8"] = artifacts.ONNX_QUANTIZED
@@ -111,6 +121,7 @@ def export(config: ExportConfig) -> ExportResult:
             max_abs_logit_diff=result.max_abs_logit_diff,
             quantization=result.quantization,
             task=task.name,
+            **({"openvino": openvino_facts} if config.openvino else {}),
         )
     return result
 
@@ -136,8 +147,10 @@ class ParityCheck:
         )  # fmt: skip
         self.reference = _outputs_for_check(task, model, None, tokenizer, texts)
 
-    def check(self, name: str, file_name: str) -> float:
-        outputs = _outputs_for_check(self.task, self.model, self.out / file_name, self.tokenizer, self.texts)
+    def check(self, name: str, target: str | OpenVinoVariant) -> float:
+        """target: a file of the output, or an OpenVINO variant (its file and precision)."""
+        path = target if isinstance(target, OpenVinoVariant) else self.out / target
+        outputs = _outputs_for_check(self.task, self.model, path, self.tokenizer, self.texts)
         difference = max_logit_difference(self.reference, outputs)
         self.result.max_abs_logit_diff[name] = difference
         return difference
@@ -166,7 +179,8 @@ def _quantize(config: ExportConfig, out: Path, graphs: dict[str, Path], parity: 
             out / ".search" / "candidates", parity.task, parity.model, parity.tokenizer, heldout, calibration,
             config.max_score_drop, config.quantize_preset, config.calibration_method,
         )  # fmt: skip
-        report = search_int8(search, graphs, quantized, config.per_channel)
+        openvino = openvino_variants(out) if config.openvino else []
+        report = search_int8(search, graphs, quantized, config.per_channel, openvino)
         shutil.rmtree(out / ".search", ignore_errors=True)
         write_report(report, out)
         result.search = report

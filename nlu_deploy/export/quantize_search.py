@@ -21,6 +21,7 @@ from nlu_deploy.evaluation.benchmark import latency_stats, synthetic_batch, time
 from nlu_deploy.export.quantize import quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
+from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, OpenVinoVariant
 from nlu_deploy.runtime.sessions import create_session
 from nlu_deploy.tasks import Task, flat_logits, onnx_backend, torch_backend
 
@@ -57,6 +58,7 @@ class Candidate:
     kept: bool = False
     error: str | None = None
     note: str = ""
+    runtime: str = "onnxruntime"  # or openvino: an export --openvino variant, measured as it is
 
 
 @dataclass
@@ -217,8 +219,9 @@ class Search:
         """Every output's rows side by side (for the sensitivity ranking)."""
         return flat_logits(self.outputs(path, examples))
 
-    def measure(self, candidate: Candidate, path: Path) -> None:
-        candidate.size_mb = path.stat().st_size / 1e6
+    def measure(self, candidate: Candidate, path: Path | OpenVinoVariant) -> None:
+        files = [path.path, path.path.with_suffix(".bin")] if isinstance(path, OpenVinoVariant) else [path]
+        candidate.size_mb = sum(f.stat().st_size for f in files) / 1e6
         outputs = self.outputs(path)
         scores = self.task.score(self.heldout, outputs, self.model_config)
         candidate.accuracy = scores[self.task.primary_metric]
@@ -229,7 +232,7 @@ class Search:
         candidate.supported = candidate.fits and all(
             -candidate.delta_intervals[m][0] <= self.budget + 1e-9 for m in self.task.gated_metrics
         )
-        session = create_session(path)
+        session = OpenVinoSession(path) if isinstance(path, OpenVinoVariant) else create_session(path)
         names = [i.name for i in session.get_inputs()]
         run = lambda batch: session.run(None, {n: batch[n] for n in names})  # noqa: E731
         candidate.latency_b1_ms, candidate.latency_b32_ms = self._time(run, 1), self._time(run, 32)
@@ -297,8 +300,16 @@ def candidate_specs(graphs: dict[str, Path], per_channel: bool | None, method: s
     return specs
 
 
-def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_channel: bool | None) -> QuantizationReport:
-    """Try every candidate, repair the promising ones, write the fastest that fits to `target`."""
+def search_int8(
+    search: Search,
+    graphs: dict[str, Path],
+    target: Path,
+    per_channel: bool | None,
+    openvino: list[OpenVinoVariant] = (),
+) -> QuantizationReport:
+    """Try every candidate, repair the promising ones, write the fastest onnxruntime file that
+    fits to `target`. `openvino`: variants measured beside them (not repaired); when one is the
+    fastest within budget it is the kept candidate, and `target` still gets onnxruntime's best."""
     workdir = search.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     candidates = candidate_specs(graphs, per_channel, search.calibration_method)
@@ -310,7 +321,16 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
             search.measure(candidate, path)
             files[candidate.name] = path
         except Exception as exc:  # one failing recipe must not end the search; it is reported
-            candidate.error = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            candidate.error = _first_line(exc)
+    openvino_candidates = []
+    for variant in openvino:
+        candidate = Candidate(variant.name, "openvino", variant.file, False, runtime="openvino")
+        candidate.note = f"OpenVINO, precision hint {variant.precision}"
+        try:
+            search.measure(candidate, variant)
+        except Exception as exc:  # noqa: BLE001 - reported like a failing onnxruntime recipe
+            candidate.error = _first_line(exc)
+        openvino_candidates.append(candidate)
 
     def best_fitting_latency() -> float | None:
         fitting = [c.latency_b32_ms for c in candidates if c.fits]
@@ -327,6 +347,8 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
         search.repair(candidate, graphs[candidate.graph], path, beat)
         files[candidate.name] = path
 
+    onnx_fitting = [c for c in candidates if c.fits]
+    candidates += openvino_candidates
     fitting = [c for c in candidates if c.fits]
     # Candidates the evidence shows within budget come first; when none is, the fastest that fits
     # on the point estimate is kept, and the report says the data cannot confirm it.
@@ -334,7 +356,9 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
     if fitting:
         best, ties = pick_kept(shown or fitting)
         best.kept = True
-        shutil.copy2(files[best.name], target)
+        onnx_best = best if best.runtime == "onnxruntime" else _best_onnx(onnx_fitting)
+        if onnx_best is not None:
+            shutil.copy2(files[onnx_best.name], target)
         pool = len(shown or fitting)
         which = "shown within" if shown else "within"
         figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
@@ -358,6 +382,11 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
                 f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
                 "less than that; validate it on more data."
             )
+        if best.runtime == "openvino":
+            kept_file = f"{target.name} holds {onnx_best.name}, onnxruntime's best" if onnx_best else (
+                f"no onnxruntime candidate fits, so {target.name} is not written"
+            )  # fmt: skip
+            reason += f" It runs on OpenVINO: deploy it with `predict --variant {best.name}` ({kept_file})."
     else:
         best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
     shutil.rmtree(workdir)
@@ -375,6 +404,16 @@ def search_int8(search: Search, graphs: dict[str, Path], target: Path, per_chann
         search.metric,
         search.task.primary_metric,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+
+def _best_onnx(fitting: list[Candidate]) -> Candidate | None:
+    """onnxruntime's candidate for model_quantized.onnx when an OpenVINO variant won."""
+    shown = [c for c in fitting if c.supported]
+    return pick_kept(shown or fitting)[0] if fitting else None
 
 
 def pick_kept(fitting: list[Candidate]) -> tuple[Candidate, list[Candidate]]:

@@ -241,9 +241,11 @@ class OnnxTextClassifier(TextClassifier):
         provider: str = "cpu",
         threads: int | None = None,
         intent_id2label: dict | None = None,
+        session=None,
     ):
+        """session: an already made session (an OpenVinoSession); else onnxruntime's for onnx_path."""
         super().__init__(tokenizer, id2label, max_length, intent_id2label)
-        self.session = create_session(onnx_path, provider, threads)
+        self.session = session or create_session(onnx_path, provider, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown:

@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class LevelOutcome:
     wrong_examples: list[dict] = field(default_factory=list)
     stopped: str | None = None  # why the level ended early
     server: dict = field(default_factory=dict)  # per model: server_metrics.window
+    client_cores: float | None = None  # CPU the load generator itself used (cores): it shares the machine
 
     def to_json(self) -> dict:
         latencies = np.asarray(self.latencies_ms, dtype=float)
@@ -85,6 +87,7 @@ class LevelOutcome:
             **{key: getattr(self, key) for key in ("wrong_answers", "crossed", "first_error", "wrong_examples")},
             "stopped": self.stopped,
             "server": self.server,
+            "client_cores": self.client_cores,
         }
 
 
@@ -243,6 +246,7 @@ async def run_level(
     """Warm up, measure for timing.duration_s, wait for the last answers. `at_measure_start`
     runs once when the measuring window opens (the server-metrics snapshot)."""
     run = LevelRun(client, texts, expected, level, timing, tolerance)
+    cpu_started, wall_started = time.process_time(), time.perf_counter()
     marker = asyncio.create_task(_at(run.measure_from, at_measure_start))
     if level.kind == "concurrency":
         await _closed_loop(run, int(level.value))
@@ -250,6 +254,7 @@ async def run_level(
         await _open_loop(run, level.value, random.Random(seed))
     await marker
     outcome = run.outcome
+    outcome.client_cores = (time.process_time() - cpu_started) / (time.perf_counter() - wall_started)
     if outcome.stopped is None and outcome.sent and not outcome.answered:  # a hung server, in a short level
         outcome.stopped = f"none of its {outcome.sent} requests was answered (first: {outcome.first_error})"
     if run.outcome.stopped is not None:  # the window did not run to its end

@@ -41,8 +41,8 @@ def _in_process_cells(level: dict, configuration: dict, in_process: dict, ensemb
 def configuration_table(configuration: dict, in_process: dict, ensemble: str) -> str:
     header = (
         "| level | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | timeouts | differ | model batch "
-        "| in-process seq/s at that batch | served / in-process | queue/compute ms per request |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| in-process seq/s at that batch | served / in-process | queue/compute ms per request | client cores |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for level in configuration["levels"]:
@@ -52,7 +52,8 @@ def configuration_table(configuration: dict, in_process: dict, ensemble: str) ->
         rows.append(
             f"| {level['level']['label']} | {level['requests_per_s']:.1f} | {_ms(level['p50_ms'])} "
             f"| {_ms(level['p90_ms'])} | {_ms(level['p99_ms'])} | {_ms(level['max_ms'])} | {level['errors']} "
-            f"| {level['timeouts']} | {wrong} | {batch} | {seqs} | {kept} | {steps} |"
+            f"| {level['timeouts']} | {wrong} | {batch} | {seqs} | {kept} | {steps} "
+            f"| {'-' if level.get('client_cores') is None else format(level['client_cores'], '.2f')} |"
         )
     return header + "\n".join(rows) + "\n"
 
@@ -122,7 +123,8 @@ def report_markdown(report: dict) -> str:
     lines.append(
         "queue/compute ms: per request, from the server's metrics (Triton adds a batched execution's time to "
         "each of its requests). In-process: the same file run by onnxruntime in this process, batches of that "
-        "size from the same texts and buckets, the runtime's default threads.\n"
+        "size from the same texts and buckets, the runtime's default threads. Client cores: the CPU the load "
+        "generator itself used during the level; on a small machine it competes with the server.\n"
     )
     return "\n".join(lines)
 

@@ -42,6 +42,11 @@ class TritonOptions:
     # model running the same file with onnxruntime on CPU, for servers without that backend
     # (the tritonserver in the nvidia-pytriton wheel); the tests serve with it.
     onnx_backend: str = "onnxruntime"
+    # Which runtime the model runs on: onnxruntime (the ONNX file), or openvino (the export's
+    # OpenVINO IR: Triton's OpenVINO backend, or with onnx_backend python the Python-backend
+    # substitute that runs the IR with the openvino package), at openvino_variant's precision.
+    runtime: str = "onnxruntime"
+    openvino_variant: str = "openvino-f32"
 
     def __post_init__(self):
         check_triton_name("model name", self.name)
@@ -49,6 +54,14 @@ class TritonOptions:
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
         if self.onnx_backend == "python" and self.device != "cpu":
             raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
+        if self.runtime not in ("onnxruntime", "openvino"):
+            raise ConfigError(f"the Triton backend must be onnxruntime or openvino, not {self.runtime!r}.")
+        if self.runtime == "openvino" and (self.device != "cpu" or self.tensorrt):
+            raise ConfigError("the OpenVINO variants are served on CPU: use --triton-device cpu.")
+        if self.openvino_variant not in ("openvino-f32", "openvino-bf16", "openvino-int8"):
+            raise ConfigError(
+                f"the OpenVINO variant must be openvino-f32, -bf16 or -int8, not {self.openvino_variant!r}."
+            )
         counts = (self.instances, self.helper_instances, self.max_batch_size)
         if any(not isinstance(n, int) or n < 1 for n in counts):
             raise ConfigError("instance counts and the max batch size must be positive whole numbers.")
@@ -255,14 +268,54 @@ def _write_onnx_model(served: ServedModel, staging: Path, options: TritonOptions
     name = f"{options.name}_model"
     model_dir = staging / name
     (model_dir / "1").mkdir(parents=True)
+    if options.runtime == "openvino":
+        _write_openvino_model(served, model_dir, options)
+        return
     shutil.copy2(served.onnx_dir / served.onnx_file, model_dir / "1" / "model.onnx")
     if options.onnx_backend == "python":
         _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
+        _copy_model_code("shape_batches.py", model_dir / "1" / "shape_batches.py", package="nlu_deploy.portable")
         inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
         outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
         text = python_model_config(name, inputs, outputs, options, batching=True)
     else:
         text = onnx_model_config(name, served.input_names, served.outputs, options)
+    (model_dir / "config.pbtxt").write_text(text)
+
+
+def _write_openvino_model(served: ServedModel, model_dir: Path, options: TritonOptions) -> None:
+    """The IR as model.xml/model.bin, for Triton's OpenVINO backend or its Python substitute,
+    with the variant's precision hint set explicitly (OpenVINO's default is bf16 on AMX CPUs)."""
+    from nlu_deploy.runtime.openvino_runtime import OPENVINO_FP32_IR, OPENVINO_INT8_IR
+
+    ir = served.onnx_dir / (OPENVINO_INT8_IR if options.openvino_variant == "openvino-int8" else OPENVINO_FP32_IR)
+    if not ir.exists():
+        raise ModelError(
+            f"{served.onnx_dir} has no {ir.name} for {options.openvino_variant}; export it with --openvino."
+        )
+    shutil.copy2(ir, model_dir / "1" / "model.xml")
+    shutil.copy2(ir.with_suffix(".bin"), model_dir / "1" / "model.bin")
+    precision = "bf16" if options.openvino_variant == "openvino-bf16" else "f32"
+    inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
+    outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
+    name = model_dir.name
+    if options.onnx_backend == "python":
+        _copy_model_code("openvino_model.py", model_dir / "1" / "model.py")
+        _copy_model_code("shape_batches.py", model_dir / "1" / "shape_batches.py", package="nlu_deploy.portable")
+        text = python_model_config(name, inputs, outputs, options, {"INFERENCE_PRECISION_HINT": precision}, True)
+    else:
+        lines = [
+            f'name: "{name}"',
+            'backend: "openvino"',
+            f"max_batch_size: {options.max_batch_size}",
+            _block("input", inputs),
+            _block("output", outputs),
+            *_dynamic_batching(options),
+            f"instance_group [ {{ count: {options.instances} kind: KIND_CPU }} ]",
+            f'parameters {{ key: "INFERENCE_PRECISION_HINT" value: {{ string_value: "{precision}" }} }}',
+            'parameters { key: "PERFORMANCE_HINT" value: { string_value: "LATENCY" } }',
+        ]
+        text = "\n".join(lines) + "\n"
     (model_dir / "config.pbtxt").write_text(text)
 
 
@@ -330,10 +383,12 @@ def default_triton_file(onnx_dir: Path, device: str) -> str:
 def export_triton_repository(
     onnx_dir: Path, repository: Path, options: TritonOptions, onnx_file: str | None = None, overwrite: bool = False
 ) -> str:
-    """Write the repository atomically; return the ONNX file it serves."""
+    """Write the repository atomically; return what it serves (an ONNX file, or an OpenVINO variant)."""
+    if options.runtime == "openvino":  # the IR carries the same inputs and outputs as model.onnx
+        onnx_file = artifacts.ONNX_FP32
     onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
     if not (Path(onnx_dir) / onnx_file).exists():
         raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")
     with artifacts.staged_output(repository, overwrite) as staging:
         write_repository(Path(onnx_dir), staging, onnx_file, options)
-    return onnx_file
+    return options.openvino_variant if options.runtime == "openvino" else onnx_file

@@ -9,10 +9,13 @@ backend's Python environment (the wheel's backend stub misreads numpy 2 arrays).
 """
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).parent))
+from shape_batches import respond_by_shape  # noqa: E402  (copied from nlu_deploy/portable/shape_batches.py)
 
 
 class TritonPythonModel:
@@ -30,26 +33,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """The dynamic batcher hands over several requests at once; those of one shape (the
-        tokenizer pads to length buckets) run as one onnxruntime batch."""
-        feeds = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
-            for request in requests
-        ]
-        by_shape = {}
-        for position, feed in enumerate(feeds):
-            by_shape.setdefault(feed[self.input_names[0]].shape[1:], []).append(position)
-        responses = [None] * len(requests)
-        for positions in by_shape.values():
-            batch = {name: np.concatenate([feeds[p][name] for p in positions]) for name in self.input_names}
-            outputs = self.session.run(self.output_names, batch)
-            start = 0
-            for position in positions:
-                rows = len(feeds[position][self.input_names[0]])
-                responses[position] = pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor(name, np.ascontiguousarray(output[start : start + rows]))
-                        for name, output in zip(self.output_names, outputs)
-                    ]
-                )
-                start += rows
-        return responses
+        tokenizer pads to length buckets) run as one batch (shape_batches.py, copied beside this)."""
+        return respond_by_shape(
+            pb_utils, requests, self.input_names, self.output_names,
+            lambda batch: dict(zip(self.output_names, self.session.run(self.output_names, batch))),
+        )  # fmt: skip

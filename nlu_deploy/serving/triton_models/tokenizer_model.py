@@ -41,7 +41,9 @@ class TritonPythonModel:
         texts_per_request = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            texts_per_request.append([value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw])
+            texts_per_request.append(
+                [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
+            )
         texts = [text for request_texts in texts_per_request for text in request_texts]
         inputs = [text.split() for text in texts] if self.words else texts
         encoded = self.tokenizer(inputs, is_split_into_words=self.words, truncation=True, max_length=self.max_length)
