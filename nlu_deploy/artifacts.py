@@ -90,6 +90,8 @@ def library_versions() -> dict[str, str]:
         "onnx",
         "onnxruntime",
         "onnxruntime-gpu",
+        "openvino",
+        "nncf",
         "numpy",
     ):
         try:

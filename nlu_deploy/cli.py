@@ -778,6 +778,13 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     help="Search: preferred batch sizes, or none; repeat. Default: none.",
 )
 @click.option(
+    "--search-repeats",
+    type=int,
+    default=default_of(ServeBenchConfig, "search_repeats"),
+    show_default=True,
+    help="Search: extra runs of the best candidates and the default, interleaved; they are judged on medians.",
+)
+@click.option(
     "--write-repository",
     type=click.Path(path_type=Path),
     default=None,
@@ -810,6 +817,7 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
         "seed": options["seed"], "p99_ms": options["p99_ms"], "at_concurrency": options["at_concurrency"],
         "at_rate": options["at_rate"], "text_column": options["text_column"],
         "instances": options["instances"], "helper_instances": options["helper_instances"],
+        "search_repeats": options["search_repeats"],
     }  # fmt: skip
     config = ServeBenchConfig(
         onnx_dir=onnx_dir, data=options["data"], output=output, concurrency=concurrency, rates=rates or (),

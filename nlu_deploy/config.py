@@ -422,6 +422,7 @@ class ServeBenchConfig:
     helper_instances: tuple[int, ...] = (1,)
     buckets: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128), ())  # () : no buckets
     preferred_batch_sizes: tuple[tuple[int, ...], ...] = ((),)
+    search_repeats: int = 2  # extra runs of the finalists, interleaved, judged on medians
     write_repository: Path | None = None  # where the chosen configuration's repository goes
     overwrite: bool = False
 
@@ -435,8 +436,8 @@ class ServeBenchConfig:
             _positive("concurrency levels, rates, duration, timeout and --max-texts", value)
         if not all(math.isfinite(r) for r in self.rates):
             raise ConfigError("request rates must be finite numbers.")
-        if self.warmup_s < 0:
-            raise ConfigError("the warm-up must not be negative.")
+        if self.warmup_s < 0 or self.search_repeats < 0:
+            raise ConfigError("the warm-up and the search's repeats must not be negative.")
         if self.p99_ms is not None:
             _positive("the p99 budget", self.p99_ms)
             if self.url is not None:

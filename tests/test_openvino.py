@@ -13,8 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from nlu_deploy.cli import main
-from nlu_deploy.config import BenchConfig, ExportConfig, ValidateConfig
-from nlu_deploy.evaluation.benchmark import bench
+from nlu_deploy.config import ExportConfig, ValidateConfig
 from nlu_deploy.evaluation.validate import validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.export.quantize_search import Candidate, pick_kept
@@ -95,15 +94,22 @@ def test_a_perturbed_openvino_model_fails_validate(tmp_path, openvino_export, ti
     assert "openvino-f32" in failed and "fp32" not in failed
 
 
-def test_openvino_variants_are_benched_in_the_same_rounds(openvino_export):
-    report = bench(BenchConfig(onnx_dir=openvino_export, batch_sizes=(1, 4), seq_lens=(16,), min_iters=3,
-                               min_seconds=0.0, warmup_iters=1))  # fmt: skip
-    measured = set(report.variants())
+def test_openvino_variants_are_benched_in_the_same_rounds(openvino_export, tmp_path):
+    # In a child process: after this bench has run OpenVINO in a process, a later torch training in
+    # that process segfaulted when interrupted by SIGTERM (tests/test_resume.py; seen 2026-12-01,
+    # cause not found). The tool never trains after OpenVINO in one process; the suite must not either.
+    report_path = tmp_path / "bench.json"
+    command = ["bench", str(openvino_export), "--batch-sizes", "1,4", "--seq-lens", "16", "--min-iters", "3",
+               "--min-seconds", "0", "--warmup", "1", "--json", str(report_path)]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "nlu_deploy", *command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    measured = {m["variant"] for m in report["measurements"]}
     assert expected_variants() | {"fp32", "int8"} <= measured
-    hints = report.machine["openvino_precision_hints"]
+    hints = report["machine"]["openvino_precision_hints"]
     assert hints["openvino-f32"] == "f32" and hints["openvino-int8"] == "f32"
-    assert "OpenVINO precision hints" in report.to_markdown()
-    providers = {m.variant: m.provider for m in report.measurements}
+    assert "OpenVINO precision hints" in done.stdout
+    providers = {m["variant"]: m["provider"] for m in report["measurements"]}
     assert providers["openvino-f32"] == "OpenVINO CPU (f32)"
 
 
@@ -197,3 +203,44 @@ def test_triton_serves_the_openvino_variant(tmp_path, openvino_export):
     expected = load_predictor(openvino_export, "openvino-f32")[0].predict(TEXTS)
     assert labels == [label for label, _ in expected]
     np.testing.assert_allclose(scores, [score for _, score in expected], atol=1e-4)
+
+
+def _measured(figures: dict[str, float]):
+    """A bench report holding one measurement per variant at the issue's shape (batch 32)."""
+    from nlu_deploy.evaluation.benchmark import BenchReport, Measurement
+
+    report = BenchReport("cpu", 2, {"cpu": "recorded"})
+    for variant, rate in figures.items():
+        latency = 32_000 / rate
+        report.measurements.append(
+            Measurement(variant, 32, 32, 10, latency, latency, latency, latency, 0.0, rate, "cpu")
+        )
+    return report
+
+
+@pytest.mark.parametrize(
+    "machine,figures,failing,winner",
+    [
+        # the SNIPS MiniLM figures measured on both kinds of CPU before this runtime was added (issue 28)
+        ("Intel Xeon with AMX", {"fp32": 451, "int8": 974, "openvino-bf16": 1379, "openvino-int8": 262}, set(), "openvino-bf16"),
+        ("AMD EPYC", {"fp32": 416, "int8": 982, "openvino-f32": 725, "openvino-int8": 916}, set(), "int8"),
+        # faster, but outside the accuracy budget: never recommended
+        ("AMX, bf16 over budget", {"int8": 974, "openvino-bf16": 1379}, {"openvino-bf16"}, "int8"),
+    ],
+)  # fmt: skip
+def test_the_recommendation_is_the_fastest_within_budget_whatever_its_runtime(machine, figures, failing, winner):
+    from nlu_deploy.evaluation.recommendation import recommendation
+
+    report = _measured(figures)
+    validation = {
+        "max_score_drop": 0.3,
+        "gated_metrics": ["accuracy"],
+        "variants": [{"variant": v, "passed": v not in failing} for v in figures],
+    }
+    assert report.recommend(validation) == winner, machine
+    text = recommendation(report, validation)
+    if winner == "openvino-bf16":
+        assert (
+            "OpenVINO openvino-bf16 runs 1.42x the geometric-mean throughput of onnxruntime's best passing variant, int8"
+            in text
+        )

@@ -100,17 +100,21 @@ def test_a_server_at_a_url_is_measured_over_grpc(tmp_path, running_server, tiny_
 
 
 def test_the_search_picks_between_two_candidates_and_writes_the_winner(tmp_path, tiny_onnx, tiny_dev_csv):
-    # the grid is the default alone, so the candidates are the default and the no-batching baseline
+    # the grid is the default alone, so the candidates are the default and the no-batching baseline;
+    # both are finalists and run once more, and the medians decide
     result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--concurrency", "4", "--p99-ms", "2000",
                              "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128",
-                             "--write-repository", str(tmp_path / "repo"))  # fmt: skip
+                             "--search-repeats", "1", "--write-repository", str(tmp_path / "repo"))  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "serve-bench.json").read_text())
     candidates = report["candidates"]
     assert [c["settings"].split(",")[0] for c in candidates] == ["batching 2000 us", "no batching"]
-    rates = [c["levels"][0]["requests_per_s"] for c in candidates]
+    assert [len(c["levels"]) for c in candidates] == [2, 2]  # the sweep's run, then the repeat
+    summaries = report["choice"]["summaries"]
+    medians = [summaries[str(i)]["requests_per_s"] for i in range(2)]
+    assert medians[0] == pytest.approx(sum(lv["requests_per_s"] for lv in candidates[0]["levels"]) / 2)
     chosen = report["choice"]["chosen"]
-    assert rates[chosen] == max(rates) and "won" in report["choice"]["why"]
+    assert medians[chosen] == max(medians) and "won" in report["choice"]["why"]
     config = text_format.Parse(
         (tmp_path / "repo" / "nlu_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
@@ -120,7 +124,8 @@ def test_the_search_picks_between_two_candidates_and_writes_the_winner(tmp_path,
 
 def test_a_budget_nothing_meets_names_the_closest(tmp_path, tiny_onnx, tiny_dev_csv):
     result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--concurrency", "2", "--p99-ms", "0.001",
-                             "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128")  # fmt: skip
+                             "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128",
+                             "--search-repeats", "0")  # fmt: skip
     assert result.exit_code == 1
     assert "no configuration met p99 <= 0.001 ms at concurrency 2; the closest was" in result.output
     assert json.loads((tmp_path / "r" / "serve-bench.json").read_text())["complete"] is False

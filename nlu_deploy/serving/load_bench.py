@@ -541,8 +541,14 @@ def _sweep_local(config, traffic, configuration, levels, timing, report, log, wo
         configuration.levels = sweep(server, config.model, traffic, levels, timing, log, configuration.name, on_level)
 
 
+# The first pass measures every candidate once; the best few and the default are then measured
+# again, interleaved (A B C, A B C), and judged on their medians. One 10 s window on a shared
+# 2-core VM can be 25% off: on 2026-12-01 a first-pass winner at 797 req/s swept at 486.
+FINALISTS = 3
+
+
 def _search(config, traffic, timing, report, log, work) -> Configuration:
-    """Each candidate at the budget's level; the fastest within the budget wins."""
+    """Each candidate at the budget's level; the finalists again; the fastest within the budget wins."""
     kind, value = config.budget_level
     level = Level(kind, value)
     candidates = candidate_options(config)
@@ -553,16 +559,14 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
         if measured is not None:
             candidate.levels = [measured]
             continue
-        try:
-            with local_server(config, traffic, options, work / f"candidate-{number}") as server:
-                candidate.levels = sweep(server, config.model, traffic, [level], timing, log,
-                                         f"candidate {number}/{len(candidates)} [{options.describe()}]")  # fmt: skip
-        except NluDeployError as error:  # one candidate that fails does not end the search
-            candidate.error = _short(error)
-            log.line(f"candidate {number}: not measured: {candidate.error}")
-    report.choice = choose(
-        report.candidates, config.p99_ms, level, default_options(config), traffic.allowed_disagreement
-    )
+        _measure_candidate(config, traffic, candidate, level, timing, log, work, f"{number}/{len(candidates)}")
+    allowed = traffic.allowed_disagreement
+    finalists = _finalists(report.candidates, config.p99_ms, allowed, default_options(config))
+    for repeat in range(1, config.search_repeats + 1):
+        for index in finalists:
+            _measure_candidate(config, traffic, report.candidates[index], level, timing, log, work,
+                               f"{index + 1}, repeat {repeat}/{config.search_repeats}")  # fmt: skip
+    report.choice = choose(report.candidates, config.p99_ms, level, default_options(config), allowed, finalists)
     log.line(report.choice["why"])
     if report.choice["chosen"] is None:
         raise NluDeployError(report.choice["why"])
@@ -572,6 +576,21 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
                                  onnx_file=traffic.served_file, overwrite=config.overwrite)  # fmt: skip
         report.choice["repository"] = str(config.write_repository)
     return chosen
+
+
+def _measure_candidate(config, traffic, candidate: Configuration, level, timing, log, work, label: str) -> None:
+    """One more measurement of a candidate on a fresh server; one that fails does not end the search."""
+    if candidate.error is not None:
+        return
+    try:
+        with local_server(
+            config, traffic, candidate.options, work / f"candidate-{label.split('/')[0].split(',')[0]}"
+        ) as server:
+            candidate.levels += sweep(server, config.model, traffic, [level], timing, log,
+                                      f"candidate {label} [{candidate.describe()}]")  # fmt: skip
+    except NluDeployError as error:
+        candidate.error = _short(error)
+        log.line(f"candidate {label}: not measured: {candidate.error}")
 
 
 def _already_measured(report: ServeBenchReport, options: TritonOptions, level: Level) -> LevelOutcome | None:
@@ -587,45 +606,85 @@ def clean(level: dict, allowed_disagreement: float) -> bool:
     return not failures and answers_agree(level, allowed_disagreement)
 
 
-def _passes(outcome: LevelOutcome, budget_ms: float, allowed_disagreement: float) -> bool:
-    data = outcome.to_json()
-    return clean(data, allowed_disagreement) and data["p99_ms"] is not None and data["p99_ms"] <= budget_ms
+@dataclass(frozen=True)
+class Summary:
+    """A candidate's measurements at the budget's level: medians, and whether every run was clean."""
+
+    runs: int
+    requests_per_s: float
+    p99_ms: float | None
+    clean: bool
+
+    def passes(self, budget_ms: float) -> bool:
+        return self.clean and self.p99_ms is not None and self.p99_ms <= budget_ms
+
+
+def summarize(candidate: Configuration, allowed: float) -> Summary | None:
+    if not candidate.levels or candidate.error is not None:
+        return None
+    runs = [outcome.to_json() for outcome in candidate.levels]
+    p99s = [run["p99_ms"] for run in runs if run["p99_ms"] is not None]
+    return Summary(
+        len(runs),
+        float(np.median([run["requests_per_s"] for run in runs])),
+        float(np.median(p99s)) if p99s else None,
+        all(clean(run, allowed) for run in runs),
+    )
+
+
+def _finalists(candidates: list[Configuration], budget_ms: float, allowed: float, default: TritonOptions) -> list[int]:
+    """The FINALISTS fastest candidates within budget after one run each, and the default."""
+    summaries = [(i, summarize(c, allowed)) for i, c in enumerate(candidates)]
+    passing = sorted(
+        (i for i, s in summaries if s and s.passes(budget_ms)), key=lambda i: -summaries[i][1].requests_per_s
+    )
+    default_index = next((i for i, c in enumerate(candidates) if c.options == default and c.levels), None)
+    return list(dict.fromkeys([*passing[:FINALISTS], *([] if default_index is None else [default_index])]))
 
 
 def choose(
-    candidates: list[Configuration], budget_ms: float, level: Level, default: TritonOptions, allowed: float = 0.0
+    candidates: list[Configuration],
+    budget_ms: float,
+    level: Level,
+    default: TritonOptions,
+    allowed: float = 0.0,
+    finalists: list[int] | None = None,
 ) -> dict:
-    """The candidate with the most requests/s among those within the budget (no errors, answers
-    that agree with predict), and a sentence saying why it won, or which came closest."""
-    measured = [(i, c, c.levels[0]) for i, c in enumerate(candidates) if c.levels]
-    passing = [(i, c, o) for i, c, o in measured if _passes(o, budget_ms, allowed)]
-    default_entry = next(((i, c, o) for i, c, o in measured if c.options == default), None)
+    """The finalist with the most requests/s (median) among those within the budget (every run
+    clean, median p99 within it), and a sentence saying why it won, or which came closest."""
+    summaries = {i: summarize(c, allowed) for i, c in enumerate(candidates)}
+    measured = {i: s for i, s in summaries.items() if s is not None}
+    eligible = [i for i in (finalists if finalists is not None else measured) if i in measured]
+    passing = [i for i in eligible if measured[i].passes(budget_ms)]
     where = f"p99 <= {budget_ms:g} ms at {level.label()}"
+    choice = {"chosen": None, "budget_ms": budget_ms, "level": level.label(), "finalists": eligible,
+              "summaries": {str(i): asdict(s) for i, s in measured.items()}}  # fmt: skip
     if not passing:
         if not measured:
-            return {
-                "chosen": None,
-                "budget_ms": budget_ms,
-                "level": level.label(),
-                "why": "no configuration could be measured.",
-            }
-        closest = min(measured, key=lambda e: e[2].to_json()["p99_ms"] or float("inf"))
-        p99 = closest[2].to_json()["p99_ms"]
-        why = (f"no configuration met {where}; the closest was {closest[1].describe()} with p99 "
-               f"{p99:.1f} ms at {closest[2].to_json()['requests_per_s']:.1f} req/s.")  # fmt: skip
-        return {"chosen": None, "closest": closest[0], "budget_ms": budget_ms, "level": level.label(), "why": why}
-    index, winner, outcome = max(passing, key=lambda e: e[2].to_json()["requests_per_s"])
-    rps = outcome.to_json()["requests_per_s"]
-    why = (f"{winner.describe()} won: {rps:.1f} req/s at p99 {outcome.to_json()['p99_ms']:.1f} ms, the most of "
-           f"the {len(passing)} of {len(measured)} configurations that met {where} with every answer right.")  # fmt: skip
-    if default_entry is not None and default_entry[0] == index:
+            return {**choice, "why": "no configuration could be measured."}
+        closest = min(measured, key=lambda i: measured[i].p99_ms if measured[i].p99_ms is not None else float("inf"))
+        s = measured[closest]
+        why = (f"no configuration met {where}; the closest was {candidates[closest].describe()} with p99 "
+               f"{_ms_text(s.p99_ms)} at {s.requests_per_s:.1f} req/s.")  # fmt: skip
+        return {**choice, "closest": closest, "why": why}
+    index = max(passing, key=lambda i: measured[i].requests_per_s)
+    best = measured[index]
+    why = (f"{candidates[index].describe()} won: {best.requests_per_s:.1f} req/s at p99 {best.p99_ms:.1f} ms "
+           f"(medians of {best.runs} runs), the most of the {len(passing)} finalists of {len(measured)} "
+           f"configurations that met {where} with every answer right.")  # fmt: skip
+    default_index = next((i for i in measured if candidates[i].options == default), None)
+    if default_index == index:
         why += " That is the configuration `export --triton` writes by default."
-    elif default_entry is not None:
-        d = default_entry[2].to_json()
-        verdict = "within" if _passes(default_entry[2], budget_ms, allowed) else "outside"
-        why += (f" The default ({default_entry[1].describe()}): {d['requests_per_s']:.1f} req/s at p99 "
-                f"{d['p99_ms']:.1f} ms, {verdict} the budget.")  # fmt: skip
-    return {"chosen": index, "budget_ms": budget_ms, "level": level.label(), "why": why, "settings": winner.describe()}
+    elif default_index is not None:
+        d = measured[default_index]
+        verdict = "within" if d.passes(budget_ms) else "outside"
+        why += (f" The default ({candidates[default_index].describe()}): {d.requests_per_s:.1f} req/s at p99 "
+                f"{_ms_text(d.p99_ms)} over {d.runs} runs, {verdict} the budget.")  # fmt: skip
+    return {**choice, "chosen": index, "why": why, "settings": candidates[index].describe()}
+
+
+def _ms_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _compare_in_process(config, traffic, report: ServeBenchReport, log: ProgressLog) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nlu_deploy.serving.load_generator import answers_agree
-
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -59,25 +57,25 @@ def configuration_table(configuration: dict, in_process: dict, ensemble: str) ->
 
 
 def candidates_table(report: dict) -> str:
+    """One row per candidate: its median over its runs (finalists run again), clean if every run was."""
     choice = report.get("choice") or {}
+    summaries, finalists = choice.get("summaries", {}), set(choice.get("finalists", []))
     rows = []
     for number, candidate in enumerate(report["candidates"]):
-        level = candidate["levels"][0] if candidate["levels"] else None
-        mark = " **chosen**" if choice.get("chosen") == number else ""
-        if level is None:
+        mark = " **chosen**" if choice.get("chosen") == number else (" (finalist)" if number in finalists else "")
+        summary = summaries.get(str(number))
+        if summary is None:
             rows.append(
-                f"| {number + 1} | {candidate['settings']}{mark} | - | - | not measured: {candidate['error']} |"
+                f"| {number + 1} | {candidate['settings']}{mark} | - | - | - | not measured: {candidate['error']} |"
             )
             continue
-        clean = not (level["errors"] or level["timeouts"] or level["skipped"]) and answers_agree(
-            level, report["traffic"].get("allowed_disagreement", 0.0)
-        )
         rows.append(
-            f"| {number + 1} | {candidate['settings']}{mark} | {level['requests_per_s']:.1f} "
-            f"| {_ms(level['p99_ms'])} | {'yes' if clean else 'no'} |"
+            f"| {number + 1} | {candidate['settings']}{mark} | {summary['requests_per_s']:.1f} "
+            f"| {_ms(summary['p99_ms'])} | {summary['runs']} | {'yes' if summary['clean'] else 'no'} |"
         )
-    head = f"Candidates at {choice.get('level', '?')}, budget p99 <= {choice.get('budget_ms', '?')} ms:\n\n"
-    return head + "| # | settings | req/s | p99 ms | clean |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    head = f"Candidates at {choice.get('level', '?')}, budget p99 <= {choice.get('budget_ms', '?')} ms (medians):\n\n"
+    table = "| # | settings | req/s | p99 ms | runs | clean |\n|---|---|---|---|---|---|\n"
+    return head + table + "\n".join(rows) + "\n"
 
 
 def _check_rule(traffic: dict) -> str:
@@ -144,10 +142,11 @@ def plot_report(report: dict, path: Path) -> None:
             if points:
                 label = configuration["name"] + (" (open loop)" if kind == "rate" else "")
                 axis.plot([p["requests_per_s"] for p in points], [p["p99_ms"] for p in points], marker, label=label)
-    candidates = [c["levels"][0] for c in report["candidates"] if c["levels"] and c["levels"][0]["p99_ms"]]
-    if candidates:
-        axis.scatter([c["requests_per_s"] for c in candidates], [c["p99_ms"] for c in candidates], marker="x",
-                     color="grey", label="search candidates")  # fmt: skip
+    summaries = (report.get("choice") or {}).get("summaries", {})
+    points = [s for s in summaries.values() if s["p99_ms"]]
+    if points:
+        axis.scatter([s["requests_per_s"] for s in points], [s["p99_ms"] for s in points], marker="x",
+                     color="grey", label="search candidates (medians)")  # fmt: skip
     if report.get("choice") and report["choice"].get("budget_ms"):
         axis.axhline(report["choice"]["budget_ms"], color="red", linestyle=":", label="p99 budget")
     axis.set_xlabel("requests/s")
