@@ -7,10 +7,8 @@ served against in-process per closed-loop level, and the search's verdict.
 import json
 import sys
 
-
-def in_process_key(batch: float, options: dict | None) -> str:
-    buckets = (options or {}).get("length_buckets", [16, 32, 64, 128])
-    return f"{max(1, round(batch))}/{'-'.join(map(str, buckets)) or 'none'}"
+from nlu_deploy.serving.load_report import in_process_key
+from nlu_deploy.serving.repository import TritonOptions
 
 
 def level_rows(report: dict) -> list[str]:
@@ -26,7 +24,8 @@ def level_rows(report: dict) -> list[str]:
                 continue
             model = level["server"].get(f"{ensemble}_model", {})
             batch = model.get("average_batch") or 1.0
-            seqs = in_process.get(in_process_key(batch, configuration["options"]))
+            buckets = (configuration["options"] or {}).get("length_buckets", TritonOptions().length_buckets)
+            seqs = in_process.get(in_process_key(batch, buckets))
             kept = f"{100 * level['requests_per_s'] / seqs:.0f}%" if seqs else "-"
             rows.append(
                 f"| {configuration['name']} | {level['level']['label']} | {level['requests_per_s']:.0f} "

@@ -677,7 +677,7 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     help="Measure a running server (Open Inference Protocol) instead of starting one.",
 )
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
-@click.option("--model", "model_name", default="nlu", show_default=True, help="The ensemble's name on the server.")
+@click.option("--model", default="nlu", show_default=True, help="The ensemble's name on the server.")
 @click.option(
     "--metrics-url", default=None, help="With --url: the server's Prometheus metrics. Default: port 8002 of its host."
 )
@@ -694,6 +694,7 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
 )
 @click.option(
     "--triton-onnx-backend",
+    "onnx_backend",
     type=click.Choice(["python", "onnxruntime"]),
     default="python",
     show_default=True,
@@ -709,6 +710,7 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
 @click.option("--rates", callback=float_list, default=None, help="Open-loop levels: Poisson arrivals, requests/s.")
 @click.option(
     "--warmup",
+    "warmup_s",
     type=float,
     default=default_of(ServeBenchConfig, "warmup_s"),
     show_default=True,
@@ -716,6 +718,7 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
 )
 @click.option(
     "--duration",
+    "duration_s",
     type=float,
     default=default_of(ServeBenchConfig, "duration_s"),
     show_default=True,
@@ -723,6 +726,7 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
 )
 @click.option(
     "--timeout",
+    "timeout_s",
     type=float,
     default=default_of(ServeBenchConfig, "timeout_s"),
     show_default=True,
@@ -809,22 +813,13 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     for package, name in (("tritonclient", "tritonclient"), ("prometheus_client", "prometheus-client")):
         if importlib.util.find_spec(package) is None:
             raise click.ClickException(f'serve-bench needs {name}: pip install -e ".[serve]"')
-    fields = {
-        "url": options["url"], "protocol": options["protocol"], "model": options["model_name"],
-        "metrics_url": options["metrics_url"], "variant": options["variant"], "tritonserver": options["tritonserver"],
-        "onnx_backend": options["triton_onnx_backend"], "warmup_s": options["warmup"],
-        "duration_s": options["duration"], "timeout_s": options["timeout"], "max_texts": options["max_texts"],
-        "seed": options["seed"], "p99_ms": options["p99_ms"], "at_concurrency": options["at_concurrency"],
-        "at_rate": options["at_rate"], "text_column": options["text_column"],
-        "instances": options["instances"], "helper_instances": options["helper_instances"],
-        "search_repeats": options["search_repeats"],
-    }  # fmt: skip
+    # the options carry ServeBenchConfig's field names; these four need shaping first
     config = ServeBenchConfig(
-        onnx_dir=onnx_dir, data=options["data"], output=output, concurrency=concurrency, rates=rates or (),
+        onnx_dir=onnx_dir, output=output, overwrite=overwrite, concurrency=concurrency, rates=rates or (),
         batching=tuple(b.strip() for b in batching.split(",") if b.strip()),
         buckets=buckets or default_of(ServeBenchConfig, "buckets"),
         preferred_batch_sizes=preferred_batch_sizes or ((),),
-        write_repository=options["write_repository"], overwrite=overwrite, **fields,
+        **options,
     )  # fmt: skip
     if config.write_repository is not None and config.p99_ms is None:
         raise click.UsageError("--write-repository writes the configuration a search chose: give --p99-ms.")

@@ -29,6 +29,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import ServeBenchConfig
 from nlu_deploy.errors import DataError, ModelError, NluDeployError
 from nlu_deploy.progress import ProgressLog
+from nlu_deploy.runtime.sessions import is_dynamic_int8
 from nlu_deploy.serving import server_metrics
 from nlu_deploy.serving.load_generator import (
     BATCH_DEPENDENT_DISAGREEMENT,
@@ -41,6 +42,7 @@ from nlu_deploy.serving.load_generator import (
     answers_agree,
     run_level,
 )
+from nlu_deploy.serving.load_report import in_process_key, report_markdown
 from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
 
 REPORT_NAME = "serve-bench"
@@ -134,8 +136,6 @@ class ServeBenchReport:
         }
 
     def to_markdown(self) -> str:
-        from nlu_deploy.serving.load_report import report_markdown
-
         return report_markdown(self.to_json())
 
 
@@ -169,19 +169,11 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     expected = [task.prediction_json(t, predictor.predict([t])[0]) for t in fitting]
     facts.update(texts=len(fitting), mean_tokens=float(np.mean([n for n in lengths if n <= max_length])))
     outputs = [name for name, _ in task.triton_results]
-    dependent = _batch_dependent(onnx_dir / served_file)
+    dependent = is_dynamic_int8(onnx_dir / served_file)  # activation scales computed per batch
     tolerance = BATCH_DEPENDENT_SCORE_TOLERANCE if dependent else FLOAT_SCORE_TOLERANCE
     allowed = BATCH_DEPENDENT_DISAGREEMENT if dependent else 0.0
     facts.update(batch_dependent=dependent, score_tolerance=tolerance, allowed_disagreement=allowed)
     return Traffic(fitting, expected, served_file, outputs, words, max_length, facts, tolerance, allowed)
-
-
-def _batch_dependent(path: Path) -> bool:
-    """Whether the file quantizes activations with scales computed per batch (dynamic int8)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
 
 
 def _data_texts(config: ServeBenchConfig, onnx_dir: Path) -> tuple[list[str], dict]:
@@ -218,18 +210,14 @@ def _as_text(value) -> str | None:
 
 
 def _trained_text_column(onnx_dir: Path) -> str:
-    """The text column the model was trained on, from the manifests of it and its parents."""
-    directory: Path | None = onnx_dir
-    for _ in range(4):
-        manifest = artifacts.read_manifest(directory)
-        column = manifest.get("options", {}).get("text_column")
-        if column:
-            return column
-        parent = manifest.get("parent")
-        if not parent or not Path(parent).is_dir():
-            break
-        directory = Path(parent)
-    return "text"
+    """The text column the model was trained on: from its checkpoint's manifest when the export
+    names one (its parent), else the task's default."""
+    from nlu_deploy.evaluation.validate import default_columns
+    from nlu_deploy.tasks import task_of
+
+    parent = artifacts.read_manifest(onnx_dir).get("parent")
+    source = Path(parent) if parent and Path(parent).is_dir() else onnx_dir
+    return default_columns(source, task_of(onnx_dir))[0]
 
 
 # -- one server, one sweep -----------------------------------------------------------------------
@@ -559,13 +547,14 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
         if measured is not None:
             candidate.levels = [measured]
             continue
-        _measure_candidate(config, traffic, candidate, level, timing, log, work, f"{number}/{len(candidates)}")
+        _measure_candidate(config, traffic, candidate, level, timing, log, work / f"candidate-{number}",
+                           f"{number}/{len(candidates)}")  # fmt: skip
     allowed = traffic.allowed_disagreement
     finalists = _finalists(report.candidates, config.p99_ms, allowed, default_options(config))
     for repeat in range(1, config.search_repeats + 1):
         for index in finalists:
-            _measure_candidate(config, traffic, report.candidates[index], level, timing, log, work,
-                               f"{index + 1}, repeat {repeat}/{config.search_repeats}")  # fmt: skip
+            _measure_candidate(config, traffic, report.candidates[index], level, timing, log,
+                               work / f"candidate-{index + 1}", f"{index + 1}, repeat {repeat}/{config.search_repeats}")  # fmt: skip
     report.choice = choose(report.candidates, config.p99_ms, level, default_options(config), allowed, finalists)
     log.line(report.choice["why"])
     if report.choice["chosen"] is None:
@@ -578,14 +567,14 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
     return chosen
 
 
-def _measure_candidate(config, traffic, candidate: Configuration, level, timing, log, work, label: str) -> None:
+def _measure_candidate(
+    config, traffic, candidate: Configuration, level, timing, log, workdir: Path, label: str
+) -> None:
     """One more measurement of a candidate on a fresh server; one that fails does not end the search."""
     if candidate.error is not None:
         return
     try:
-        with local_server(
-            config, traffic, candidate.options, work / f"candidate-{label.split('/')[0].split(',')[0]}"
-        ) as server:
+        with local_server(config, traffic, candidate.options, workdir) as server:
             candidate.levels += sweep(server, config.model, traffic, [level], timing, log,
                                       f"candidate {label} [{candidate.describe()}]")  # fmt: skip
     except NluDeployError as error:
@@ -706,10 +695,6 @@ def _executed_batch(outcome: LevelOutcome, model: str) -> int | None:
     window = outcome.server.get(f"{model}_model") or {}
     batch = window.get("average_batch")
     return max(1, round(batch)) if batch else None
-
-
-def in_process_key(batch: int, buckets) -> str:
-    return f"{batch}/{'-'.join(map(str, buckets)) or 'none'}"
 
 
 # -- the command's output ------------------------------------------------------------------------

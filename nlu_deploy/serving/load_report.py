@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nlu_deploy.serving.repository import TritonOptions
+
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -23,14 +25,17 @@ def _model_cells(level: dict, ensemble: str) -> tuple[str, str]:
     return batch, "; ".join(steps) or "-"
 
 
+def in_process_key(batch: float, buckets) -> str:
+    """The in-process measurement for an executed (average) batch size and a set of buckets."""
+    return f"{max(1, round(batch))}/{'-'.join(map(str, buckets)) or 'none'}"
+
+
 def _in_process_cells(level: dict, configuration: dict, in_process: dict, ensemble: str) -> tuple[str, str]:
     model = (level.get("server") or {}).get(f"{ensemble}_model") or {}
     if not model.get("average_batch"):
         return "-", "-"
-    options = configuration.get("options") or {}
-    buckets = options.get("length_buckets", [16, 32, 64, 128])
-    key = f"{max(1, round(model['average_batch']))}/{'-'.join(map(str, buckets)) or 'none'}"
-    seqs = in_process.get(key)
+    buckets = (configuration.get("options") or {}).get("length_buckets", TritonOptions().length_buckets)
+    seqs = in_process.get(in_process_key(model["average_batch"], buckets))
     if not seqs:
         return "-", "-"
     return f"{seqs:.0f}", f"{100 * level['requests_per_s'] / seqs:.0f}%"
