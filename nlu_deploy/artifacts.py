@@ -237,6 +237,55 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
         yield from _staged(output)
 
 
+class StagedReport:
+    """A report being written in `path`; `finish(complete)` says where it goes when the block ends."""
+
+    INCOMPLETE_SUFFIX = ".incomplete"
+
+    def __init__(self, output: Path, path: Path) -> None:
+        self.output, self.path, self.complete = output, path, None
+
+    def finish(self, complete: bool) -> Path:
+        """Where the report will be: the output, unless the run stopped early and the output holds an
+        earlier report, which an incomplete one never replaces (it goes to OUTPUT.incomplete)."""
+        self.complete = complete
+        return self.destination
+
+    @property
+    def destination(self) -> Path:
+        if self.complete or not (self.output.is_dir() and any(self.output.iterdir())):
+            return self.output
+        return self.output.with_name(self.output.name + self.INCOMPLETE_SUFFIX)
+
+
+@contextlib.contextmanager
+def staged_report(output: Path, overwrite: bool = False) -> Iterator[StagedReport]:
+    """staged_output for a report that a stopped run still keeps, marked incomplete: the block
+    writes into report.path and calls report.finish(complete); the folder then takes its place.
+    A block that raises leaves nothing, and the output as it was."""
+    output = Path(output)
+    check_output(output, overwrite)
+    with output_lock(output):
+        check_output(output, overwrite)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(output)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-{os.getpid()}-", dir=output.parent))
+        report = StagedReport(output, staging)
+        try:
+            yield report
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if report.complete is None:
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        staging.chmod(0o777 & ~_umask())
+        destination = report.destination
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+
+
 def _staged(output: Path) -> Iterator[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(output)

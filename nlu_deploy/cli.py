@@ -44,21 +44,24 @@ from nlu_deploy.config import (
     ValidateConfig,
 )
 from nlu_deploy.errors import ConfigError, NluDeployError, ValidationFailed, out_of_space
+from nlu_deploy.stopping import Stopped, signals_stop
 from nlu_deploy.training.checkpointing import TrainingInterrupted
 
 
-class NluDeployGroup(click.Group):
-    """Turns the library's errors into one-sentence messages instead of tracebacks."""
+class NluDeployCommand(click.Command):
+    """Turns the library's errors into one-sentence messages instead of tracebacks, with the
+    command's own usage line (the group's context would show `nlu-deploy [OPTIONS] COMMAND`)."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with signals_stop():
+                return super().invoke(ctx)
+        except Stopped as stop:
+            raise _exit_with(stop.sentence(ctx.info_name or self.name), stop.exit_code) from None
         except ConfigError as exc:
             raise click.UsageError(str(exc), ctx) from None
         except TrainingInterrupted as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = 130  # the shell convention for "stopped by a signal"
-            raise error from None
+            raise _exit_with(str(exc), 130) from None  # the shell convention for "stopped by a signal"
         except NluDeployError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
@@ -69,6 +72,16 @@ class NluDeployGroup(click.Group):
                 f"the disk is full{where} ({exc.strerror}); free some space and run the "
                 "command again (nothing half-written was kept)."
             ) from None
+
+
+def _exit_with(message: str, code: int) -> click.ClickException:
+    error = click.ClickException(message)
+    error.exit_code = code
+    return error
+
+
+class NluDeployGroup(click.Group):
+    command_class = NluDeployCommand
 
 
 @click.group(cls=NluDeployGroup)
@@ -807,8 +820,7 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     """
     import importlib.util
 
-    from nlu_deploy.progress import ProgressLog
-    from nlu_deploy.serving import load_bench, load_report
+    from nlu_deploy.serving import load_bench
 
     for package, name in (("tritonclient", "tritonclient"), ("prometheus_client", "prometheus-client")):
         if importlib.util.find_spec(package) is None:
@@ -823,18 +835,17 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     )  # fmt: skip
     if config.write_repository is not None and config.p99_ms is None:
         raise click.UsageError("--write-repository writes the configuration a search chose: give --p99-ms.")
-    if config.write_repository is not None:
-        artifacts.check_output(config.write_repository, overwrite)
-    load_bench.prepare_output(output, overwrite)
-    log = ProgressLog(output / f"{load_bench.REPORT_NAME}.log", terminal=False, every_seconds=0)
-    report = load_bench.serve_bench(config, log)
-    data = report.to_json()
-    paths = load_report.write_report(data, output, load_bench.REPORT_NAME)
-    click.echo(report.to_markdown())
-    click.echo(f"report: {', '.join(str(p) for p in paths)}", err=True)
-    problem = load_bench.verdict(data)
+    finished = load_bench.serve_bench_report(config)
+    click.echo(finished.report.to_markdown())
+    click.echo(f"report: {', '.join(str(p) for p in finished.files)}", err=True)
+    if finished.report.signal is not None:
+        stop = Stopped(finished.report.signal)
+        measured = sum(len(c.levels) for c in finished.report.configurations + finished.report.candidates)
+        stop.kept = f"the {measured} level(s) measured are in {finished.folder}, marked incomplete"
+        raise stop
+    problem = load_bench.verdict(finished.report.to_json())
     if problem:
-        raise click.ClickException(problem)
+        raise click.ClickException(f"{problem} ({finished.folder})")
 
 
 @main.command()

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # it. The shared ground is at the bottom, then what the tasks stand on (data/, runtime/), the
 # tasks, and the stages above them. portable/ comes first because it imports nothing of ours.
 # fmt: off
-LAYERS = ["portable", "task_specs", "errors", "config", "artifacts", "reports", "metrics", "progress",
+LAYERS = ["portable", "task_specs", "errors", "stopping", "config", "artifacts", "reports", "metrics", "progress",
           "data", "runtime", "tasks",
           "evaluation", "training", "export", "predict", "serving", "pipeline", "cli_options", "cli", "__main__"]
 # fmt: on

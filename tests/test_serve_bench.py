@@ -9,6 +9,9 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -186,3 +189,83 @@ def test_a_server_that_dies_or_hangs_mid_run_ends_the_run_with_the_levels_done(
     assert data["complete"] is False
     assert [lv["level"]["label"] for lv in data["configurations"][0]["levels"]] == ["concurrency 1"]
     assert "marked incomplete" in verdict(data)
+
+
+# -- stopping: SIGTERM and Ctrl-C are ordinary events, SIGKILL leaves no server behind ------------
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line names `text` (a server started for this test names its folder)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if text.encode() in handle.read():
+                        found.append(int(entry))
+    return found
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def _start_serve_bench(tmp_path, onnx_dir, data, output) -> subprocess.Popen:
+    """serve-bench in a process of its own, with levels long enough to be stopped in the second one."""
+    command = [sys.executable, "-m", "nlu_deploy", "serve-bench", str(onnx_dir), "--data", str(data), "--output",
+               str(output), "--variant", "model.onnx", "--concurrency", "1,2,4", "--warmup", "0.3", "--duration",
+               "3", "--timeout", "5"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+
+
+def _first_level_done(output) -> bool:
+    logs = list(output.parent.glob(f".{output.name}.partial-*/serve-bench.log"))
+    return any("concurrency 1: " in log.read_text() for log in logs if log.exists())
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_keeps_the_levels_measured_and_leaves_nothing_running(
+    tmp_path, tiny_onnx, tiny_dev_csv, stop_signal
+):
+    output = tmp_path / "report"
+    process = _start_serve_bench(tmp_path, tiny_onnx, tiny_dev_csv, output)
+    try:
+        assert _wait_until(lambda: _first_level_done(output), 120), process.stderr.read() if process.poll() else ""
+        process.send_signal(stop_signal)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + stop_signal
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: nlu-deploy serve-bench was stopped by {signal.Signals(stop_signal).name}")
+    assert f"are in {output}, marked incomplete" in last and "Traceback" not in stderr
+    report = json.loads((output / "serve-bench.json").read_text())
+    assert report["complete"] is False and report["stopped"].startswith("stopped by SIG")
+    assert report["configurations"][0]["levels"][0]["level"]["label"] == "concurrency 1"
+    assert (output / "serve-bench.md").read_text().count("INCOMPLETE") >= 1
+    assert not _processes_mentioning(str(tmp_path)), "a server or stub of the stopped run is still running"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no staging folder, no lock
+    assert not (output / ".servers").exists()
+
+
+def test_a_killed_run_takes_its_server_with_it(tmp_path, tiny_onnx, tiny_dev_csv):
+    output = tmp_path / "report"
+    process = _start_serve_bench(tmp_path, tiny_onnx, tiny_dev_csv, output)
+    try:
+        assert _wait_until(lambda: _first_level_done(output), 120)
+        assert _processes_mentioning(str(tmp_path))  # the server and its stubs, named by their folder
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    assert _wait_until(lambda: not _processes_mentioning(str(tmp_path)), 30), "the server outlived its SIGKILLed run"
+    # the next run removes the killed run's staging folder and says so
+    rerun = serve_bench_cli(tiny_onnx, tiny_dev_csv, output, "--concurrency", "1", "--duration", "0.5")
+    assert rerun.exit_code == 0, rerun.output
+    assert "left behind by an earlier run of this stage that was killed" in rerun.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

@@ -44,6 +44,7 @@ from nlu_deploy.serving.load_generator import (
 )
 from nlu_deploy.serving.load_report import in_process_key, report_markdown
 from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
+from nlu_deploy.stopping import Stopped
 
 REPORT_NAME = "serve-bench"
 IN_PROCESS_SECONDS = 2.0
@@ -115,6 +116,7 @@ class ServeBenchReport:
     in_process: dict[str, float] = field(default_factory=dict)  # "batch/buckets" -> sequences/s
     choice: dict | None = None  # the search's outcome
     stopped: str | None = None  # why the run ended before its end
+    signal: str | None = None  # the stop signal that ended it (SIGTERM, SIGINT), if one did
 
     @property
     def complete(self) -> bool:
@@ -297,17 +299,17 @@ def sweep(
     timing: Timing,
     log: ProgressLog,
     name: str,
+    done: list[LevelOutcome],
     on_level=None,
-) -> list[LevelOutcome]:
-    """Every level against one server; a level cut short raises ServerStopped (the levels done
-    are in the exception's `levels`)."""
+) -> None:
+    """Every level against one server, each outcome appended to `done` as it is measured (so a
+    fault or a stop keeps the levels before it); a level cut short raises ServerStopped."""
     models = check_server(server, model, traffic.outputs)
-    return asyncio.run(_sweep(server, model, models, traffic, levels, timing, log, name, on_level))
+    asyncio.run(_sweep(server, model, models, traffic, levels, timing, log, name, done, on_level))
 
 
-async def _sweep(server, model, models, traffic, levels, timing, log, name, on_level) -> list[LevelOutcome]:
+async def _sweep(server, model, models, traffic, levels, timing, log, name, done, on_level) -> None:
     client = ServedModelClient(server.url, server.protocol, model, traffic.outputs)
-    done: list[LevelOutcome] = []
     try:
         for number, level in enumerate(levels, start=1):
             log.line(
@@ -315,18 +317,15 @@ async def _sweep(server, model, models, traffic, levels, timing, log, name, on_l
             )
             outcome = await _measured_level(client, server, models, traffic, level, timing)
             if outcome.stopped is not None:
-                error = ServerStopped(
+                raise ServerStopped(
                     f"the server at {server.url} stopped answering during {level.label()} of {name}: {outcome.stopped}."
                 )
-                error.levels = done
-                raise error
             done.append(outcome)
             log.line(f"{name}: {level.label()}: {_level_line(outcome)}")
             if on_level is not None:  # (server, outcome): progress for callers, and the tests' fault injection
                 on_level(server, outcome)
     finally:
         await client.close()
-    return done
 
 
 async def _measured_level(
@@ -366,11 +365,25 @@ def _level_line(outcome: LevelOutcome) -> str:
 # -- local servers -------------------------------------------------------------------------------
 
 
-@contextmanager
-def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOptions, workdir: Path):
-    """A local tritonserver on a repository written for `options`, stopped on leaving."""
-    from nlu_deploy.serving.local_server import local_triton_server
+SERVER_LOGS = "server-logs"  # in the report: the logs of local servers that did not start
 
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where local servers run (removed at the end) and where a failed one's log is kept."""
+
+    servers: Path
+    kept_logs: Path
+
+
+@contextmanager
+def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOptions, work: Workspace, name: str):
+    """A local tritonserver on a repository written for `options`, stopped on leaving. A server
+    that does not start keeps its log in the report, named after the configuration."""
+    from nlu_deploy.serving.local_server import ServerNotReady, local_triton_server
+
+    slug = name.replace(" ", "-")
+    workdir = work.servers / slug
     workdir.mkdir(parents=True, exist_ok=True)
     repository = Path(tempfile.mkdtemp(prefix="repository-", dir=workdir))
     shutil.rmtree(repository)
@@ -381,8 +394,17 @@ def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOpti
             yield Server(
                 url, config.protocol, running.metrics_url, f"local tritonserver ({options.describe()})", running.pid
             )
+    except ServerNotReady as error:
+        kept = work.kept_logs / f"{slug}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(error.log, kept)
+        first = f" Its first error: {error.first_error}" if error.first_error else ""
+        raise NluDeployError(
+            f"tritonserver {error.why} ({name}).{first} Its whole log is kept in the report folder as "
+            f"{SERVER_LOGS}/{kept.name}."
+        ) from None
     finally:
-        shutil.rmtree(repository, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def default_options(config: ServeBenchConfig) -> TritonOptions:
@@ -475,9 +497,13 @@ def _bucketed_batches(tokenizer, traffic: Traffic, batch: int, buckets, names, s
 # -- the whole run -------------------------------------------------------------------------------
 
 
-def serve_bench(config: ServeBenchConfig, log: ProgressLog, on_level=None) -> ServeBenchReport:
-    """Measure, search when asked, compare with in process; a fault ends the run with the report
-    of what was done (report.stopped says why), never a traceback."""
+def serve_bench(
+    config: ServeBenchConfig, log: ProgressLog, on_level=None, report_dir: Path | None = None
+) -> ServeBenchReport:
+    """Measure, search when asked, compare with in process; a fault or a stop signal ends the run
+    with the report of what was done (report.stopped says why, report.signal which signal),
+    never a traceback. Local servers work in `report_dir` (default: the output), and the log of
+    one that did not start is kept there, in server-logs/."""
     from nlu_deploy.evaluation.benchmark import machine_facts
 
     traffic = read_traffic(config, log)
@@ -485,15 +511,17 @@ def serve_bench(config: ServeBenchConfig, log: ProgressLog, on_level=None) -> Se
     timing = Timing(config.warmup_s, config.duration_s, config.timeout_s)
     levels = [Level("concurrency", c) for c in config.concurrency] + [Level("rate", r) for r in config.rates]
     try:
-        if config.url is not None:
-            _measure_remote(config, traffic, levels, timing, report, log, on_level)
-        else:
-            _measure_local(config, traffic, levels, timing, report, log, on_level)
-    except NluDeployError as error:
-        report.stopped = str(error)
-        if getattr(error, "levels", None) and report.configurations:
-            report.configurations[-1].levels = error.levels
-    _compare_in_process(config, traffic, report, log)
+        try:
+            if config.url is not None:
+                _measure_remote(config, traffic, levels, timing, report, log, on_level)
+            else:
+                _measure_local(config, traffic, levels, timing, report, log, on_level, report_dir or config.output)
+        except NluDeployError as error:
+            report.stopped = str(error)
+        _compare_in_process(config, traffic, report, log)
+    except Stopped as stop:  # the servers are stopped by now (their context managers ran)
+        report.stopped, report.signal = f"stopped by {stop.signal_name}.", stop.signal_name
+        log.line(f"{stop.signal_name}: stopping; the levels measured so far are kept")
     return report
 
 
@@ -502,11 +530,11 @@ def _measure_remote(config, traffic, levels, timing, report, log, on_level) -> N
     server = Server(config.url, config.protocol, metrics_url, f"server at {config.url}")
     configuration = Configuration("as served", None)
     report.configurations.append(configuration)
-    configuration.levels = sweep(server, config.model, traffic, levels, timing, log, "as served", on_level)
+    sweep(server, config.model, traffic, levels, timing, log, "as served", configuration.levels, on_level)
 
 
-def _measure_local(config, traffic, levels, timing, report, log, on_level) -> None:
-    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+def _measure_local(config, traffic, levels, timing, report, log, on_level, report_dir: Path) -> None:
+    work = Workspace(Path(report_dir) / ".servers", Path(report_dir) / SERVER_LOGS)
     try:
         swept = [Configuration("default", default_options(config))]
         if config.p99_ms is not None:
@@ -519,14 +547,14 @@ def _measure_local(config, traffic, levels, timing, report, log, on_level) -> No
                 _sweep_local(config, traffic, Configuration("chosen", chosen.options), levels, timing, report, log,
                              work, on_level)  # fmt: skip
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.servers, ignore_errors=True)
 
 
 def _sweep_local(config, traffic, configuration, levels, timing, report, log, work, on_level) -> None:
     report.configurations.append(configuration)
-    with local_server(config, traffic, configuration.options, work / configuration.name.replace(" ", "-")) as server:
+    with local_server(config, traffic, configuration.options, work, configuration.name) as server:
         log.line(f"{configuration.name}: {server.description}")
-        configuration.levels = sweep(server, config.model, traffic, levels, timing, log, configuration.name, on_level)
+        sweep(server, config.model, traffic, levels, timing, log, configuration.name, configuration.levels, on_level)
 
 
 # The first pass measures every candidate once; the best few and the default are then measured
@@ -547,14 +575,13 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
         if measured is not None:
             candidate.levels = [measured]
             continue
-        _measure_candidate(config, traffic, candidate, level, timing, log, work / f"candidate-{number}",
-                           f"{number}/{len(candidates)}")  # fmt: skip
+        _measure_candidate(config, traffic, candidate, level, timing, log, work, f"{number}/{len(candidates)}")
     allowed = traffic.allowed_disagreement
     finalists = _finalists(report.candidates, config.p99_ms, allowed, default_options(config))
     for repeat in range(1, config.search_repeats + 1):
         for index in finalists:
-            _measure_candidate(config, traffic, report.candidates[index], level, timing, log,
-                               work / f"candidate-{index + 1}", f"{index + 1}, repeat {repeat}/{config.search_repeats}")  # fmt: skip
+            _measure_candidate(config, traffic, report.candidates[index], level, timing, log, work,
+                               f"{index + 1}, repeat {repeat}/{config.search_repeats}")  # fmt: skip
     report.choice = choose(report.candidates, config.p99_ms, level, default_options(config), allowed, finalists)
     log.line(report.choice["why"])
     if report.choice["chosen"] is None:
@@ -567,16 +594,14 @@ def _search(config, traffic, timing, report, log, work) -> Configuration:
     return chosen
 
 
-def _measure_candidate(
-    config, traffic, candidate: Configuration, level, timing, log, workdir: Path, label: str
-) -> None:
+def _measure_candidate(config, traffic, candidate: Configuration, level, timing, log, work, label: str) -> None:
     """One more measurement of a candidate on a fresh server; one that fails does not end the search."""
     if candidate.error is not None:
         return
     try:
-        with local_server(config, traffic, candidate.options, workdir) as server:
-            candidate.levels += sweep(server, config.model, traffic, [level], timing, log,
-                                      f"candidate {label} [{candidate.describe()}]")  # fmt: skip
+        with local_server(config, traffic, candidate.options, work, candidate.name) as server:
+            sweep(server, config.model, traffic, [level], timing, log, f"candidate {label} [{candidate.describe()}]",
+                  candidate.levels)  # fmt: skip
     except NluDeployError as error:
         candidate.error = _short(error)
         log.line(f"candidate {label}: not measured: {candidate.error}")
@@ -700,13 +725,32 @@ def _executed_batch(outcome: LevelOutcome, model: str) -> int | None:
 # -- the command's output ------------------------------------------------------------------------
 
 
-def prepare_output(output: Path, overwrite: bool) -> None:
-    """An empty report directory: an earlier report is replaced only with --overwrite, so a
-    stopped run never leaves an old complete-looking report beside its own log."""
-    artifacts.check_output(output, overwrite)
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+@dataclass
+class Finished:
+    """What the command prints: the report, the files written, and where they are."""
+
+    report: ServeBenchReport
+    files: list[Path]
+    folder: Path
+
+
+def serve_bench_report(config: ServeBenchConfig, terminal: bool = False) -> Finished:
+    """serve-bench from start to report folder. The run works in a staging folder beside the
+    output (one writer at a time), which becomes the output only once the report is written: a
+    bad --data or a crash leaves an earlier report as it was, and a run stopped early replaces
+    it only with a complete one (an incomplete report goes beside it, to OUTPUT.incomplete)."""
+    from nlu_deploy.serving.load_report import write_report
+
+    if config.write_repository is not None:
+        artifacts.check_output(config.write_repository, config.overwrite)
+    with artifacts.staged_report(config.output, config.overwrite) as staged:
+        log = ProgressLog(staged.path / f"{REPORT_NAME}.log", terminal=terminal, every_seconds=0)
+        log.line(f"serve-bench: working in {staged.path}; the report goes to {config.output} when the run ends")
+        report = serve_bench(config, log, report_dir=staged.path)
+        data = report.to_json()
+        folder = staged.finish(report.complete)
+        files = write_report(data, staged.path, REPORT_NAME)
+    return Finished(report, [folder / f.name for f in files], folder)
 
 
 def verdict(report: dict) -> str | None:

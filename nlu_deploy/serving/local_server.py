@@ -17,6 +17,7 @@ How the wheel's binary is made to run (checked on CPU with nvidia-pytriton 0.7.0
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -110,10 +111,13 @@ def first_error_line(log: Path) -> str | None:
     return next(iter(loading + relevant), None)
 
 
-def _not_ready(log: Path, why: str) -> NluDeployError:
-    error = first_error_line(log)
-    first = f" Its first error: {error}" if error else ""
-    return NluDeployError(f"tritonserver {why}.{first} Its log ({log}) ends:\n{_log_tail(log)}")
+class ServerNotReady(NluDeployError):
+    """tritonserver exited or hung before every model was ready; `first_error` is its own reason."""
+
+    def __init__(self, why: str, log: Path) -> None:
+        self.why, self.log, self.first_error = why, log, first_error_line(log)
+        first = f" Its first error: {self.first_error}" if self.first_error else ""
+        super().__init__(f"tritonserver {why}.{first} Its log ({log}) ends:\n{_log_tail(log)}")
 
 
 def _server_files(binary: Path | None, workdir: Path) -> tuple[Path, Path, dict]:
@@ -157,7 +161,16 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
     ]
     log = workdir / "tritonserver.log"
     with log.open("w", encoding="utf-8") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        # its own process group, so that stopping it reaches its Python-backend stubs too, and a
+        # SIGTERM for it when this process dies, even by SIGKILL (no cleanup of ours runs then)
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
     server = LocalTriton(
         f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", log, process.pid
     )
@@ -165,17 +178,39 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
         deadline = time.monotonic() + start_timeout_s
         while not _ready(server.http_url):
             if process.poll() is not None:
-                raise _not_ready(log, f"exited with code {process.returncode} before it was ready")
+                raise ServerNotReady(f"exited with code {process.returncode} before it was ready", log)
             if time.monotonic() > deadline:
-                raise _not_ready(log, f"was not ready within {start_timeout_s:.0f} s")
+                raise ServerNotReady(f"was not ready within {start_timeout_s:.0f} s", log)
             time.sleep(0.5)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a stopped (hung) server acts on SIGTERM only once it runs
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM (Triton stops its stubs), SIGKILL after 20 s; then whatever is left of its group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)  # a stopped (hung) server acts on SIGTERM only once it runs
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stubs a killed server could not stop
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the process that started it
+    dies (Linux's PR_SET_PDEATHSIG; elsewhere nothing, and a SIGKILLed run may leave a server)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

@@ -1,0 +1,68 @@
+"""SIGTERM and Ctrl-C as ordinary events: the command unwinds, its cleanups run, it exits non-zero.
+
+Python's default for SIGTERM is to die at once: no `finally`, no context manager's exit, so a
+stage left its staging folder and serve-bench left tritonserver and its Python stubs running.
+While a command runs, both signals raise `Stopped` instead, wherever the main thread is. It is a
+KeyboardInterrupt, so the `except NluDeployError` / `except Exception` blocks that let a search
+skip a failed candidate do not swallow it, and asyncio lets it out of its event loop at once (it
+keeps other BaseExceptions raised in a task on that task, where a stop could go unseen); the code that has something
+to keep (serve-bench's measured levels, bench's measurements) catches it, keeps that, and
+raises it again. Training installs its own handler on top (checkpointing.StopOnSignal: save
+the state, then stop).
+
+A second signal while the first unwinds is noted and ignored: raising again would cut the
+cleanup short (a server half stopped). SIGKILL cannot be caught; what a command starts dies with
+it another way (local_server: PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived. `kept` says what the command kept (set by the code that kept it)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.kept: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + int(signal.Signals[self.signal_name])
+
+    def sentence(self, command: str) -> str:
+        kept = self.kept or "nothing half-written was kept"
+        return f"nlu-deploy {command} was stopped by {self.signal_name}; {kept}."
+
+
+@contextlib.contextmanager
+def signals_stop() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise Stopped in the main thread (once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[str] = []
+
+    def handle(signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if stopping:
+            print(f"note: {name} received while stopping on {stopping[0]}; still cleaning up.", file=sys.stderr)
+            return
+        stopping.append(name)
+        raise Stopped(name)
+
+    previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
