@@ -21,6 +21,7 @@ from nlu_deploy.cli_options import (
     echo_search_result,
     finetune_options,
     float_list,
+    given_options,
     int_list,
     labelled_directory,
     launch_torchrun,
@@ -356,6 +357,10 @@ def export(
     """
     from nlu_deploy.export.onnx_export import export as run_export
 
+    if triton_repo is None and (given := given_options(click.get_current_context(), "triton_")):
+        raise click.UsageError(f"{', '.join(given)} describe the Triton repository: add --triton REPO.")
+    if triton_backend != "openvino" and "--triton-openvino-variant" in given_options(click.get_current_context()):
+        raise click.UsageError("--triton-openvino-variant chooses what --triton-backend openvino serves: add it.")
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
     if triton_onnx_backend == "python" and triton_device != "cpu":
@@ -937,7 +942,8 @@ def doctor(require, json_path):
 @click.option("--study-storage", required=True, metavar="URL", help="The shared study's database URL.")
 @click.option("--study-name", default=None, help="The study's name. Default: nlu-deploy.")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Directory to write.")
-def search_result(study_storage, study_name, output):
+@overwrite_option
+def search_result(study_storage, study_name, output, overwrite):
     """Write the report over every trial of a shared search, and the best trial's checkpoint.
 
     The workers (`finetune --search N --study-storage URL`) keep their checkpoints on their own
@@ -948,7 +954,7 @@ def search_result(study_storage, study_name, output):
     """
     from nlu_deploy.training.search import search_result as write_search_result
 
-    echo_search_result(write_search_result(study_storage, study_name, output))
+    echo_search_result(write_search_result(study_storage, study_name, output, overwrite))
 
 
 @main.command("bench-training")

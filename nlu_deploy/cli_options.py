@@ -4,6 +4,7 @@ default has one home (config.py) and `--help` shows it."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -40,15 +41,33 @@ def apply(options: list):
     return decorate
 
 
+def given_options(ctx: click.Context, prefix: str = "") -> list[str]:
+    """The options of the running command the user typed (not defaults), whose names start with prefix."""
+    from click.core import ParameterSource
+
+    return [
+        parameter.opts[0]
+        for parameter in ctx.command.params
+        if isinstance(parameter, click.Option)
+        and parameter.name.startswith(prefix)
+        and ctx.get_parameter_source(parameter.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+
+
 def _positive_list(value: str | None, convert, kind: str, example: str) -> tuple | None:
     if value is None:
         return None
+    parts = [part.strip() for part in value.split(",")]
+    if not any(parts):
+        raise click.BadParameter(f"expected comma-separated {kind} such as {example}, got {value!r}.")
+    if not all(parts):  # "1,,2" or "1,2,": a value lost in typing, not one to skip silently
+        raise click.BadParameter(f"{value!r} has an empty item; expected comma-separated {kind} such as {example}.")
     try:
-        numbers = tuple(convert(part) for part in value.split(",") if part.strip())
+        numbers = tuple(convert(part) for part in parts)
     except ValueError:
         raise click.BadParameter(f"expected comma-separated {kind} such as {example}, got {value!r}.") from None
-    if not numbers or min(numbers) <= 0:
-        raise click.BadParameter("expected positive numbers.")
+    if not all(math.isfinite(n) for n in numbers) or min(numbers) <= 0:
+        raise click.BadParameter(f"expected positive finite numbers, got {value!r}.")
     return numbers
 
 

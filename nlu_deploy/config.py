@@ -54,13 +54,24 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be greater than zero, got {value}.")
 
 
+def option(default, flag: str | None):
+    """A field whose command-line option is not named after it (warmup_s is --warmup), or that
+    has none (None: set from Python only): messages name what the user typed."""
+    return field(default=default, metadata={"option": flag})
+
+
+def option_name(config_field: dataclasses.Field) -> str | None:
+    """The option a config field is filled from: --field-name, unless the field says otherwise."""
+    return config_field.metadata.get("option", f"--{config_field.name.replace('_', '-')}")
+
+
 def _finite_numbers(config) -> None:
     """Every number an option gives must be a number: inf and nan pass every `> 0` test that
     comes after (nan compares false both ways), then train to NaN weights."""
-    for option in dataclasses.fields(config):
-        value = getattr(config, option.name)
+    for config_field in dataclasses.fields(config):
+        value = getattr(config, config_field.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"--{option.name.replace('_', '-')} must be a finite number, got {value}.")
+            raise ConfigError(f"{option_name(config_field) or config_field.name} must be a finite number, got {value}.")
 
 
 def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
@@ -90,7 +101,7 @@ class FinetuneConfig:
     seed: int = 42
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = option(1.0, None)  # no option: set from Python only
     # Spread this share of every training target over all labels (cross-entropy's label_smoothing):
     # a regulariser for data a model fits to a near-zero training loss, such as CLINC150.
     # None: the task spec's rejection_label_smoothing when it learns to reject (0.1 for intents), else 0.
@@ -108,7 +119,7 @@ class FinetuneConfig:
     oos_training: str = "class"
     oos_validation: Path | None = None
     oos_recall: float = 0.8  # the threshold rejects at least this share of held-out out-of-scope rows
-    validation_fraction: float = 0.1
+    validation_fraction: float = option(0.1, None)  # no option: set from Python only
     # The seed of the held-out split; None: `seed`. A student (distill) keeps its teacher's split
     # whatever seed it trains with.
     holdout_seed: int | None = None
@@ -204,7 +215,7 @@ class SearchConfig:
     """finetune --search: how many trials, how long at most, and the options the user fixed."""
 
     trials: int  # with a shared storage: trials in the whole study, whichever worker ran them
-    minutes: float | None = None  # wall-time cap (each worker's); None: no cap
+    minutes: float | None = option(None, "--search-time")  # wall-time cap (each worker's); None: no cap
     fixed: tuple[str, ...] = ()  # options given explicitly: never searched
     # A study several workers share: an SQLAlchemy URL (postgresql://, mysql://, sqlite:///PATH).
     # None: the study is an SQLite file of this search's own, in OUTPUT.search/.
@@ -295,7 +306,7 @@ class ExportConfig:
     calibration: Path | None = None  # static/auto: None: the checkpoint's training sample
     calibration_samples: int = 256
     calibration_method: str = "minmax"
-    atol: float = 1e-4  # largest |logit| difference accepted between PyTorch and fp32 ONNX
+    atol: float = option(1e-4, None)  # no option; largest |logit| difference accepted between PyTorch and fp32 ONNX
     # Also write OpenVINO IR files (fp32, and NNCF int8 calibrated like static): the openvino-*
     # variants validate, bench, predict and --quantize auto measure beside onnxruntime's.
     openvino: bool = False
@@ -408,9 +419,9 @@ class ServeBenchConfig:
     onnx_backend: str = "python"  # the local server's ONNX runner (nvidia-pytriton has only python)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     rates: tuple[float, ...] = ()  # open-loop levels, requests/s
-    warmup_s: float = 2.0
-    duration_s: float = 10.0
-    timeout_s: float = 10.0
+    warmup_s: float = option(2.0, "--warmup")
+    duration_s: float = option(10.0, "--duration")
+    timeout_s: float = option(10.0, "--timeout")
     max_texts: int = 2000  # distinct texts drawn from the data (each answer is checked against predict)
     seed: int = 0
     # the configuration search (local server only): a p99 budget at one level
@@ -432,12 +443,17 @@ class ServeBenchConfig:
         _choice("ONNX backend", self.onnx_backend, ("python", "onnxruntime"))
         if not self.concurrency and not self.rates:
             raise ConfigError("give at least one concurrency level or request rate.")
-        for value in (*self.concurrency, *self.rates, self.duration_s, self.timeout_s, self.max_texts):
-            _positive("concurrency levels, rates, duration, timeout and --max-texts", value)
+        for name, values in (("--concurrency", self.concurrency), ("--rates", self.rates),
+                             ("--duration", (self.duration_s,)), ("--timeout", (self.timeout_s,)),
+                             ("--max-texts", (self.max_texts,))):  # fmt: skip
+            for value in values:
+                _positive(name, value)
         if not all(math.isfinite(r) for r in self.rates):
-            raise ConfigError("request rates must be finite numbers.")
-        if self.warmup_s < 0 or self.search_repeats < 0:
-            raise ConfigError("the warm-up and the search's repeats must not be negative.")
+            raise ConfigError("--rates must be finite numbers.")
+        if self.warmup_s < 0:
+            raise ConfigError(f"--warmup must not be negative, got {self.warmup_s}.")
+        if self.search_repeats < 0:
+            raise ConfigError(f"--search-repeats must not be negative, got {self.search_repeats}.")
         if self.p99_ms is not None:
             _positive("the p99 budget", self.p99_ms)
             if self.url is not None:
@@ -475,7 +491,7 @@ class RunConfig:
     max_score_drop: float = 1.0
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     seq_lens: tuple[int, ...] = (16, 64, 128)
-    bench_min_seconds: float = 0.5
+    bench_min_seconds: float = option(0.5, "--min-seconds")
     student_layers: int | None = None  # also distil a student with this many layers (distill.py)
     student_epochs: int = 3
     search: SearchConfig | None = None  # the fine-tune is the best of a hyperparameter search

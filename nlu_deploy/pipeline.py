@@ -21,8 +21,7 @@ from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.training.distill import distill
 from nlu_deploy.training.loop import finetune
-from nlu_deploy.training.search import BEST_DIR as SEARCH_BEST_DIR
-from nlu_deploy.training.search import search, search_dir
+from nlu_deploy.training.search import best_dir, search, search_dir
 
 CHECKPOINT_DIR = "checkpoint"
 ONNX_DIR = "onnx"
@@ -231,8 +230,11 @@ def _train_teacher(config: RunConfig, out: Path, show_progress: bool, log) -> No
             replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False, resume=False),
             config.search,
             show_progress,
+            # a shared study records its best checkpoint where it will be once this run's output is in place
+            final_directory=search_dir(config.output / CHECKPOINT_DIR),
         )
-        shutil.rmtree(search_dir(out / CHECKPOINT_DIR) / SEARCH_BEST_DIR)  # a copy of checkpoint/
+        if config.search.storage is None:  # a copy of checkpoint/ that nothing else reads
+            shutil.rmtree(best_dir(search_dir(out / CHECKPOINT_DIR), config.search))
     else:
         log("[1/4] fine-tuning")
         finetune(replace(config.finetune, output=out / CHECKPOINT_DIR, overwrite=False), show_progress)

@@ -295,6 +295,53 @@ GPU_CASES = [
 ]
 
 
+def serve_bench(f, *arguments):
+    return ["serve-bench", f.onnx, "--data", f.dev, "--output", f.tmp / "output", *arguments]
+
+
+# Hardening, round three (issue 34): every error names the option the user typed, and an option
+# that cannot apply is refused, not ignored; usage errors show the command's own usage line.
+ROUND_THREE_CASES = [
+    ("serve-bench --duration inf", lambda f: serve_bench(f, "--duration", "inf"), 2, "--duration must be a finite"),
+    ("serve-bench --warmup nan", lambda f: serve_bench(f, "--warmup", "nan"), 2, "--warmup must be a finite number"),
+    ("serve-bench --timeout 0", lambda f: serve_bench(f, "--timeout", "0"), 2, "--timeout must be greater than zero"),
+    ("serve-bench --warmup -1", lambda f: serve_bench(f, "--warmup", "-1"), 2, "--warmup must not be negative"),
+    (
+        "finetune --search-time nan",
+        lambda f: ["finetune", "--search", "2", "--search-time", "nan"],
+        2,
+        "--search-time must be a finite number",
+    ),
+    ("--concurrency 1,,2", lambda f: serve_bench(f, "--concurrency", "1,,2"), 2, "'1,,2' has an empty item"),
+    ("--concurrency 1,2,", lambda f: serve_bench(f, "--concurrency", "1,2,"), 2, "'1,2,' has an empty item"),
+    ("--rates nan", lambda f: serve_bench(f, "--rates", "nan"), 2, "expected positive finite numbers"),
+    (
+        "--triton-openvino-variant without --triton",
+        lambda f: ["export", f.checkpoint, "--openvino", "--triton-openvino-variant", "openvino-int8"],
+        2,
+        "--triton-openvino-variant describe the Triton repository: add --triton REPO",
+    ),
+    (
+        "--triton-name without --triton",
+        lambda f: ["export", f.checkpoint, "--triton-name", "intents"],
+        2,
+        "--triton-name describe the Triton repository",
+    ),
+    (
+        "--triton-openvino-variant without the OpenVINO backend",
+        lambda f: ["export", f.checkpoint, "--triton", f.tmp / "repo", "--triton-openvino-variant", "openvino-int8"],
+        2,
+        "--triton-openvino-variant chooses what --triton-backend openvino serves",
+    ),
+    (
+        "serve-bench with missing --data",
+        lambda f: ["serve-bench", f.onnx, "--data", f.tmp / "nope.csv", "--output", f.tmp / "output"],
+        1,
+        "nope.csv is not a file",
+    ),
+]
+
+
 class Fixtures:
     def __init__(self, tmp, encoder, train, dev, checkpoint, onnx_dir):
         self.tmp, self.encoder, self.train, self.dev = tmp, encoder, train, dev
@@ -362,3 +409,23 @@ def test_pickle_weights_load_when_explicitly_allowed(fixtures):
     )
     assert result.exit_code == 0, result.output
     assert (fixtures.tmp / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("case, build, exit_code, message", ROUND_THREE_CASES, ids=[c[0] for c in ROUND_THREE_CASES])
+def test_round_three(fixtures, case, build, exit_code, message):
+    check_case(fixtures, build, exit_code, message)
+    if exit_code == 2:  # the command's own usage line, not the group's
+        command = build(fixtures)[0]
+        result = CliRunner().invoke(main, [str(a) for a in build(fixtures)], prog_name="nlu-deploy")
+        assert f"Usage: nlu-deploy {command} [OPTIONS]" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU errors; this machine has a GPU")
+@pytest.mark.parametrize("command", [["predict", "{onnx}", "--provider", "tensorrt", "hello"],
+                                     ["validate", "--model", "{checkpoint}", "--onnx", "{onnx}", "--data", "{dev}",
+                                      "--provider", "cuda"]])  # fmt: skip
+def test_a_missing_accelerator_is_not_answered_with_an_option_the_command_lacks(fixtures, command):
+    values = {"onnx": fixtures.onnx, "checkpoint": fixtures.checkpoint, "dev": fixtures.dev}
+    result = CliRunner().invoke(main, [part.format(**values) for part in command])
+    assert result.exit_code == 1 and "--fallback" not in result.output
+    assert "use --provider cpu to run on CPU" in result.output

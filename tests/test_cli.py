@@ -220,3 +220,30 @@ def test_recommend_needs_a_validation_report(tiny_checkpoint, tmp_path):
 
 def test_bad_integer_lists(tiny_onnx):
     assert_clean_failure(invoke("bench", tiny_onnx, "--batch-sizes", "1,x"), 2, "comma-separated integers")
+
+
+# Each config class and the command whose options fill it.
+CONFIG_COMMANDS = {
+    "FinetuneConfig": "finetune",
+    "SearchConfig": "finetune",
+    "DistillConfig": "distill",
+    "ExportConfig": "export",
+    "ValidateConfig": "validate",
+    "BenchConfig": "bench",
+    "ServeBenchConfig": "serve-bench",
+    "RunConfig": "run",
+}
+
+
+@pytest.mark.parametrize("config_name, command", CONFIG_COMMANDS.items())
+def test_number_errors_name_an_option_the_command_has(config_name, command):
+    """A config's error about a number names the option the user typed (warmup_s is --warmup)."""
+    import dataclasses
+
+    from nlu_deploy import config as configs
+
+    flags = {flag for parameter in main.commands[command].params for flag in parameter.opts}
+    numbers = [f for f in dataclasses.fields(getattr(configs, config_name)) if "float" in str(f.type)]
+    assert numbers
+    named = {f.name: configs.option_name(f) for f in numbers}
+    assert {name: flag for name, flag in named.items() if flag is not None and flag not in flags} == {}

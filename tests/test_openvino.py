@@ -147,6 +147,42 @@ def test_without_openvino_the_tool_says_how_to_add_it(openvino_export):
     assert out.startswith("1 ") and 'pip install -e ".[openvino]"' in out and "Traceback" not in out
 
 
+def _bench_cli(*arguments) -> subprocess.CompletedProcess:
+    """bench in a child process (see test_openvino_variants_are_benched_in_the_same_rounds)."""
+    short = ["--batch-sizes", "1", "--seq-lens", "16", "--min-iters", "2", "--min-seconds", "0", "--warmup", "1"]
+    command = [sys.executable, "-m", "nlu_deploy", "bench", *map(str, arguments), *short]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_an_openvino_variant_alone_is_benched(openvino_export, tmp_path):
+    done = _bench_cli(openvino_export, "--variants", "openvino-f32", "--json", tmp_path / "b.json")
+    assert done.returncode == 0, done.stderr
+    assert {m["variant"] for m in json.loads((tmp_path / "b.json").read_text())["measurements"]} == {"openvino-f32"}
+    unknown = _bench_cli(openvino_export, "--variants", "int8,openvino-f16")
+    assert unknown.returncode == 1 and "has no variant openvino-f16; it has fp32, int8, openvino-" in unknown.stderr
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_not_dropped(openvino_export):
+    from nlu_deploy.artifacts import onnx_files
+    from nlu_deploy.errors import NluDeployError
+    from nlu_deploy.evaluation.benchmark import check_variants
+
+    files = onnx_files(openvino_export)
+    check_variants(openvino_export, ("int8", "openvino-bf16"), files, flags={"avx512_bf16"})  # a CPU that has it
+    with pytest.raises(NluDeployError, match="openvino-bf16 needs a CPU with AMX or AVX-512 BF16"):
+        check_variants(openvino_export, ("int8", "openvino-bf16"), files, flags={"avx2"})
+
+
+def test_a_truncated_bin_says_what_openvino_said(openvino_export, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(openvino_export, damaged)
+    weights = damaged / OPENVINO_FP32_IR.replace(".xml", ".bin")
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = CliRunner().invoke(main, ["predict", str(damaged), "--variant", "openvino-f32", "hello"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "(Incorrect weights in bin file)" in result.output and "src/" not in result.output
+
+
 def test_the_search_keeps_an_openvino_variant_when_it_is_the_fastest_within_budget():
     def candidate(name, runtime, latency, delta):
         found = Candidate(name, "openvino" if runtime == "openvino" else "dynamic", "g", False, runtime=runtime)

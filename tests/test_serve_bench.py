@@ -215,11 +215,11 @@ def _wait_until(condition, seconds: float) -> bool:
     return condition()
 
 
-def _start_serve_bench(tmp_path, onnx_dir, data, output) -> subprocess.Popen:
+def _start_serve_bench(tmp_path, onnx_dir, data, output, *extra) -> subprocess.Popen:
     """serve-bench in a process of its own, with levels long enough to be stopped in the second one."""
     command = [sys.executable, "-m", "nlu_deploy", "serve-bench", str(onnx_dir), "--data", str(data), "--output",
                str(output), "--variant", "model.onnx", "--concurrency", "1,2,4", "--warmup", "0.3", "--duration",
-               "3", "--timeout", "5"]  # fmt: skip
+               "3", "--timeout", "5", *extra]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 
@@ -269,3 +269,40 @@ def test_a_killed_run_takes_its_server_with_it(tmp_path, tiny_onnx, tiny_dev_csv
     assert rerun.exit_code == 0, rerun.output
     assert "left behind by an earlier run of this stage that was killed" in rerun.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_overwrite_keeps_the_earlier_report_until_a_new_one_exists(tmp_path, tiny_onnx, tiny_dev_csv):
+    output = tmp_path / "report"
+    output.mkdir()
+    (output / "serve-bench.json").write_text('{"complete": true}')  # an earlier run's report
+    bad = serve_bench_cli(tiny_onnx, tmp_path / "nope.csv", output, "--overwrite")
+    assert bad.exit_code == 1 and "nope.csv is not a file" in bad.output
+    assert (output / "serve-bench.json").read_text() == '{"complete": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no staging folder, no lock file
+    # a second run on an output another run is writing is refused at once, naming the first
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from nlu_deploy.artifacts import output_lock\n"
+                               f"with output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = serve_bench_cli(tiny_onnx, tiny_dev_csv, output, "--overwrite")
+    finally:
+        holder.kill()
+    assert second.exit_code == 1 and "is being written by another run (process" in second.output
+    assert (output / "serve-bench.json").read_text() == '{"complete": true}'
+
+
+def test_a_stopped_run_does_not_replace_a_complete_report(tmp_path, tiny_onnx, tiny_dev_csv):
+    output = tmp_path / "report"
+    output.mkdir()
+    (output / "serve-bench.json").write_text('{"complete": true}')
+    process = _start_serve_bench(tmp_path, tiny_onnx, tiny_dev_csv, output, "--overwrite")
+    try:
+        assert _wait_until(lambda: _first_level_done(output), 120)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and f"are in {output}.incomplete, marked incomplete" in stderr
+    assert (output / "serve-bench.json").read_text() == '{"complete": true}'
+    assert json.loads((tmp_path / "report.incomplete" / "serve-bench.json").read_text())["complete"] is False

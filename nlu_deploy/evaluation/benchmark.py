@@ -15,7 +15,7 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import EXECUTION_PROVIDERS, BenchConfig
-from nlu_deploy.errors import ModelError
+from nlu_deploy.errors import ModelError, NluDeployError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.machine import cpu_flags
@@ -265,6 +265,8 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
     for variant, runner in _openvino_runners(config, report):
         runners.append(runner)
         sources[variant.name] = variant.path
+    if not runners:
+        raise NluDeployError(f"nothing to measure with {config.provider}: {' '.join(report.notes)}")
     report.machine["threads"] = {
         "onnxruntime": config.threads or "default (one per physical core)",
         "torch": _torch_threads(),
@@ -284,9 +286,8 @@ def _named_files(config: BenchConfig, report: BenchReport, vocab_size: int) -> l
     onnx_dir = Path(config.onnx_dir)
     files = artifacts.onnx_files(onnx_dir)
     if config.variants:
+        check_variants(onnx_dir, config.variants, files)
         files = [f for f in files if artifacts.variant_name(f) in config.variants or f.name in config.variants]
-        if not files:
-            raise ModelError(f"none of the variants {', '.join(config.variants)} is in {onnx_dir}.")
     named = [(artifacts.variant_name(path), path) for path in _files_for_provider(config, files, report)]
     for label, directory in config.also:
         if _vocab_size(Path(directory)) != vocab_size:
@@ -299,6 +300,23 @@ def _named_files(config: BenchConfig, report: BenchReport, vocab_size: int) -> l
             for path in _files_for_provider(config, artifacts.onnx_files(Path(directory)), report, f"{label}/")
         ]
     return named
+
+
+def check_variants(onnx_dir: Path, asked: tuple[str, ...], files: list[Path], flags: set[str] | None = None) -> None:
+    """Every variant --variants names must be here and runnable as asked: an ONNX file (by variant
+    or file name) or an OpenVINO variant; openvino-bf16 only on a CPU with native bf16, where
+    OpenVINO would otherwise emulate it (timing an emulation would mislead)."""
+    onnx_names = {artifacts.variant_name(f) for f in files} | {f.name for f in files}
+    openvino_here = {v.name for v in openvino_variants(onnx_dir, flags)}
+    if "openvino-bf16" in asked and "openvino-f32" in openvino_here and "openvino-bf16" not in openvino_here:
+        raise NluDeployError(
+            "openvino-bf16 needs a CPU with AMX or AVX-512 BF16, and this one has neither: OpenVINO would emulate "
+            "bf16, slower than f32. Leave it out of --variants here."
+        )
+    missing = [name for name in asked if name not in onnx_names | openvino_here]
+    if missing:
+        present = ", ".join(sorted({artifacts.variant_name(f) for f in files} | openvino_here))
+        raise ModelError(f"{onnx_dir} has no variant {', '.join(missing)}; it has {present}.")
 
 
 def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: int) -> list[tuple]:

@@ -19,6 +19,7 @@ here imports torch: predict from an OpenVINO variant stays light.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,15 @@ def find_variant(directory: Path, name: str) -> OpenVinoVariant | None:
     return found
 
 
+def openvino_reason(error: BaseException) -> str:
+    """What OpenVINO said, without the source locations it wraps it in: its message reads
+    "Exception from src/...cpp:84:", "Check '...' failed at src/...cpp:900:", then the reason
+    ("Incorrect weights in bin file!")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not re.search(r"(^Exception from |failed at )\S+:\d+:$", line)]
+    return (reasons or lines or [type(error).__name__])[0].rstrip("!")
+
+
 @dataclass(frozen=True)
 class _Tensor:
     name: str
@@ -114,8 +124,7 @@ class OpenVinoSession:
         try:
             self.compiled = core.compile_model(core.read_model(str(variant.path)), "CPU", properties)
         except RuntimeError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelError(f"OpenVINO cannot load {variant.path} ({first}).") from None
+            raise ModelError(f"OpenVINO cannot load {variant.path} ({openvino_reason(error)}).") from None
         self.variant = variant
         # what OpenVINO says it runs, read back rather than assumed (f32, bf16)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")

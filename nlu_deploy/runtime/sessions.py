@@ -102,7 +102,7 @@ def create_session(
     path: Path,
     provider: str = "cpu",
     threads: int | None = None,
-    fallback: bool = False,
+    fallback: bool | None = None,
     tensorrt: TensorRTSettings | None = None,
     tf32: bool = False,
 ):
@@ -111,6 +111,7 @@ def create_session(
     onnxruntime silently falls back to CPU when CUDA cannot start; a benchmark or a deployment
     check that did that would report CPU numbers under a GPU label, so we check, and fall back
     only when the user asked for it (the report then names the provider that really ran).
+    `fallback` None: the command has no --fallback, so the error does not suggest it.
     """
     import onnxruntime as ort
 
@@ -146,9 +147,10 @@ def create_session(
     if session.get_providers()[0] != wanted and not fallback:
         from nlu_deploy.runtime.machine import provider_problem
 
+        instead = "pass --fallback to run on CPU instead" if fallback is False else "use --provider cpu to run on CPU"
         raise ProviderError(
-            f"{provider} was asked for but {wanted} could not start on this machine; pass --fallback "
-            f"to run on CPU instead. {provider_problem(wanted)}"
+            f"{provider} was asked for but {wanted} could not start on this machine; {instead}. "
+            f"{provider_problem(wanted)}"
         )
     return session
 

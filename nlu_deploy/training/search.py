@@ -88,14 +88,21 @@ def draw(trial, names: list[str]) -> dict:
 
 
 def search(
-    config: FinetuneConfig, search: SearchConfig, show_progress: bool = True, on_trial_step=None, distillation=None
+    config: FinetuneConfig,
+    search: SearchConfig,
+    show_progress: bool = True,
+    on_trial_step=None,
+    distillation=None,
+    final_directory: Path | None = None,
 ) -> SearchResult | None:
     """Run (or continue, with config.resume) the search; write the best trial to config.output.
     `on_trial_step(trial_number, global_step)` is called after every optimizer step (tests use it
     to interrupt a search). With a `distillation` (distill.py) every trial trains a student.
     Under torchrun the trials run one after another, each with every process (DDP): the main
     process alone holds the study and the files, and tells the others each trial's options and
-    whether to prune or stop. It returns the result; the other processes return None."""
+    whether to prune or stop. It returns the result; the other processes return None.
+    `final_directory`: where OUTPUT.search/ will be once a caller that stages it (run) is done; a
+    shared study records the best checkpoint's path there, where `search-result` will find it."""
 
     names = searched_options(config, search)
     if not names:
@@ -106,13 +113,15 @@ def search(
     context = init_distributed(config.device)  # joined once; every trial's finetune reuses the group
     main = context.is_main
     directory = search_dir(config.output)
+    kept = Kept(best_dir(directory, search), best_dir(final_directory or directory, search))
     deadline = time.monotonic() + 60 * search.minutes if search.minutes else None
     study = log = None
-    with storage_errors(search.storage):
+    with storage_errors(search.storage) as connection, _no_empty_folder(directory):
         if main:
             study, log = _open_study(config, search, names, directory, show_progress)
+            connection.opened = True
         runner = _TrialRunner(
-            config, search, context, study, log, directory, deadline, show_progress, on_trial_step, distillation
+            config, search, context, study, log, directory, kept, deadline, show_progress, on_trial_step, distillation
         )
         while True:
             order = trial = None
@@ -121,9 +130,39 @@ def search(
             order = from_main(context, order)  # None: stop
             if order is None or not runner.run(trial, *order, search.trials):
                 break
-        found = _write_output(study, _report_facts(config, search, names), directory, config.output) if main else None
+        found = _write_output(study, _report_facts(config, search, names), kept.path, config.output) if main else None
     shutdown(context)
     return found
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Where this worker keeps its best checkpoint, and the path the study records for it (the
+    same, unless a caller moves the folder afterwards)."""
+
+    path: Path
+    recorded: Path
+
+
+def best_dir(directory: Path, search: SearchConfig) -> Path:
+    """best/ for a search's own study; best-STUDY/ for a shared one, so that a worker folder reused
+    for another study never replaces a checkpoint the first study records as its best."""
+    if search.storage is None:
+        return directory / BEST_DIR
+    return directory / f"{BEST_DIR}-{re.sub(r'[^A-Za-z0-9_.-]', '_', search.study_name or STUDY_NAME)}"
+
+
+@contextlib.contextmanager
+def _no_empty_folder(directory: Path):
+    """A search that fails before its first trial (a database that cannot be reached) leaves no
+    empty OUTPUT.search/ behind."""
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
 
 
 def _next_trial(study, search: SearchConfig, names: list[str], deadline, log):
@@ -137,6 +176,8 @@ def _next_trial(study, search: SearchConfig, names: list[str], deadline, log):
     with warnings.catch_warnings():  # fail_stale_trials is marked experimental
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and not counted
+    if search.storage is not None:
+        _fail_trials_that_never_beat(study, 3 * search.heartbeat_seconds, log)
     counted = _counted(study)
     if counted >= search.trials:
         log.line(f"search: the study holds {counted} of {search.trials} trials; no new trial starts.")
@@ -145,6 +186,25 @@ def _next_trial(study, search: SearchConfig, names: list[str], deadline, log):
         warnings.simplefilter("ignore")
         trial = study.ask()
     return trial, (trial.number, draw(trial, names), counted + 1)
+
+
+def _fail_trials_that_never_beat(study, grace_seconds: float, log) -> None:
+    """Optuna judges a trial stale by its last heartbeat, and a trial without one is never stale:
+    a worker killed between asking for a trial and its first beat left it RUNNING, and counted,
+    for good. Our workers mark a trial with `worker` right after its first beat; a RUNNING trial
+    without the mark, older than the grace period, lost its worker before it began."""
+    import datetime
+
+    import optuna
+
+    storage = study._storage  # noqa: SLF001 - Optuna exposes no public way to fail another worker's trial
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if "worker" not in trial.user_attrs and started and (now - started).total_seconds() > grace_seconds:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # it just ended after all
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+                log.line(f"trial {trial.number + 1}: its worker died before the trial began; failed, not counted.")
 
 
 def _counted(study) -> int:
@@ -160,9 +220,10 @@ class _TrialRunner:
     main one talks to the study and writes files."""
 
     def __init__(
-        self, config, search, context, study, log, directory, deadline, show_progress, on_trial_step, distillation
+        self, config, search, context, study, log, directory, kept, deadline, show_progress, on_trial_step, distillation
     ):
         self.config, self.context, self.study, self.log, self.directory = config, context, study, log, directory
+        self.kept = kept
         self.deadline, self.show_progress, self.on_trial_step = deadline, show_progress, on_trial_step
         self.distillation, self.heartbeat = distillation, search.heartbeat_seconds
         self.metric = get_task(config.task).primary_metric
@@ -185,9 +246,9 @@ class _TrialRunner:
         main, context, study, log = self.context.is_main, self.context, self.study, self.log
         trial_dir = self.directory / f"trial-{number}"
         self.trial, self.last_beat = trial, 0.0
-        if main:
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if main:  # the beat first: a trial marked with its worker has a heartbeat (_fail_trials_that_never_beat)
             self.beat()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if main:
             shown = ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
             log.line(f"trial {number + 1} ({position} of {trials}): {shown}")
@@ -218,8 +279,12 @@ class _TrialRunner:
                 _remove_trial(trial_dir)
                 log.line(f"trial {number + 1}: stopped by the --search-time limit; --resume runs it again.")
             return False
+        except BaseException:  # a signal, a database gone: the trial's folders are of no further use
+            if main:
+                _remove_trial(trial_dir)
+            raise
         if main:
-            _record_finished(study, trial, result, self.metric, started, trial_dir, self.directory)
+            _record_finished(study, trial, result, self.metric, started, trial_dir, self.kept)
             left = f", {max(0, (self.deadline - time.monotonic()) / 60):.0f} min left" if self.deadline else ""
             log.line(
                 f"trial {number + 1}: validation {DISPLAY_NAMES[self.metric]} {result.best_scores[self.metric]:.4f} "
@@ -258,7 +323,7 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
     shared = search.storage is not None
     _refuse_clobbering(config, directory, shared)
     if config.overwrite and not config.resume and directory.exists():
-        shutil.rmtree(directory)
+        _start_over(directory, shared)
     directory.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A few random trials before TPE models the space; pruning starts once two trials have finished.
@@ -292,13 +357,24 @@ def _open_study(config: FinetuneConfig, search: SearchConfig, names: list[str], 
     return study, log
 
 
-def _record_finished(study, trial, result, metric: str, started: float, trial_dir: Path, directory: Path) -> None:
+def _start_over(directory: Path, shared: bool) -> None:
+    """--overwrite: a search of its own starts from an empty folder. A shared study's worker keeps
+    its best-STUDY/ checkpoints, which studies record as their best (search-result reads them);
+    only the leftovers of its unfinished trials go."""
+    if not shared:
+        shutil.rmtree(directory)
+        return
+    for leftover in [*directory.glob("trial-*"), *directory.glob(".trial-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _record_finished(study, trial, result, metric: str, started: float, trial_dir: Path, kept_best: Kept) -> None:
     """Tell the study a finished trial's score; keep its checkpoint only if it is the best so far."""
     trial.set_user_attr("seconds", time.monotonic() - started)
     trial.set_user_attr("scores", {k: v for k, v in result.best_scores.items() if k != "per_type"})
     trial.set_user_attr("best_epoch", result.best_epoch)
     value = result.best_scores[metric]
-    kept = directory / BEST_DIR
+    kept = kept_best.path
     previous_best = None
     if (kept / TRIAL_FILE).exists():  # searches from before 2026-12-01 recorded only the trial's number
         recorded = artifacts.read_json(kept / TRIAL_FILE)
@@ -308,7 +384,7 @@ def _record_finished(study, trial, result, metric: str, started: float, trial_di
         trial_dir.rename(kept)
         artifacts.write_json(kept / TRIAL_FILE, {"trial": trial.number, "value": value})
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("checkpoint", str(kept.resolve()))
+        trial.set_user_attr("checkpoint", str(kept_best.recorded.resolve()))
     else:
         _remove_trial(trial_dir)
     study.tell(trial, value)
@@ -330,15 +406,16 @@ def _report_facts(config: FinetuneConfig, search: SearchConfig, names: list[str]
     }
 
 
-def _write_output(study, facts: dict, directory: Path | None, output: Path) -> SearchResult:
-    """The best trial's checkpoint with the report over every trial of the study, into output."""
+def _write_output(study, facts: dict, kept: Path | None, output: Path, overwrite: bool = True) -> SearchResult:
+    """The best trial's checkpoint with the report over every trial of the study, into output.
+    `kept`: this worker's best checkpoint (None for search-result, which ran no trial)."""
     if _best_value(study) is None:
-        where = f" (see {directory / LOG_FILE})" if directory else ""
+        where = f" (see {kept.parent / LOG_FILE})" if kept else ""
         raise NluDeployError(
             f"no trial of the search finished{where}; give it more time (--search-time) or continue it with --resume."
         )
     best = study.best_trial
-    checkpoint = _best_checkpoint(best, directory, facts)
+    checkpoint = _best_checkpoint(best, kept, facts)
     trials = [_trial_record(t) for t in study.trials if t.state.is_finished()]  # not the queued ones
     report = {
         **{k: v for k, v in facts.items() if k not in ("study", "study_name")},
@@ -352,7 +429,7 @@ def _write_output(study, facts: dict, directory: Path | None, output: Path) -> S
     }
     from nlu_deploy.evaluation.plots import plot_search
 
-    with artifacts.staged_output(output, overwrite=True) as out:
+    with artifacts.staged_output(output, overwrite=overwrite) as out:
         for item in checkpoint.iterdir():
             if item.name != TRIAL_FILE:
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
@@ -366,16 +443,21 @@ def _write_output(study, facts: dict, directory: Path | None, output: Path) -> S
     return SearchResult(Path(output), best.number, best.value, best.params, trials)
 
 
-def _best_checkpoint(best, directory: Path | None, facts: dict) -> Path:
+def _best_checkpoint(best, kept: Path | None, facts: dict) -> Path:
     """Where the best trial's checkpoint is, read from this machine: the path its worker
     recorded (a shared filesystem, or this worker), else this worker's own best."""
     candidates = [Path(best.user_attrs["checkpoint"])] if best.user_attrs.get("checkpoint") else []
-    if directory is not None:
-        candidates.append(directory / BEST_DIR)
+    if kept is not None:
+        candidates.append(kept)
     for path in candidates:
         if (path / TRIAL_FILE).is_file() and artifacts.read_json(path / TRIAL_FILE).get("trial") == best.number:
             return path
     host, path = best.user_attrs.get("host", "another machine"), best.user_attrs.get("checkpoint", "?")
+    if host == socket.gethostname():
+        raise NluDeployError(
+            f"the best trial ({best.number + 1}) ran on this machine, but its checkpoint {path} is no longer there "
+            "(its folder was removed or moved); the study cannot give its best model any more."
+        )
     raise NluDeployError(
         f"the best trial ({best.number + 1}) ran on {host}, whose checkpoint {path} this machine cannot read: run "
         f"`nlu-deploy search-result --study-storage URL --study-name {facts['study_name']} --output DIR` there, or "
@@ -383,11 +465,13 @@ def _best_checkpoint(best, directory: Path | None, facts: dict) -> Path:
     )
 
 
-def search_result(storage: str, study_name: str | None, output: Path) -> SearchResult:
+def search_result(storage: str, study_name: str | None, output: Path, overwrite: bool = False) -> SearchResult:
     """The report over every trial of a shared study, and the best trial's checkpoint, into
-    output: what a worker writes when it stops, for whoever runs it once the study is done."""
+    output: what a worker writes when it stops, for whoever runs it once the study is done. An
+    output holding files is replaced only with `overwrite`, and only once the new one is complete."""
     import optuna
 
+    artifacts.check_output(output, overwrite)  # before the database is asked anything
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or STUDY_NAME
     with storage_errors(storage):
@@ -398,14 +482,20 @@ def search_result(storage: str, study_name: str | None, output: Path) -> SearchR
         facts = study.user_attrs.get("report")
         if facts is None:
             raise NluDeployError(f"study {name!r} was not made by `nlu-deploy ... --search`.")
-        return _write_output(study, facts, None, output)
+        return _write_output(study, facts, None, output, overwrite)
+
+
+@dataclass
+class _Connection:
+    opened: bool = False  # the study was opened: a failed connection now means the database went away
 
 
 @contextlib.contextmanager
 def storage_errors(storage: str | None):
     """A database that cannot be reached, or goes away mid-search, is one sentence."""
+    connection = _Connection()
     try:
-        yield
+        yield connection
     except ImportError as exc:
         if storage is None:
             raise
@@ -415,10 +505,31 @@ def storage_errors(storage: str | None):
         ) from None
     except Exception as exc:  # SQLAlchemy and Optuna raise many types; only theirs are translated
         module = type(exc).__module__.split(".")[0]
-        if storage is None or module not in ("sqlalchemy", "optuna", "psycopg2", "pymysql"):
+        if storage is None or module not in ("sqlalchemy", "optuna", "psycopg", "psycopg2", "pymysql"):
             raise
+        lost = _lost_connection(exc) if connection.opened else None
+        if lost is not None:
+            raise NluDeployError(
+                f"the study storage {redacted(storage)} went away ({lost[:200]}); this worker stopped. Start the "
+                "database again and rerun the same command: the trial it was running is failed by the next "
+                "worker that finds its heartbeat silent, and is not counted."
+            ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NluDeployError(f"the study storage {redacted(storage)} cannot be used ({reason[:200]}).") from None
+
+
+def _lost_connection(exc: BaseException) -> str | None:
+    """The reason, when an error comes down to a database connection that failed (Optuna wraps a
+    failed commit as "invalid data ... exceeding max length", whatever the cause): the DB-API's
+    OperationalError or InterfaceError anywhere in the chain of causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in ("OperationalError", "InterfaceError"):
+            text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            return text.split("[SQL:")[0].strip() or type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def search_markdown(report: dict) -> str:
