@@ -656,18 +656,34 @@ def bench(
         also=compared,
         variants=tuple(v.strip() for v in variants.split(",")) if variants else (),
     )
-    report = run_bench(
-        config,
-        on_result=lambda m: click.echo(
-            f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True
-        ),
-    )
+    try:
+        report = run_bench(
+            config,
+            on_result=lambda m: click.echo(
+                f"  {m.variant:10s} batch {m.batch_size:3d} seq {m.seq_len:4d}: p50 {m.p50_ms:8.2f} ms", err=True
+            ),
+        )
+    except Stopped as stop:
+        _keep_measured(stop, json_path)
+        raise
     click.echo(report.to_markdown())
     shape = (max(batch_sizes), min(seq_lens))
     for line in bench_extras.write_outputs(report, json_path, plot_path, accuracy_plot, reports, shape):
         click.echo(line)
     if validation is not None:
         click.echo(bench_extras.recommendation(report, validation))
+
+
+def _keep_measured(stop: Stopped, json_path: Path | None) -> None:
+    """A stopped bench prints what it measured and writes it to --json, marked incomplete."""
+    partial = getattr(stop, "report", None)
+    if partial is None or not partial.measurements:
+        return
+    click.echo(partial.to_markdown())
+    if json_path:
+        partial.write_json(json_path)
+    where = f"in {json_path}" if json_path else "printed above"
+    stop.kept = f"the {len(partial.measurements)} measurements taken are {where}, marked incomplete"
 
 
 def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ...] | None:

@@ -19,6 +19,8 @@ from nlu_deploy.evaluation.validate import ValidationReport, validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
+from nlu_deploy.stopping import Stopped
+from nlu_deploy.training.checkpointing import TrainingInterrupted
 from nlu_deploy.training.distill import distill
 from nlu_deploy.training.loop import finetune
 from nlu_deploy.training.search import best_dir, search, search_dir
@@ -183,37 +185,72 @@ class RunReport:
 
 
 def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
+    """The chain into a staging folder that becomes config.output when the report is written. A
+    run stopped by a signal after its fine-tune keeps the stages it finished (see _keep_done)."""
     seconds: dict[str, float] = {}
-    student = config.student_layers is not None
-    with artifacts.staged_output(config.output, config.overwrite) as out:
-        with _timed(seconds, "finetune"):
-            _train_teacher(config, out, show_progress, log)
-        if student:
-            with _timed(seconds, "distill"):
-                _train_student(config, out, show_progress, log)
-        with _timed(seconds, "export"):
-            log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
-            for model_dir in (out, out / STUDENT_DIR) if student else (out,):
-                _export(config, model_dir)
-        with _timed(seconds, "validate"):
-            log("[3/4] validating every ONNX file against PyTorch on the held-out split")
-            held_out = out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT
-            validation = _validate(config, out, held_out)
-            # the student's files against its own weights, on the teacher's held-out split
-            student_validation = _validate(config, out / STUDENT_DIR, held_out) if student else None
-        with _timed(seconds, "bench"):
-            log("[4/4] benchmarking PyTorch and every ONNX file")
-            benchmark = _bench(config, out, student)
-        report = RunReport(
-            artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS),
-            validation,
-            benchmark,
-            seconds,
-            student_validation,
-            artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None,
-        )
-        _write_report(config, out, report)
+    stop = None
+    with artifacts.staged_report(config.output, config.overwrite) as staged:
+        try:
+            report = _stages(config, staged.path, seconds, show_progress, log)
+            staged.finish(True)
+        except (Stopped, TrainingInterrupted) as interrupted:
+            stop = _keep_done(staged, seconds, interrupted)
+    if stop is not None:
+        raise stop
     return report
+
+
+def _stages(config: RunConfig, out: Path, seconds: dict[str, float], show_progress: bool, log) -> RunReport:
+    student = config.student_layers is not None
+    with _timed(seconds, "finetune"):
+        _train_teacher(config, out, show_progress, log)
+    if student:
+        with _timed(seconds, "distill"):
+            _train_student(config, out, show_progress, log)
+    with _timed(seconds, "export"):
+        log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
+        for model_dir in (out, out / STUDENT_DIR) if student else (out,):
+            _export(config, model_dir)
+    with _timed(seconds, "validate"):
+        log("[3/4] validating every ONNX file against PyTorch on the held-out split")
+        held_out = out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT
+        validation = _validate(config, out, held_out)
+        # the student's files against its own weights, on the teacher's held-out split
+        student_validation = _validate(config, out / STUDENT_DIR, held_out) if student else None
+    with _timed(seconds, "bench"):
+        log("[4/4] benchmarking PyTorch and every ONNX file")
+        benchmark = _bench(config, out, student)
+    report = RunReport(
+        artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS),
+        validation,
+        benchmark,
+        seconds,
+        student_validation,
+        artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None,
+    )
+    _write_report(config, out, report)
+    return report
+
+
+def _keep_done(staged: artifacts.StagedReport, seconds: dict[str, float], interrupted) -> Stopped:
+    """A stopped run keeps the stages it finished when its fine-tune is one of them (minutes or
+    hours of training), with a report.md that says it is incomplete; an earlier complete output is
+    never replaced by it (it goes to OUTPUT.incomplete). Stopped during the fine-tune, it keeps
+    nothing: the training state lived in the staging folder, and run has no --resume."""
+    stop = Stopped(interrupted.signal_name)
+    if "finetune" not in seconds:
+        stop.kept = "nothing was kept: run has no --resume (for a long training, finetune --output DIR has one)"
+        return stop
+    done = ", ".join(seconds)
+    folder = staged.finish(False)
+    (staged.path / artifacts.REPORT_MD).write_text(
+        f"# nlu-deploy run report\n\n**INCOMPLETE: stopped by {stop.signal_name}.** Finished: {done}. "
+        f"The checkpoint in `{CHECKPOINT_DIR}/` is complete; `nlu-deploy export {folder / CHECKPOINT_DIR}` "
+        "continues from it.\n",
+        encoding="utf-8",
+    )
+    stop.kept = f"the stages it finished ({done}) are in {folder}, marked incomplete in its report.md"
+    return stop
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from nlu_deploy.runtime.sessions import (
     has_contrib_ops,
     is_dynamic_int8,
 )
+from nlu_deploy.stopping import Stopped
 from nlu_deploy.tasks import load_checkpoint
 
 PYTORCH = "pytorch"
@@ -59,6 +60,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)  # fallbacks, fp16 on CPU, compile settings
     setup_seconds: dict[str, float] = field(default_factory=dict)  # per variant: session start, TensorRT engines
     cpu_only_variants: list[str] = field(default_factory=list)  # dynamic int8 measured on a GPU: never recommended
+    stopped: str | None = None  # the signal that stopped the run before every shape was measured
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(m.variant for m in self.measurements))
@@ -68,9 +70,9 @@ class BenchReport:
         return math.exp(sum(math.log(r) for r in rates) / len(rates))
 
     @property
-    def fastest(self) -> str:
-        """Highest geometric-mean throughput over all measured shapes."""
-        return max(self.variants(), key=self.geomean_throughput)
+    def fastest(self) -> str | None:
+        """Highest geometric-mean throughput over all measured shapes (None before the first)."""
+        return max(self.variants(), key=self.geomean_throughput, default=None)
 
     def speedup(self, variant: str, batch_size: int, seq_len: int) -> float | None:
         for m in self.measurements:
@@ -79,7 +81,7 @@ class BenchReport:
         return None
 
     def to_json(self) -> dict:
-        return {**asdict(self), "fastest": self.fastest}
+        return {**asdict(self), "complete": self.stopped is None, "fastest": self.fastest}
 
     def write_json(self, path: Path) -> None:
         artifacts.write_json(Path(path), self.to_json())
@@ -115,6 +117,8 @@ class BenchReport:
                 f" OpenVINO precision hints: {', '.join(f'{k} {v}' for k, v in hints.items())} "
                 f"(CPU bf16 features: {features})."
             )
+        if self.stopped:
+            header = f"**INCOMPLETE: stopped by {self.stopped}**; the shapes below were measured before.\n\n{header}"
         notes = "".join(f"\nNote: {note}" for note in self.notes)
         return (
             f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
@@ -271,12 +275,16 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         "onnxruntime": config.threads or "default (one per physical core)",
         "torch": _torch_threads(),
     }
-    for batch_size in config.batch_sizes:
-        for seq_len in config.seq_lens:
-            for measurement in _time_shape(config, runners, sources, batch_size, seq_len, vocab_size):
-                report.measurements.append(measurement)
-                if on_result:
-                    on_result(measurement)
+    try:
+        for batch_size in config.batch_sizes:
+            for seq_len in config.seq_lens:
+                for measurement in _time_shape(config, runners, sources, batch_size, seq_len, vocab_size):
+                    report.measurements.append(measurement)
+                    if on_result:
+                        on_result(measurement)
+    except Stopped as stop:  # what was measured goes with the stop, for the caller to keep
+        report.stopped, stop.report = stop.signal_name, report
+        raise
     return report
 
 

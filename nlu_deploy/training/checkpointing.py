@@ -21,6 +21,10 @@ BEST_DIR = "best"  # the best epoch's weights so far, as a Hugging Face checkpoi
 class TrainingInterrupted(NluDeployError):
     """Training stopped on a signal after saving its state."""
 
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
 
 def training_state_dir(output: Path) -> Path:
     """Where an unfinished run keeps its state: beside the output, hidden, stable across runs."""

@@ -431,7 +431,8 @@ def _train_one_epoch(plan: RunPlan, state: TrainingState, stop, on_step) -> None
                 raise checkpointing.TrainingInterrupted(
                     f"training stopped by {stop.requested or 'a signal'} at epoch {epoch}, step "
                     f"{progress['global_step']}; its state is saved in {plan.state_dir}. Run the same "
-                    "command with --resume to continue."
+                    "command with --resume to continue.",
+                    stop.requested or "SIGINT",
                 )
     progress["seconds"] = time.perf_counter() - started
 
