@@ -216,11 +216,3 @@ def backend_stub(monkeypatch):
     stub.Tensor, stub.InferenceResponse = StubTensor, StubResponse
     stub.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stub)
-
-
-def pytest_collection_modifyitems(config, items):
-    """OpenVINO's tests run last. After OpenVINO had timed models in the pytest process, a later
-    torch training there segfaulted when interrupted by SIGTERM (tests/test_resume.py, 2026-12-01;
-    cause not found: not the bf16 kernels, the latency hint or the thread the signal reached). The
-    tool never trains after OpenVINO in one process, so the suite keeps that order too."""
-    items.sort(key=lambda item: item.module.__name__.endswith("test_openvino"))

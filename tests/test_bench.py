@@ -66,7 +66,10 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
         "fastest",
         "setup_seconds",
         "cpu_only_variants",
+        "stopped",
+        "complete",
     }
+    assert data["complete"] is True and data["stopped"] is None
     assert set(data["measurements"][0]) == {
         "variant",
         "batch_size",

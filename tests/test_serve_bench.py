@@ -306,3 +306,16 @@ def test_a_stopped_run_does_not_replace_a_complete_report(tmp_path, tiny_onnx, t
     assert process.returncode == 143 and f"are in {output}.incomplete, marked incomplete" in stderr
     assert (output / "serve-bench.json").read_text() == '{"complete": true}'
     assert json.loads((tmp_path / "report.incomplete" / "serve-bench.json").read_text())["complete"] is False
+
+
+def test_a_near_tie_is_told_apart_from_a_wrong_label():
+    from nlu_deploy.serving.load_generator import BATCH_DEPENDENT_SCORE_TOLERANCE as tolerance
+    from nlu_deploy.serving.load_generator import near_tie
+
+    want = {"label": "PlayMusic", "score": 0.41}
+    assert near_tie({"label": "AddToPlaylist", "score": 0.43}, want, tolerance)  # two leading labels, reordered
+    assert not near_tie({"label": "AddToPlaylist", "score": 0.93}, want, tolerance)  # a confident other answer
+    assert not near_tie({"label": "PlayMusic", "score": 0.41}, want, tolerance)  # the same answer is no tie
+    joint = {**want, "entities": [{"type": "artist", "text": "abba", "start": 5, "end": 9, "score": 0.9}]}
+    moved = {"label": "AddToPlaylist", "score": 0.43, "entities": []}
+    assert not near_tie(moved, joint, tolerance)  # its entities must still agree

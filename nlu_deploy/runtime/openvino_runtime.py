@@ -19,7 +19,11 @@ here imports torch: predict from an OpenVINO variant stays light.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import re
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +61,57 @@ def openvino_available() -> bool:
 
 
 def require_openvino(what: str = "OpenVINO variants") -> None:
-    """A missing optional package is not a usage mistake: exit 1 with how to add it."""
+    """A missing optional package is not a usage mistake: exit 1 with how to add it. Every use of
+    OpenVINO in this process goes through here first, so its signal-stack guard is in place."""
     if not openvino_available():
         raise NluDeployError(f"{what} need the openvino package: {OPENVINO_INSTALL}")
+    _guard_signal_stack()
+
+
+# Why a signal killed the process with SIGSEGV after OpenVINO had run (the lead of 2026-12-01,
+# found 2026-12-07 with a core dump: the fault is the kernel's, at signal delivery, in kill()).
+# compile_model installs an alternate signal stack on the calling thread (sigaltstack) and a
+# compiled model, when freed, puts back the one that was there before it was compiled. Free two
+# models in another order than they were compiled and the thread is left with an alternate stack
+# whose memory is gone; CPython installs its signal handlers with SA_ONSTACK, so the next SIGTERM
+# or Ctrl-C makes the kernel write the signal frame into unmapped memory, and the process dies.
+# The guard gives each thread one alternate stack of ours that is never freed, installed before
+# and after every compile: whatever a freed model puts back is then ours, or what was there first.
+_SIGNAL_STACK_BYTES = 1 << 16
+_signal_stacks: dict[int, object] = {}  # thread id -> its buffer, kept for the life of the process
+
+
+class _SignalStack(ctypes.Structure):  # stack_t of <signal.h>
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def install_own_signal_stack() -> None:
+    """This thread's alternate signal stack becomes a buffer of ours (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    buffer = _signal_stacks.setdefault(threading.get_ident(), ctypes.create_string_buffer(_SIGNAL_STACK_BYTES))
+    stack = _SignalStack(ctypes.addressof(buffer), 0, _SIGNAL_STACK_BYTES)
+    ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(stack), None)
+
+
+def _guard_signal_stack() -> None:
+    """Wrap openvino.Core.compile_model (NNCF's calls included) once per process."""
+    import openvino as ov
+
+    compile_model = ov.Core.compile_model
+    if getattr(compile_model, "keeps_signal_stack", False):
+        return
+
+    @functools.wraps(compile_model)
+    def guarded(self, *args, **kwargs):
+        install_own_signal_stack()
+        try:
+            return compile_model(self, *args, **kwargs)
+        finally:
+            install_own_signal_stack()
+
+    guarded.keeps_signal_stack = True
+    ov.Core.compile_model = guarded
 
 
 def bf16_features(flags: set[str] | None = None) -> list[str]:

@@ -52,10 +52,11 @@ def configuration_table(configuration: dict, in_process: dict, ensemble: str) ->
         batch, steps = _model_cells(level, ensemble)
         seqs, kept = _in_process_cells(level, configuration, in_process, ensemble)
         wrong = level["wrong_answers"] + level["crossed"]
+        ties = level.get("near_ties", 0)
         rows.append(
             f"| {level['level']['label']} | {level['requests_per_s']:.1f} | {_ms(level['p50_ms'])} "
             f"| {_ms(level['p90_ms'])} | {_ms(level['p99_ms'])} | {_ms(level['max_ms'])} | {level['errors']} "
-            f"| {level['timeouts']} | {wrong} | {batch} | {seqs} | {kept} | {steps} "
+            f"| {level['timeouts']} | {wrong}{f' (+{ties} near ties)' if ties else ''} | {batch} | {seqs} | {kept} | {steps} "
             f"| {'-' if level.get('client_cores') is None else format(level['client_cores'], '.2f')} |"
         )
     return header + "\n".join(rows) + "\n"
@@ -88,7 +89,9 @@ def _check_rule(traffic: dict) -> str:
         return (
             f"The served file quantizes activations per batch (dynamic int8), so answers depend on their batch: "
             f"a level passes when at most {100 * traffic['allowed_disagreement']:g}% of answers differ from "
-            f"predict's (labels, entities, scores within {traffic['score_tolerance']:g})."
+            f"predict's (labels, entities, scores within {traffic['score_tolerance']:g}). A label that differs "
+            f"where the two scores are within {traffic['score_tolerance']:g} of each other is a near tie the batch "
+            "can reorder, counted apart and not as a difference."
         )
     return f"Every answer must equal predict's (labels and entities exact, scores within {traffic.get('score_tolerance', 1e-4):g})."
 
