@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from nlu_deploy.config import (
     PRECISION_CHOICES,
     FinetuneConfig,
 )
+from nlu_deploy.stopping import Stopped, dies_with_this_process
 from nlu_deploy.task_specs import TASKS
 
 
@@ -356,7 +358,14 @@ def launch_torchrun(nproc: int, command_name: str = "finetune") -> int:
         *argv,
     ]
     click.echo(f"launching: {' '.join(command)}", err=True)
-    return subprocess.call(command)
+    # torchrun dies with this launcher, even a SIGKILLed one, and a stop signal is passed on to it:
+    # it hands it to its workers, which save their training state and stop (--resume continues)
+    process = subprocess.Popen(command, preexec_fn=dies_with_this_process())
+    try:
+        return process.wait()
+    except Stopped as stop:
+        process.send_signal(signal.Signals[stop.signal_name])
+        return process.wait()
 
 
 def labelled_directory(value: str) -> tuple[str, Path]:

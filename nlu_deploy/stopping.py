@@ -18,6 +18,8 @@ it another way (local_server: PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import signal
 import sys
 import threading
@@ -66,3 +68,21 @@ def signals_stop() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def dies_with_this_process():
+    """A Popen preexec_fn: the child gets SIGTERM when this process dies, even by SIGKILL, when no
+    cleanup of ours can run (Linux's PR_SET_PDEATHSIG; elsewhere nothing). Only for children
+    started from the main thread: the kernel ties it to the thread that forked."""
+    return functools.partial(_die_with_parent, os.getpid())
+
+
+def _die_with_parent(parent: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

@@ -182,3 +182,44 @@ def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path, tiny_encoder
     assert two["processes"] == 2 and two["validation_examples"] == one["validation_examples"]
     assert abs(two["best"]["accuracy"] - one["best"]["accuracy"]) <= TOLERANCE + 1e-9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes", "single"]  # one output, no lock or state left
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    import contextlib
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(entry))
+    return found
+
+
+def test_sigterm_to_the_launcher_reaches_the_workers_which_save_their_state(tmp_path, tiny_encoder, tiny_train_csv):
+    """A scheduler signals the process it started: the launcher, not torchrun's workers. They must
+    still save and stop, and nothing may train on after it."""
+    import signal
+    import time
+
+    output = tmp_path / "double"
+    command = [sys.executable, "-m", "nlu_deploy", "finetune", "--model", str(tiny_encoder), "--train",
+               str(tiny_train_csv), "--epochs", "200", "--batch-size", "8", "--max-length", "32", "--nproc", "2",
+               "--output", str(output)]  # fmt: skip
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    printed = []
+    for line in launcher.stdout:
+        printed.append(line)
+        if "epoch 1/200" in line:
+            launcher.send_signal(signal.SIGTERM)
+            break
+    rest, _ = launcher.communicate(timeout=RUN_TIMEOUT_S)
+    printed = "".join(printed) + rest
+    assert launcher.returncode != 0
+    assert "training stopped by SIGTERM" in printed and "--resume" in printed
+    assert (tmp_path / ".double.training" / "training_state.pt").exists()
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(output)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_mentioning(str(output)), "a worker trains on after its launcher stopped"

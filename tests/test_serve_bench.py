@@ -157,6 +157,10 @@ def test_a_repository_that_does_not_load_shows_the_server_error(tmp_path, tiny_o
     assert result.exit_code == 1
     assert "tritonserver exited" in result.output and "Its first error:" in result.output
     assert "onnxruntime" in result.output.split("Its first error:")[1].splitlines()[0]
+    # the server's whole log outlives the server's work folder: it is kept in the report
+    assert "kept in the report folder as server-logs/default.log" in result.output
+    assert "failed to load" in (tmp_path / "r" / "server-logs" / "default.log").read_text()
+    assert not (tmp_path / "r" / ".servers").exists()
 
 
 def _config(tmp_path, onnx_dir, data, **changes):

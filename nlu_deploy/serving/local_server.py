@@ -17,7 +17,6 @@ How the wheel's binary is made to run (checked on CPU with nvidia-pytriton 0.7.0
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nlu_deploy.errors import ConfigError, NluDeployError
+from nlu_deploy.stopping import dies_with_this_process
 
 PYTRITON_INSTALL = 'pip install "nvidia-pytriton==0.7.0"'
 
@@ -169,7 +169,7 @@ def local_triton_server(repository: Path, workdir: Path, start_timeout_s: float 
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=dies_with_this_process(),
         )
     server = LocalTriton(
         f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", log, process.pid
@@ -201,16 +201,3 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # stubs a killed server could not stop
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when the process that started it
-    dies (Linux's PR_SET_PDEATHSIG; elsewhere nothing, and a SIGKILLed run may leave a server)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
