@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,8 +62,8 @@ class NluDeployCommand(click.Command):
             raise _exit_with(stop.sentence(ctx.info_name or self.name), stop.exit_code) from None
         except ConfigError as exc:
             raise click.UsageError(str(exc), ctx) from None
-        except TrainingInterrupted as exc:
-            raise _exit_with(str(exc), 130) from None  # the shell convention for "stopped by a signal"
+        except TrainingInterrupted as exc:  # the shell's convention: 128 + the signal's number
+            raise _exit_with(str(exc), 128 + signal.Signals[exc.signal_name]) from None
         except NluDeployError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

@@ -117,3 +117,15 @@ def test_a_stopped_validate_writes_no_report(monkeypatch, tmp_path, tiny_checkpo
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 143 and "nlu-deploy validate was stopped by SIGTERM" in result.output
     assert not (onnx_dir / "validation.json").exists()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_finetune_saves_its_state_and_says_how_to_resume(tmp_path, tiny_encoder, tiny_train_csv, stop_signal):
+    output = tmp_path / "tuned"
+    process = start("finetune", "--model", tiny_encoder, "--train", tiny_train_csv, "--epochs", "50", "--batch-size",
+                    "8", "--max-length", "32", "--output", output)  # fmt: skip
+    printed = stop_at(process, "epoch 1/50", stop_signal)
+    assert process.returncode == 128 + stop_signal, printed
+    assert f"training stopped by {signal.Signals(stop_signal).name}" in printed and "--resume" in printed
+    assert (tmp_path / ".tuned.training" / "training_state.pt").exists() and not output.exists()
+    assert "Traceback" not in printed
