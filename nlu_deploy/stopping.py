@@ -11,7 +11,9 @@ raises it again. Training installs its own handler on top (checkpointing.StopOnS
 the state, then stop).
 
 A second signal while the first unwinds is noted and ignored: raising again would cut the
-cleanup short (a server half stopped). SIGKILL cannot be caught; what a command starts dies with
+cleanup short (a server half stopped). Inside an asyncio event loop a raised exception can land
+in any task (asyncio keeps it there and logs it at shutdown), so there `run_stoppable` cancels the
+main task instead, as asyncio does for Ctrl-C, and raises Stopped once the loop is out. SIGKILL cannot be caught; what a command starts dies with
 it another way (local_server: PR_SET_PDEATHSIG).
 """
 
@@ -86,3 +88,37 @@ def _die_with_parent(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def run_stoppable(coroutine):
+    """asyncio.run(coroutine), where SIGINT and SIGTERM cancel the coroutine's task (its finally
+    blocks run, its child tasks are cancelled) and then raise Stopped."""
+    import asyncio
+
+    stop: list[str] = []
+    try:
+        return asyncio.run(_cancelled_on_stop(coroutine, stop))
+    except asyncio.CancelledError:
+        if stop:
+            raise Stopped(stop[0]) from None
+        raise
+
+
+async def _cancelled_on_stop(coroutine, stop: list[str]):
+    import asyncio
+
+    if threading.current_thread() is not threading.main_thread():
+        return await coroutine
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+    def handle(signum, frame) -> None:
+        if not stop:
+            stop.append(signal.Signals(signum).name)
+            loop.call_soon_threadsafe(task.cancel)
+
+    previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
+    try:
+        return await coroutine
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

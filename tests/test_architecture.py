@@ -121,3 +121,17 @@ def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(
         in_process = CliRunner().invoke(main, arguments)
         assert in_process.exit_code == 0, in_process.output
         assert light.stdout.splitlines() == [line for line in in_process.output.splitlines() if line.startswith("{")]
+
+
+MAX_FUNCTION_LINES = 80  # one screen: a function longer than that holds two ideas (STYLE.md)
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path in package_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

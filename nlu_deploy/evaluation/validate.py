@@ -125,6 +125,20 @@ class ValidationReport:
             ],
             rows,
         )
+        notes = self._notes()
+        entities = (
+            f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)"
+            if "entities" in self.pytorch
+            else ""
+        )
+        where = "" if self.provider == "cpu" else f" ONNX files ran on {self.provider}, PyTorch in fp32 on the CPU."
+        text = f"Validation on {self.data}: {self.examples} examples{entities}.{where} {' '.join(notes)}\n\n{table}\n"
+        if "per_type" in self.pytorch:
+            text += "\nPer entity type:\n\n" + self._per_type_table() + "\n"
+        return text
+
+    def _notes(self) -> list[str]:
+        """What the reader should know about the data and the runtimes, one sentence each."""
         notes = []
         if self.truncated:
             notes.append(f"{self.truncated} texts were truncated to the model's max length.")
@@ -146,32 +160,22 @@ class ValidationReport:
             notes.append(
                 f"{found['rows']} examples hold {head} the model was never trained on, scored as errors: {shown}."
             )
-        entities = (
-            f", {self.pytorch['entities']} gold entities (exact-span matching, conlleval rules)"
-            if "entities" in self.pytorch
-            else ""
+        return notes
+
+    def _per_type_table(self) -> str:
+        per_type = self.pytorch["per_type"]
+        return markdown_table(
+            ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
+            [
+                [
+                    kind,
+                    per_type[kind]["support"],
+                    percent(per_type[kind]["f1"]),
+                    *[percent(v.scores["per_type"].get(kind, {}).get("f1", 0.0)) for v in self.variants],
+                ]
+                for kind in sorted(per_type)
+            ],
         )
-        where = "" if self.provider == "cpu" else f" ONNX files ran on {self.provider}, PyTorch in fp32 on the CPU."
-        text = f"Validation on {self.data}: {self.examples} examples{entities}.{where} {' '.join(notes)}\n\n{table}\n"
-        if "per_type" in self.pytorch:
-            per_type = self.pytorch["per_type"]
-            text += (
-                "\nPer entity type:\n\n"
-                + markdown_table(
-                    ["entity type", "gold", "pytorch F1 %", *[f"{v.variant} F1 %" for v in self.variants]],
-                    [
-                        [
-                            kind,
-                            per_type[kind]["support"],
-                            percent(per_type[kind]["f1"]),
-                            *[percent(v.scores["per_type"].get(kind, {}).get("f1", 0.0)) for v in self.variants],
-                        ]
-                        for kind in sorted(per_type)
-                    ],
-                )
-                + "\n"
-            )
-        return text
 
 
 def default_columns(model_dir: Path, task: Task | None = None) -> tuple[str, ...]:

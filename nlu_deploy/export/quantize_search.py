@@ -310,86 +310,14 @@ def search_int8(
     """Try every candidate, repair the promising ones, write the fastest onnxruntime file that
     fits to `target`. `openvino`: variants measured beside them (not repaired); when one is the
     fastest within budget it is the kept candidate, and `target` still gets onnxruntime's best."""
-    workdir = search.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+    search.workdir.mkdir(parents=True, exist_ok=True)
     candidates = candidate_specs(graphs, per_channel, search.calibration_method)
-    files: dict[str, Path] = {}
-    for index, candidate in enumerate(candidates):
-        path = workdir / f"candidate_{index}.onnx"
-        try:
-            search.build(candidate, graphs[candidate.graph], path)
-            search.measure(candidate, path)
-            files[candidate.name] = path
-        except Exception as exc:  # one failing recipe must not end the search; it is reported
-            candidate.error = _first_line(exc)
-    openvino_candidates = []
-    for variant in openvino:
-        candidate = Candidate(variant.name, "openvino", variant.file, False, runtime="openvino")
-        candidate.note = f"OpenVINO, precision hint {variant.precision}"
-        try:
-            search.measure(candidate, variant)
-        except Exception as exc:  # noqa: BLE001 - reported like a failing onnxruntime recipe
-            candidate.error = _first_line(exc)
-        openvino_candidates.append(candidate)
-
-    def best_fitting_latency() -> float | None:
-        fitting = [c.latency_b32_ms for c in candidates if c.fits]
-        return min(fitting) if fitting else None
-
-    for index, candidate in sorted(enumerate(candidates), key=lambda item: item[1].latency_b32_ms or 1e18):
-        if candidate.fits or candidate.error:
-            continue
-        beat = best_fitting_latency()
-        if beat is not None and candidate.latency_b32_ms >= beat:
-            candidate.note = "over budget, and slower than a candidate that fits: not repaired"
-            continue
-        path = workdir / f"candidate_{index}.onnx"
-        search.repair(candidate, graphs[candidate.graph], path, beat)
-        files[candidate.name] = path
-
+    files = _build_and_measure(search, candidates, graphs)
+    _repair_promising(search, candidates, graphs, files)
     onnx_fitting = [c for c in candidates if c.fits]
-    candidates += openvino_candidates
-    fitting = [c for c in candidates if c.fits]
-    # Candidates the evidence shows within budget come first; when none is, the fastest that fits
-    # on the point estimate is kept, and the report says the data cannot confirm it.
-    shown = [c for c in fitting if c.supported]
-    if fitting:
-        best, ties = pick_kept(shown or fitting)
-        best.kept = True
-        onnx_best = best if best.runtime == "onnxruntime" else _best_onnx(onnx_fitting)
-        if onnx_best is not None:
-            shutil.copy2(files[onnx_best.name], target)
-        pool = len(shown or fitting)
-        which = "shown within" if shown else "within"
-        figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
-        if len(ties) > 1:
-            reason = (
-                f"{len(ties)} of the {pool} candidate(s) {which} {search.budget} points run within "
-                f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
-                f"accurate of those ties ({figures})."
-            )
-        else:
-            reason = f"It is the fastest at batch 32 of {pool} candidate(s) {which} {search.budget} points ({figures})."
-        if shown:
-            reason += f" Its {100 * CONFIDENCE:.0f}% interval stays within the budget on every gated score" + (
-                f"; {len(fitting) - len(shown)} faster or other candidate(s) fit only on the point estimate."
-                if len(fitting) > len(shown)
-                else "."
-            )
-        else:
-            reason += (
-                f" Caution: no candidate's {100 * CONFIDENCE:.0f}% interval stays within the budget on "
-                f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
-                "less than that; validate it on more data."
-            )
-        if best.runtime == "openvino":
-            kept_file = f"{target.name} holds {onnx_best.name}, onnxruntime's best" if onnx_best else (
-                f"no onnxruntime candidate fits, so {target.name} is not written"
-            )  # fmt: skip
-            reason += f" It runs on OpenVINO: deploy it with `predict --variant {best.name}` ({kept_file})."
-    else:
-        best, reason = None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
-    shutil.rmtree(workdir)
+    candidates += _measure_openvino(search, openvino)
+    best, reason = _keep_fastest_fitting(search, candidates, onnx_fitting, files, target)
+    shutil.rmtree(search.workdir)
     return QuantizationReport(
         search.budget,
         search.heldout.source,
@@ -404,6 +332,95 @@ def search_int8(
         search.metric,
         search.task.primary_metric,
     )
+
+
+def _build_and_measure(search: Search, candidates: list[Candidate], graphs: dict[str, Path]) -> dict[str, Path]:
+    """Each onnxruntime recipe built and measured; one that fails is reported, not fatal."""
+    files: dict[str, Path] = {}
+    for index, candidate in enumerate(candidates):
+        path = search.workdir / f"candidate_{index}.onnx"
+        try:
+            search.build(candidate, graphs[candidate.graph], path)
+            search.measure(candidate, path)
+            files[candidate.name] = path
+        except Exception as exc:  # one failing recipe must not end the search; it is reported
+            candidate.error = _first_line(exc)
+    return files
+
+
+def _measure_openvino(search: Search, variants: list[OpenVinoVariant]) -> list[Candidate]:
+    """The export's OpenVINO variants, measured as they are (not repaired)."""
+    measured = []
+    for variant in variants:
+        candidate = Candidate(variant.name, "openvino", variant.file, False, runtime="openvino")
+        candidate.note = f"OpenVINO, precision hint {variant.precision}"
+        try:
+            search.measure(candidate, variant)
+        except Exception as exc:  # noqa: BLE001 - reported like a failing onnxruntime recipe
+            candidate.error = _first_line(exc)
+        measured.append(candidate)
+    return measured
+
+
+def _repair_promising(search: Search, candidates: list[Candidate], graphs: dict[str, Path], files) -> None:
+    """Candidates over budget, fastest first, get layers put back in fp32, as long as they could
+    still beat the fastest candidate that already fits."""
+    for index, candidate in sorted(enumerate(candidates), key=lambda item: item[1].latency_b32_ms or 1e18):
+        if candidate.fits or candidate.error:
+            continue
+        fitting = [c.latency_b32_ms for c in candidates if c.fits]
+        beat = min(fitting) if fitting else None
+        if beat is not None and candidate.latency_b32_ms >= beat:
+            candidate.note = "over budget, and slower than a candidate that fits: not repaired"
+            continue
+        path = search.workdir / f"candidate_{index}.onnx"
+        search.repair(candidate, graphs[candidate.graph], path, beat)
+        files[candidate.name] = path
+
+
+def _keep_fastest_fitting(search: Search, candidates, onnx_fitting, files, target: Path):
+    """(the kept candidate or None, the sentence saying why). Candidates the evidence shows within
+    budget come first; when none is, the fastest that fits on the point estimate is kept, and the
+    reason says the data cannot confirm it. `target` gets onnxruntime's best either way."""
+    fitting = [c for c in candidates if c.fits]
+    if not fitting:
+        return None, f"No candidate stayed within {search.budget} points, even with layers kept in fp32."
+    shown = [c for c in fitting if c.supported]
+    best, ties = pick_kept(shown or fitting)
+    best.kept = True
+    onnx_best = best if best.runtime == "onnxruntime" else _best_onnx(onnx_fitting)
+    if onnx_best is not None:
+        shutil.copy2(files[onnx_best.name], target)
+    reason = _why_kept(search, best, ties, len(shown or fitting), len(fitting), bool(shown))
+    if best.runtime == "openvino":
+        kept_file = f"{target.name} holds {onnx_best.name}, onnxruntime's best" if onnx_best else (
+            f"no onnxruntime candidate fits, so {target.name} is not written"
+        )  # fmt: skip
+        reason += f" It runs on OpenVINO: deploy it with `predict --variant {best.name}` ({kept_file})."
+    return best, reason
+
+
+def _why_kept(search: Search, best: Candidate, ties: list, pool: int, fitting: int, shown: bool) -> str:
+    which = "shown within" if shown else "within"
+    figures = f"{best.delta_points:+.2f} points, {best.speedup_b32_vs_pytorch:.2f}x PyTorch eager at batch 32"
+    if len(ties) > 1:
+        reason = (
+            f"{len(ties)} of the {pool} candidate(s) {which} {search.budget} points run within "
+            f"{100 * TIE_TOLERANCE:.0f}% of the fastest at batch 32, which is timing noise; it is the most "
+            f"accurate of those ties ({figures})."
+        )
+    else:
+        reason = f"It is the fastest at batch 32 of {pool} candidate(s) {which} {search.budget} points ({figures})."
+    if not shown:
+        return reason + (
+            f" Caution: no candidate's {100 * CONFIDENCE:.0f}% interval stays within the budget on "
+            f"{len(search.heldout)} held-out examples, so the data cannot show that the kept file loses "
+            "less than that; validate it on more data."
+        )
+    reason += f" Its {100 * CONFIDENCE:.0f}% interval stays within the budget on every gated score"
+    if fitting > pool:
+        return reason + f"; {fitting - pool} faster or other candidate(s) fit only on the point estimate."
+    return reason + "."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -44,7 +44,7 @@ from nlu_deploy.serving.load_generator import (
 )
 from nlu_deploy.serving.load_report import in_process_key, report_markdown
 from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
-from nlu_deploy.stopping import Stopped
+from nlu_deploy.stopping import Stopped, run_stoppable
 
 REPORT_NAME = "serve-bench"
 IN_PROCESS_SECONDS = 2.0
@@ -305,7 +305,7 @@ def sweep(
     """Every level against one server, each outcome appended to `done` as it is measured (so a
     fault or a stop keeps the levels before it); a level cut short raises ServerStopped."""
     models = check_server(server, model, traffic.outputs)
-    asyncio.run(_sweep(server, model, models, traffic, levels, timing, log, name, done, on_level))
+    run_stoppable(_sweep(server, model, models, traffic, levels, timing, log, name, done, on_level))
 
 
 async def _sweep(server, model, models, traffic, levels, timing, log, name, done, on_level) -> None:
