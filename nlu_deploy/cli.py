@@ -18,6 +18,8 @@ from nlu_deploy.cli_options import (
     PROCESS_OPTIONS,
     RUN_CONTROL_OPTIONS,
     apply,
+    choice_list,
+    count_list,
     default_of,
     echo_search_result,
     finetune_options,
@@ -38,6 +40,7 @@ from nlu_deploy.config import (
     PROVIDERS,
     QUANTIZATION_MODES,
     QUANTIZATION_PRESETS,
+    TRITON_LAYOUTS,
     BenchConfig,
     DistillConfig,
     ExportConfig,
@@ -323,6 +326,21 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
 )
 @click.option("--triton-tensorrt", is_flag=True, help="gpu: let onnxruntime hand the graph to TensorRT (fp16).")
 @click.option(
+    "--triton-layout",
+    type=click.Choice(TRITON_LAYOUTS),
+    default="ensemble",
+    show_default=True,
+    help="ensemble: tokenizer, model and post-processor chained by a Triton ensemble; pipeline: one "
+    "Python-backend model that does all three in one process (needs --triton-onnx-backend python).",
+)
+@click.option(
+    "--triton-threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Intra-op threads of each Python-backend model instance (0: the runtime's default).",
+)
+@click.option(
     "--triton-onnx-backend",
     type=click.Choice(["onnxruntime", "python"]),
     default="onnxruntime",
@@ -347,7 +365,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
 )
 def export(
     model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend, triton_backend,
-    triton_openvino_variant, **options,
+    triton_openvino_variant, triton_layout, triton_threads, **options,
 ):  # fmt: skip
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
@@ -371,7 +389,8 @@ def export(
 
         triton_options = TritonOptions(
             name=triton_name, device=triton_device, tensorrt=triton_tensorrt, onnx_backend=triton_onnx_backend,
-            runtime=triton_backend, openvino_variant=triton_openvino_variant,
+            runtime=triton_backend, openvino_variant=triton_openvino_variant, layout=triton_layout,
+            threads=triton_threads,
         )  # fmt: skip
         if triton_backend == "openvino" and not options["openvino"]:
             raise click.UsageError("--triton-backend openvino serves the OpenVINO files: add --openvino.")
@@ -803,6 +822,27 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     default="1",
     show_default=True,
     help="Search: instances of the tokenizer and post-processor.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(TRITON_LAYOUTS),
+    default=default_of(ServeBenchConfig, "layout"),
+    show_default=True,
+    help="The repository swept: an ensemble of tokenizer, model and post-processor, or one pipeline model.",
+)
+@click.option(
+    "--layouts",
+    callback=choice_list(TRITON_LAYOUTS),
+    default=",".join(default_of(ServeBenchConfig, "layouts")),
+    show_default=True,
+    help="Search: the layouts tried.",
+)
+@click.option(
+    "--threads",
+    callback=count_list,
+    default="0",
+    show_default=True,
+    help="Search: intra-op threads per model instance (0: the runtime's default, one per core).",
 )
 @click.option(
     "--buckets",

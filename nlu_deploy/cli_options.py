@@ -73,6 +73,27 @@ def _positive_list(value: str | None, convert, kind: str, example: str) -> tuple
     return numbers
 
 
+def count_list(ctx, param, value: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, 0 allowed (0: the runtime's default)."""
+    parts = [part.strip() for part in value.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise click.BadParameter(f"expected comma-separated whole numbers such as 0,1,2, got {value!r}.")
+    return tuple(int(part) for part in parts)
+
+
+def choice_list(choices: tuple[str, ...]):
+    """A callback for comma-separated values, each one of `choices`."""
+
+    def parse(ctx, param, value: str) -> tuple[str, ...]:
+        parts = tuple(part.strip() for part in value.split(","))
+        wrong = [part for part in parts if part not in choices]
+        if wrong:
+            raise click.BadParameter(f"{', '.join(map(repr, wrong))}: expected comma-separated {', '.join(choices)}.")
+        return parts
+
+    return parse
+
+
 def int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
     return _positive_list(value, int, "integers", "1,8,32")
 

@@ -40,6 +40,8 @@ EXECUTION_PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PROVIDERS = tuple(EXECUTION_PROVIDERS)
+# How a Triton repository serves a model: three models chained by an ensemble, or one pipeline model.
+TRITON_LAYOUTS = ("ensemble", "pipeline")
 OOS_TRAINING_CHOICES = ("class", "calibration")
 POOLING_CHOICES = ("default", "mean")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -417,6 +419,7 @@ class ServeBenchConfig:
     metrics_url: str | None = None  # None: local server's, or http://<url host>:8002/metrics
     tritonserver: Path | None = None  # another tritonserver binary than nvidia-pytriton's
     onnx_backend: str = "python"  # the local server's ONNX runner (nvidia-pytriton has only python)
+    layout: str = "ensemble"  # the repository swept: ensemble (three models) or pipeline (one)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     rates: tuple[float, ...] = ()  # open-loop levels, requests/s
     warmup_s: float = option(2.0, "--warmup")
@@ -431,6 +434,8 @@ class ServeBenchConfig:
     batching: tuple[str, ...] = ("off", "2000", "8000")  # "off" or a queue delay in microseconds
     instances: tuple[int, ...] = (1, 2)
     helper_instances: tuple[int, ...] = (1,)
+    layouts: tuple[str, ...] = ("ensemble",)  # search: the repository layouts tried
+    threads: tuple[int, ...] = (0,)  # search: intra-op threads per model instance (0: the runtime's default)
     buckets: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128), ())  # () : no buckets
     preferred_batch_sizes: tuple[tuple[int, ...], ...] = ((),)
     search_repeats: int = 2  # extra runs of the finalists, interleaved, judged on medians
@@ -465,6 +470,10 @@ class ServeBenchConfig:
         for delay in self.batching:
             if delay != "off" and not (delay.isdigit()):
                 raise ConfigError(f"a batching setting is 'off' or a queue delay in microseconds, not {delay!r}.")
+        for layout in (self.layout, *self.layouts):
+            _choice("--layout", layout, TRITON_LAYOUTS)
+        if any(t < 0 for t in self.threads):
+            raise ConfigError("--threads must be 0 (the runtime's default) or more.")
         if self.url is None and (self.metrics_url is not None):
             raise ConfigError("--metrics-url goes with --url; a local server's metrics are read where it serves them.")
 

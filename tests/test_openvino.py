@@ -230,7 +230,8 @@ def test_quantize_auto_measures_the_openvino_variants(tmp_path, tiny_checkpoint)
         assert f"predict --variant {kept.name}" in result.search.reason
 
 
-def test_triton_serves_the_openvino_variant(tmp_path, openvino_export):
+@pytest.mark.parametrize("layout", ["ensemble", "pipeline"])
+def test_triton_serves_the_openvino_variant(tmp_path, openvino_export, layout):
     """The repository for Triton's OpenVINO backend parses as Triton's ModelConfig with the precision
     hint set; its Python-backend substitute, served by a real tritonserver, answers as predict does."""
     from google.protobuf import text_format
@@ -247,7 +248,7 @@ def test_triton_serves_the_openvino_variant(tmp_path, openvino_export):
     assert config.backend == "openvino" and config.parameters["INFERENCE_PRECISION_HINT"].string_value == "bf16"
     assert (tmp_path / "real" / "nlu_model" / "1" / "model.bin").exists()
 
-    substitute = TritonOptions(runtime="openvino", onnx_backend="python")
+    substitute = TritonOptions(runtime="openvino", onnx_backend="python", layout=layout)
     export_triton_repository(openvino_export, tmp_path / "served", substitute)
     httpclient = pytest.importorskip("tritonclient.http")
     with local_triton_server(tmp_path / "served", tmp_path / "server") as server:

@@ -55,11 +55,16 @@ def running_server(tmp_path_factory, tiny_onnx):
 
 
 @pytest.mark.parametrize(
-    "model_fixture,data_fixture", [("tiny_onnx", "tiny_dev_csv"), ("tiny_joint_onnx", "tiny_joint_dev")]
-)
-def test_a_two_level_sweep_writes_the_report_with_the_server_metrics(request, tmp_path, model_fixture, data_fixture):
+    "model_fixture,data_fixture,layout",
+    [("tiny_onnx", "tiny_dev_csv", "ensemble"), ("tiny_joint_onnx", "tiny_joint_dev", "ensemble"),
+     ("tiny_joint_onnx", "tiny_joint_dev", "pipeline")],
+)  # fmt: skip
+def test_a_two_level_sweep_writes_the_report_with_the_server_metrics(
+    request, tmp_path, model_fixture, data_fixture, layout
+):
     onnx_dir, data = request.getfixturevalue(model_fixture), request.getfixturevalue(data_fixture)
-    result = serve_bench_cli(onnx_dir, data, tmp_path / "report", "--concurrency", "1,4", "--rates", "20")
+    result = serve_bench_cli(onnx_dir, data, tmp_path / "report", "--concurrency", "1,4", "--rates", "20",
+                             "--layout", layout)  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report" / "serve-bench.json").read_text())
     assert report["complete"] and (tmp_path / "report" / "serve-bench.png").stat().st_size > 0
@@ -72,8 +77,11 @@ def test_a_two_level_sweep_writes_the_report_with_the_server_metrics(request, tm
         assert level["wrong_answers"] == level["crossed"] == 0 and level["checked"] >= level["answered"]
         assert 0 < level["p50_ms"] <= level["p99_ms"] <= level["max_ms"]
         server = level["server"]
-        assert set(server) == {"nlu", "nlu_tokenizer", "nlu_model", "nlu_postprocess"}
-        model = server["nlu_model"]
+        if layout == "pipeline":  # one model tokenizes, runs the file and decodes
+            assert set(server) == {"nlu"}
+        else:
+            assert set(server) == {"nlu", "nlu_tokenizer", "nlu_model", "nlu_postprocess"}
+        model = server["nlu_model" if layout == "ensemble" else "nlu"]
         # the server's own count of what the client sent in the window (the window's edges blur by
         # the requests in flight when it opened and closed)
         assert abs(model["requests"] - level["sent"]) <= 8

@@ -12,6 +12,7 @@ from conftest import StubRequest
 from google.protobuf import json_format, text_format
 
 from nlu_deploy.cli import main
+from nlu_deploy.errors import ConfigError
 from nlu_deploy.portable.light_tokenizer import LightTokenizer
 from nlu_deploy.predict import load_predictor
 from nlu_deploy.runtime.sessions import create_session
@@ -202,3 +203,23 @@ def test_serving_settings_a_load_search_varies_are_written_as_triton_reads_them(
     batching = parse(tmp_path / "preferred" / "preferred_model" / "config.pbtxt").dynamic_batching
     assert list(batching.preferred_batch_size) == [4, 8] and batching.max_queue_delay_microseconds == 500
     assert "batching 500 us, preferred 4/8" in preferred.describe()
+
+
+def test_the_pipeline_layout_is_one_python_model_with_everything_beside_it(tmp_path, tiny_joint_onnx):
+    options = TritonOptions(name="nlu", layout="pipeline", onnx_backend="python", instances=2, threads=1)
+    export_triton_repository(tiny_joint_onnx, tmp_path / "repo", options, onnx_file="model.onnx")
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == ["nlu"]  # no ensemble, no helper models
+    config = parse(tmp_path / "repo" / "nlu" / "config.pbtxt")
+    assert config.backend == "python" and config.HasField("dynamic_batching")
+    assert [i.name for i in config.input] == ["TEXT"] and {o.name for o in config.output} == {
+        "LABEL",
+        "SCORE",
+        "ENTITIES",
+    }
+    assert config.instance_group[0].count == 2 and config.parameters["threads"].string_value == "1"
+    code = {p.name for p in (tmp_path / "repo" / "nlu" / "1").iterdir()}
+    assert {"model.py", "model.onnx", "tokenizer", "tokenizer_model.py", "light_tokenizer.py", "model_runner.py",
+            "postprocess.py", "spans.py", "tag_decoding.py", "labels.json"} <= code  # fmt: skip
+    assert "pipeline, batching 2000 us, 2 instance(s) x 1 thread(s)" == options.describe()
+    with pytest.raises(ConfigError, match="use --triton-onnx-backend python"):
+        TritonOptions(layout="pipeline")  # Triton's onnxruntime backend cannot tokenize

@@ -40,18 +40,23 @@ TASKS = {
 }
 
 
+LAYOUTS = {"ensemble": "", "pipeline": "-pipeline"}  # layout -> suffix of the served model's name
+
+
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    """One server, one repository holding the three tasks' ensembles."""
+    """One server, one repository holding the three tasks' ensembles and single-process pipelines."""
     root = tmp_path_factory.mktemp("triton-server")
     repository = root / "repository"
     repository.mkdir()
-    for name, (fixture, _) in TASKS.items():
-        # 50 ms of queueing lets the batcher gather concurrent requests even on a busy 2-core machine
-        options = TritonOptions(name=name, onnx_backend="python", queue_delay_us=50_000)
-        export_triton_repository(request.getfixturevalue(fixture), root / name, options, onnx_file="model.onnx")
-        for model in (root / name).iterdir():
-            shutil.move(str(model), repository / model.name)
+    for task, (fixture, _) in TASKS.items():
+        for layout, suffix in LAYOUTS.items():
+            # 50 ms of queueing lets the batcher gather concurrent requests even on a busy 2-core machine
+            name = task + suffix
+            options = TritonOptions(name=name, onnx_backend="python", queue_delay_us=50_000, layout=layout)
+            export_triton_repository(request.getfixturevalue(fixture), root / name, options, onnx_file="model.onnx")
+            for model in (root / name).iterdir():
+                shutil.move(str(model), repository / model.name)
     with local_triton_server(repository, root / "server") as running:
         yield running
 
@@ -82,10 +87,11 @@ def metric(text: str, name: str, model: str) -> float:
     return float(found.group(1))
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name", list(TASKS))
-def test_served_answers_equal_predict_and_requests_are_batched(request, server, name):
+def test_served_answers_equal_predict_and_requests_are_batched(request, server, name, layout):
     fixture, outputs = TASKS[name]
-    served = infer_concurrently(server, name, outputs)
+    served = infer_concurrently(server, name + LAYOUTS[layout], outputs)
     expected = predict_json(request.getfixturevalue(fixture))
     assert len(served) == len(expected) == len(TEXTS)
     for got, want in zip(served, expected):
@@ -103,7 +109,8 @@ def test_served_answers_equal_predict_and_requests_are_batched(request, server, 
     if "ENTITIES" in outputs:
         assert any(json.loads(s["ENTITIES"]) for s in served), "the tiny models find entities in these texts"
     metrics = server.metrics()
-    requests = metric(metrics, "nv_inference_count", f"{name}_model")
-    executions = metric(metrics, "nv_inference_exec_count", f"{name}_model")
+    runner = f"{name}_model" if layout == "ensemble" else name + LAYOUTS[layout]  # the model that runs the file
+    requests = metric(metrics, "nv_inference_count", runner)
+    executions = metric(metrics, "nv_inference_exec_count", runner)
     assert requests == len(TEXTS)
     assert executions < requests, f"{requests:.0f} requests ran in {executions:.0f} executions: nothing was batched"

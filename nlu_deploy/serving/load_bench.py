@@ -42,7 +42,7 @@ from nlu_deploy.serving.load_generator import (
     answers_agree,
     run_level,
 )
-from nlu_deploy.serving.load_report import in_process_key, report_markdown
+from nlu_deploy.serving.load_report import in_process_key, report_markdown, runner_window
 from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
 from nlu_deploy.stopping import Stopped, run_stoppable
 
@@ -408,27 +408,32 @@ def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOpti
 
 
 def default_options(config: ServeBenchConfig) -> TritonOptions:
-    """What `export --triton` writes, with the backend this server has."""
-    return TritonOptions(name=config.model, onnx_backend=config.onnx_backend)
+    """What `export --triton` writes, with the backend this server has and the layout asked for."""
+    options = TritonOptions(name=config.model, onnx_backend=config.onnx_backend, layout=config.layout)
+    return replace(options, length_buckets=()) if config.layout == "pipeline" else options
 
 
 def candidate_options(config: ServeBenchConfig) -> list[TritonOptions]:
     """The search grid; the default configuration and the no-batching baseline always in it."""
     base = default_options(config)
     grid = []
-    for batching, instances, helpers, buckets, preferred in itertools.product(
-        config.batching, config.instances, config.helper_instances, config.buckets, config.preferred_batch_sizes
-    ):
+    for layout, threads, batching, instances, helpers, buckets, preferred in itertools.product(
+        config.layouts, config.threads, config.batching, config.instances, config.helper_instances, config.buckets,
+        config.preferred_batch_sizes,
+    ):  # fmt: skip
         if batching == "off" and preferred:
             continue  # preferred sizes belong to the batcher
+        pipeline = layout == "pipeline"  # one model: no helpers, and a batch padded to its longest text
         grid.append(
             replace(
                 base,
+                layout=layout,
+                threads=threads,
                 dynamic_batching=batching != "off",
                 queue_delay_us=base.queue_delay_us if batching == "off" else int(batching),
                 instances=instances,
-                helper_instances=helpers,
-                length_buckets=tuple(buckets),
+                helper_instances=1 if pipeline else helpers,
+                length_buckets=() if pipeline else tuple(buckets),
                 preferred_batch_sizes=tuple(preferred),
             )
         )
@@ -717,7 +722,9 @@ def _compare_in_process(config, traffic, report: ServeBenchReport, log: Progress
 
 
 def _executed_batch(outcome: LevelOutcome, model: str) -> int | None:
-    window = outcome.server.get(f"{model}_model") or {}
+    """The batch the model that runs the file executed: the ensemble's {model}_model, or the
+    pipeline model itself."""
+    window = runner_window(outcome.to_json(), model)
     batch = window.get("average_batch")
     return max(1, round(batch)) if batch else None
 

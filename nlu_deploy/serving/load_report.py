@@ -11,14 +11,22 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def runner_window(level: dict, ensemble: str) -> dict:
+    """The server's window for the model that runs the file: the ensemble's {name}_model step, or
+    a single-process pipeline model itself."""
+    server = level.get("server") or {}
+    return server.get(f"{ensemble}_model") or server.get(ensemble) or {}
+
+
 def _model_cells(level: dict, ensemble: str) -> tuple[str, str]:
     """(the ONNX model's executed batch, queue/compute ms per request of each ensemble step)."""
     server = level.get("server") or {}
-    model = server.get(f"{ensemble}_model") or {}
+    model = runner_window(level, ensemble)
     batch = "-" if model.get("average_batch") is None else f"{model['average_batch']:.1f}"
     steps = []
+    pipeline = f"{ensemble}_model" not in server
     for name, window in server.items():
-        if name == ensemble or not window.get("requests"):
+        if (name == ensemble and not pipeline) or not window.get("requests"):
             continue
         short = name.removeprefix(f"{ensemble}_")
         steps.append(f"{short} {_ms(window['queue_ms'])}/{_ms(window['compute_ms'])}")
@@ -31,7 +39,7 @@ def in_process_key(batch: float, buckets) -> str:
 
 
 def _in_process_cells(level: dict, configuration: dict, in_process: dict, ensemble: str) -> tuple[str, str]:
-    model = (level.get("server") or {}).get(f"{ensemble}_model") or {}
+    model = runner_window(level, ensemble)
     if not model.get("average_batch"):
         return "-", "-"
     buckets = (configuration.get("options") or {}).get("length_buckets", TritonOptions().length_buckets)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nlu_deploy import artifacts
+from nlu_deploy.config import TRITON_LAYOUTS
 from nlu_deploy.errors import ConfigError, ModelError
 from nlu_deploy.tasks import task_of
 
@@ -47,6 +48,11 @@ class TritonOptions:
     # substitute that runs the IR with the openvino package), at openvino_variant's precision.
     runtime: str = "onnxruntime"
     openvino_variant: str = "openvino-f32"
+    # ensemble: tokenizer, model and post-processor as three models chained by a Triton ensemble
+    # (the model on any backend; a client that tokenizes elsewhere can call {name}_model itself).
+    # pipeline: one Python-backend model that tokenizes, runs the file and decodes in one process.
+    layout: str = "ensemble"
+    threads: int = 0  # intra-op threads of a Python-backend runner (0: the runtime's default)
 
     def __post_init__(self):
         check_triton_name("model name", self.name)
@@ -54,6 +60,14 @@ class TritonOptions:
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
         if self.onnx_backend == "python" and self.device != "cpu":
             raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
+        if self.layout not in TRITON_LAYOUTS:
+            raise ConfigError(f"the Triton layout must be one of {', '.join(TRITON_LAYOUTS)}, not {self.layout!r}.")
+        if self.layout == "pipeline" and (self.device != "cpu" or self.onnx_backend != "python"):
+            raise ConfigError(
+                "the pipeline layout runs in the Python backend on CPU: use --triton-onnx-backend python."
+            )
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"threads must be a whole number, 0 or more, not {self.threads!r}.")
         if self.runtime not in ("onnxruntime", "openvino"):
             raise ConfigError(f"the Triton backend must be onnxruntime or openvino, not {self.runtime!r}.")
         if self.runtime == "openvino" and (self.device != "cpu" or self.tensorrt):
@@ -80,8 +94,14 @@ class TritonOptions:
                 f", preferred {'/'.join(map(str, self.preferred_batch_sizes))}" if self.preferred_batch_sizes else ""
             )
             batching = f"batching {self.queue_delay_us} us{preferred}"
+        threads = f" x {self.threads} thread(s)" if self.threads else ""
+        if self.layout == "pipeline":
+            return f"pipeline, {batching}, {self.instances} instance(s){threads}"
         buckets = "/".join(map(str, self.length_buckets)) if self.length_buckets else "none"
-        return f"{batching}, {self.instances} model + {self.helper_instances} helper instance(s), buckets {buckets}"
+        return (
+            f"{batching}, {self.instances} model{threads} + {self.helper_instances} helper instance(s), "
+            f"buckets {buckets}"
+        )
 
 
 # What a name may be when it becomes a folder of the repository and a string in config.pbtxt:
@@ -252,8 +272,12 @@ class ServedModel:
 
 
 def write_repository(onnx_dir: Path, staging: Path, onnx_file: str, options: TritonOptions) -> None:
-    """Fill `staging` (an empty directory) with the four models of the repository."""
+    """Fill `staging` (an empty directory) with the four models of the repository, or the one
+    model of the pipeline layout."""
     served = ServedModel.read(Path(onnx_dir), onnx_file)
+    if options.layout == "pipeline":
+        _write_pipeline(served, staging / options.name, options)
+        return
     _write_onnx_model(served, staging, options)
     _write_tokenizer(served, staging, options)
     _write_postprocess(served, staging, options)
@@ -274,10 +298,11 @@ def _write_onnx_model(served: ServedModel, staging: Path, options: TritonOptions
     shutil.copy2(served.onnx_dir / served.onnx_file, model_dir / "1" / "model.onnx")
     if options.onnx_backend == "python":
         _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
+        _copy_model_code("model_runner.py", model_dir / "1" / "model_runner.py")
         _copy_model_code("shape_batches.py", model_dir / "1" / "shape_batches.py", package="nlu_deploy.portable")
         inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
         outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
-        text = python_model_config(name, inputs, outputs, options, batching=True)
+        text = python_model_config(name, inputs, outputs, options, {"threads": str(options.threads)}, batching=True)
     else:
         text = onnx_model_config(name, served.input_names, served.outputs, options)
     (model_dir / "config.pbtxt").write_text(text)
@@ -286,23 +311,16 @@ def _write_onnx_model(served: ServedModel, staging: Path, options: TritonOptions
 def _write_openvino_model(served: ServedModel, model_dir: Path, options: TritonOptions) -> None:
     """The IR as model.xml/model.bin, for Triton's OpenVINO backend or its Python substitute,
     with the variant's precision hint set explicitly (OpenVINO's default is bf16 on AMX CPUs)."""
-    from nlu_deploy.runtime.openvino_runtime import OPENVINO_FP32_IR, OPENVINO_INT8_IR
-
-    ir = served.onnx_dir / (OPENVINO_INT8_IR if options.openvino_variant == "openvino-int8" else OPENVINO_FP32_IR)
-    if not ir.exists():
-        raise ModelError(
-            f"{served.onnx_dir} has no {ir.name} for {options.openvino_variant}; export it with --openvino."
-        )
-    shutil.copy2(ir, model_dir / "1" / "model.xml")
-    shutil.copy2(ir.with_suffix(".bin"), model_dir / "1" / "model.bin")
-    precision = "bf16" if options.openvino_variant == "openvino-bf16" else "f32"
+    precision = _copy_openvino_ir(served, options, model_dir / "1")
     inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
     outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
     name = model_dir.name
     if options.onnx_backend == "python":
         _copy_model_code("openvino_model.py", model_dir / "1" / "model.py")
+        _copy_model_code("model_runner.py", model_dir / "1" / "model_runner.py")
         _copy_model_code("shape_batches.py", model_dir / "1" / "shape_batches.py", package="nlu_deploy.portable")
-        text = python_model_config(name, inputs, outputs, options, {"INFERENCE_PRECISION_HINT": precision}, True)
+        parameters = {"INFERENCE_PRECISION_HINT": precision, "threads": str(options.threads)}
+        text = python_model_config(name, inputs, outputs, options, parameters, True)
     else:
         lines = [
             f'name: "{name}"',
@@ -319,14 +337,68 @@ def _write_openvino_model(served: ServedModel, model_dir: Path, options: TritonO
     (model_dir / "config.pbtxt").write_text(text)
 
 
-def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions) -> None:
-    tokenizer_dir = staging / f"{options.name}_tokenizer"
-    (tokenizer_dir / "1" / "tokenizer").mkdir(parents=True)
+def _copy_openvino_ir(served: ServedModel, options: TritonOptions, version_dir: Path) -> str:
+    """The variant's IR as model.xml/model.bin in `version_dir`; its precision hint."""
+    from nlu_deploy.runtime.openvino_runtime import OPENVINO_FP32_IR, OPENVINO_INT8_IR
+
+    ir = served.onnx_dir / (OPENVINO_INT8_IR if options.openvino_variant == "openvino-int8" else OPENVINO_FP32_IR)
+    if not ir.exists():
+        raise ModelError(
+            f"{served.onnx_dir} has no {ir.name} for {options.openvino_variant}; export it with --openvino."
+        )
+    shutil.copy2(ir, version_dir / "model.xml")
+    shutil.copy2(ir.with_suffix(".bin"), version_dir / "model.bin")
+    return "bf16" if options.openvino_variant == "openvino-bf16" else "f32"
+
+
+def _copy_tokenizer_code(served: ServedModel, version_dir: Path) -> None:
+    """The tokenizer files (in tokenizer/), and the code that reads them as predict does."""
+    (version_dir / "tokenizer").mkdir(parents=True)
     for file_name in TOKENIZER_FILES:
         if (served.onnx_dir / file_name).exists():
-            shutil.copy2(served.onnx_dir / file_name, tokenizer_dir / "1" / "tokenizer" / file_name)
+            shutil.copy2(served.onnx_dir / file_name, version_dir / "tokenizer" / file_name)
+    _copy_model_code("light_tokenizer.py", version_dir / "light_tokenizer.py", package="nlu_deploy.portable")
+
+
+def _copy_decoder_code(served: ServedModel, version_dir: Path) -> None:
+    """labels.json, the out-of-scope rule, and the portable code the task's post-processor uses."""
+    task, config = served.task, served.config
+    labels = config["id2label"]
+    if served.words:  # the tags, and a joint model's intents
+        labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
+        _copy_model_code("spans.py", version_dir / "spans.py", package="nlu_deploy.portable")
+        _copy_model_code("tag_decoding.py", version_dir / "tag_decoding.py", package="nlu_deploy.portable")
+    (version_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
+    if task.rejection is not None:  # the same out-of-scope rule and code as predict
+        (version_dir / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
+        _copy_model_code("rejection.py", version_dir / "rejection.py", package="nlu_deploy.portable")
+
+
+def _write_pipeline(served: ServedModel, model_dir: Path, options: TritonOptions) -> None:
+    """One Python-backend model: tokenizer, runner and post-processor in one process."""
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True)
+    parameters = {"max_length": str(served.max_length), "words": "true" if served.words else "false",
+                  "threads": str(options.threads)}  # fmt: skip
+    if options.runtime == "openvino":
+        parameters["INFERENCE_PRECISION_HINT"] = _copy_openvino_ir(served, options, version_dir)
+    else:
+        shutil.copy2(served.onnx_dir / served.onnx_file, version_dir / "model.onnx")
+    _copy_tokenizer_code(served, version_dir)
+    _copy_decoder_code(served, version_dir)
+    _copy_model_code("pipeline_model.py", version_dir / "model.py")
+    for code in ("tokenizer_model.py", "model_runner.py"):
+        _copy_model_code(code, version_dir / code)
+    _copy_model_code(served.task.triton_postprocess, version_dir / "postprocess.py")
+    outputs = [_io(n, t, [1]) for n, t in served.task.triton_results]
+    text = python_model_config(options.name, [_io("TEXT", "TYPE_STRING", [1])], outputs, options, parameters, True)
+    (model_dir / "config.pbtxt").write_text(text)
+
+
+def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions) -> None:
+    tokenizer_dir = staging / f"{options.name}_tokenizer"
+    _copy_tokenizer_code(served, tokenizer_dir / "1")
     _copy_model_code("tokenizer_model.py", tokenizer_dir / "1" / "model.py")
-    _copy_model_code("light_tokenizer.py", tokenizer_dir / "1" / "light_tokenizer.py", package="nlu_deploy.portable")
     token_outputs = [*served.input_names, *(["WORD_IDS"] if served.words else [])]
     buckets = ",".join(str(b) for b in sorted(options.length_buckets) if b < served.max_length)
     buckets = buckets if options.length_buckets else "none"
@@ -346,16 +418,8 @@ def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions)
 def _write_postprocess(served: ServedModel, staging: Path, options: TritonOptions) -> None:
     post_dir = staging / f"{options.name}_postprocess"
     (post_dir / "1").mkdir(parents=True)
-    task, config = served.task, served.config
-    labels = config["id2label"]
-    if served.words:  # the tags, and a joint model's intents
-        labels = {"tags": config["id2label"], "intents": config.get("intent_id2label")}
-        _copy_model_code("spans.py", post_dir / "1" / "spans.py", package="nlu_deploy.portable")
-        _copy_model_code("tag_decoding.py", post_dir / "1" / "tag_decoding.py", package="nlu_deploy.portable")
-    (post_dir / "1" / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=2))
-    if task.rejection is not None:  # the same out-of-scope rule and code as predict
-        (post_dir / "1" / "rejection.json").write_text(json.dumps(task.rejection.to_json(), indent=2))
-        _copy_model_code("rejection.py", post_dir / "1" / "rejection.py", package="nlu_deploy.portable")
+    task = served.task
+    _copy_decoder_code(served, post_dir / "1")
     _copy_model_code(task.triton_postprocess, post_dir / "1" / "model.py")
     inputs = [
         *([_io("TEXT", "TYPE_STRING", [1]), _io("WORD_IDS", "TYPE_INT64", [-1])] if served.words else []),

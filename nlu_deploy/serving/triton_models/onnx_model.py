@@ -15,26 +15,19 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).parent))
+from model_runner import onnx_runner  # noqa: E402  (copied from nlu_deploy/serving/triton_models)
 from shape_batches import respond_by_shape  # noqa: E402  (copied from nlu_deploy/portable/shape_batches.py)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        import onnxruntime as ort
-
         config = json.loads(args["model_config"])
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(Path(__file__).parent / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        threads = int(config.get("parameters", {}).get("threads", {}).get("string_value", "0"))
+        _, self.run = onnx_runner(Path(__file__).parent / "model.onnx", threads)
 
     def execute(self, requests):
         """The dynamic batcher hands over several requests at once; those of one shape (the
         tokenizer pads to length buckets) run as one batch (shape_batches.py, copied beside this)."""
-        return respond_by_shape(
-            pb_utils, requests, self.input_names, self.output_names,
-            lambda batch: dict(zip(self.output_names, self.session.run(self.output_names, batch))),
-        )  # fmt: skip
+        return respond_by_shape(pb_utils, requests, self.input_names, self.output_names, self.run)

@@ -12,30 +12,24 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).parent))
+from model_runner import openvino_runner  # noqa: E402  (copied from nlu_deploy/serving/triton_models)
 from shape_batches import respond_by_shape  # noqa: E402  (copied from nlu_deploy/portable/shape_batches.py)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        import openvino as ov
-
         config = json.loads(args["model_config"])
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        core = ov.Core()
-        model = core.read_model(str(Path(__file__).parent / "model.xml"))
-        properties = {"INFERENCE_PRECISION_HINT": parameters.get("INFERENCE_PRECISION_HINT", "f32")}
-        self.request = core.compile_model(model, "CPU", properties).create_infer_request()
+        precision = parameters.get("INFERENCE_PRECISION_HINT", "f32")
+        threads = int(parameters.get("threads", "0"))
+        _, self.run = openvino_runner(Path(__file__).parent / "model.xml", precision, threads)
 
     def execute(self, requests):
         """The dynamic batcher hands over several requests at once; those of one shape (the
         tokenizer pads to length buckets) run as one batch (shape_batches.py, copied beside this)."""
-        return respond_by_shape(
-            pb_utils, requests, self.input_names, self.output_names,
-            lambda batch: {port.get_any_name(): np.array(value) for port, value in self.request.infer(batch).items()},
-        )  # fmt: skip
+        return respond_by_shape(pb_utils, requests, self.input_names, self.output_names, self.run)

@@ -15,16 +15,20 @@ import triton_python_backend_utils as pb_utils
 HERE = Path(__file__).parent
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        labels = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
+class Decoder:
+    """Logits to answers; also used by the single-process pipeline model (pipeline_model.py)."""
+
+    inputs = ("logits",)  # the model outputs it reads
+
+    def __init__(self, folder: Path = HERE):
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         self.labels = {int(i): label for i, label in labels.items()}
         self.rule = None
-        if (HERE / "rejection.json").exists():
-            sys.path.insert(0, str(HERE))
+        if (folder / "rejection.json").exists():
+            sys.path.insert(0, str(folder))
             from rejection import RejectionRule  # copied from nlu_deploy/rejection.py
 
-            self.rule = RejectionRule.from_json(json.loads((HERE / "rejection.json").read_text(encoding="utf-8")))
+            self.rule = RejectionRule.from_json(json.loads((folder / "rejection.json").read_text(encoding="utf-8")))
 
     def answers(self, logits):
         if self.rule is not None:
@@ -34,16 +38,25 @@ class TritonPythonModel:
         best = probabilities.argmax(axis=-1)
         return [(self.labels[int(b)], float(p[b])) for b, p in zip(best, probabilities)]
 
+    def results(self, texts, tensors) -> dict:
+        """{LABEL, SCORE} for a batch, from {logits}. (texts: unused; word tasks read them.)"""
+        answers = self.answers(tensors["logits"].astype(np.float64))
+        return {
+            "LABEL": np.array([[name.encode("utf-8")] for name, _ in answers], dtype=object),
+            "SCORE": np.array([[score] for _, score in answers], dtype=np.float32),
+        }
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.decoder = Decoder()
+
     def execute(self, requests):
         responses = []
         for request in requests:
-            logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy().astype(np.float64)
-            answers = self.answers(logits)
-            label = np.array([[name.encode("utf-8")] for name, _ in answers], dtype=object)
-            score = np.array([[score] for _, score in answers], dtype=np.float32)
+            logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+            results = self.decoder.results(None, {"logits": logits})
             responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("LABEL", label), pb_utils.Tensor("SCORE", score)]
-                )
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in results.items()])
             )
         return responses

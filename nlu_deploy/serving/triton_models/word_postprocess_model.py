@@ -23,19 +23,23 @@ def softmax(logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        labels = json.loads((Path(__file__).parent / "labels.json").read_text(encoding="utf-8"))
+class Decoder:
+    """Token logits to entities (and a joint model's intent); also used by the single-process
+    pipeline model (pipeline_model.py)."""
+
+    def __init__(self, folder: Path = Path(__file__).parent):
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
         self.tags = [labels["tags"][str(i)] for i in range(len(labels["tags"]))]
         self.decoder = TagDecoder(self.tags)
         intents = labels.get("intents")
         self.intents = [intents[str(i)] for i in range(len(intents))] if intents else None
         self.slot_output = "slot_logits" if self.intents else "logits"
+        self.inputs = ("WORD_IDS", self.slot_output, *(["intent_logits"] if self.intents else []))
         self.rule = None  # a joint model's out-of-scope rule: the same code as `nlu-deploy predict`
-        if (Path(__file__).parent / "rejection.json").exists():
+        if (folder / "rejection.json").exists():
             from rejection import RejectionRule  # copied from nlu_deploy/rejection.py
 
-            self.rule = RejectionRule.from_json(json.loads((Path(__file__).parent / "rejection.json").read_text()))
+            self.rule = RejectionRule.from_json(json.loads((folder / "rejection.json").read_text()))
 
     def word_results(self, text, word_ids, token_logits):
         """Entities of one text: each whitespace word tagged by its first sub-word's logits."""
@@ -48,27 +52,40 @@ class TritonPythonModel:
                 word_logits[word] = token_logits[position]
         return text_entities(text, *self.decoder.decode(word_logits))
 
+    def results(self, texts, tensors) -> dict:
+        """{ENTITIES} (and a joint model's LABEL, SCORE) for a batch of texts."""
+        slots = tensors[self.slot_output].astype(np.float64)
+        entities = [
+            json.dumps(self.word_results(t, w, s), ensure_ascii=False)
+            for t, w, s in zip(texts, tensors["WORD_IDS"], slots)
+        ]
+        results = {"ENTITIES": np.array([[e.encode("utf-8")] for e in entities], dtype=object)}
+        if self.intents:
+            logits = tensors["intent_logits"].astype(np.float64)
+            if self.rule is not None:
+                answers = self.rule.answers(logits, self.intents)
+            else:
+                probabilities = softmax(logits)
+                answers = [(self.intents[int(p.argmax())], float(p.max())) for p in probabilities]
+            results["LABEL"] = np.array([[label.encode("utf-8")] for label, _ in answers], dtype=object)
+            results["SCORE"] = np.array([[score] for _, score in answers], dtype=np.float32)
+        return results
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.decoder = Decoder()
+
     def execute(self, requests):
         responses = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             texts = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in raw]
-            word_ids = pb_utils.get_input_tensor_by_name(request, "WORD_IDS").as_numpy()
-            slots = pb_utils.get_input_tensor_by_name(request, self.slot_output).as_numpy().astype(np.float64)
-            entities = [
-                json.dumps(self.word_results(t, w, s), ensure_ascii=False) for t, w, s in zip(texts, word_ids, slots)
-            ]
-            outputs = [pb_utils.Tensor("ENTITIES", np.array([[e.encode("utf-8")] for e in entities], dtype=object))]
-            if self.intents:
-                logits = pb_utils.get_input_tensor_by_name(request, "intent_logits").as_numpy().astype(np.float64)
-                if self.rule is not None:
-                    answers = self.rule.answers(logits, self.intents)
-                else:
-                    probabilities = softmax(logits)
-                    answers = [(self.intents[int(p.argmax())], float(p.max())) for p in probabilities]
-                outputs.append(
-                    pb_utils.Tensor("LABEL", np.array([[label.encode("utf-8")] for label, _ in answers], dtype=object))
-                )
-                outputs.append(pb_utils.Tensor("SCORE", np.array([[score] for _, score in answers], dtype=np.float32)))
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            tensors = {
+                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.decoder.inputs
+            }
+            results = self.decoder.results(texts, tensors)
+            responses.append(
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in results.items()])
+            )
         return responses

@@ -1,0 +1,34 @@
+"""How the Python-backend models run the exported file on CPU: onnxruntime on the ONNX file, or
+OpenVINO on the IR at an explicit precision hint. Copied beside the runner models and the
+single-process pipeline model; it needs only the runtime it is asked for (and numpy)."""
+
+from pathlib import Path
+
+
+def onnx_runner(path: Path, threads: int = 0):
+    """(input names, run): run takes {input name: array} and gives {output name: array}.
+    threads 0: onnxruntime's default (one per physical core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
+    return [i.name for i in session.get_inputs()], lambda feed: dict(zip(output_names, session.run(output_names, feed)))
+
+
+def openvino_runner(path: Path, precision: str = "f32", threads: int = 0):
+    """The same for an OpenVINO IR (model.xml with model.bin beside it)."""
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    properties = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        properties["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", properties)
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.inputs]
+    return names, lambda feed: {port.get_any_name(): np.array(value) for port, value in request.infer(feed).items()}
