@@ -32,6 +32,7 @@ QUANTIZATION_REPORT_JSON = "quantization_report.json"
 QUANTIZATION_REPORT_MD = "quantization_report.md"
 WEIGHTS = "model.safetensors"
 VALIDATION_REPORT = "validation.json"  # validate: written into the ONNX directory it scored
+RECOMMENDATION = "recommendation.json"  # run: the variant it ships, and the measurements that chose it
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 # The variants `predict` prefers when none is named: the fastest kinds first.
@@ -123,6 +124,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a stage directory, or {} for directories made by other tools."""
     path = directory / MANIFEST
     return read_json(path) if path.exists() else {}
+
+
+def recommended_variant(directory: Path) -> str | None:
+    """The variant `run` measured fastest within the accuracy gate on this export, if it chose one."""
+    path = Path(directory) / RECOMMENDATION
+    return read_json(path).get("variant") if path.is_file() else None
 
 
 def onnx_files(directory: Path) -> list[Path]:

@@ -40,6 +40,7 @@ from nlu_deploy.config import (
     PROVIDERS,
     QUANTIZATION_MODES,
     QUANTIZATION_PRESETS,
+    RUN_RECIPES,
     TRITON_LAYOUTS,
     BenchConfig,
     DistillConfig,
@@ -273,6 +274,12 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
     help="auto: points of accuracy (entity F1 for a slot tagger) the kept int8 model may lose.",
 )
 @click.option(
+    "--search-minutes",
+    type=float,
+    default=None,
+    help="auto: minutes the candidates may take; those left then are skipped and named in the report.",
+)
+@click.option(
     "--validation",
     type=click.Path(path_type=Path),
     default=None,
@@ -334,6 +341,12 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
     "Python-backend model that does all three in one process (needs --triton-onnx-backend python).",
 )
 @click.option(
+    "--triton-variant",
+    default=None,
+    help="The variant Triton serves: an ONNX file or variant (int8, optimized) or an OpenVINO variant. Default: "
+    "the one `run` recommended for this export, else int8 on CPU and the float graphs on GPU.",
+)
+@click.option(
     "--triton-threads",
     type=click.IntRange(min=0),
     default=0,
@@ -365,7 +378,7 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
 )
 def export(
     model_dir, output, triton_repo, triton_name, triton_device, triton_tensorrt, triton_onnx_backend, triton_backend,
-    triton_openvino_variant, triton_layout, triton_threads, **options,
+    triton_openvino_variant, triton_layout, triton_variant, triton_threads, **options,
 ):  # fmt: skip
     """Export a fine-tuned checkpoint to ONNX and check it against PyTorch.
 
@@ -403,7 +416,9 @@ def export(
     if triton_repo is not None:
         from nlu_deploy.serving.repository import export_triton_repository
 
-        served = export_triton_repository(output, triton_repo, triton_options, overwrite=options["overwrite"])
+        served = export_triton_repository(
+            output, triton_repo, triton_options, onnx_file=triton_variant, overwrite=options["overwrite"]
+        )
         click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())
@@ -538,6 +553,22 @@ def validate(
     "--seq-lens", callback=int_list, default=shape_list(default_of(BenchConfig, "seq_lens")), show_default=True
 )
 @click.option("--variants", default=None, help="Comma-separated variants or file names. Default: every .onnx file.")
+@click.option(
+    "--real-lengths",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also time batches of this data's texts, each padded to its longest (a held-out split: real traffic).",
+)
+@click.option(
+    "--real-batch-sizes",
+    callback=int_list,
+    default=shape_list(default_of(BenchConfig, "real_batch_sizes")),
+    show_default=True,
+    help="With --real-lengths: the batch sizes of real texts.",
+)
+@click.option(
+    "--text-column", default=None, help="With --real-lengths: its text column. Default: the model's training column."
+)
 @click.option("--threads", type=int, default=None, help="Intra-op threads. Default: the runtime's choice.")
 @click.option(
     "--warmup",
@@ -628,6 +659,9 @@ def bench(
     batch_sizes,
     seq_lens,
     variants,
+    real_lengths,
+    real_batch_sizes,
+    text_column,
     threads,
     warmup,
     min_iters,
@@ -675,6 +709,8 @@ def bench(
         tf32=tf32,
         also=compared,
         variants=tuple(v.strip() for v in variants.split(",")) if variants else (),
+        real_texts=tuple(_real_texts(onnx_dir, real_lengths, text_column)) if real_lengths else (),
+        real_batch_sizes=real_batch_sizes,
     )
     try:
         report = run_bench(
@@ -692,6 +728,18 @@ def bench(
         click.echo(line)
     if validation is not None:
         click.echo(bench_extras.recommendation(report, validation))
+
+
+def _real_texts(onnx_dir: Path, data: Path, text_column: str | None) -> list[str]:
+    from nlu_deploy.data.tables import column_texts
+    from nlu_deploy.evaluation.validate import trained_text_column
+
+    texts, empty = column_texts(data, text_column or trained_text_column(onnx_dir))
+    if not texts:
+        raise click.ClickException(f"{data} holds no texts to time.")
+    if empty:
+        click.echo(f"note: {empty} row(s) of {data} hold no text; left out of the real-length batches.", err=True)
+    return texts
 
 
 def _keep_measured(stop: Stopped, json_path: Path | None) -> None:
@@ -1076,7 +1124,23 @@ def bench_training(json_path, compile_flag, **options):
 @click.option(
     "--openvino",
     is_flag=True,
-    help="Also export, validate and benchmark the OpenVINO variants; the report then recommends across runtimes.",
+    help="Also the OpenVINO variants, and fail if OpenVINO is missing (--recipe measured uses them when installed).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(RUN_RECIPES),
+    default=default_of(RunConfig, "recipe"),
+    show_default=True,
+    help="measured: ship the variant that measures fastest here within the accuracy gate (int8 recipes of both "
+    "graphs, OpenVINO when installed, timed on real held-out lengths); fixed: dynamic int8 from the O2 graph, "
+    "no measurement.",
+)
+@click.option(
+    "--choose-minutes",
+    type=float,
+    default=default_of(RunConfig, "choose_minutes"),
+    show_default=True,
+    help="measured: minutes the int8 candidates may take; the report names any skipped for time.",
 )
 @with_search_options
 @overwrite_option
@@ -1084,6 +1148,8 @@ def run(
     output,
     optimize,
     openvino,
+    recipe,
+    choose_minutes,
     max_score_drop,
     batch_sizes,
     seq_lens,
@@ -1098,10 +1164,12 @@ def run(
     study_name,
     **options,
 ):
-    """Fine-tune, export (fp32, optimized, int8), validate and benchmark in one go.
+    """Fine-tune, export (fp32, optimized, int8, OpenVINO), validate, benchmark, and choose what to ship.
 
     Writes OUTPUT/checkpoint, OUTPUT/onnx, OUTPUT/report.md and OUTPUT/report.json. With no
-    options it trains the packaged MiniLM on the built-in demo data.
+    options it trains the packaged MiniLM on the built-in demo data. The variant that measured
+    fastest on this machine within the accuracy gate is named in OUTPUT/onnx/recommendation.json,
+    which predict and export --triton then use by default.
 
     Example: nlu-deploy run --train data/train.jsonl --label-column intent --output models/snips
 
@@ -1121,6 +1189,8 @@ def run(
         finetune=finetune_config,
         optimize=optimize,
         openvino=openvino,
+        recipe=recipe,
+        choose_minutes=choose_minutes,
         max_score_drop=max_score_drop,
         batch_sizes=batch_sizes,
         seq_lens=seq_lens,

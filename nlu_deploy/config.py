@@ -40,6 +40,7 @@ EXECUTION_PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PROVIDERS = tuple(EXECUTION_PROVIDERS)
+RUN_RECIPES = ("measured", "fixed")
 # How a Triton repository serves a model: three models chained by an ensemble, or one pipeline model.
 TRITON_LAYOUTS = ("ensemble", "pipeline")
 OOS_TRAINING_CHOICES = ("class", "calibration")
@@ -312,12 +313,17 @@ class ExportConfig:
     # Also write OpenVINO IR files (fp32, and NNCF int8 calibrated like static): the openvino-*
     # variants validate, bench, predict and --quantize auto measure beside onnxruntime's.
     openvino: bool = False
+    # auto: the minutes the candidates may take; those left then are skipped, and the report says
+    # which (run bounds its choice this way). None: every candidate is measured.
+    search_minutes: float | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         _finite_numbers(self)
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize", self.quantize, QUANTIZATION_MODES)
+        if self.search_minutes is not None:
+            _positive("--search-minutes", self.search_minutes)
         _choice("calibration method", self.calibration_method, CALIBRATION_METHODS)
         _positive("calibration samples", self.calibration_samples)
         if self.max_score_drop < 0:
@@ -381,10 +387,16 @@ class BenchConfig:
     # (label, ONNX directory) pairs measured in the same run, their variants named label/variant:
     # a distilled student beside its teacher, both against the teacher's PyTorch.
     also: tuple[tuple[str, Path], ...] = ()
+    # Texts whose real lengths are timed too (batches of real_batch_sizes texts, each padded to its
+    # longest): a deployment's traffic, beside the fixed shapes. Empty: fixed shapes only.
+    real_texts: tuple[str, ...] = ()
+    real_batch_sizes: tuple[int, ...] = (1, 32)
 
     def __post_init__(self) -> None:
         _finite_numbers(self)
         _choice("provider", self.provider, PROVIDERS)
+        for value in self.real_batch_sizes:
+            _positive("--real-batch-sizes", value)
         if not self.batch_sizes or not self.seq_lens:
             raise ConfigError("at least one batch size and one sequence length are needed.")
         for value in (*self.batch_sizes, *self.seq_lens):
@@ -497,6 +509,11 @@ class RunConfig:
     optimize: str = "O2"
     quantize_preset: str = "auto"
     openvino: bool = False  # also the OpenVINO variants (export --openvino)
+    # measured: ship what measures fastest here within the accuracy gate (the int8 search over
+    # both graphs, OpenVINO when installed, real-length timing); fixed: dynamic int8 from the O2
+    # graph, the files of before 2026-12-07, and no recommendation.json.
+    recipe: str = "measured"
+    choose_minutes: float = option(3.0, "--choose-minutes")  # measured: the int8 search's time
     max_score_drop: float = 1.0
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     seq_lens: tuple[int, ...] = (16, 64, 128)
@@ -510,6 +527,8 @@ class RunConfig:
         _finite_numbers(self)
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize preset", self.quantize_preset, QUANTIZATION_PRESETS)
+        _choice("--recipe", self.recipe, RUN_RECIPES)
+        _positive("--choose-minutes", self.choose_minutes)
         if self.student_layers is not None:
             _positive("student layers", self.student_layers)
         _positive("student epochs", self.student_epochs)

@@ -15,6 +15,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import BenchConfig, DistillConfig, ExportConfig, RunConfig, ValidateConfig
 from nlu_deploy.evaluation.benchmark import BenchReport, bench, tradeoff_points
 from nlu_deploy.evaluation.plots import plot_accuracy_vs_speed
+from nlu_deploy.evaluation.recommendation import choose_shipped
 from nlu_deploy.evaluation.validate import ValidationReport, validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.metrics import DISPLAY_NAMES
@@ -40,10 +41,13 @@ class RunReport:
     seconds: dict[str, float]
     student_validation: ValidationReport | None = None
     student_metrics: dict | None = None
+    choice: dict | None = None  # --recipe measured: what ships, and why (recommendation.choose_shipped)
 
     @property
     def recommended(self) -> str | None:
-        """The fastest ONNX variant that passed the accuracy gate."""
+        """What ships: the measured choice, else the fastest variant that passed the accuracy gate."""
+        if self.choice is not None:
+            return self.choice["variant"]
         return self.benchmark.recommend(self.validation.to_json())
 
     def key_figures(self) -> list[dict]:
@@ -86,6 +90,7 @@ class RunReport:
     def to_json(self) -> dict:
         report = {
             "recommended": self.recommended,
+            "choice": self.choice,
             "key_figures": self.key_figures(),
             "seconds": self.seconds,
             "finetune": self.finetune_metrics,
@@ -119,7 +124,8 @@ class RunReport:
             "# nlu-deploy run report",
             "",
             f"Recommended variant: **{self.recommended or 'none passed the accuracy gate'}** "
-            "(fastest ONNX file within the accuracy budget).",
+            "(fastest variant within the accuracy budget).",
+            *(["", self.choice["why"]] if self.choice else []),
             "",
             f"PyTorch checkpoint: validation {DISPLAY_NAMES[primary]} {percent(best[primary])}% "
             f"(epoch {self.finetune_metrics['best_epoch']} of {len(self.finetune_metrics['epochs'])}).",
@@ -208,9 +214,15 @@ def _stages(config: RunConfig, out: Path, seconds: dict[str, float], show_progre
         with _timed(seconds, "distill"):
             _train_student(config, out, show_progress, log)
     with _timed(seconds, "export"):
-        log(f"[2/4] exporting to ONNX (fp32, {config.optimize}, dynamic int8)")
-        for model_dir in (out, out / STUDENT_DIR) if student else (out,):
-            _export(config, model_dir)
+        measured = config.recipe == "measured"
+        log(
+            f"[2/4] exporting to ONNX (fp32, {config.optimize}, "
+            + (f"the int8 recipes measured within {config.choose_minutes:g} min" if measured else "dynamic int8")
+            + ")"
+        )
+        _export(config, out, measured)
+        if student:
+            _export(config, out / STUDENT_DIR, False)
     with _timed(seconds, "validate"):
         log("[3/4] validating every ONNX file against PyTorch on the held-out split")
         held_out = out / CHECKPOINT_DIR / artifacts.VALIDATION_SPLIT
@@ -218,8 +230,12 @@ def _stages(config: RunConfig, out: Path, seconds: dict[str, float], show_progre
         # the student's files against its own weights, on the teacher's held-out split
         student_validation = _validate(config, out / STUDENT_DIR, held_out) if student else None
     with _timed(seconds, "bench"):
-        log("[4/4] benchmarking PyTorch and every ONNX file")
-        benchmark = _bench(config, out, student)
+        log(
+            "[4/4] benchmarking PyTorch and every variant"
+            + (" (fixed shapes and real held-out lengths)" if measured else "")
+        )
+        benchmark = _bench(config, out, student, held_out if measured else None)
+    choice = _ship(out, benchmark, validation) if measured else None
     report = RunReport(
         artifacts.read_json(out / CHECKPOINT_DIR / artifacts.METRICS),
         validation,
@@ -227,6 +243,7 @@ def _stages(config: RunConfig, out: Path, seconds: dict[str, float], show_progre
         seconds,
         student_validation,
         artifacts.read_json(out / STUDENT_DIR / CHECKPOINT_DIR / artifacts.METRICS) if student else None,
+        choice,
     )
     _write_report(config, out, report)
     return report
@@ -295,16 +312,22 @@ def _train_student(config: RunConfig, out: Path, show_progress: bool, log) -> No
     _point_at_final_teacher(out / STUDENT_DIR / CHECKPOINT_DIR, out, config.output)
 
 
-def _export(config: RunConfig, model_dir: Path) -> None:
-    """model_dir holds checkpoint/ and receives onnx/ (the run's output, or its student/ folder)."""
+def _export(config: RunConfig, model_dir: Path, measured: bool) -> None:
+    """model_dir holds checkpoint/ and receives onnx/ (the run's output, or its student/ folder).
+    Measured: every int8 recipe of both graphs within the run's budget and time (the fastest that
+    fits is model_quantized.onnx), and OpenVINO's variants wherever OpenVINO is installed."""
+    from nlu_deploy.runtime.openvino_runtime import openvino_available
+
     export(
         ExportConfig(
             model_dir=model_dir / CHECKPOINT_DIR,
             output=model_dir / ONNX_DIR,
             optimize=config.optimize,
-            quantize="dynamic",
+            quantize="auto" if measured else "dynamic",
             quantize_preset=config.quantize_preset,
-            openvino=config.openvino,
+            max_score_drop=config.max_score_drop if measured else ExportConfig.max_score_drop,
+            search_minutes=config.choose_minutes if measured else None,
+            openvino=config.openvino or (measured and openvino_available()),
         )
     )
 
@@ -322,7 +345,15 @@ def _validate(config: RunConfig, model_dir: Path, held_out: Path):
     return validation
 
 
-def _bench(config: RunConfig, out: Path, student: bool):
+def _bench(config: RunConfig, out: Path, student: bool, held_out: Path | None):
+    """Every variant and PyTorch in one run: the fixed shapes, and with `held_out` batches of its
+    texts at their real lengths."""
+    real_texts = ()
+    if held_out is not None:
+        from nlu_deploy.data.tables import column_texts
+        from nlu_deploy.evaluation.validate import trained_text_column
+
+        real_texts = tuple(column_texts(held_out, trained_text_column(out / ONNX_DIR))[0])
     return bench(
         BenchConfig(
             onnx_dir=out / ONNX_DIR,
@@ -331,8 +362,17 @@ def _bench(config: RunConfig, out: Path, student: bool):
             seq_lens=config.seq_lens,
             min_seconds=config.bench_min_seconds,
             also=((STUDENT_LABEL, out / STUDENT_DIR / ONNX_DIR),) if student else (),
+            real_texts=real_texts,
         )
     )
+
+
+def _ship(out: Path, benchmark: BenchReport, validation: ValidationReport) -> dict:
+    """The variant to ship, written beside the files as recommendation.json (predict and export
+    --triton read it)."""
+    choice = choose_shipped(benchmark, validation.to_json())
+    artifacts.write_json(out / ONNX_DIR / artifacts.RECOMMENDATION, {**choice, "chosen_by": "nlu-deploy run"})
+    return choice
 
 
 def _write_report(config: RunConfig, out: Path, report: RunReport) -> None:

@@ -31,8 +31,10 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         tokenizer = load_tokenizer(str(model_dir))
         backend = torch_backend(model, tokenizer, tokenizer.model_max_length)
         return task.predictor(backend), f"PyTorch checkpoint {model_dir}", task
-    if variant is None:
-        variant = next(name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files)
+    if variant is None:  # what `run` chose to ship, else the fastest kind of file there is
+        variant = artifacts.recommended_variant(model_dir) or next(
+            name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files
+        )
     if variant.startswith("openvino-"):  # an OpenVINO variant: its IR file at its precision
         return _openvino_predictor(model_dir, variant, provider, task)
     path = (

@@ -85,6 +85,7 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
         "speedup_vs_pytorch",
         "file",
         "size_mb",
+        "lengths",
     }
     by_variant = {m["variant"]: m for m in data["measurements"]}
     assert by_variant["int8"]["file"].endswith("model_quantized.onnx")
@@ -266,3 +267,61 @@ def test_doctor_reports_which_providers_really_start(tmp_path):
     if not report.starts("CUDAExecutionProvider"):  # this machine: the requirement fails in one sentence
         result = CliRunner().invoke(main, ["doctor", "--require", "cuda"])
         assert result.exit_code == 1 and "CUDAExecutionProvider does not start here" in result.output
+
+
+def _report_with(figures: dict[str, dict[str, float]]):
+    """A bench report: per variant, sequences/s at the real lengths and at a fixed shape."""
+    from nlu_deploy.evaluation.benchmark import BenchReport, Measurement
+
+    report = BenchReport("cpu", 2, {"cpu": "recorded"})
+    for variant, rates in figures.items():
+        for lengths, rate in rates.items():
+            for batch in (1, 32):
+                latency = batch * 1000 / rate
+                report.measurements.append(Measurement(variant, batch, 12, 10, latency, latency, latency, latency,
+                                                       0.0, rate, "cpu", lengths=lengths))  # fmt: skip
+    return report
+
+
+def test_the_shipped_variant_is_the_fastest_within_the_gate_at_real_lengths():
+    from nlu_deploy.evaluation.recommendation import choose_shipped
+
+    report = _report_with({
+        "pytorch": {"real": 100, "fixed": 50},
+        "fp32": {"real": 300, "fixed": 200},
+        "int8": {"real": 500, "fixed": 900},  # fastest on fixed shapes, second at real lengths
+        "openvino-int8": {"real": 650, "fixed": 600},
+        "openvino-bf16": {"real": 900, "fixed": 950},  # the fastest, but over the accuracy gate
+    })  # fmt: skip
+    gate = {"max_score_drop": 1.0, "variants": [
+        {"variant": v, "file": f"{v}.file", "passed": v != "openvino-bf16"} for v in report.variants() if v != "pytorch"
+    ]}  # fmt: skip
+    choice = choose_shipped(report, gate)
+    assert choice["variant"] == "openvino-int8" and choice["lengths"] == "real" and choice["runtime"] == "OpenVINO"
+    assert choice["beats"]["int8"] == pytest.approx(1.3) and choice["failed_gate"] == ["openvino-bf16"]
+    assert "1.30x the next fastest variant within the gate (int8)" in choice["why"]
+    assert "6.50x PyTorch eager" in choice["why"] and "Over the accuracy gate: openvino-bf16" in choice["why"]
+    nothing = choose_shipped(report, {"variants": [{**v, "passed": False} for v in gate["variants"]]})
+    assert nothing["variant"] is None and "No variant passed" in nothing["why"]
+
+
+def test_real_lengths_time_batches_of_real_texts_each_padded_to_its_longest(tmp_path, tiny_onnx, tiny_dev_csv):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+    from nlu_deploy.evaluation.real_lengths import BATCHES_PER_SIZE, real_length_batches
+
+    texts = ["wake me up", "play some jazz in the kitchen please and loudly", "hi"]
+    batches = real_length_batches(tiny_onnx, texts, 2, seed=0)
+    assert len(batches) == BATCHES_PER_SIZE
+    for batch in batches:  # padded to the batch's own longest text, never to a fixed length
+        assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"][:, -1].max() == 1
+    path = tmp_path / "b.json"
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--batch-sizes", "1", "--seq-lens", "8",
+                                       "--min-seconds", "0", "--min-iters", "2", "--variants", "fp32,int8",
+                                       "--real-lengths", str(tiny_dev_csv), "--real-batch-sizes", "1,4",
+                                       "--json", str(path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    real = [m for m in json.loads(path.read_text())["measurements"] if m["lengths"] == "real"]
+    assert sorted((m["variant"], m["batch_size"]) for m in real) == [("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)]
+    assert all(3 <= m["seq_len"] <= 32 for m in real) and "real (mean" in result.output

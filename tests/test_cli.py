@@ -173,13 +173,43 @@ def test_run_writes_the_whole_chain_and_a_report(tmp_path, tiny_encoder, tiny_tr
     )
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())
-    assert report["recommended"] in {"fp32", "optimized", "int8"}
-    assert {f["variant"] for f in report["key_figures"]} == {"fp32", "optimized", "int8"}
+    variants = {f["variant"] for f in report["key_figures"]}
+    assert {"fp32", "optimized", "int8", "openvino-f32", "openvino-int8"} <= variants  # OpenVINO is installed here
     assert report["validation"]["passed"] and report["finetune"]["best"]["accuracy"] >= 0.9
-    assert "Recommended variant" in (output / "report.md").read_text()
+    # what ships is the fastest variant within the gate on real-length held-out batches
+    choice = json.loads((output / "onnx" / "recommendation.json").read_text())
+    real = {m["variant"]: [] for m in report["benchmark"]["measurements"]}
+    for m in report["benchmark"]["measurements"]:
+        if m["lengths"] == "real":
+            real[m["variant"]].append(m["sequences_per_second"])
+    assert {len(rates) for rates in real.values()} == {2}  # batch 1 and 32 of real texts, every variant
+    passing = [v["variant"] for v in report["validation"]["variants"] if v["passed"]]
+    assert choice["variant"] == report["recommended"] == max(passing, key=lambda v: choice["sequences_per_s"][v])
+    assert choice["why"] in (output / "report.md").read_text()
+    predicted = invoke("predict", output / "onnx", "wake me up at 7")
+    assert (
+        predicted.exit_code == 0
+        and f"using {choice['variant'] if choice['variant'].startswith('openvino') else ''}" in predicted.output
+    )
     assert (output / "checkpoint" / "model.safetensors").exists()
-    assert (output / "onnx" / artifacts.ONNX_QUANTIZED).exists()
     assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_run_with_the_fixed_recipe_writes_the_files_it_always_wrote(tmp_path, tiny_encoder, tiny_train_csv):
+    output = tmp_path / "run"
+    result = invoke("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY_TRAINING, "--recipe", "fixed",
+                    "--batch-sizes", "1", "--seq-lens", "8", "--min-seconds", "0", "--output", output)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = {p.name for p in (output / "onnx").iterdir()}
+    assert {f for f in files if f.endswith((".onnx", ".xml", ".json"))} == {
+        "model.onnx", "model_optimized.onnx", "model_quantized.onnx", "config.json", "nlu_deploy.json",
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "ort_config.json",
+    }  # no recommendation.json, no OpenVINO files, no search report  # fmt: skip
+    manifest = json.loads((output / "onnx" / "nlu_deploy.json").read_text())
+    assert manifest["quantization"]["mode"] == "dynamic"
+    assert all(
+        m["lengths"] == "fixed" for m in json.loads((output / "report.json").read_text())["benchmark"]["measurements"]
+    )
 
 
 def test_non_empty_output_is_refused_without_overwrite(tmp_path, tiny_checkpoint):

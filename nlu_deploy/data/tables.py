@@ -218,3 +218,26 @@ def read_texts(path: Path) -> list[str]:
     if not texts:
         raise DataError(f"{path} holds no text.")
     return texts
+
+
+def column_texts(path: Path, column: str) -> tuple[list[str], int]:
+    """(the non-empty texts of a column, how many rows had none): a data file's column, whose cells
+    may also be a tagged file's word lists (joined by spaces), or a .txt file's lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is not a file.")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raw = text_lines(read_text(path))
+    else:
+        records = read_records(path)
+        if column not in records[0]:
+            raise DataError(f"{path} has no {column!r} column (give the text column with --text-column).")
+        raw = [record.get(column) for record in records]
+    texts = [text for text in map(_as_text, raw) if text]
+    return texts, len(raw) - len(texts)
+
+
+def _as_text(value) -> str | None:
+    if isinstance(value, list) and value and all(isinstance(word, str) for word in value):
+        value = " ".join(value)
+    return value if isinstance(value, str) and value.strip() else None

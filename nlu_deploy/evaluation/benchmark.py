@@ -16,6 +16,7 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.config import EXECUTION_PROVIDERS, BenchConfig
 from nlu_deploy.errors import ModelError, NluDeployError
+from nlu_deploy.evaluation.real_lengths import mean_width, real_length_batches
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.machine import cpu_flags
@@ -49,6 +50,9 @@ class Measurement:
     speedup_vs_pytorch: float | None = None
     file: str | None = None  # what was measured: the .onnx file, or the checkpoint's weights
     size_mb: float | None = None
+    # fixed: every sequence seq_len tokens; real: batches of real texts, each padded to its longest
+    # text as predict pads them (seq_len is then the batches' mean padded length)
+    lengths: str = "fixed"
 
 
 @dataclass
@@ -91,11 +95,11 @@ class BenchReport:
         headers = ["variant", "batch", "seq len", "p50 ms", "p90 ms", "p99 ms", "seq/s", "iters"]
         headers += ["vs pytorch"] if has_baseline else []
         rows = []
-        for m in sorted(self.measurements, key=lambda m: (m.batch_size, m.seq_len)):
+        for m in sorted(self.measurements, key=lambda m: (m.lengths, m.batch_size, m.seq_len)):
             row = [
                 m.variant,
                 m.batch_size,
-                m.seq_len,
+                m.seq_len if m.lengths == "fixed" else f"real (mean {m.seq_len})",
                 f"{m.p50_ms:.2f}",
                 f"{m.p90_ms:.2f}",
                 f"{m.p99_ms:.2f}",
@@ -282,6 +286,10 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
                     report.measurements.append(measurement)
                     if on_result:
                         on_result(measurement)
+        for measurement in time_real_lengths(config, runners, sources):
+            report.measurements.append(measurement)
+            if on_result:
+                on_result(measurement)
     except Stopped as stop:  # what was measured goes with the stop, for the caller to keep
         report.stopped, stop.report = stop.signal_name, report
         raise
@@ -361,14 +369,19 @@ def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: i
 
 
 def _time_shape(config: BenchConfig, runners, sources, batch_size: int, seq_len: int, vocab_size: int):
-    """Every runner on one shape. Variants are timed in interleaved rounds (A B C, A B C, ...)
-    rather than one after the other, so that a shared machine slowing down mid-run penalises
-    every variant alike."""
-    rounds = max(1, min(config.rounds, config.min_iters))
+    """Every runner on one fixed shape."""
     batch = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
-    calls = [make_call(batch) for _, _, make_call in runners]
-    for call in calls:
-        time_calls(call, config.warmup_iters, 0, 0.0)
+    yield from time_batches(config, runners, sources, [batch], batch_size, seq_len, "fixed")
+
+
+def time_batches(config: BenchConfig, runners, sources, batches: list[dict], batch_size: int, seq_len: int, lengths):
+    """Every runner on the same batches (each call the next one). Variants are timed in
+    interleaved rounds (A B C, A B C, ...) rather than one after the other, so that a shared
+    machine slowing down mid-run penalises every variant alike."""
+    rounds = max(1, min(config.rounds, config.min_iters))
+    calls = [_cycling([make_call(batch) for batch in batches]) for _, _, make_call in runners]
+    for call in calls:  # every batch once at least: a new shape's first run allocates
+        time_calls(call, max(config.warmup_iters, len(batches) if lengths == "real" else 0), 0, 0.0)
     latencies: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for index, call in enumerate(calls):
@@ -391,8 +404,23 @@ def _time_shape(config: BenchConfig, runners, sources, batch_size: int, seq_len:
             speedup_vs_pytorch=baseline / stats["p50_ms"] if baseline else None,
             file=str(source) if source else None,
             size_mb=source.stat().st_size / 1e6 if source and source.exists() else None,
+            lengths=lengths,
             **stats,
         )
+
+
+def time_real_lengths(config: BenchConfig, runners, sources):
+    """Every runner on batches of the config's real texts, per real batch size (none without texts)."""
+    texts = [text for text in config.real_texts if text.strip()]
+    for batch_size in config.real_batch_sizes if texts else ():
+        batches = real_length_batches(Path(config.onnx_dir), texts, batch_size, config.seed)
+        yield from time_batches(config, runners, sources, batches, batch_size, mean_width(batches), "real")
+
+
+def _cycling(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    """One call that runs the next of `calls` each time."""
+    position = iter(range(1 << 62))
+    return lambda: calls[next(position) % len(calls)]()
 
 
 def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchReport, prefix: str = "") -> list[Path]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
@@ -77,3 +79,33 @@ def _across(report, validation: dict, best: str) -> str:
         f"; {runtime_of(best)} {best} runs {ratio:.2f}x the geometric-mean throughput of {runtime_of(rival)}'s "
         f"best passing variant, {rival}"
     )
+
+
+def choose_shipped(report, validation: dict) -> dict:
+    """The variant to ship: the fastest that passed the accuracy gate on real-length batches (the
+    geometric mean of sequences/s over the real batch sizes; fixed shapes when none were timed),
+    with every other variant's figure and a sentence saying what it beat and by how much."""
+    lengths = "real" if any(m.lengths == "real" for m in report.measurements) else "fixed"
+    rates: dict[str, list[float]] = {}
+    for m in report.measurements:
+        if m.lengths == lengths:
+            rates.setdefault(m.variant, []).append(m.sequences_per_second)
+    rate = {variant: float(np.exp(np.mean(np.log(values)))) for variant, values in rates.items()}
+    gate = {v["variant"]: v for v in validation.get("variants", [])}
+    passing = [v for v in rate if v in gate and gate[v]["passed"] and v not in report.cpu_only_variants]
+    failed = sorted(v for v in rate if v in gate and not gate[v]["passed"])
+    choice = {"variant": None, "lengths": lengths, "sequences_per_s": rate, "failed_gate": failed,
+              "max_score_drop": validation.get("max_score_drop"), "machine": report.machine.get("cpu")}  # fmt: skip
+    if not passing:
+        return {**choice, "why": "No variant passed the accuracy gate; nothing is recommended."}
+    best = max(passing, key=rate.get)
+    others = sorted((v for v in passing if v != best), key=rate.get, reverse=True)
+    where = "real-length held-out batches" if lengths == "real" else "the fixed shapes"
+    why = f"{best} ships: {rate[best]:.0f} sequences/s on {where} (geometric mean over batch sizes)"
+    if others:
+        why += f", {rate[best] / rate[others[0]]:.2f}x the next fastest variant within the gate ({others[0]})"
+    if "pytorch" in rate:
+        why += f" and {rate[best] / rate['pytorch']:.2f}x PyTorch eager"
+    why += "." + (f" Over the accuracy gate: {', '.join(failed)}." if failed else "")
+    return {**choice, "variant": best, "file": gate[best]["file"], "runtime": runtime_of(best),
+            "beats": {v: rate[best] / rate[v] for v in others}, "why": why}  # fmt: skip

@@ -186,6 +186,14 @@ def default_columns(model_dir: Path, task: Task | None = None) -> tuple[str, ...
     return tuple(options.get(key) or default for key, default in zip(keys, task.columns))
 
 
+def trained_text_column(onnx_dir: Path) -> str:
+    """The text column an exported model was trained on: from its checkpoint's manifest when the
+    export names one (its parent), else the task's default."""
+    parent = artifacts.read_manifest(Path(onnx_dir)).get("parent")
+    source = Path(parent) if parent and Path(parent).is_dir() else Path(onnx_dir)
+    return default_columns(source, task_of(Path(onnx_dir)))[0]
+
+
 def validate(config: ValidateConfig) -> ValidationReport:
     model_dir, onnx_dir = Path(config.model_dir), Path(config.onnx_dir)
     onnx_files = artifacts.onnx_files(onnx_dir)

@@ -177,7 +177,7 @@ def _quantize(config: ExportConfig, out: Path, graphs: dict[str, Path], parity: 
             graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
         search = Search(
             out / ".search" / "candidates", parity.task, parity.model, parity.tokenizer, heldout, calibration,
-            config.max_score_drop, config.quantize_preset, config.calibration_method,
+            config.max_score_drop, config.quantize_preset, config.calibration_method, config.search_minutes,
         )  # fmt: skip
         openvino = openvino_variants(out) if config.openvino else []
         report = search_int8(search, graphs, quantized, config.per_channel, openvino)
@@ -186,6 +186,13 @@ def _quantize(config: ExportConfig, out: Path, graphs: dict[str, Path], parity: 
         result.search = report
         kept = next((c for c in report.candidates if c.kept), None)
         result.quantization = {"mode": "auto", "kept": asdict(kept) if kept else None, "reason": report.reason}
+        if kept is not None:  # what predict and export --triton use by default (run replaces it with its choice)
+            variant = kept.name if kept.runtime == "openvino" else "int8"
+            artifacts.write_json(out / artifacts.RECOMMENDATION, {
+                "variant": variant, "file": kept.graph if kept.runtime == "openvino" else artifacts.ONNX_QUANTIZED,
+                "runtime": kept.runtime, "lengths": "fixed", "chosen_by": "nlu-deploy export --quantize auto",
+                "why": report.reason,
+            })  # fmt: skip
 
 
 def _heldout_data(config: ExportConfig, model_dir: Path, task: Task):

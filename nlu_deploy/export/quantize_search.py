@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, OpenVinoVariant
 from nlu_deploy.runtime.sessions import create_session
 from nlu_deploy.tasks import Task, flat_logits, onnx_backend, torch_backend
 
+SKIPPED_FOR_TIME = "skipped: the search's time was spent"
 SENSITIVITY_EXAMPLES = 256  # enough to rank layers by logit error; the gate uses all held-out data
 # Batch-32 medians within 5% of each other are ties: repeated timings of one file on a shared
 # 2-core machine move by about that much, so the order inside that band is noise.
@@ -159,7 +161,12 @@ class Search:
         budget_points: float,
         preset: str,
         calibration_method: str,
+        minutes: float | None = None,
     ):
+        """`minutes`: the time candidates may take, from now; those left when it is spent are
+        skipped and reported as skipped."""
+        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+        self.minutes = minutes
         self.workdir, self.task, self.tokenizer, self.heldout = workdir, task, tokenizer, heldout
         self.calibration, self.budget, self.preset = calibration, budget_points, preset
         self.calibration_method = calibration_method
@@ -180,6 +187,13 @@ class Search:
         self.seq_len = max(16, int(np.ceil(lengths[int(0.9 * (len(lengths) - 1))] / 8) * 8))
         self.vocab_size = model.config.vocab_size
         self.torch_latency = {b: self._time(torch_model.run_batch, b) for b in (1, 32)}
+
+    def out_of_time(self, candidate: Candidate) -> bool:
+        """Past the deadline: the candidate is marked skipped (and so never kept)."""
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return False
+        candidate.error = f"{SKIPPED_FOR_TIME} ({self.minutes:g} min)"
+        return True
 
     def _examples(self, limit: int | None = None) -> list:
         examples = self.task.examples(self.heldout)
@@ -317,6 +331,9 @@ def search_int8(
     onnx_fitting = [c for c in candidates if c.fits]
     candidates += _measure_openvino(search, openvino)
     best, reason = _keep_fastest_fitting(search, candidates, onnx_fitting, files, target)
+    skipped = [c.name for c in candidates if (c.error or "").startswith(SKIPPED_FOR_TIME)]
+    if skipped:
+        reason += f" Skipped for time ({search.minutes:g} min): {', '.join(skipped)}."
     shutil.rmtree(search.workdir)
     return QuantizationReport(
         search.budget,
@@ -339,6 +356,8 @@ def _build_and_measure(search: Search, candidates: list[Candidate], graphs: dict
     files: dict[str, Path] = {}
     for index, candidate in enumerate(candidates):
         path = search.workdir / f"candidate_{index}.onnx"
+        if search.out_of_time(candidate):
+            continue
         try:
             search.build(candidate, graphs[candidate.graph], path)
             search.measure(candidate, path)
@@ -354,11 +373,13 @@ def _measure_openvino(search: Search, variants: list[OpenVinoVariant]) -> list[C
     for variant in variants:
         candidate = Candidate(variant.name, "openvino", variant.file, False, runtime="openvino")
         candidate.note = f"OpenVINO, precision hint {variant.precision}"
+        measured.append(candidate)
+        if search.out_of_time(candidate):
+            continue
         try:
             search.measure(candidate, variant)
         except Exception as exc:  # noqa: BLE001 - reported like a failing onnxruntime recipe
             candidate.error = _first_line(exc)
-        measured.append(candidate)
     return measured
 
 
@@ -372,6 +393,9 @@ def _repair_promising(search: Search, candidates: list[Candidate], graphs: dict[
         beat = min(fitting) if fitting else None
         if beat is not None and candidate.latency_b32_ms >= beat:
             candidate.note = "over budget, and slower than a candidate that fits: not repaired"
+            continue
+        if search.deadline is not None and time.monotonic() >= search.deadline:
+            candidate.note = "over budget; not repaired: the search's time was spent"
             continue
         path = search.workdir / f"candidate_{index}.onnx"
         search.repair(candidate, graphs[candidate.graph], path, beat)

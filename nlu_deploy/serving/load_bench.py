@@ -43,7 +43,7 @@ from nlu_deploy.serving.load_generator import (
     run_level,
 )
 from nlu_deploy.serving.load_report import in_process_key, report_markdown, runner_window
-from nlu_deploy.serving.repository import TritonOptions, default_triton_file, export_triton_repository
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository, served_variant
 from nlu_deploy.stopping import Stopped, run_stoppable
 
 REPORT_NAME = "serve-bench"
@@ -151,7 +151,8 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     from nlu_deploy.predict import load_task_predictor
 
     onnx_dir = Path(config.onnx_dir)
-    served_file = config.variant or default_triton_file(onnx_dir, "cpu")
+    served = served_variant(onnx_dir, default_options(config), config.variant)
+    served_file = served[0].openvino_variant if served[0].runtime == "openvino" else served[1]
     predictor, _, task = load_task_predictor(onnx_dir, served_file)
     texts, facts = _data_texts(config, onnx_dir)
     tokenizer = LightTokenizer(onnx_dir)
@@ -171,7 +172,8 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     expected = [task.prediction_json(t, predictor.predict([t])[0]) for t in fitting]
     facts.update(texts=len(fitting), mean_tokens=float(np.mean([n for n in lengths if n <= max_length])))
     outputs = [name for name, _ in task.triton_results]
-    dependent = is_dynamic_int8(onnx_dir / served_file)  # activation scales computed per batch
+    # activation scales computed per batch (OpenVINO's NNCF int8 has its scales fixed at calibration)
+    dependent = served_file.endswith(".onnx") and is_dynamic_int8(onnx_dir / served_file)
     tolerance = BATCH_DEPENDENT_SCORE_TOLERANCE if dependent else FLOAT_SCORE_TOLERANCE
     allowed = BATCH_DEPENDENT_DISAGREEMENT if dependent else 0.0
     facts.update(batch_dependent=dependent, score_tolerance=tolerance, allowed_disagreement=allowed)
@@ -180,46 +182,18 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
 
 def _data_texts(config: ServeBenchConfig, onnx_dir: Path) -> tuple[list[str], dict]:
     """Up to max_texts distinct texts of the data's text column, in a seeded random order."""
-    from nlu_deploy.data.tables import SUPPORTED_SUFFIXES, read_records, read_texts
+    from nlu_deploy.data.tables import column_texts
+    from nlu_deploy.evaluation.validate import trained_text_column
 
     path = Path(config.data)
-    if not path.is_file():
-        raise DataError(f"{path} is not a file.")
-    if path.suffix.lower() in SUPPORTED_SUFFIXES:
-        column = config.text_column or _trained_text_column(onnx_dir)
-        records = read_records(path)
-        if column not in records[0]:
-            raise DataError(f"{path} has no {column!r} column (give the text column with --text-column).")
-        raw = [record.get(column) for record in records]
-    else:
-        raw = read_texts(path)
-    usable = [text for text in map(_as_text, raw) if text]
+    usable, empty = column_texts(path, config.text_column or trained_text_column(onnx_dir))
     if not usable:
         raise DataError(f"{path} holds no non-empty texts to send.")
     distinct = list(dict.fromkeys(usable))
     random = np.random.default_rng(config.seed)
     chosen = [distinct[i] for i in random.permutation(len(distinct))[: config.max_texts]]
-    facts = {"file": str(path), "rows": len(raw), "empty_or_not_text": len(raw) - len(usable),
-             "distinct": len(distinct)}  # fmt: skip
+    facts = {"file": str(path), "rows": len(usable) + empty, "empty_or_not_text": empty, "distinct": len(distinct)}
     return chosen, facts
-
-
-def _as_text(value) -> str | None:
-    """A text cell, or a tagged file's word list (sent as the words joined by spaces)."""
-    if isinstance(value, list) and value and all(isinstance(word, str) for word in value):
-        value = " ".join(value)
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _trained_text_column(onnx_dir: Path) -> str:
-    """The text column the model was trained on: from its checkpoint's manifest when the export
-    names one (its parent), else the task's default."""
-    from nlu_deploy.evaluation.validate import default_columns
-    from nlu_deploy.tasks import task_of
-
-    parent = artifacts.read_manifest(onnx_dir).get("parent")
-    source = Path(parent) if parent and Path(parent).is_dir() else onnx_dir
-    return default_columns(source, task_of(onnx_dir))[0]
 
 
 # -- one server, one sweep -----------------------------------------------------------------------
@@ -451,14 +425,15 @@ def no_batching(config: ServeBenchConfig) -> TritonOptions:
 def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int, buckets: tuple[int, ...]) -> float:
     """Sequences/s of the served ONNX file run by onnxruntime in this process, batches of `batch`
     texts of one length bucket (as the server's batcher forms them), the runtime's default threads."""
-    import onnxruntime as ort
-
     from nlu_deploy.portable.light_tokenizer import LightTokenizer
+    from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, find_variant
+    from nlu_deploy.runtime.sessions import create_session
 
     onnx_dir = Path(config.onnx_dir)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_dir / traffic.served_file), options, providers=["CPUExecutionProvider"])
+    if traffic.served_file.startswith("openvino-"):
+        session = OpenVinoSession(find_variant(onnx_dir, traffic.served_file))
+    else:
+        session = create_session(onnx_dir / traffic.served_file)
     names = [i.name for i in session.get_inputs()]
     batches = _bucketed_batches(LightTokenizer(onnx_dir), traffic, batch, buckets, names, config.seed)
     for feed in batches[:3]:  # warm-up

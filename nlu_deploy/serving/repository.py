@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -444,13 +444,30 @@ def default_triton_file(onnx_dir: Path, device: str) -> str:
     return next(name for name in preference if (Path(onnx_dir) / name).exists())
 
 
+def served_variant(onnx_dir: Path, options: TritonOptions, variant: str | None) -> tuple[TritonOptions, str]:
+    """(the options, the ONNX file) that serve `variant`: an ONNX file or variant name (int8), an
+    OpenVINO variant, or None: on CPU the variant `run` recommended for this export when there is
+    one, else default_triton_file."""
+    onnx_dir = Path(onnx_dir)
+    if variant is None and options.device == "cpu":
+        variant = artifacts.recommended_variant(onnx_dir)
+    if variant and variant.startswith("openvino-"):  # the IR carries the same inputs and outputs as model.onnx
+        return replace(options, runtime="openvino", openvino_variant=variant), artifacts.ONNX_FP32
+    if variant is None:
+        return options, default_triton_file(onnx_dir, options.device)
+    by_name = {artifacts.variant_name(path): path.name for path in onnx_dir.glob("*.onnx")}
+    return options, by_name.get(variant, variant)
+
+
 def export_triton_repository(
     onnx_dir: Path, repository: Path, options: TritonOptions, onnx_file: str | None = None, overwrite: bool = False
 ) -> str:
-    """Write the repository atomically; return what it serves (an ONNX file, or an OpenVINO variant)."""
-    if options.runtime == "openvino":  # the IR carries the same inputs and outputs as model.onnx
+    """Write the repository atomically; return what it serves (an ONNX file, or an OpenVINO variant).
+    `onnx_file`: an ONNX file or variant (see served_variant); None: the recommended one."""
+    if options.runtime == "openvino":  # asked for explicitly (--triton-backend openvino)
         onnx_file = artifacts.ONNX_FP32
-    onnx_file = onnx_file or default_triton_file(onnx_dir, options.device)
+    else:
+        options, onnx_file = served_variant(Path(onnx_dir), options, onnx_file)
     if not (Path(onnx_dir) / onnx_file).exists():
         raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")
     with artifacts.staged_output(repository, overwrite) as staging:
