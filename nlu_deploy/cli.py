@@ -335,10 +335,11 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
 @click.option(
     "--triton-layout",
     type=click.Choice(TRITON_LAYOUTS),
-    default="ensemble",
+    default="auto",
     show_default=True,
     help="ensemble: tokenizer, model and post-processor chained by a Triton ensemble; pipeline: one "
-    "Python-backend model that does all three in one process (needs --triton-onnx-backend python).",
+    "Python-backend model that does all three in one process (needs --triton-onnx-backend python); auto: "
+    "pipeline with --triton-onnx-backend python, else ensemble.",
 )
 @click.option(
     "--triton-variant",
@@ -419,7 +420,7 @@ def export(
         served = export_triton_repository(
             output, triton_repo, triton_options, onnx_file=triton_variant, overwrite=options["overwrite"]
         )
-        click.echo(f"Triton repository {triton_repo} (ensemble {triton_name!r} serves {served})")
+        click.echo(f"Triton repository {triton_repo} ({triton_options.layout} {triton_name!r} serves {served})")
     if result.search is not None:
         click.echo(result.search.to_markdown())
         if result.search.kept is None:

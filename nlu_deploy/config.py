@@ -41,8 +41,10 @@ EXECUTION_PROVIDERS = {
 }
 PROVIDERS = tuple(EXECUTION_PROVIDERS)
 RUN_RECIPES = ("measured", "fixed")
-# How a Triton repository serves a model: three models chained by an ensemble, or one pipeline model.
-TRITON_LAYOUTS = ("ensemble", "pipeline")
+# How a Triton repository serves a model: three models chained by an ensemble, or one pipeline
+# model; auto: the pipeline where the model runs in Python-backend models (measured 1.7x the
+# ensemble's requests/s, docs/serving.md), the ensemble on Triton's onnxruntime or OpenVINO backend.
+TRITON_LAYOUTS = ("auto", "ensemble", "pipeline")
 OOS_TRAINING_CHOICES = ("class", "calibration")
 POOLING_CHOICES = ("default", "mean")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -391,12 +393,15 @@ class BenchConfig:
     # longest): a deployment's traffic, beside the fixed shapes. Empty: fixed shapes only.
     real_texts: tuple[str, ...] = ()
     real_batch_sizes: tuple[int, ...] = (1, 32)
+    fixed_shapes: bool = True  # False: the real lengths only (run's second look at its finalists)
 
     def __post_init__(self) -> None:
         _finite_numbers(self)
         _choice("provider", self.provider, PROVIDERS)
         for value in self.real_batch_sizes:
             _positive("--real-batch-sizes", value)
+        if not self.fixed_shapes and not self.real_texts:
+            raise ConfigError("a benchmark without fixed shapes needs real texts to time.")
         if not self.batch_sizes or not self.seq_lens:
             raise ConfigError("at least one batch size and one sequence length are needed.")
         for value in (*self.batch_sizes, *self.seq_lens):
@@ -431,7 +436,7 @@ class ServeBenchConfig:
     metrics_url: str | None = None  # None: local server's, or http://<url host>:8002/metrics
     tritonserver: Path | None = None  # another tritonserver binary than nvidia-pytriton's
     onnx_backend: str = "python"  # the local server's ONNX runner (nvidia-pytriton has only python)
-    layout: str = "ensemble"  # the repository swept: ensemble (three models) or pipeline (one)
+    layout: str = "auto"  # the repository swept: auto, ensemble (three models) or pipeline (one)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     rates: tuple[float, ...] = ()  # open-loop levels, requests/s
     warmup_s: float = option(2.0, "--warmup")
@@ -446,7 +451,7 @@ class ServeBenchConfig:
     batching: tuple[str, ...] = ("off", "2000", "8000")  # "off" or a queue delay in microseconds
     instances: tuple[int, ...] = (1, 2)
     helper_instances: tuple[int, ...] = (1,)
-    layouts: tuple[str, ...] = ("ensemble",)  # search: the repository layouts tried
+    layouts: tuple[str, ...] = ("auto",)  # search: the repository layouts tried
     threads: tuple[int, ...] = (0,)  # search: intra-op threads per model instance (0: the runtime's default)
     buckets: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128), ())  # () : no buckets
     preferred_batch_sizes: tuple[tuple[int, ...], ...] = ((),)

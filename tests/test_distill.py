@@ -257,6 +257,8 @@ def test_run_with_a_student_benchmarks_both_against_the_teachers_pytorch(tmp_pat
             "1",
             "--student-epochs",
             "2",
+            "--recipe",
+            "fixed",  # the teacher's int8 file is the dynamic one this test compares with its student's
             "--batch-sizes",
             "1,8",
             "--seq-lens",

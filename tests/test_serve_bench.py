@@ -43,7 +43,8 @@ def running_server(tmp_path_factory, tiny_onnx):
     repository = root / "repository"
     repository.mkdir()
     for name in ("nlu", "broken"):
-        export_triton_repository(tiny_onnx, root / name, TritonOptions(name=name, onnx_backend="python"), "model.onnx")
+        options = TritonOptions(name=name, onnx_backend="python", layout="ensemble")  # its post-processor is broken
+        export_triton_repository(tiny_onnx, root / name, options, "model.onnx")
         for model in (root / name).iterdir():
             shutil.move(str(model), repository / model.name)
     labels_file = repository / "broken_postprocess" / "1" / "labels.json"
@@ -115,7 +116,8 @@ def test_the_search_picks_between_two_candidates_and_writes_the_winner(tmp_path,
     # both are finalists and run once more, and the medians decide
     result = serve_bench_cli(tiny_onnx, tiny_dev_csv, tmp_path / "r", "--concurrency", "4", "--p99-ms", "2000",
                              "--batching", "2000", "--instances", "1", "--buckets", "16,32,64,128",
-                             "--search-repeats", "1", "--write-repository", str(tmp_path / "repo"))  # fmt: skip
+                             "--search-repeats", "1", "--write-repository", str(tmp_path / "repo"),
+                             "--layout", "ensemble", "--layouts", "ensemble")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "serve-bench.json").read_text())
     candidates = report["candidates"]

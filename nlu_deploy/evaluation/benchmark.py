@@ -280,7 +280,7 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         "torch": _torch_threads(),
     }
     try:
-        for batch_size in config.batch_sizes:
+        for batch_size in config.batch_sizes if config.fixed_shapes else ():
             for seq_len in config.seq_lens:
                 for measurement in _time_shape(config, runners, sources, batch_size, seq_len, vocab_size):
                     report.measurements.append(measurement)

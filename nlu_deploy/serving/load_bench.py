@@ -383,8 +383,12 @@ def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOpti
 
 def default_options(config: ServeBenchConfig) -> TritonOptions:
     """What `export --triton` writes, with the backend this server has and the layout asked for."""
-    options = TritonOptions(name=config.model, onnx_backend=config.onnx_backend, layout=config.layout)
-    return replace(options, length_buckets=()) if config.layout == "pipeline" else options
+    return _as_laid_out(TritonOptions(name=config.model, onnx_backend=config.onnx_backend, layout=config.layout))
+
+
+def _as_laid_out(options: TritonOptions) -> TritonOptions:
+    """A pipeline has no helper models and pads a batch to its longest text: those settings go."""
+    return replace(options, helper_instances=1, length_buckets=()) if options.layout == "pipeline" else options
 
 
 def candidate_options(config: ServeBenchConfig) -> list[TritonOptions]:
@@ -397,20 +401,18 @@ def candidate_options(config: ServeBenchConfig) -> list[TritonOptions]:
     ):  # fmt: skip
         if batching == "off" and preferred:
             continue  # preferred sizes belong to the batcher
-        pipeline = layout == "pipeline"  # one model: no helpers, and a batch padded to its longest text
-        grid.append(
-            replace(
-                base,
-                layout=layout,
-                threads=threads,
-                dynamic_batching=batching != "off",
-                queue_delay_us=base.queue_delay_us if batching == "off" else int(batching),
-                instances=instances,
-                helper_instances=1 if pipeline else helpers,
-                length_buckets=() if pipeline else tuple(buckets),
-                preferred_batch_sizes=tuple(preferred),
-            )
+        options = replace(
+            base,
+            layout=layout,
+            threads=threads,
+            dynamic_batching=batching != "off",
+            queue_delay_us=base.queue_delay_us if batching == "off" else int(batching),
+            instances=instances,
+            helper_instances=helpers,
+            length_buckets=tuple(buckets),
+            preferred_batch_sizes=tuple(preferred),
         )
+        grid.append(_as_laid_out(options))
     return list(dict.fromkeys([base, no_batching(config), *grid]))
 
 

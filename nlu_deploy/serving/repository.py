@@ -51,7 +51,7 @@ class TritonOptions:
     # ensemble: tokenizer, model and post-processor as three models chained by a Triton ensemble
     # (the model on any backend; a client that tokenizes elsewhere can call {name}_model itself).
     # pipeline: one Python-backend model that tokenizes, runs the file and decodes in one process.
-    layout: str = "ensemble"
+    layout: str = "auto"  # auto: pipeline with the python ONNX backend on CPU, else ensemble
     threads: int = 0  # intra-op threads of a Python-backend runner (0: the runtime's default)
 
     def __post_init__(self):
@@ -60,6 +60,9 @@ class TritonOptions:
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
         if self.onnx_backend == "python" and self.device != "cpu":
             raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
+        if self.layout == "auto":  # resolved here, so that every reader sees the layout written
+            pipeline = self.onnx_backend == "python" and self.device == "cpu"
+            object.__setattr__(self, "layout", "pipeline" if pipeline else "ensemble")
         if self.layout not in TRITON_LAYOUTS:
             raise ConfigError(f"the Triton layout must be one of {', '.join(TRITON_LAYOUTS)}, not {self.layout!r}.")
         if self.layout == "pipeline" and (self.device != "cpu" or self.onnx_backend != "python"):
