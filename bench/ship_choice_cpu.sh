@@ -23,9 +23,11 @@ check() {  # name, then run's data arguments
   nlu-deploy run "$@" --seed 42 --output "$work" --overwrite > "$out/run.txt"
   echo "run seconds: $(( $(date +%s) - start ))" >> "$out/run.txt"
   cp "$work/report.md" "$work/report.json" "$work/onnx/recommendation.json" "$out/"
-  nlu-deploy bench "$work/onnx" --model "$work/checkpoint" --batch-sizes 1 --seq-lens 16 --min-seconds 2 \
-    --real-lengths "$work/checkpoint/validation_split.jsonl" --real-batch-sizes 1,32 \
-    --json "$out/independent-bench.json" > "$out/independent-bench.md"
+  for i in 1 2 3; do  # three independent timings, judged on medians: one bench run on this VM can be 20% off
+    nlu-deploy bench "$work/onnx" --model "$work/checkpoint" --batch-sizes 1 --seq-lens 16 --min-seconds 2 \
+      --real-lengths "$work/checkpoint/validation_split.jsonl" --real-batch-sizes 1,32 \
+      --json "$out/independent-bench-$i.json" > "$out/independent-bench-$i.md"
+  done
   python bench/ship_check.py "$out" | tee "$out/ship_check.md"
 }
 
