@@ -378,6 +378,8 @@ def test_run_with_an_oos_label_reports_rejection_for_every_file(tmp_path, tiny_e
             "32",
             "--max-score-drop",
             "100",
+            "--recipe",
+            "fixed",  # rejection through the chain is under test; the measured choice in test_cli.py
             "--batch-sizes",
             "1",
             "--seq-lens",

@@ -211,6 +211,7 @@ def test_run_records_the_best_checkpoint_where_its_output_ends_up(tmp_path, data
     output = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", "--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY,
                                        "--search", "1", "--study-storage", database, "--study-name", "run-study",
+                                       "--recipe", "fixed",
                                        "--batch-sizes", "1", "--seq-lens", "8", "--min-seconds", "0",
                                        "--output", str(output)])  # fmt: skip
     assert result.exit_code == 0, result.output

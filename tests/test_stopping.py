@@ -59,8 +59,9 @@ def test_a_stopped_bench_keeps_the_shapes_it_measured(tmp_path, tiny_onnx, stop_
 
 def test_a_run_stopped_after_its_fine_tune_keeps_the_stages_it_finished(tmp_path, tiny_encoder, tiny_train_csv):
     output = tmp_path / "run"
-    process = start("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY, "--batch-sizes", "1,2,4,8,16,32",
-                    "--seq-lens", "8,16,32,64", "--min-seconds", "1", "--output", output)  # fmt: skip
+    process = start("run", "--model", tiny_encoder, "--train", tiny_train_csv, *TINY, "--recipe", "fixed",
+                    "--batch-sizes", "1,2,4,8,16,32", "--seq-lens", "8,16,32,64", "--min-seconds", "1",
+                    "--output", output)  # fmt: skip
     printed = stop_at(process, "[4/4]", signal.SIGTERM)
     assert process.returncode == 143, printed
     assert f"stopped by SIGTERM; the stages it finished (finetune, export, validate) are in {output}" in printed
