@@ -877,7 +877,8 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     type=click.Choice(TRITON_LAYOUTS),
     default=default_of(ServeBenchConfig, "layout"),
     show_default=True,
-    help="The repository swept: an ensemble of tokenizer, model and post-processor, or one pipeline model.",
+    help="The repository swept: an ensemble of tokenizer, model and post-processor, or one pipeline model; "
+    "auto: the pipeline where the model runs in the Python backend, else the ensemble.",
 )
 @click.option(
     "--layouts",
