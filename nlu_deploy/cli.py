@@ -414,6 +414,8 @@ def export(
         diff = result.max_abs_logit_diff.get(variant)
         detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
         click.echo(f"{variant:13s} {output / file_name}  ({detail})")
+    for variant, why in result.skipped.items():
+        click.echo(f"{variant:13s} not written: {why}.")
     if triton_repo is not None:
         from nlu_deploy.serving.repository import export_triton_repository
 

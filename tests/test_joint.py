@@ -13,7 +13,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
 from nlu_deploy.data.tagged import load_tagged_sentences
-from nlu_deploy.errors import DataError, ModelError
+from nlu_deploy.errors import DataError
 from nlu_deploy.evaluation.validate import validate
 from nlu_deploy.export.onnx_export import export
 from nlu_deploy.predict import load_task_predictor
@@ -232,12 +232,3 @@ def test_run_joint_end_to_end_on_the_cli(tmp_path, tiny_encoder, tiny_joint_trai
     assert {"pytorch", "fp32", "optimized"} <= {m["variant"] for m in report["benchmark"]["measurements"]}
     markdown = (output / "report.md").read_text()
     assert "intent accuracy %" in markdown and "entity F1 %" in markdown
-
-
-def test_decoder_models_are_refused_with_the_supported_families(tmp_path, tiny_encoder, tiny_train_csv):
-    from transformers import GPT2Config, GPT2Model
-
-    decoder = tmp_path / "tiny-gpt2"
-    GPT2Model(GPT2Config(vocab_size=100, n_embd=16, n_layer=1, n_head=2, n_positions=64)).save_pretrained(decoder)
-    with pytest.raises(ModelError, match="is a 'gpt2' model; nlu-deploy fine-tunes encoders of the families bert"):
-        finetune(FinetuneConfig(output=tmp_path / "out", model=str(decoder), train=tiny_train_csv), show_progress=False)

@@ -19,6 +19,7 @@ from nlu_deploy.evaluation.validate import default_columns, max_abs_difference
 from nlu_deploy.export.openvino_export import write_openvino_files
 from nlu_deploy.export.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.export.quantize_search import QuantizationReport, Search, search_int8, write_report
+from nlu_deploy.runtime.model_families import family_of
 from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
 from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, openvino_variants, require_openvino
 from nlu_deploy.runtime.sessions import encode, pad_batch
@@ -42,6 +43,9 @@ class ExportResult:
     max_abs_logit_diff: dict[str, float] = field(default_factory=dict)
     quantization: dict | None = None
     search: QuantizationReport | None = None  # --quantize auto only
+    # variants asked for that this model's family cannot have, and why (in the manifest too)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fused_ops: dict[str, int] = field(default_factory=dict)  # the optimized graph's fused nodes by type
 
 
 def _check_texts(model_dir: Path, limit: int = 64) -> list[str]:
@@ -99,15 +103,18 @@ def export(config: ExportConfig) -> ExportResult:
                 f"in the logits (allowed {config.atol:.0e}); the export is not trustworthy."
             )
         graphs = {"plain": out / artifacts.ONNX_FP32}
-        if config.optimize:
+        family = family_of(model.config)
+        if config.optimize and family.optimizer is None:
+            result.skipped["optimized"] = (
+                f"onnxruntime's transformer optimizer has no fusions for {family.name}: the plain graph is served"
+            )
+        elif config.optimize:
             graphs["optimized"] = optimize_graph(out, config.optimize)
             result.files["optimized"] = artifacts.ONNX_OPTIMIZED
+            result.fused_ops = fused_op_counts(graphs["optimized"])
             parity.check("optimized", artifacts.ONNX_OPTIMIZED)
         if config.openvino:  # before the search, whose candidates include the OpenVINO variants
-            openvino_facts = write_openvino_files(out, calibration)
-            for variant in openvino_variants(out):
-                result.files.setdefault(variant.name, variant.file)
-                parity.check(variant.name, variant)
+            openvino_facts = _openvino_variants(out, calibration, parity)
         _quantize(config, out, graphs, parity, heldout, calibration)
         if (out / artifacts.ONNX_QUANTIZED).exists():
             result.files["int8"] = artifacts.ONNX_QUANTIZED
@@ -121,9 +128,36 @@ def export(config: ExportConfig) -> ExportResult:
             max_abs_logit_diff=result.max_abs_logit_diff,
             quantization=result.quantization,
             task=task.name,
+            family=family.name,
+            fused_ops=result.fused_ops,
+            skipped=result.skipped,
             **({"openvino": openvino_facts} if config.openvino else {}),
         )
     return result
+
+
+def _openvino_variants(out: Path, calibration, parity: ParityCheck) -> dict:
+    """The OpenVINO files, each checked against PyTorch. A model OpenVINO's CPU plug-in cannot
+    run (DeBERTa-v3's graph has an If of dynamic rank) loses its OpenVINO files, and the result
+    says why."""
+    facts = write_openvino_files(out, calibration)
+    result = parity.result
+    if "int8_skipped" in facts:
+        result.skipped["openvino-int8"] = facts["int8_skipped"]
+    variants = openvino_variants(out)
+    try:
+        for variant in variants:
+            result.files.setdefault(variant.name, variant.file)
+            parity.check(variant.name, variant)
+    except ModelError as exc:
+        for variant in variants:
+            result.files.pop(variant.name, None)
+            result.max_abs_logit_diff.pop(variant.name, None)
+            result.skipped[variant.name] = str(exc).rstrip(".").replace(str(out) + "/", "")
+        for path in out.glob("openvino_model*"):
+            path.unlink()
+        facts["skipped"] = True
+    return facts
 
 
 def _export_graph(task: Task, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
@@ -173,7 +207,8 @@ def _quantize(config: ExportConfig, out: Path, graphs: dict[str, Path], parity: 
         result.files["fp16"] = artifacts.ONNX_FP16
         parity.check("fp16", artifacts.ONNX_FP16)
     elif config.quantize == "auto":
-        if "optimized" not in graphs:  # the search also tries the O2 graph; it is not kept as a file
+        if "optimized" not in graphs and family_of(parity.model.config).optimizer is not None:
+            # the search also tries the O2 graph; it is not kept as a file
             graphs["optimized"] = optimize_graph(out, "O2", out / ".search" / "model_o2.onnx")
         search = Search(
             out / ".search" / "candidates", parity.task, parity.model, parity.tokenizer, heldout, calibration,
@@ -225,6 +260,25 @@ def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch
         for _, group in sorted(by_length.items())
         for start in range(0, len(group), batch_size)
     ]
+
+
+# onnxruntime's fused transformer ops: how many of each an optimized graph holds says which
+# fusions a family got (Attention is the one that matters most for speed).
+FUSED_OPS = (
+    "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
+    "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization", "RotaryEmbedding", "GroupQueryAttention",
+)  # fmt: skip
+
+
+def fused_op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in FUSED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def optimize_graph(directory: Path, level: str, target: Path | None = None) -> Path:

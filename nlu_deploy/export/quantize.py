@@ -202,7 +202,9 @@ def quantize_static_int8(
     preset = machine_preset() if preset == "auto" else preset
     qconfig = getattr(AutoQuantizationConfig, preset)(is_static=True, per_channel=per_channel)
     operators = [getattr(op, "value", op) for op in qconfig.operators_to_quantize]
-    reader = TokenizedBatches(batches)
+    # only the inputs the graph has: a tokenizer's token_type_ids are not inputs of every family's
+    graph_inputs = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
+    reader = TokenizedBatches([{k: v for k, v in batch.items() if k in graph_inputs} for batch in batches])
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with contextlib.redirect_stdout(io.StringIO()), _histogram_failures_explained(method):
         quantize_static(

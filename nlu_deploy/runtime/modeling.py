@@ -9,13 +9,9 @@ from pathlib import Path
 from nlu_deploy.artifacts import MODEL_CONFIG, WEIGHTS, read_model_config
 from nlu_deploy.errors import ModelError, ProviderError
 from nlu_deploy.portable import light_tokenizer
+from nlu_deploy.runtime.model_families import check_remote_code, family_of, fit_config
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# Encoder families the stages handle (tokenizer word alignment, heads, Optimum export and the
-# onnxruntime transformer optimizer). Decoders such as GPT-2 are refused: their classification
-# head pools the last non-pad token and needs a pad token added, which export checks, word
-# alignment and the Triton tokenizer here do not model.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
 _DEFAULT_ALIASES = {DEFAULT_MODEL_NAME.lower(), "all-minilm-l6-v2"}
 
 
@@ -68,19 +64,21 @@ def checkpoint_architectures(directory) -> list[str]:
     return read_model_config(directory, missing_ok=True).get("architectures") or []
 
 
-def check_model_family(source: str, trust_remote_code: bool = False) -> None:
-    """Refuse model families the stages do not handle, before any weights are read."""
-    from transformers import AutoConfig
+def check_model_family(source: str, trust_remote_code: bool = False) -> dict:
+    """Refuse model families the stages do not handle, and configs that would run code of their
+    own (auto_map) without --trust-remote-code, before any weights or code are read."""
+    from transformers import PretrainedConfig
 
     try:
-        model_type = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code).model_type
+        config, _ = PretrainedConfig.get_config_dict(source)
     except (OSError, ValueError):
-        return  # loading the weights reports what is wrong with the source
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(
-            f"{source} is a {model_type!r} model; nlu-deploy fine-tunes encoders of the families "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (decoders such as GPT-2 are not supported)."
-        )
+        return {}  # loading the weights reports what is wrong with the source
+    check_remote_code(config, source, trust_remote_code)
+    try:
+        family_of(config)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from None
+    return config
 
 
 def refuse_pickle(source: str, allow_pickle: bool) -> None:
@@ -101,6 +99,7 @@ def load_for_training(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     task: str = "text-classification",
+    pad_token_id: int | None = None,
 ):
     """The encoder with a fresh classification head (per text or per token). The source may be
     a bare encoder or a fine-tuned checkpoint, Hugging Face's or one of our own classes; a head
@@ -134,6 +133,7 @@ def load_for_training(
             "safetensors weights or a model name that is in the Hugging Face cache."
         ) from None
     forget_trained_task(model.config)
+    fit_config(model.config, pad_token_id)
     return model
 
 

@@ -86,7 +86,9 @@ class ClassificationTask(Task):
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
         if options.get("pooling", "default") == "default":
-            return load_for_training(source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name)
+            return load_for_training(
+                source, label_sets[LABELS], allow_pickle, trust_remote_code, self.name, options.get("pad_token_id")
+            )
         from nlu_deploy.tasks.own_model import new_own_model
         from nlu_deploy.tasks.pooled_model import MeanPoolingClassifier
 

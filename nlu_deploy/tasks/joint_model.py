@@ -1,6 +1,6 @@
 """The joint intent + slot model: one encoder, an intent head on the first token's final hidden
-state and a slot head on every token (read on each word's first sub-word), as in JointBERT
-(Chen et al., 2019). It is this project's own class (own_model.py), saved as a normal Hugging
+state (a decoder's last real token) and a slot head on every token (read on each word's first
+sub-word), as in JointBERT (Chen et al., 2019). It is this project's own class (own_model.py), saved as a normal Hugging
 Face directory with both label maps in config.json and loaded without remote code.
 """
 
@@ -32,7 +32,8 @@ class JointIntentSlotModel(OwnHeadModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, **_) -> JointOutput:
         hidden = self.dropout(self.hidden_states(input_ids, attention_mask, token_type_ids))
-        return JointOutput(intent_logits=self.intent_head(hidden[:, 0]), slot_logits=self.slot_head(hidden))
+        intent = self.intent_head(self.text_state(hidden, attention_mask))
+        return JointOutput(intent_logits=intent, slot_logits=self.slot_head(hidden))
 
     @classmethod
     def for_training(

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel
 
 from nlu_deploy.artifacts import WEIGHTS
 from nlu_deploy.errors import ModelError
+from nlu_deploy.runtime.model_families import family_of, first_real_or_last_real, fit_config
 from nlu_deploy.runtime.modeling import (
     check_checkpoint_files,
     forget_trained_task,
@@ -21,10 +22,6 @@ from nlu_deploy.runtime.modeling import (
     quiet_transformers,
     refuse_pickle,
 )
-
-# Encoder classes that build a pooler our heads never read, and take an option to skip it
-# (less work per call, nothing unused in the ONNX graph).
-_POOLED_ENCODERS = ("bert", "roberta", "xlm-roberta", "mpnet")
 
 
 class OwnHeadModel(torch.nn.Module):
@@ -37,9 +34,19 @@ class OwnHeadModel(torch.nn.Module):
     def hidden_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """The encoder's final hidden states, [batch, sequence, hidden]."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and "token_type_ids" in self.encoder.forward.__code__.co_varnames:
+        takes_types = (
+            family_of(self.config).token_types and "token_type_ids" in self.encoder.forward.__code__.co_varnames
+        )
+        if token_type_ids is not None and takes_types:
             inputs["token_type_ids"] = token_type_ids
         return self.encoder(**inputs).last_hidden_state
+
+    def text_state(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """[batch, hidden]: the one state that stands for the whole text (the first token of an
+        encoder, the last real token of a decoder)."""
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return first_real_or_last_real(hidden, attention_mask, family_of(self.config).decoder)
 
     @staticmethod
     def pretrained_encoder(source: str, trust_remote_code: bool = False):
@@ -56,6 +63,7 @@ class OwnHeadModel(torch.nn.Module):
                 source, use_safetensors=True, trust_remote_code=trust_remote_code, **_no_pooler(config)
             )
         forget_trained_task(encoder.config)
+        fit_config(encoder.config)
         return encoder
 
     @classmethod
@@ -106,7 +114,8 @@ def load_own_model(cls, directory: Path):
 
 
 def _no_pooler(config) -> dict:
-    return {"add_pooling_layer": False} if config.model_type in _POOLED_ENCODERS else {}
+    """Skip a pooler our heads never read: less work per call, nothing unused in the ONNX graph."""
+    return {"add_pooling_layer": False} if family_of(config).pooler else {}
 
 
 def export_own_model(model, tokenizer, out: Path, opset: int | None, outputs: dict[str, dict[int, str]]) -> None:
@@ -119,7 +128,10 @@ def export_own_model(model, tokenizer, out: Path, opset: int | None, outputs: di
         "onnx", model_type=model.config.model_type, task="feature-extraction", library_name="transformers"
     )
     base = constructor.func if hasattr(constructor, "func") else constructor
-    own_config = type("OwnOnnxConfig", (base,), {"outputs": property(lambda self: outputs)})
+    # Decoders' configs add position_ids, which the runtimes here never feed: rows are
+    # right-padded, so the positions a decoder counts on its own are the right ones.
+    model_inputs = property(lambda self: {k: v for k, v in base.inputs.fget(self).items() if k != "position_ids"})
+    own_config = type("OwnOnnxConfig", (base,), {"outputs": property(lambda self: outputs), "inputs": model_inputs})
     onnx_config = own_config(model.config, task="feature-extraction")
     export_pytorch(model.eval(), onnx_config, opset or onnx_config.DEFAULT_ONNX_OPSET, out / "model.onnx")
     model.config.save_pretrained(out)

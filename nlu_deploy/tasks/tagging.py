@@ -132,7 +132,9 @@ class TaggingTask(Task):
         }
 
     def new_model(self, source, label_sets, allow_pickle, trust_remote_code, options):
-        return load_for_training(source, label_sets[TAGS], allow_pickle, trust_remote_code, self.name)
+        return load_for_training(
+            source, label_sets[TAGS], allow_pickle, trust_remote_code, self.name, options.get("pad_token_id")
+        )
 
     def load_model(self, directory: Path):
         return load_hf_checkpoint(directory, self.name)

@@ -24,6 +24,7 @@ from nlu_deploy import artifacts
 from nlu_deploy.config import DistillConfig, FinetuneConfig
 from nlu_deploy.data.tables import SUPPORTED_SUFFIXES, read_records, read_text, text_lines
 from nlu_deploy.errors import ConfigError, DataError, ModelError
+from nlu_deploy.runtime.model_families import family_of
 from nlu_deploy.tasks import Task, task_of
 from nlu_deploy.training.loop import finetune
 
@@ -67,6 +68,9 @@ def student_from_teacher(teacher, kept: list[int]):
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = new_index
     student.config.num_hidden_layers = len(kept)
+    layer_types = getattr(student.config, "layer_types", None)  # per-layer attention kinds (Qwen2, ...)
+    if isinstance(layer_types, list) and len(layer_types) == total:
+        student.config.layer_types = [layer_types[i] for i in kept]
     student.requires_grad_(True)  # whatever the teacher's were set to
     return student.train()
 
@@ -290,7 +294,10 @@ def distill(config: DistillConfig, show_progress: bool = True, on_step=None, sea
 
 def _teacher_layers(teacher: Path) -> int:
     config = artifacts.read_model_config(teacher)
-    layers = config.get("num_hidden_layers") or config.get("n_layers")
+    family = family_of(config)
+    if family.layers_fixed:
+        raise ModelError(f"{teacher} is a {family.name} model, whose layers cannot be dropped: {family.layers_fixed}.")
+    layers = config.get("num_hidden_layers") or config.get("n_layers") or config.get("n_layer")  # GPT-2: n_layer
     if not layers:
         raise ModelError(f"{teacher}/config.json does not say how many layers the teacher has.")
     return int(layers)

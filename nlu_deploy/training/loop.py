@@ -254,7 +254,8 @@ class TrainingState:
         seed_everything(config.seed)
         model = distillation.student() if distillation else task.new_model(
             plan.source, plan.label_sets, config.allow_pickle, config.trust_remote_code,
-            {"slot_loss_weight": config.slot_loss_weight, "pooling": config.pooling},
+            {"slot_loss_weight": config.slot_loss_weight, "pooling": config.pooling,
+             "pad_token_id": plan.tokenizer.pad_token_id},
         )  # fmt: skip
         model = model.to(plan.device)
         check_max_length(config.max_length, model.config)

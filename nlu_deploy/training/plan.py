@@ -12,6 +12,7 @@ from typing import Any
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig, default_epochs
 from nlu_deploy.errors import ConfigError, NluDeployError
+from nlu_deploy.runtime.model_families import fit_tokenizer
 from nlu_deploy.runtime.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
 from nlu_deploy.tasks import Task, get_task, label_maps
 from nlu_deploy.training import checkpointing
@@ -75,8 +76,10 @@ def plan_run(config: FinetuneConfig, distillation=None) -> RunPlan:
     label2ids = label_maps(label_sets)
     validation_ids = task.label_ids_for(validation_data, label2ids)
     source = resolve_model_source(config.model)
-    check_model_family(source, config.trust_remote_code)  # before the tokenizer: a clear sentence first
+    model_config = check_model_family(source, config.trust_remote_code)  # before the tokenizer: a clear sentence first
     tokenizer = load_tokenizer(source, config.trust_remote_code)
+    if model_config:
+        fit_tokenizer(tokenizer, model_config)  # the family's pad token and word reading, saved with the checkpoint
     tokenizer.model_max_length = config.max_length  # downstream stages read it from here
     dist = init_distributed(config.device)
     device = pick_device(config.device)
