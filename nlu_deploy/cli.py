@@ -317,6 +317,20 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
     'Needs pip install -e ".[openvino]".',
 )
 @click.option(
+    "--gpu-fp16",
+    is_flag=True,
+    help="Also write fp16 graphs for CUDA that keep onnxruntime's fused attention: model_fp16_fused.onnx (1-D "
+    "mask) and model_fp16_packed.onnx (padding removed). They run on the CUDA provider only: validate and bench "
+    "them with --provider cuda.",
+)
+@click.option(
+    "--pt2",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Also compile a PyTorch AOTInductor package (model.pt2) for this device: cpu gives the pt2-fp32 "
+    "variant, cuda (on a GPU machine) pt2-bf16. Needs a C++ compiler; predicting from it imports torch.",
+)
+@click.option(
     "--triton",
     "triton_repo",
     type=click.Path(path_type=Path),
@@ -412,7 +426,9 @@ def export(
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
-        detail = f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "not runnable on this CPU"
+        detail = (
+            f"max |logit diff| vs PyTorch {diff:.2e}" if diff is not None else "CUDA only: validate --provider cuda"
+        )
         click.echo(f"{variant:13s} {output / file_name}  ({detail})")
     for variant, why in result.skipped.items():
         click.echo(f"{variant:13s} not written: {why}.")
@@ -1131,6 +1147,13 @@ def bench_training(json_path, compile_flag, **options):
     help="Also the OpenVINO variants, and fail if OpenVINO is missing (--recipe measured uses them when installed).",
 )
 @click.option(
+    "--pt2",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Also a PyTorch AOTInductor package for this device (export --pt2): validated, timed and shippable "
+    "like the ONNX and OpenVINO variants.",
+)
+@click.option(
     "--recipe",
     type=click.Choice(RUN_RECIPES),
     default=default_of(RunConfig, "recipe"),
@@ -1152,6 +1175,7 @@ def run(
     output,
     optimize,
     openvino,
+    pt2,
     recipe,
     choose_minutes,
     max_score_drop,
@@ -1193,6 +1217,7 @@ def run(
         finetune=finetune_config,
         optimize=optimize,
         openvino=openvino,
+        pt2=pt2,
         recipe=recipe,
         choose_minutes=choose_minutes,
         max_score_drop=max_score_drop,

@@ -315,6 +315,12 @@ class ExportConfig:
     # Also write OpenVINO IR files (fp32, and NNCF int8 calibrated like static): the openvino-*
     # variants validate, bench, predict and --quantize auto measure beside onnxruntime's.
     openvino: bool = False
+    # Also write a PyTorch AOTInductor package (model.pt2) for this device: cpu (fp32) or cuda
+    # (bf16), the pt2-* variant every stage runs beside the ONNX files. None: no package.
+    pt2: str | None = None
+    # Also write fp16 graphs for CUDA from the GPU-fused graph: 1-D mask attention
+    # (model_fp16_fused.onnx) and packing mode without padding (model_fp16_packed.onnx).
+    gpu_fp16: bool = False
     # auto: the minutes the candidates may take; those left then are skipped, and the report says
     # which (run bounds its choice this way). None: every candidate is measured.
     search_minutes: float | None = None
@@ -324,6 +330,7 @@ class ExportConfig:
         _finite_numbers(self)
         _choice("optimize", self.optimize, OPTIMIZATION_LEVELS)
         _choice("quantize", self.quantize, QUANTIZATION_MODES)
+        _choice("--pt2", self.pt2, ("cpu", "cuda"))
         if self.search_minutes is not None:
             _positive("--search-minutes", self.search_minutes)
         _choice("calibration method", self.calibration_method, CALIBRATION_METHODS)
@@ -514,6 +521,7 @@ class RunConfig:
     optimize: str = "O2"
     quantize_preset: str = "auto"
     openvino: bool = False  # also the OpenVINO variants (export --openvino)
+    pt2: str | None = None  # also an AOTInductor package for this device (export --pt2), measured like the rest
     # measured: ship what measures fastest here within the accuracy gate (the int8 search over
     # both graphs, OpenVINO when installed, real-length timing); fixed: dynamic int8 from the O2
     # graph, the files of before 2026-12-07, and no recommendation.json.

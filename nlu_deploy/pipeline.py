@@ -328,6 +328,7 @@ def _export(config: RunConfig, model_dir: Path, measured: bool) -> None:
             max_score_drop=config.max_score_drop if measured else ExportConfig.max_score_drop,
             search_minutes=config.choose_minutes if measured else None,
             openvino=config.openvino or (measured and openvino_available()),
+            pt2=config.pt2,
         )
     )
 

@@ -35,8 +35,8 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         variant = artifacts.recommended_variant(model_dir) or next(
             name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files
         )
-    if variant.startswith("openvino-"):  # an OpenVINO variant: its IR file at its precision
-        return _openvino_predictor(model_dir, variant, provider, task)
+    if variant.startswith(("openvino-", "pt2-")):  # another runtime's variant
+        return _runtime_variant_predictor(model_dir, variant, provider, task)
     path = (
         onnx_files.get(variant)
         or onnx_files.get(f"{variant}.onnx")
@@ -52,16 +52,19 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
     return task.predictor(backend), str(path), task
 
 
-def _openvino_predictor(model_dir: Path, variant: str, provider: str, task: Task):
-    from nlu_deploy.runtime.openvino_runtime import find_variant, require_openvino
+def _runtime_variant_predictor(model_dir: Path, variant: str, provider: str, task: Task):
+    """Another runtime's variant: OpenVINO's IR at its precision (CPU), or the AOTInductor
+    package on the device it was compiled for (this one imports torch)."""
+    from nlu_deploy.runtime.runtime_variants import find_runtime_variant
 
-    require_openvino()
-    if provider != "cpu":
-        raise ModelError(f"{variant} runs on CPU with OpenVINO; drop --provider {provider}.")
-    found = find_variant(model_dir, variant)
+    found = find_runtime_variant(model_dir, variant)
     if found is None:
-        raise ModelError(f"{model_dir} has no OpenVINO variant {variant!r}; export it with --openvino.")
+        how = "--openvino" if variant.startswith("openvino-") else "--pt2"
+        raise ModelError(f"{model_dir} has no variant {variant!r}; export it with {how}.")
+    if provider != found.device:
+        raise ModelError(f"{variant} runs on {found.device} with {found.runtime}; use --provider {found.device}.")
     config = artifacts.read_model_config(model_dir, missing_ok=True)
     tokenizer = inference_tokenizer(model_dir)
     backend = onnx_backend(found, tokenizer, config, tokenizer.model_max_length, provider)
-    return task.predictor(backend), f"{found.path} with OpenVINO ({backend.session.precision})", task
+    precision = getattr(backend.session, "precision", found.precision)
+    return task.predictor(backend), f"{found.path} with {found.runtime} ({precision})", task

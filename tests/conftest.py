@@ -23,6 +23,20 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_INTENTS = ("set_alarm", "set_timer", "play_music", "get_weather")
 
 
+# Runs the CLI with torch, transformers, optimum and onnx made unimportable: what a serving box
+# without them sees (python -c TORCH_FREE_CLI COMMAND ...).
+TORCH_FREE_CLI = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
+    "            raise ImportError(name + ' is blocked')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from nlu_deploy.cli import main\n"
+    "main()\n"
+)
+
+
 def build_tiny_encoder(directory: Path) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 

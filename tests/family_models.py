@@ -84,6 +84,12 @@ FAMILIES: dict[str, FamilyShape] = {
         full={"vocab_size": 32005, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
               "intermediate_size": 3072, "max_position_embeddings": 514},
     ),
+    "roberta": FamilyShape(
+        "roberta", "byte-bpe", "RobertaTokenizerFast", _ROBERTA_SPECIALS, ("<s>", "</s>"),
+        tiny={**_TINY_ENCODER, "max_position_embeddings": 130},
+        full={"vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "intermediate_size": 3072, "max_position_embeddings": 514},
+    ),
     "gpt2": FamilyShape(
         "gpt2", "byte-bpe", "GPT2TokenizerFast",
         {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, None,
@@ -150,10 +156,16 @@ def train_tokenizer(shape: FamilyShape, texts: list[str], vocab_size: int):
 
 
 def build_family_model(
-    family: str, directory: Path, texts: list[str] | None = None, size: str = "tiny", vocab_size: int = 600
+    family: str,
+    directory: Path,
+    texts: list[str] | None = None,
+    size: str = "tiny",
+    vocab_size: int = 600,
+    overrides: dict | None = None,
 ) -> Path:
     """A bare model of `family` (random weights) with its tokenizer, saved as a Hugging Face
-    directory that `finetune --model` reads. size "full": the published base model's shape."""
+    directory that `finetune --model` reads. size "full": the published base model's shape;
+    `overrides`: config values on top of the size's."""
     import torch
     import transformers
     from transformers import AutoConfig, AutoModel
@@ -166,9 +178,8 @@ def build_family_model(
         tokenizer_object=trained, model_max_length=512, **{k: v for k, v in shape.specials.items() if v}
     )
     tokenizer.save_pretrained(directory)
-    overrides = dict(shape.tiny if size == "tiny" else shape.full)
-    overrides.setdefault("vocab_size", len(tokenizer))
-    overrides["vocab_size"] = max(overrides["vocab_size"], len(tokenizer))
+    overrides = {**(shape.tiny if size == "tiny" else shape.full), **(overrides or {})}
+    overrides["vocab_size"] = max(overrides.get("vocab_size", 0), len(tokenizer))
     token_ids = {
         f"{name}_id": tokenizer.convert_tokens_to_ids(tokenizer_token)
         for name, tokenizer_token in (

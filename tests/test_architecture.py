@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import TORCH_FREE_CLI
+
 PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # Lower layers first: a file may import only from its own folder and from layers listed before
 # it. The shared ground is at the bottom, then what the tasks stand on (data/, runtime/), the
@@ -103,19 +105,11 @@ def test_predicting_from_onnx_needs_neither_torch_nor_transformers_nor_onnx(
     from nlu_deploy.cli import main
     from nlu_deploy.runtime.modeling import load_tokenizer
 
-    blocker = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
-        "            raise ImportError(name + ' is blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from nlu_deploy.cli import main\n"
-        "main()\n"
-    )
     for onnx_dir in (tiny_onnx, tiny_tagger_onnx, tiny_joint_onnx):
         arguments = ["predict", str(onnx_dir), "--json", "wake me up at 7 am", "play some jazz in the kitchen"]
-        light = subprocess.run([sys.executable, "-c", blocker, *arguments], capture_output=True, text=True, timeout=60)
+        light = subprocess.run(
+            [sys.executable, "-c", TORCH_FREE_CLI, *arguments], capture_output=True, text=True, timeout=60
+        )
         assert light.returncode == 0, light.stderr
         monkeypatch.setattr(predict, "inference_tokenizer", lambda directory: load_tokenizer(str(directory)))
         in_process = CliRunner().invoke(main, arguments)

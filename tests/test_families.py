@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from family_models import FAMILIES, build_family_model
+from conftest import TORCH_FREE_CLI
+from family_models import build_family_model
 
 from nlu_deploy.cli import main
 from nlu_deploy.config import ExportConfig, FinetuneConfig
@@ -29,6 +30,8 @@ from nlu_deploy.runtime.model_families import family_of
 from nlu_deploy.tasks import onnx_backend, task_of, torch_backend
 from nlu_deploy.training.loop import finetune
 
+# the families issue 32 asked for (RoBERTa's byte-level tokenizer is covered by GPT-2's and ModernBERT's)
+FAMILY_NAMES = ("albert", "camembert", "deberta-v2", "gpt2", "modernbert", "qwen2")
 SHORT_TEXTS = ["play jazz", "wake me up", "lights off"]
 LONG_TEXTS = [
     "please set an alarm for seven in the morning tomorrow and then play some relaxing jazz in the "
@@ -52,7 +55,7 @@ def _chain(tmp_path_factory, family: str, task: str, train: Path, **export_optio
     return checkpoint, onnx_dir
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
 def family_joint(request, tmp_path_factory, tiny_joint_train):
     """(family, checkpoint, export directory) of a joint model, exported with every variant."""
     checkpoint, onnx_dir = _chain(
@@ -111,18 +114,10 @@ def test_validate_passes_and_predict_without_torch_gives_word_aligned_entities(f
     )  # fmt: skip
     variants = {v["variant"]: v for v in json.loads(report.read_text())["variants"]}
     assert variants["fp32"]["passed"], result.output
-    blocker = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'onnx'):\n"
-        "            raise ImportError(name + ' is blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from nlu_deploy.cli import main\n"
-        "main()\n"
-    )
     arguments = ["predict", str(onnx_dir), "--variant", "model.onnx", "--json", *PREDICT_TEXTS]
-    light = subprocess.run([sys.executable, "-c", blocker, *arguments], capture_output=True, text=True, timeout=60)
+    light = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_CLI, *arguments], capture_output=True, text=True, timeout=60
+    )
     assert light.returncode == 0, light.stderr
     predictions = [json.loads(line) for line in light.stdout.splitlines()]
     entities = [(p["text"], e) for p in predictions for e in p["entities"]]
@@ -133,7 +128,7 @@ def test_validate_passes_and_predict_without_torch_gives_word_aligned_entities(f
     ]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_hugging_face_heads_export_with_parity(tmp_path_factory, family, tiny_train_csv, tiny_tagged_train):
     """Text classification (a decoder's head pools its last real token, found from the pad
     token) with an fp16 file, and token classification with a static int8 file, each exported

@@ -21,10 +21,12 @@ from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
 from nlu_deploy.runtime.machine import cpu_flags
 from nlu_deploy.runtime.modeling import pick_device
-from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, bf16_features, openvino_variants, require_openvino
+from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, bf16_features
+from nlu_deploy.runtime.runtime_variants import runtime_variants
 from nlu_deploy.runtime.sessions import (
     TensorRTSettings,
     create_session,
+    cuda_only_graph,
     has_contrib_ops,
     is_dynamic_int8,
 )
@@ -270,7 +272,7 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
             sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
     runners += _onnx_runners(config, named, report, vocab_size)
-    for variant, runner in _openvino_runners(config, report):
+    for variant, runner in _runtime_variant_runners(config, report):
         runners.append(runner)
         sources[variant.name] = variant.path
     if not runners:
@@ -320,18 +322,18 @@ def _named_files(config: BenchConfig, report: BenchReport, vocab_size: int) -> l
 
 def check_variants(onnx_dir: Path, asked: tuple[str, ...], files: list[Path], flags: set[str] | None = None) -> None:
     """Every variant --variants names must be here and runnable as asked: an ONNX file (by variant
-    or file name) or an OpenVINO variant; openvino-bf16 only on a CPU with native bf16, where
+    or file name) or another runtime's variant; openvino-bf16 only on a CPU with native bf16, where
     OpenVINO would otherwise emulate it (timing an emulation would mislead)."""
     onnx_names = {artifacts.variant_name(f) for f in files} | {f.name for f in files}
-    openvino_here = {v.name for v in openvino_variants(onnx_dir, flags)}
-    if "openvino-bf16" in asked and "openvino-f32" in openvino_here and "openvino-bf16" not in openvino_here:
+    other_runtimes = {v.name for v in runtime_variants(onnx_dir, flags)}
+    if "openvino-bf16" in asked and "openvino-f32" in other_runtimes and "openvino-bf16" not in other_runtimes:
         raise NluDeployError(
             "openvino-bf16 needs a CPU with AMX or AVX-512 BF16, and this one has neither: OpenVINO would emulate "
             "bf16, slower than f32. Leave it out of --variants here."
         )
-    missing = [name for name in asked if name not in onnx_names | openvino_here]
+    missing = [name for name in asked if name not in onnx_names | other_runtimes]
     if missing:
-        present = ", ".join(sorted({artifacts.variant_name(f) for f in files} | openvino_here))
+        present = ", ".join(sorted({artifacts.variant_name(f) for f in files} | other_runtimes))
         raise ModelError(f"{onnx_dir} has no variant {', '.join(missing)}; it has {present}.")
 
 
@@ -429,7 +431,12 @@ def _files_for_provider(config: BenchConfig, files: list[Path], report: BenchRep
     for TensorRT graphs with onnxruntime's fused contrib ops, which TensorRT cannot parse (the
     layers would silently fall back to onnxruntime's CUDA kernels)."""
     if config.provider == "cpu":
-        return files
+        on_cuda_only = [path for path in files if cuda_only_graph(path)]
+        if on_cuda_only:
+            report.notes.append(
+                f"{', '.join(p.name for p in on_cuda_only)} not measured: fp16 fused ops only the CUDA provider runs."
+            )
+        return [path for path in files if path not in on_cuda_only]
     kept = []
     for path in files:
         int8 = is_dynamic_int8(path)
@@ -479,26 +486,25 @@ def is_fp16_graph(path: Path) -> bool:
     return any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
 
 
-def _openvino_runners(config: BenchConfig, report: BenchReport) -> list[tuple]:
-    """The export's OpenVINO variants, in the same interleaved rounds (CPU only), with the
-    precision hint each ran with and the CPU features that decided recorded in the report."""
-    variants = openvino_variants(Path(config.onnx_dir))
+def _runtime_variant_runners(config: BenchConfig, report: BenchReport) -> list[tuple]:
+    """The export's other runtimes' variants (OpenVINO on CPU, an AOTInductor package on its
+    device), in the same interleaved rounds; OpenVINO's precision hints and the CPU features that
+    decided them are recorded in the report."""
+    variants = runtime_variants(Path(config.onnx_dir))
     if config.variants:
         variants = [v for v in variants if v.name in config.variants]
-    if not variants:
-        return []
-    if config.provider != "cpu":
-        report.notes.append(f"OpenVINO variants run on CPU only: not measured with {config.provider}.")
-        return []
-    require_openvino()
+    elsewhere = sorted({v.runtime for v in variants if v.device != config.provider})
+    if elsewhere:
+        report.notes.append(f"{', '.join(elsewhere)} variants of another device: not measured with {config.provider}.")
     runners = []
-    for variant in variants:
+    for variant in (v for v in variants if v.device == config.provider):
         started = time.perf_counter()
-        session = OpenVinoSession(variant, config.threads)
+        session = variant.session(config.threads)
         report.setup_seconds[variant.name] = time.perf_counter() - started
-        report.machine.setdefault("openvino_precision_hints", {})[variant.name] = session.precision
+        if isinstance(variant, OpenVinoVariant):
+            report.machine.setdefault("openvino_precision_hints", {})[variant.name] = session.precision
+            report.machine["bf16_features"] = bf16_features()
         runners.append((variant, (variant.name, session.get_providers()[0], _onnx_runner(session, False))))
-    report.machine["bf16_features"] = bf16_features()
     return runners
 
 

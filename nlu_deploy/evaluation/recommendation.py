@@ -11,6 +11,7 @@ import numpy as np
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
+from nlu_deploy.runtime.runtime_variants import runtime_label
 
 
 def validation_reports(onnx_dir: Path, compared: tuple[tuple[str, Path], ...]) -> dict[str, dict]:
@@ -63,8 +64,7 @@ def recommendation(report, validation: dict) -> str:
 
 
 def runtime_of(variant: str) -> str:
-    name = variant.rsplit("/", 1)[-1]
-    return "OpenVINO" if name.startswith("openvino-") else "PyTorch" if name.startswith("pytorch") else "onnxruntime"
+    return runtime_label(variant.rsplit("/", 1)[-1])
 
 
 def _across(report, validation: dict, best: str) -> str:

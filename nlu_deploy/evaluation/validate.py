@@ -16,7 +16,8 @@ from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
 from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer
-from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, openvino_variants, require_openvino
+from nlu_deploy.runtime.runtime_variants import RuntimeVariant, runtime_variants
+from nlu_deploy.runtime.sessions import cuda_only_graph
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 NONFINITE = "finite_outputs"  # in failed_on: the file gives NaN or inf where PyTorch gives numbers
@@ -66,6 +67,7 @@ class ValidationReport:
     variants: list[VariantScore]
     unseen: dict[str, dict] = field(default_factory=dict)  # head -> {"rows", "labels": {label: count}}
     provider: str = "cpu"  # where the ONNX files ran (PyTorch: fp32 on the CPU)
+    not_scored: list[str] = field(default_factory=list)  # files only the CUDA provider runs, on a CPU run
 
     @property
     def passed(self) -> bool:
@@ -140,6 +142,11 @@ class ValidationReport:
     def _notes(self) -> list[str]:
         """What the reader should know about the data and the runtimes, one sentence each."""
         notes = []
+        if self.not_scored:
+            notes.append(
+                f"Not scored here: {', '.join(self.not_scored)} hold fp16 fused ops only the CUDA provider runs; "
+                "validate them with --provider cuda."
+            )
         if self.truncated:
             notes.append(f"{self.truncated} texts were truncated to the model's max length.")
         if self.windowed:
@@ -147,7 +154,9 @@ class ValidationReport:
                 f"{self.windowed} sentences were longer than the model's max length and were tagged "
                 "whole, in overlapping windows."
             )
-        hints = [f"{v.variant} {v.precision}" for v in self.variants if v.precision]
+        hints = [
+            f"{v.variant} {v.precision}" for v in self.variants if v.precision and v.variant.startswith("openvino-")
+        ]
         if hints:
             from nlu_deploy.runtime.openvino_runtime import bf16_features
 
@@ -217,11 +226,11 @@ def validate(config: ValidateConfig) -> ValidationReport:
     reference = task.infer(torch_backend(model, tokenizer, max_length), examples, config.batch_size)
     reference_scores = task.score(data, reference.outputs, model.config)
     variants = []
-    runs = [(artifacts.variant_name(path), path) for path in onnx_files]
-    if config.provider == "cpu":  # OpenVINO variants run on CPU (and bf16 only where the CPU has it)
-        runs += [(variant.name, variant) for variant in openvino_variants(onnx_dir)]
-    if runs[len(onnx_files) :]:
-        require_openvino()
+    on_cuda_only = [path for path in onnx_files if config.provider == "cpu" and cuda_only_graph(path)]
+    runs = [(artifacts.variant_name(path), path) for path in onnx_files if path not in on_cuda_only]
+    # other runtimes' variants where they run: OpenVINO's on CPU (bf16 only where the CPU has
+    # it), an AOTInductor package on the device it was compiled for
+    runs += [(v.name, v) for v in runtime_variants(onnx_dir) if v.device == config.provider]
     for name, path in runs:
         session = onnx_backend(path, tokenizer, model.config, max_length, config.provider)
         inference = task.infer(session, examples, config.batch_size)
@@ -236,7 +245,7 @@ def validate(config: ValidateConfig) -> ValidationReport:
         variants.append(
             VariantScore(
                 variant=name,
-                file=path.file if isinstance(path, OpenVinoVariant) else path.name,
+                file=path.file if isinstance(path, RuntimeVariant) else path.name,
                 precision=getattr(session.session, "precision", None),
                 primary_metric=task.primary_metric,
                 scores=scores,
@@ -261,4 +270,5 @@ def validate(config: ValidateConfig) -> ValidationReport:
         variants,
         {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
         config.provider,
+        [path.name for path in on_cuda_only],
     )

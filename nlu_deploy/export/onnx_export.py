@@ -16,13 +16,15 @@ from nlu_deploy.config import ExportConfig
 from nlu_deploy.data.tables import read_records
 from nlu_deploy.errors import DataError, ModelError, out_of_space
 from nlu_deploy.evaluation.validate import default_columns, max_abs_difference
+from nlu_deploy.export.gpu_graphs import write_gpu_fp16_graphs
 from nlu_deploy.export.openvino_export import write_openvino_files
 from nlu_deploy.export.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.export.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime.model_families import family_of
 from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
-from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, openvino_variants, require_openvino
-from nlu_deploy.runtime.sessions import encode, pad_batch
+from nlu_deploy.runtime.openvino_runtime import openvino_variants, require_openvino
+from nlu_deploy.runtime.runtime_variants import RuntimeVariant
+from nlu_deploy.runtime.sessions import cuda_only_graph, encode, fused_op_counts, pad_batch
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
 
 # Used for the numerical check when the checkpoint carries no validation split of its own.
@@ -113,8 +115,17 @@ def export(config: ExportConfig) -> ExportResult:
             result.files["optimized"] = artifacts.ONNX_OPTIMIZED
             result.fused_ops = fused_op_counts(graphs["optimized"])
             parity.check("optimized", artifacts.ONNX_OPTIMIZED)
+        if config.gpu_fp16:  # CUDA-only files: written and described here, checked by validate --provider cuda
+            written, gpu_facts, skipped = write_gpu_fp16_graphs(out, out / artifacts.ONNX_FP32, model.config)
+            result.files.update(written)
+            result.skipped.update(skipped)
+            for name, file_name in written.items():  # what the CPU provider can run is checked here too
+                if not cuda_only_graph(out / file_name):
+                    parity.check(name, file_name)
         if config.openvino:  # before the search, whose candidates include the OpenVINO variants
             openvino_facts = _openvino_variants(out, calibration, parity)
+        if config.pt2:
+            pt2_facts = _pt2_variant(model, out, parity, config.pt2)
         _quantize(config, out, graphs, parity, heldout, calibration)
         if (out / artifacts.ONNX_QUANTIZED).exists():
             result.files["int8"] = artifacts.ONNX_QUANTIZED
@@ -132,6 +143,8 @@ def export(config: ExportConfig) -> ExportResult:
             fused_ops=result.fused_ops,
             skipped=result.skipped,
             **({"openvino": openvino_facts} if config.openvino else {}),
+            **({"pt2": pt2_facts} if config.pt2 else {}),
+            **({"gpu_fp16": gpu_facts} if config.gpu_fp16 else {}),
         )
     return result
 
@@ -160,6 +173,19 @@ def _openvino_variants(out: Path, calibration, parity: ParityCheck) -> dict:
     return facts
 
 
+def _pt2_variant(model, out: Path, parity: ParityCheck, device: str) -> dict:
+    """The AOTInductor package, checked against PyTorch like every file (CUDA packages only on a
+    machine where they can run: compiling for CUDA needs the device)."""
+    from nlu_deploy.export.aoti_export import write_pt2
+    from nlu_deploy.runtime.aoti_runtime import pt2_variants
+
+    facts = write_pt2(model, out, out / artifacts.ONNX_FP32, device)
+    for variant in pt2_variants(out):
+        parity.result.files[variant.name] = variant.file
+        parity.check(variant.name, variant)
+    return facts
+
+
 def _export_graph(task: Task, model_dir: Path, model, tokenizer, out: Path, opset: int | None) -> None:
     try:
         with warnings.catch_warnings():  # tracer notes about constants are expected for BERT
@@ -181,9 +207,9 @@ class ParityCheck:
         )  # fmt: skip
         self.reference = _outputs_for_check(task, model, None, tokenizer, texts)
 
-    def check(self, name: str, target: str | OpenVinoVariant) -> float:
-        """target: a file of the output, or an OpenVINO variant (its file and precision)."""
-        path = target if isinstance(target, OpenVinoVariant) else self.out / target
+    def check(self, name: str, target: str | RuntimeVariant) -> float:
+        """target: a file of the output, or another runtime's variant (its file and precision)."""
+        path = target if isinstance(target, RuntimeVariant) else self.out / target
         outputs = _outputs_for_check(self.task, self.model, path, self.tokenizer, self.texts)
         difference = max_logit_difference(self.reference, outputs)
         self.result.max_abs_logit_diff[name] = difference
@@ -260,25 +286,6 @@ def _calibration_batches(config: ExportConfig, model_dir: Path, tokenizer, batch
         for _, group in sorted(by_length.items())
         for start in range(0, len(group), batch_size)
     ]
-
-
-# onnxruntime's fused transformer ops: how many of each an optimized graph holds says which
-# fusions a family got (Attention is the one that matters most for speed).
-FUSED_OPS = (
-    "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
-    "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization",
-    "SimplifiedLayerNormalization", "RotaryEmbedding", "GroupQueryAttention",
-)  # fmt: skip
-
-
-def fused_op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        if node.op_type in FUSED_OPS:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def optimize_graph(directory: Path, level: str, target: Path | None = None) -> Path:

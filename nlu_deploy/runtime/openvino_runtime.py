@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nlu_deploy.errors import ModelError, NluDeployError
+from nlu_deploy.runtime.runtime_variants import RuntimeVariant, SessionLike, TensorInfo
 
 OPENVINO_INSTALL = 'pip install -e ".[openvino]"'
 OPENVINO_FP32_IR = "openvino_model.xml"
@@ -39,16 +40,14 @@ BF16_FEATURES = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass(frozen=True)
-class OpenVinoVariant:
-    """A file and the precision OpenVINO runs it in: what validate, bench and predict name a variant."""
+class OpenVinoVariant(RuntimeVariant):
+    """openvino-f32 | openvino-bf16 | openvino-int8: the IR's .xml (its .bin beside it) and
+    INFERENCE_PRECISION_HINT, f32 or bf16."""
 
-    name: str  # openvino-f32 | openvino-bf16 | openvino-int8
-    path: Path  # the IR's .xml (its .bin beside it)
-    precision: str  # INFERENCE_PRECISION_HINT: f32 or bf16
+    runtime = "OpenVINO"
 
-    @property
-    def file(self) -> str:
-        return self.path.name
+    def session(self, threads: int | None = None) -> OpenVinoSession:
+        return OpenVinoSession(self, threads)
 
 
 def openvino_available() -> bool:
@@ -154,13 +153,7 @@ def openvino_reason(error: BaseException) -> str:
     return (reasons or lines or [type(error).__name__])[0].rstrip("!")
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    shape: list
-
-
-class OpenVinoSession:
+class OpenVinoSession(SessionLike):
     """An OpenVINO CPU model behind the slice of onnxruntime's session API this tool uses."""
 
     def __init__(self, variant: OpenVinoVariant, threads: int | None = None):
@@ -181,18 +174,14 @@ class OpenVinoSession:
         # what OpenVINO says it runs, read back rather than assumed (f32, bf16)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        self._inputs = [_Tensor(port.get_any_name(), list(port.get_partial_shape())) for port in self.compiled.inputs]
+        self._inputs = [
+            TensorInfo(port.get_any_name(), list(port.get_partial_shape())) for port in self.compiled.inputs
+        ]
         self._outputs = [
-            _Tensor(port.get_any_name(), [d.get_length() if d.is_static else None for d in port.get_partial_shape()])
+            TensorInfo(port.get_any_name(), [d.get_length() if d.is_static else None for d in port.get_partial_shape()])
             for port in self.compiled.outputs
         ]
         self.request = self.compiled.create_infer_request()
-
-    def get_inputs(self) -> list[_Tensor]:
-        return self._inputs
-
-    def get_outputs(self) -> list[_Tensor]:
-        return self._outputs
 
     def get_providers(self) -> list[str]:
         return [f"OpenVINO CPU ({self.precision})"]

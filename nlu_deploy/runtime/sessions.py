@@ -82,6 +82,40 @@ def graph_ops(path: Path) -> set[tuple[str, str]]:
     }
 
 
+# onnxruntime's fused transformer ops: how many of each an optimized graph holds says which
+# fusions a family got (Attention is the one that matters most for speed).
+FUSED_OPS = (
+    "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
+    "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization", "RotaryEmbedding", "GroupQueryAttention",
+    "PackedAttention", "PackedMultiHeadAttention", "RemovePadding", "RestorePadding",
+)  # fmt: skip
+
+
+def fused_op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in FUSED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# fused ops whose fp16 (or packed) kernels only the CUDA provider has
+_CUDA_ONLY_OPS = ("PackedAttention", "PackedMultiHeadAttention", "RemovePadding", "RestorePadding")
+
+
+def cuda_only_graph(path: Path) -> bool:
+    """A graph onnxruntime's CPU provider cannot run: packing mode, or fused attention in fp16."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node if node.domain == "com.microsoft"}
+    fp16 = any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    return bool(ops & set(_CUDA_ONLY_OPS)) or (fp16 and bool(ops & {"Attention", "MultiHeadAttention"}))
+
+
 def is_dynamic_int8(path: Path) -> bool:
     return any(op in ("DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger") for _, op in graph_ops(path))
 

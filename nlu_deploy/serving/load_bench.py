@@ -43,7 +43,7 @@ from nlu_deploy.serving.load_generator import (
     run_level,
 )
 from nlu_deploy.serving.load_report import in_process_key, report_markdown, runner_window
-from nlu_deploy.serving.repository import TritonOptions, export_triton_repository, served_variant
+from nlu_deploy.serving.repository import TritonOptions, export_triton_repository, served_name, served_variant
 from nlu_deploy.stopping import Stopped, run_stoppable
 
 REPORT_NAME = "serve-bench"
@@ -152,7 +152,7 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
 
     onnx_dir = Path(config.onnx_dir)
     served = served_variant(onnx_dir, default_options(config), config.variant)
-    served_file = served[0].openvino_variant if served[0].runtime == "openvino" else served[1]
+    served_file = served_name(onnx_dir, *served)
     predictor, _, task = load_task_predictor(onnx_dir, served_file)
     texts, facts = _data_texts(config, onnx_dir)
     tokenizer = LightTokenizer(onnx_dir)
@@ -428,12 +428,13 @@ def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int
     """Sequences/s of the served ONNX file run by onnxruntime in this process, batches of `batch`
     texts of one length bucket (as the server's batcher forms them), the runtime's default threads."""
     from nlu_deploy.portable.light_tokenizer import LightTokenizer
-    from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, find_variant
+    from nlu_deploy.runtime.runtime_variants import find_runtime_variant
     from nlu_deploy.runtime.sessions import create_session
 
     onnx_dir = Path(config.onnx_dir)
-    if traffic.served_file.startswith("openvino-"):
-        session = OpenVinoSession(find_variant(onnx_dir, traffic.served_file))
+    other_runtime = find_runtime_variant(onnx_dir, traffic.served_file)
+    if other_runtime is not None:
+        session = other_runtime.session()
     else:
         session = create_session(onnx_dir / traffic.served_file)
     names = [i.name for i in session.get_inputs()]

@@ -17,6 +17,7 @@ from typing import Any
 from nlu_deploy import artifacts
 from nlu_deploy.config import TRITON_LAYOUTS
 from nlu_deploy.errors import ConfigError, ModelError
+from nlu_deploy.runtime.aoti_runtime import PT2_FACTS, PT2_FILE, pt2_variants
 from nlu_deploy.tasks import task_of
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -43,9 +44,10 @@ class TritonOptions:
     # model running the same file with onnxruntime on CPU, for servers without that backend
     # (the tritonserver in the nvidia-pytriton wheel); the tests serve with it.
     onnx_backend: str = "onnxruntime"
-    # Which runtime the model runs on: onnxruntime (the ONNX file), or openvino (the export's
+    # Which runtime the model runs on: onnxruntime (the ONNX file), openvino (the export's
     # OpenVINO IR: Triton's OpenVINO backend, or with onnx_backend python the Python-backend
-    # substitute that runs the IR with the openvino package), at openvino_variant's precision.
+    # substitute that runs the IR with the openvino package), at openvino_variant's precision, or
+    # pt2 (the AOTInductor package, in the pipeline layout's Python model, with torch there).
     runtime: str = "onnxruntime"
     openvino_variant: str = "openvino-f32"
     # ensemble: tokenizer, model and post-processor as three models chained by a Triton ensemble
@@ -71,8 +73,13 @@ class TritonOptions:
             )
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"threads must be a whole number, 0 or more, not {self.threads!r}.")
-        if self.runtime not in ("onnxruntime", "openvino"):
-            raise ConfigError(f"the Triton backend must be onnxruntime or openvino, not {self.runtime!r}.")
+        if self.runtime not in ("onnxruntime", "openvino", "pt2"):
+            raise ConfigError(f"the Triton backend must be onnxruntime, openvino or pt2, not {self.runtime!r}.")
+        if self.runtime == "pt2" and self.layout != "pipeline":
+            raise ConfigError(
+                "an AOTInductor package is served by the pipeline layout's Python model on CPU: "
+                "use --triton-onnx-backend python and the pipeline layout."
+            )
         if self.runtime == "openvino" and (self.device != "cpu" or self.tensorrt):
             raise ConfigError("the OpenVINO variants are served on CPU: use --triton-device cpu.")
         if self.openvino_variant not in ("openvino-f32", "openvino-bf16", "openvino-int8"):
@@ -385,6 +392,9 @@ def _write_pipeline(served: ServedModel, model_dir: Path, options: TritonOptions
                   "threads": str(options.threads)}  # fmt: skip
     if options.runtime == "openvino":
         parameters["INFERENCE_PRECISION_HINT"] = _copy_openvino_ir(served, options, version_dir)
+    elif options.runtime == "pt2":
+        for file_name in (PT2_FILE, PT2_FACTS):
+            shutil.copy2(served.onnx_dir / file_name, version_dir / file_name)
     else:
         shutil.copy2(served.onnx_dir / served.onnx_file, version_dir / "model.onnx")
     _copy_tokenizer_code(served, version_dir)
@@ -456,6 +466,10 @@ def served_variant(onnx_dir: Path, options: TritonOptions, variant: str | None) 
         variant = artifacts.recommended_variant(onnx_dir)
     if variant and variant.startswith("openvino-"):  # the IR carries the same inputs and outputs as model.onnx
         return replace(options, runtime="openvino", openvino_variant=variant), artifacts.ONNX_FP32
+    if variant and variant.startswith("pt2-"):  # so does the package
+        if not any(v.name == variant for v in pt2_variants(onnx_dir)):
+            raise ModelError(f"{onnx_dir} has no {variant} to serve; export it with --pt2.")
+        return replace(options, runtime="pt2"), artifacts.ONNX_FP32
     if variant is None:
         return options, default_triton_file(onnx_dir, options.device)
     by_name = {artifacts.variant_name(path): path.name for path in onnx_dir.glob("*.onnx")}
@@ -475,4 +489,14 @@ def export_triton_repository(
         raise ModelError(f"{onnx_dir} has no {onnx_file} to serve.")
     with artifacts.staged_output(repository, overwrite) as staging:
         write_repository(Path(onnx_dir), staging, onnx_file, options)
-    return options.openvino_variant if options.runtime == "openvino" else onnx_file
+    return served_name(Path(onnx_dir), options, onnx_file)
+
+
+def served_name(onnx_dir: Path, options: TritonOptions, onnx_file: str) -> str:
+    """What a repository serves, as predict and the reports name it: the ONNX file, or the
+    other runtime's variant."""
+    if options.runtime == "openvino":
+        return options.openvino_variant
+    if options.runtime == "pt2":
+        return pt2_variants(onnx_dir)[0].name
+    return onnx_file

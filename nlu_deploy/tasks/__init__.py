@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.portable import rejection
-from nlu_deploy.runtime.openvino_runtime import OpenVinoSession, OpenVinoVariant
+from nlu_deploy.runtime.runtime_variants import RuntimeVariant
 from nlu_deploy.runtime.sessions import OnnxTextClassifier, TorchTextClassifier
 from nlu_deploy.tasks import classification, joint, tagging
 from nlu_deploy.tasks.base import Inference, Task, Unseen, flat_logits, label_maps
@@ -64,12 +64,12 @@ def torch_backend(model, tokenizer, max_length: int, device: str = "cpu") -> Tor
 
 
 def onnx_backend(
-    path: Path | OpenVinoVariant, tokenizer, config, max_length: int, provider: str = "cpu", threads: int | None = None
+    path: Path | RuntimeVariant, tokenizer, config, max_length: int, provider: str = "cpu", threads: int | None = None
 ) -> OnnxTextClassifier:
     """An ONNX session with the label maps of `config` (a model config, or config.json's dict);
-    for an OpenVinoVariant, OpenVINO runs its file at its precision (CPU only)."""
+    for another runtime's variant (OpenVINO, AOTInductor), that runtime's session of its file."""
     read = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
-    session = OpenVinoSession(path, threads) if isinstance(path, OpenVinoVariant) else None
+    session = path.session(threads) if isinstance(path, RuntimeVariant) else None
     return OnnxTextClassifier(
         getattr(path, "path", path), tokenizer, read("id2label"), max_length, provider, threads,
         read("intent_id2label"), session,

@@ -1,5 +1,5 @@
-"""How the Python-backend models run the exported file on CPU: onnxruntime on the ONNX file, or
-OpenVINO on the IR at an explicit precision hint. Copied beside the runner models and the
+"""How the Python-backend models run the exported file on CPU: onnxruntime on the ONNX file,
+OpenVINO on the IR at an explicit precision hint, or PyTorch on an AOTInductor package. Copied beside the runner models and the
 single-process pipeline model; it needs only the runtime it is asked for (and numpy)."""
 
 from pathlib import Path
@@ -32,3 +32,23 @@ def openvino_runner(path: Path, precision: str = "f32", threads: int = 0):
     request = compiled.create_infer_request()
     names = [port.get_any_name() for port in compiled.inputs]
     return names, lambda feed: {port.get_any_name(): np.array(value) for port, value in request.infer(feed).items()}
+
+
+def pt2_runner(path: Path, threads: int = 0):
+    """The same for an AOTInductor package (model.pt2, with model.pt2.json beside it naming its
+    inputs and outputs); needs torch in the backend's environment."""
+    import json
+
+    import torch
+
+    facts = json.loads(Path(path).with_name("model.pt2.json").read_text())
+    if threads:
+        torch.set_num_threads(threads)
+    model = torch._inductor.aoti_load_package(str(path))
+
+    def run(feed):
+        with torch.inference_mode():
+            results = model(**{name: torch.from_numpy(feed[name]) for name in facts["inputs"]})
+        return {name: value.float().numpy() for name, value in zip(facts["outputs"], results)}
+
+    return facts["inputs"], run

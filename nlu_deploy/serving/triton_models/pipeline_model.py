@@ -7,8 +7,8 @@ scheduler; here one process tokenizes, runs the model and decodes, with the same
 ensemble's three models (tokenizer_model.py, model_runner.py and the task's post-processor,
 copied beside this file as postprocess.py). Triton's dynamic batcher can merge any requests (the
 input is one string each, so every request has one shape), and a merged batch is padded to its
-longest text. Needs tokenizers, numpy < 2 and onnxruntime (or openvino, for an IR) in the
-backend's Python environment.
+longest text. Needs tokenizers, numpy < 2 and onnxruntime (or openvino for an IR, torch for an
+AOTInductor package) in the backend's Python environment.
 """
 
 import json
@@ -19,7 +19,7 @@ import triton_python_backend_utils as pb_utils
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from model_runner import onnx_runner, openvino_runner  # noqa: E402  (copied beside this file)
+from model_runner import onnx_runner, openvino_runner, pt2_runner  # noqa: E402  (copied beside this file)
 from postprocess import Decoder  # noqa: E402  (the task's post-processor, copied beside this file)
 from tokenizer_model import TextEncoder, request_texts  # noqa: E402  (copied beside this file)
 
@@ -34,6 +34,8 @@ class TritonPythonModel:
         if (HERE / "model.xml").exists():  # an OpenVINO variant, at its precision hint
             precision = parameters.get("INFERENCE_PRECISION_HINT", "f32")
             self.input_names, self.run = openvino_runner(HERE / "model.xml", precision, threads)
+        elif (HERE / "model.pt2").exists():  # an AOTInductor package
+            self.input_names, self.run = pt2_runner(HERE / "model.pt2", threads)
         else:
             self.input_names, self.run = onnx_runner(HERE / "model.onnx", threads)
         self.token_names = [*self.input_names, *(["WORD_IDS"] if words else [])]
