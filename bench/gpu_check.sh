@@ -11,6 +11,11 @@
 #             TensorRT too when `doctor` says its provider starts
 #   training  finetune speed, compile and bf16 apart: eager / compiled x fp32 / bf16, on MiniLM and
 #             on a BERT-base-shaped encoder with random weights (bench/random_encoder.py)
+#   fastpaths issue 33: the intent model exported with the fp16 graphs from the GPU-fused graph
+#             (1-D mask, and packed without padding) and a compiled PyTorch package (bf16 on CUDA);
+#             validated on the device (gate 0.3 points), the attention kernel each node picks logged,
+#             then one bench with CUDA graphs against PyTorch fp16 eager and compiled bf16: batch
+#             1-8 and 32/128 x 128 tokens, and real held-out lengths in batches of 1, 8, 32 and 128
 # GPU_CHECK_STEPS picks steps (default: all, in that order). Results go to $OUT (default
 # bench/results/gpu-check-<date>), checkpoints and ONNX files to $WORK_DIR.
 # SNIPS_TRAIN is the data, MODEL the encoder (default: the packaged MiniLM).
@@ -140,9 +145,30 @@ print(os.path.join(os.path.dirname(g.__file__), "model"))')}" --output "$work/be
   python3 bench/training_speed_table.py "$OUT" | tee "$OUT/training.md"
 }
 
+run_fastpaths() {
+  local graphs=(--cuda-graphs) shapes=(--batch-sizes 1,2,4,8,32,128 --seq-lens 128 --min-seconds 0.5)
+  local split="$work/intents/validation_split.jsonl"
+  [ "$device" = cpu ] && graphs=() shapes=(--batch-sizes 1,8 --seq-lens 16 --min-seconds 0.2 --no-torch-compile)
+  step "fast paths: fused and packed fp16 graphs, a compiled PyTorch package for $device"
+  nlu-deploy export "$work/intents" --output "$work/fast-onnx" --optimize O2 --gpu-fp16 --pt2 "$device" --overwrite \
+    | tee "$OUT/export-fast.txt" || failed "export fast paths" $?
+  nlu-deploy validate --model "$work/intents" --onnx "$work/fast-onnx" --data "$split" --provider "$device" \
+    --max-score-drop 0.3 --json "$OUT/validation-fast.json" | tee "$OUT/validation-fast.md" || failed "validate fast" $?
+  for variant in model_fp16_fused.onnx model_fp16_packed.onnx; do  # which attention kernel each node runs
+    [ -f "$work/fast-onnx/$variant" ] && [ "$device" = cuda ] && ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 \
+      nlu-deploy predict "$work/fast-onnx" --variant "$variant" --provider cuda "play some jazz" "wake me up at 7" \
+      > "$OUT/attention-kernels-$variant.txt" 2>&1
+  done
+  step "fast paths: bench on $device against PyTorch, fixed and real lengths"
+  nlu-deploy bench "$work/fast-onnx" --model "$work/intents" --provider "$device" --no-tf32 "${graphs[@]}" "${shapes[@]}" \
+    --real-lengths "$split" --real-batch-sizes 1,8,32,128 --recommend --validation-report "$OUT/validation-fast.json" \
+    --json "$OUT/bench-fast-$device.json" | tee "$OUT/bench-fast-$device.md" || failed "bench fast paths" $?
+}
+
 for s in $steps; do
   case $s in
     doctor) run_doctor ;; models) run_models ;; parity) run_parity ;; bench) run_bench ;; training) run_training ;;
+    fastpaths) run_fastpaths ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done

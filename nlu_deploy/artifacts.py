@@ -145,6 +145,14 @@ def onnx_files(directory: Path) -> list[Path]:
 _VARIANT_NAMES = {ONNX_FP32: "fp32", ONNX_OPTIMIZED: "optimized", ONNX_QUANTIZED: "int8", ONNX_FP16: "fp16"}
 
 
+CUDA_GRAPH = "+cuda-graph"  # a file's variant timed with CUDA graphs (bench --cuda-graphs)
+
+
+def gated_variant(variant: str) -> str:
+    """The variant whose validation gates this one: a CUDA-graph replay computes what its file does."""
+    return variant.removesuffix(CUDA_GRAPH)
+
+
 def variant_name(path: Path) -> str:
     """Short names for reports: model.onnx -> fp32, model_quantized.onnx -> int8."""
     return _VARIANT_NAMES.get(path.name, path.stem.removeprefix("model_"))

@@ -410,8 +410,10 @@ def export(
         raise click.UsageError("--triton-openvino-variant chooses what --triton-backend openvino serves: add it.")
     if triton_tensorrt and triton_device != "gpu":
         raise click.UsageError("--triton-tensorrt needs --triton-device gpu.")
-    if triton_onnx_backend == "python" and triton_device != "cpu":
-        raise click.UsageError("--triton-onnx-backend python runs on CPU: use --triton-device cpu.")
+    if triton_onnx_backend == "python" and triton_device != "cpu" and triton_layout == "ensemble":
+        raise click.UsageError(
+            "--triton-onnx-backend python serves a GPU from the pipeline layout: drop --triton-layout ensemble."
+        )
     if triton_repo is not None:  # every output is checked before the first is written
         from nlu_deploy.serving.repository import TritonOptions
 
@@ -623,6 +625,12 @@ def validate(
     help="CUDA/TensorRT: measure dynamic int8 files too (CPU kernels: never recommended for a GPU).",
 )
 @click.option(
+    "--cuda-graphs",
+    is_flag=True,
+    help="CUDA: also time each float file with a CUDA graph captured per shape (VARIANT+cuda-graph): the "
+    "same numbers, fewer kernel launches; --recommend can choose it.",
+)
+@click.option(
     "--tf32/--no-tf32",
     default=False,
     show_default=True,
@@ -689,6 +697,7 @@ def bench(
     trt_cache,
     trt_fp16,
     int8_on_gpu,
+    cuda_graphs,
     tf32,
     torch_compile,
     json_path,
@@ -725,6 +734,7 @@ def bench(
         trt_fp16=trt_fp16,
         torch_compile={None: "auto", True: "on", False: "off"}[torch_compile],
         int8_on_gpu=int8_on_gpu,
+        cuda_graphs=cuda_graphs,
         tf32=tf32,
         also=compared,
         variants=tuple(v.strip() for v in variants.split(",")) if variants else (),
@@ -889,6 +899,14 @@ def _size_sets(ctx, param, values: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     default="1",
     show_default=True,
     help="Search: instances of the tokenizer and post-processor.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "gpu"]),
+    default=default_of(ServeBenchConfig, "device"),
+    show_default=True,
+    help="Where the served model runs: gpu puts the pipeline model's instances on the GPU with onnxruntime's "
+    "CUDA provider, and checks every answer against predict --provider cuda.",
 )
 @click.option(
     "--layout",

@@ -393,6 +393,9 @@ class BenchConfig:
     # so such files are skipped on a GPU provider unless asked for (and then never recommended).
     int8_on_gpu: bool = False
     tf32: bool = False  # TF32 matmuls on CUDA, the same choice for PyTorch and onnxruntime
+    # CUDA: also each float file with CUDA graphs (variant VARIANT+cuda-graph): one graph captured
+    # per shape and replayed, the kernel launches of per-request serving's small batches saved.
+    cuda_graphs: bool = False
     # (label, ONNX directory) pairs measured in the same run, their variants named label/variant:
     # a distilled student beside its teacher, both against the teacher's PyTorch.
     also: tuple[tuple[str, Path], ...] = ()
@@ -407,6 +410,8 @@ class BenchConfig:
         _choice("provider", self.provider, PROVIDERS)
         for value in self.real_batch_sizes:
             _positive("--real-batch-sizes", value)
+        if self.cuda_graphs and self.provider != "cuda":
+            raise ConfigError("--cuda-graphs captures CUDA graphs: it needs --provider cuda.")
         if not self.fixed_shapes and not self.real_texts:
             raise ConfigError("a benchmark without fixed shapes needs real texts to time.")
         if not self.batch_sizes or not self.seq_lens:
@@ -444,6 +449,7 @@ class ServeBenchConfig:
     tritonserver: Path | None = None  # another tritonserver binary than nvidia-pytriton's
     onnx_backend: str = "python"  # the local server's ONNX runner (nvidia-pytriton has only python)
     layout: str = "auto"  # the repository swept: auto, ensemble (three models) or pipeline (one)
+    device: str = "cpu"  # where the served model's instances run: cpu, or gpu (onnxruntime's CUDA provider)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     rates: tuple[float, ...] = ()  # open-loop levels, requests/s
     warmup_s: float = option(2.0, "--warmup")
@@ -470,6 +476,7 @@ class ServeBenchConfig:
         _finite_numbers(self)
         _choice("protocol", self.protocol, SERVE_PROTOCOLS)
         _choice("ONNX backend", self.onnx_backend, ("python", "onnxruntime"))
+        _choice("--device", self.device, ("cpu", "gpu"))
         if not self.concurrency and not self.rates:
             raise ConfigError("give at least one concurrency level or request rate.")
         for name, values in (("--concurrency", self.concurrency), ("--rates", self.rates),

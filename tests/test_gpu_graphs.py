@@ -1,7 +1,11 @@
-"""export --gpu-fp16 on the tiny BERT: the fp16 graph from the GPU-fused graph keeps one fused
-Attention per layer with a 1-D mask, the packed graph removes padding around PackedAttention,
-both keep int64 ids in and fp32 logits out; on CPU, validate and bench name them as CUDA-only
-instead of failing on them. On a CUDA machine (pytest -m gpu) both keep PyTorch's scores."""
+"""The GPU fast paths, as far as a CPU can check them (issue 33), and their CUDA checks
+(pytest -m gpu, on a lent device):
+- export --gpu-fp16 on the tiny BERT: the fp16 graph from the GPU-fused graph keeps one fused
+  Attention per layer with a 1-D mask, the packed graph removes padding around PackedAttention,
+  both keep int64 ids in and fp32 logits out; on CPU, validate and bench name them as CUDA-only;
+- bench --cuda-graphs: refused without CUDA; a replay is gated by its file's validation;
+- serve-bench --device gpu: the pipeline model's instances on the GPU; without a GPU, one sentence
+  before any server starts."""
 
 import json
 
@@ -78,3 +82,102 @@ def test_on_cuda_the_fused_and_packed_graphs_keep_pytorchs_scores(gpu_graphs, ti
     )
     scored = {v.variant: v for v in report.variants}
     assert scored["fp16_fused"].passed and scored["fp16_packed"].passed
+
+
+def test_cuda_graphs_need_the_cuda_provider(tiny_onnx):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--cuda-graphs"])
+    assert result.exit_code != 0 and "--cuda-graphs captures CUDA graphs: it needs --provider cuda" in result.output
+
+
+def test_a_cuda_graph_replay_is_gated_by_its_file_and_can_be_shipped():
+    """A replay computes what its file computes: it passes or fails with the file's validation,
+    and ships when it is the fastest that passes."""
+    from nlu_deploy.evaluation.benchmark import BenchReport, Measurement
+    from nlu_deploy.evaluation.recommendation import choose_shipped
+
+    report = BenchReport("cuda", None, {"cpu": "recorded"})
+    for variant, rate in {"optimized": 9000, "optimized+cuda-graph": 14000, "fp32+cuda-graph": 20000}.items():
+        latency = 32_000 / rate
+        report.measurements.append(
+            Measurement(variant, 32, 32, 10, latency, latency, latency, latency, 0.0, rate, "cuda")
+        )
+    validation = {"variants": [
+        {"variant": "optimized", "file": "model_optimized.onnx", "passed": True},
+        {"variant": "fp32", "file": "model.onnx", "passed": False},
+    ]}  # fmt: skip
+    assert report.recommend(validation) == "optimized+cuda-graph"
+    shipped = choose_shipped(report, validation)
+    assert shipped["variant"] == "optimized+cuda-graph" and shipped["file"] == "model_optimized.onnx"
+    assert shipped["failed_gate"] == ["fp32+cuda-graph"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_graph_replay_gives_the_plain_runs_outputs_and_is_timed(tiny_onnx):
+    import numpy as np
+
+    from nlu_deploy.evaluation.benchmark import _cuda_graph_runner, synthetic_batch
+    from nlu_deploy.runtime.sessions import create_session
+
+    plain = create_session(tiny_onnx / "model.onnx", "cuda")
+    graphed = create_session(tiny_onnx / "model.onnx", "cuda", cuda_graph=True)
+    batch = synthetic_batch(4, 16, 100, 0)
+    replay = _cuda_graph_runner(graphed, plain)(batch)
+    replay()
+    feed = {i.name: batch[i.name] for i in plain.get_inputs()}
+    np.testing.assert_allclose(replay().copy_outputs_to_cpu()[0], plain.run(None, feed)[0], atol=1e-4)
+    report = bench(BenchConfig(onnx_dir=tiny_onnx, provider="cuda", batch_sizes=(1, 8), seq_lens=(16,),
+                               min_iters=5, min_seconds=0, cuda_graphs=True))  # fmt: skip
+    assert {"fp32+cuda-graph", "optimized+cuda-graph"} <= {m.variant for m in report.measurements}
+
+
+def test_a_gpu_repository_for_the_python_backend_puts_the_pipeline_model_on_the_gpu(tmp_path, tiny_onnx):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from nlu_deploy.serving.repository import TritonOptions, export_triton_repository
+
+    options = TritonOptions(device="gpu", onnx_backend="python")
+    assert options.layout == "pipeline"
+    served = export_triton_repository(tiny_onnx, tmp_path / "repo", options)
+    assert served == "model_optimized.onnx"  # a float graph: onnxruntime's int8 kernels are CPU ones
+    config = text_format.Parse((tmp_path / "repo" / "nlu" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.backend == "python" and config.parameters["device"].string_value == "gpu"
+    assert [group.kind for group in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+
+
+def test_serve_bench_on_the_gpu_without_one_says_so_before_any_server_starts(tmp_path, tiny_onnx, tiny_dev_csv):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the gpu-marked test serves on it")
+    output = tmp_path / "served"
+    result = CliRunner().invoke(
+        main, ["serve-bench", str(tiny_onnx), "--data", str(tiny_dev_csv), "--output", str(output), "--device", "gpu"]
+    )
+    assert result.exit_code == 1 and "cuda was asked for" in result.output and "Traceback" not in result.output
+    assert not output.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_serve_bench_on_the_gpu_checks_every_answer_against_predict_on_cuda(tmp_path, tiny_onnx, tiny_dev_csv):
+    from click.testing import CliRunner
+
+    from nlu_deploy.cli import main
+
+    output = tmp_path / "served"
+    result = CliRunner().invoke(
+        main, ["serve-bench", str(tiny_onnx), "--data", str(tiny_dev_csv), "--output", str(output), "--device", "gpu",
+               "--variant", "model.onnx", "--concurrency", "1,16", "--warmup", "0.5", "--duration", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [configuration] = json.loads((output / "serve-bench.json").read_text())["configurations"]
+    for level in configuration["levels"]:
+        assert level["answered"] > 0 and level["errors"] == level["wrong_answers"] == 0

@@ -134,7 +134,9 @@ class BenchReport:
     def recommend(self, validation: dict) -> str | None:
         """The fastest measured ONNX variant that passed validation (a validate --json report)."""
         passed = {v["variant"] for v in validation.get("variants", []) if v["passed"]}
-        candidates = [v for v in self.variants() if v in passed and v not in self.cpu_only_variants]
+        candidates = [
+            v for v in self.variants() if artifacts.gated_variant(v) in passed and v not in self.cpu_only_variants
+        ]
         return max(candidates, key=self.geomean_throughput) if candidates else None
 
 
@@ -272,6 +274,8 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
             sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
     runners += _onnx_runners(config, named, report, vocab_size)
+    for variant, _, _ in runners:  # a CUDA-graph replay runs its file
+        sources.setdefault(variant, sources.get(artifacts.gated_variant(variant)))
     for variant, runner in _runtime_variant_runners(config, report):
         runners.append(runner)
         sources[variant.name] = variant.path
@@ -367,6 +371,11 @@ def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: i
                 "fp16 is meant for CUDA and TensorRT."
             )
         runners.append((variant, ran_on, _onnx_runner(session, config.io_binding)))
+        if config.cuda_graphs and ran_on == EXECUTION_PROVIDERS["cuda"] and not is_dynamic_int8(path):
+            graphed = create_session(path, "cuda", config.threads, False, None, config.tf32, cuda_graph=True)
+            runners.append(
+                (f"{variant}{artifacts.CUDA_GRAPH}", f"{ran_on} + CUDA graphs", _cuda_graph_runner(graphed, session))
+            )
     return runners
 
 
@@ -519,6 +528,36 @@ def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], obj
     def make_call(batch: dict) -> Callable[[], object]:
         binding = _bind(session, {n: batch[n] for n in names}, "cuda")
         return lambda: session.run_with_iobinding(binding)
+
+    return make_call
+
+
+def _cuda_graph_runner(graphed, plain) -> Callable[[dict], Callable[[], object]]:
+    """CUDA graphs need every input and output at a fixed device address: each shape gets its
+    own buffers (the outputs sized by one plain run) and its own graph id, captured on its first
+    run and replayed after."""
+    import onnxruntime as ort
+
+    names = [i.name for i in graphed.get_inputs()]
+    graph_ids = iter(range(1, 1 << 30))
+
+    def make_call(batch: dict) -> Callable[[], object]:
+        feed = {n: batch[n] for n in names}
+        binding = graphed.io_binding()
+        for name, value in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        for output, value in zip(graphed.get_outputs(), plain.run(None, feed)):
+            buffer = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, value.dtype, "cuda", 0)
+            binding.bind_ortvalue_output(output.name, buffer)
+        options = ort.RunOptions()
+        options.add_run_config_entry("gpu_graph_id", str(next(graph_ids)))
+        graphed.run_with_iobinding(binding, options)  # the capture, outside the timed calls
+
+        def replay():
+            graphed.run_with_iobinding(binding, options)
+            return binding  # its outputs: what a check copies back
+
+        return replay
 
     return make_call
 

@@ -91,7 +91,10 @@ def choose_shipped(report, validation: dict) -> dict:
         if m.lengths == lengths:
             rates.setdefault(m.variant, []).append(m.sequences_per_second)
     rate = {variant: float(np.exp(np.mean(np.log(values)))) for variant, values in rates.items()}
-    gate = {v["variant"]: v for v in validation.get("variants", [])}
+    by_name = {v["variant"]: v for v in validation.get("variants", [])}
+    gate = {
+        v: by_name[artifacts.gated_variant(v)] for v in rate if artifacts.gated_variant(v) in by_name
+    }  # a CUDA-graph run: its file's
     passing = [v for v in rate if v in gate and gate[v]["passed"] and v not in report.cpu_only_variants]
     failed = sorted(v for v in rate if v in gate and not gate[v]["passed"])
     choice = {"variant": None, "lengths": lengths, "sequences_per_s": rate, "failed_gate": failed,

@@ -26,7 +26,14 @@ LIBRARIES = [
     ("cuBLASLt 13", "libcublasLt.so.13", "pip install 'nvidia-cublas>=13,<14'"),
     ("cuRAND 10", "libcurand.so.10", "pip install 'nvidia-curand>=10,<11'"),
     ("cuDNN 9", "libcudnn.so.9", "pip install 'nvidia-cudnn-cu13>=9,<10'"),
-    ("TensorRT 10", "libnvinfer.so.10", "pip install 'tensorrt-cu13-libs>=10.14,<11'"),
+    # PyPI's tensorrt-cu13-libs 10.x is a stub that fetches the real 3.7 GB wheel from NVIDIA's
+    # own index while installing: behind a mirror without that index it installs nothing usable.
+    (
+        "TensorRT 10",
+        "libnvinfer.so.10",
+        "pip install 'tensorrt-cu13-libs>=10.14,<11' (a stub that downloads the libraries from NVIDIA's index "
+        "at install time: it needs that index to be reachable)",
+    ),
 ]
 CHECKED_PROVIDERS = tuple(EXECUTION_PROVIDERS[name] for name in ("cuda", "tensorrt", "cpu"))  # doctor's order
 

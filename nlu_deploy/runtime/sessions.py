@@ -58,12 +58,18 @@ class TensorRTSettings:
 
 
 def provider_options(
-    provider: str, input_names: list[str], tensorrt: TensorRTSettings | None = None, tf32: bool = False
+    provider: str,
+    input_names: list[str],
+    tensorrt: TensorRTSettings | None = None,
+    tf32: bool = False,
+    cuda_graph: bool = False,
 ) -> list:
     """The provider list for onnxruntime, the requested one first and CPU as the last resort.
     TF32 is set explicitly on CUDA (onnxruntime's default is on, PyTorch's is off), so that both
-    runtimes make the same choice and the report can say which."""
-    cuda = (EXECUTION_PROVIDERS["cuda"], {"use_tf32": str(int(tf32))})
+    runtimes make the same choice and the report can say which. cuda_graph: the session captures
+    a CUDA graph per gpu_graph_id run option and replays it (inputs and outputs bound in place)."""
+    cuda_settings = {"use_tf32": str(int(tf32)), **({"enable_cuda_graph": "1"} if cuda_graph else {})}
+    cuda = (EXECUTION_PROVIDERS["cuda"], cuda_settings)
     if provider == "tensorrt":
         settings = (tensorrt or TensorRTSettings()).options(input_names)
         return [(EXECUTION_PROVIDERS["tensorrt"], settings), cuda, EXECUTION_PROVIDERS["cpu"]]
@@ -139,6 +145,7 @@ def create_session(
     fallback: bool | None = None,
     tensorrt: TensorRTSettings | None = None,
     tf32: bool = False,
+    cuda_graph: bool = False,
 ):
     """An InferenceSession that really runs on `provider`, or a ProviderError saying why not.
 
@@ -170,7 +177,7 @@ def create_session(
     input_names = _graph_input_names(path) if provider == "tensorrt" else []
     providers = [
         p
-        for p in provider_options(provider, input_names, tensorrt, tf32)
+        for p in provider_options(provider, input_names, tensorrt, tf32, cuda_graph)
         if (p[0] if isinstance(p, tuple) else p) in available
     ]
     try:

@@ -153,7 +153,8 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     onnx_dir = Path(config.onnx_dir)
     served = served_variant(onnx_dir, default_options(config), config.variant)
     served_file = served_name(onnx_dir, *served)
-    predictor, _, task = load_task_predictor(onnx_dir, served_file)
+    # the answers checked against: predict on the device the server runs the model on
+    predictor, _, task = load_task_predictor(onnx_dir, served_file, _provider(config))
     texts, facts = _data_texts(config, onnx_dir)
     tokenizer = LightTokenizer(onnx_dir)
     max_length = predictor.max_length
@@ -382,8 +383,16 @@ def local_server(config: ServeBenchConfig, traffic: Traffic, options: TritonOpti
 
 
 def default_options(config: ServeBenchConfig) -> TritonOptions:
-    """What `export --triton` writes, with the backend this server has and the layout asked for."""
-    return _as_laid_out(TritonOptions(name=config.model, onnx_backend=config.onnx_backend, layout=config.layout))
+    """What `export --triton` writes, with the backend this server has, the layout asked for and
+    the device the model runs on."""
+    return _as_laid_out(
+        TritonOptions(name=config.model, onnx_backend=config.onnx_backend, layout=config.layout, device=config.device)
+    )
+
+
+def _provider(config: ServeBenchConfig) -> str:
+    """onnxruntime's provider for what the server runs on the device (--device gpu: CUDA)."""
+    return "cuda" if config.device == "gpu" else "cpu"
 
 
 def _as_laid_out(options: TritonOptions) -> TritonOptions:
@@ -436,7 +445,7 @@ def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int
     if other_runtime is not None:
         session = other_runtime.session()
     else:
-        session = create_session(onnx_dir / traffic.served_file)
+        session = create_session(onnx_dir / traffic.served_file, _provider(config))
     names = [i.name for i in session.get_inputs()]
     batches = _bucketed_batches(LightTokenizer(onnx_dir), traffic, batch, buckets, names, config.seed)
     for feed in batches[:3]:  # warm-up

@@ -60,17 +60,18 @@ class TritonOptions:
         check_triton_name("model name", self.name)
         if self.onnx_backend not in ("onnxruntime", "python"):
             raise ConfigError(f"the ONNX backend must be onnxruntime or python, not {self.onnx_backend!r}.")
-        if self.onnx_backend == "python" and self.device != "cpu":
-            raise ConfigError("the python ONNX backend runs on CPU; serve on a GPU with the onnxruntime backend.")
         if self.layout == "auto":  # resolved here, so that every reader sees the layout written
-            pipeline = self.onnx_backend == "python" and self.device == "cpu"
+            pipeline = self.onnx_backend == "python"
             object.__setattr__(self, "layout", "pipeline" if pipeline else "ensemble")
         if self.layout not in TRITON_LAYOUTS:
             raise ConfigError(f"the Triton layout must be one of {', '.join(TRITON_LAYOUTS)}, not {self.layout!r}.")
-        if self.layout == "pipeline" and (self.device != "cpu" or self.onnx_backend != "python"):
+        if self.onnx_backend == "python" and self.device != "cpu" and self.layout != "pipeline":
             raise ConfigError(
-                "the pipeline layout runs in the Python backend on CPU: use --triton-onnx-backend python."
+                "on a GPU the python backend serves the pipeline layout (its model runs onnxruntime's CUDA "
+                "provider); the ensemble's model on a GPU needs Triton's onnxruntime backend."
             )
+        if self.layout == "pipeline" and self.onnx_backend != "python":
+            raise ConfigError("the pipeline layout runs in the Python backend: use --triton-onnx-backend python.")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"threads must be a whole number, 0 or more, not {self.threads!r}.")
         if self.runtime not in ("onnxruntime", "openvino", "pt2"):
@@ -186,8 +187,10 @@ def python_model_config(
     ]
     if batching:
         lines.extend(_dynamic_batching(options))
+    # the model's instances on the GPU when asked (the pipeline's runner uses CUDA there); helpers on CPU
+    kind = "KIND_GPU" if batching and options.device == "gpu" else "KIND_CPU"
     lines.append(
-        f"instance_group [ {{ count: {options.instances if batching else options.helper_instances} kind: KIND_CPU }} ]"
+        f"instance_group [ {{ count: {options.instances if batching else options.helper_instances} kind: {kind} }} ]"
     )
     for key, value in (parameters or {}).items():
         lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
@@ -389,7 +392,7 @@ def _write_pipeline(served: ServedModel, model_dir: Path, options: TritonOptions
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
     parameters = {"max_length": str(served.max_length), "words": "true" if served.words else "false",
-                  "threads": str(options.threads)}  # fmt: skip
+                  "threads": str(options.threads), "device": options.device}  # fmt: skip
     if options.runtime == "openvino":
         parameters["INFERENCE_PRECISION_HINT"] = _copy_openvino_ir(served, options, version_dir)
     elif options.runtime == "pt2":

@@ -5,16 +5,22 @@ single-process pipeline model; it needs only the runtime it is asked for (and nu
 from pathlib import Path
 
 
-def onnx_runner(path: Path, threads: int = 0):
+def onnx_runner(path: Path, threads: int = 0, device: str = "cpu"):
     """(input names, run): run takes {input name: array} and gives {output name: array}.
-    threads 0: onnxruntime's default (one per physical core)."""
+    threads 0: onnxruntime's default (one per physical core). device gpu: the CUDA provider, and
+    an error rather than a quiet fall back to the CPU when it does not start."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if session.get_providers()[0] != providers[0]:
+        raise RuntimeError(
+            f"{providers[0]} did not start in this Triton model: it would run on {session.get_providers()[0]}"
+        )
     output_names = [o.name for o in session.get_outputs()]
     return [i.name for i in session.get_inputs()], lambda feed: dict(zip(output_names, session.run(output_names, feed)))
 

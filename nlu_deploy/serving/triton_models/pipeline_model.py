@@ -37,7 +37,7 @@ class TritonPythonModel:
         elif (HERE / "model.pt2").exists():  # an AOTInductor package
             self.input_names, self.run = pt2_runner(HERE / "model.pt2", threads)
         else:
-            self.input_names, self.run = onnx_runner(HERE / "model.onnx", threads)
+            self.input_names, self.run = onnx_runner(HERE / "model.onnx", threads, parameters.get("device", "cpu"))
         self.token_names = [*self.input_names, *(["WORD_IDS"] if words else [])]
         self.decoder = Decoder(HERE)
         self.output_names = [output["name"] for output in config["output"]]
