@@ -2,6 +2,7 @@
 # The GPU check: what only a GPU can show, in steps that fit one H200 lease (bench/gpu_lease.sh
 # runs them across its calls; on a GPU machine of your own, run this script as it is).
 #   doctor    torch / onnxruntime builds, libraries, which execution providers really start, TF32
+#   intents   only the intent model of `models`, fine-tuned the same way (what `fastpaths` needs)
 #   models    MiniLM fine-tuned 2 epochs on SNIPS as an intent model, a joint model and a slot tagger (eager,
 #             on the GPU), each exported as fp32, O2 (intents) and fp16
 #   parity    `validate --provider cuda`: every file's task metric against PyTorch; then
@@ -13,9 +14,13 @@
 #             on a BERT-base-shaped encoder with random weights (bench/random_encoder.py)
 #   fastpaths issue 33: the intent model exported with the fp16 graphs from the GPU-fused graph
 #             (1-D mask, and packed without padding) and a compiled PyTorch package (bf16 on CUDA);
-#             validated on the device (gate 0.3 points), the attention kernel each node picks logged,
-#             then one bench with CUDA graphs against PyTorch fp16 eager and compiled bf16: batch
-#             1-8 and 32/128 x 128 tokens, and real held-out lengths in batches of 1, 8, 32 and 128
+#             validated on the device (gate 0.3 points), then one bench with CUDA graphs against
+#             PyTorch fp16 eager and compiled bf16: batch 1-8 and 32/128 x 128 tokens, and real
+#             held-out lengths in batches of 1, 8, 32 and 128, with the attention kernel each fused
+#             graph ran at each shape (the report's last table);
+#             serve-bench with the model on the GPU at concurrency 64, batching off and 2 ms
+#             (nvidia-pytriton must have travelled, as onnxruntime-gpu does: gpu_ship.sh's .serve
+#             parts, installed into SERVE_SITE, which only serve-bench puts first on its path)
 # GPU_CHECK_STEPS picks steps (default: all, in that order). Results go to $OUT (default
 # bench/results/gpu-check-<date>), checkpoints and ONNX files to $WORK_DIR.
 # SNIPS_TRAIN is the data, MODEL the encoder (default: the packaged MiniLM).
@@ -60,6 +65,11 @@ run_doctor() {
   nlu-deploy doctor --json "$OUT/doctor.json" | tee "$OUT/doctor.md"
   if nlu-deploy doctor --require cuda > /dev/null 2>&1; then echo "CUDAExecutionProvider starts."; else
     echo "CUDAExecutionProvider does NOT start: see doctor.md."; fi
+}
+
+run_intents() {
+  step "intents: MiniLM fine-tuned 2 epochs on SNIPS intents, eager on $device"
+  finetune intents --label-column intent --epochs 2 --no-compile || failed "finetune intents" $?
 }
 
 run_models() {
@@ -154,21 +164,22 @@ run_fastpaths() {
     | tee "$OUT/export-fast.txt" || failed "export fast paths" $?
   nlu-deploy validate --model "$work/intents" --onnx "$work/fast-onnx" --data "$split" --provider "$device" \
     --max-score-drop 0.3 --json "$OUT/validation-fast.json" | tee "$OUT/validation-fast.md" || failed "validate fast" $?
-  for variant in model_fp16_fused.onnx model_fp16_packed.onnx; do  # which attention kernel each node runs
-    [ -f "$work/fast-onnx/$variant" ] && [ "$device" = cuda ] && ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 \
-      nlu-deploy predict "$work/fast-onnx" --variant "$variant" --provider cuda "play some jazz" "wake me up at 7" \
-      > "$OUT/attention-kernels-$variant.txt" 2>&1
-  done
   step "fast paths: bench on $device against PyTorch, fixed and real lengths"
   nlu-deploy bench "$work/fast-onnx" --model "$work/intents" --provider "$device" --no-tf32 "${graphs[@]}" "${shapes[@]}" \
     --real-lengths "$split" --real-batch-sizes 1,8,32,128 --recommend --validation-report "$OUT/validation-fast.json" \
     --json "$OUT/bench-fast-$device.json" | tee "$OUT/bench-fast-$device.md" || failed "bench fast paths" $?
+  local served=gpu levels=64 file=model_fp16_fused.onnx
+  [ "$device" = cpu ] && served=cpu levels=8 file=model.onnx
+  step "fast paths: serve-bench on $served, concurrency $levels, with and without dynamic batching"
+  PYTHONPATH="${SERVE_SITE:+$SERVE_SITE:}${PYTHONPATH:-}" nlu-deploy serve-bench "$work/fast-onnx" --data "$split" --device "$served" --variant "$file" --concurrency "$levels" \
+    --batching off,2000 --instances 1 --p99-ms 100000 --at-concurrency "$levels" --warmup 2 --duration 8 \
+    --output "$OUT/serve-fast-$served" --overwrite || failed "serve-bench fast paths" $?
 }
 
 for s in $steps; do
   case $s in
     doctor) run_doctor ;; models) run_models ;; parity) run_parity ;; bench) run_bench ;; training) run_training ;;
-    fastpaths) run_fastpaths ;;
+    intents) run_intents ;; fastpaths) run_fastpaths ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done

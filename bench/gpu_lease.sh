@@ -13,9 +13,15 @@
 #   call 6   carry the last part and .ort/SHA256   bash bench/gpu_lease.sh join
 #            reassembles and verifies the wheel, installs it into /tmp/site, runs `doctor`, and
 #            waits (WAIT_BACKGROUND_S, default 420) for the background run, stopping it after that;
-#   call 7   bash bench/gpu_lease.sh measure
-#            `parity` and `bench` alone on the GPU, then everything as $OUT/gpu-results.tar.gz plus
-#            the headline files (PYTEST_S=N also runs `pytest -m gpu` for up to N seconds).
+#   calls 7-8  carry .serve/part-a? (the last with .serve/SHA256)   bash bench/gpu_lease.sh serve-part
+#            serve-bench's server and clients (nvidia-pytriton, tritonclient, numpy < 2): gathered in
+#            /tmp/serve-parts and, with the checksum, installed into /tmp/serve-site
+#   call 9   bash bench/gpu_lease.sh measure
+#            MEASURE_STEPS (default `parity bench`; `fastpaths` for issue 33) alone on the GPU, then
+#            everything as $OUT/gpu-results.tar.gz plus the headline files (PYTEST_S=N also runs
+#            `pytest -m gpu` for up to N seconds).
+# LEASE_STEPS picks what `start` runs in the background (default `models training`; `intents` is
+# all that `fastpaths` needs).
 # On 2026-12-01 the whole session took 13 minutes of device time (bench/results/gpu-check/2026-12-01-h200).
 # `bash bench/gpu_lease.sh sweep` is the 2026-11-29 lease: the training check and bench/recipe_sweep.py.
 # Rehearse here: LEASE_CPU=1 OUT=/tmp/lease bash bench/gpu_lease.sh start (then part, join, measure).
@@ -57,7 +63,7 @@ start() {
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, \
 'onnxruntime', onnxruntime.__version__)"; } > "$results/machine.txt" 2>&1
   cat "$results/machine.txt"
-  local steps="models training"
+  local steps=${LEASE_STEPS:-models training}
   setsid nohup env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check STUDY_DEADLINE_S="${STUDY_DEADLINE_S:-270}" SNIPS_TRAIN=/tmp/payload/data/snips/train.jsonl \
     MODEL=/tmp/payload/minilm GPU_CHECK_STEPS="$steps" GPU_CHECK_CPU="$cpu" \
     bash -c "bash $repo/bench/gpu_check.sh; touch /tmp/gpu-background.done" > /tmp/gpu-background.log 2>&1 < /dev/null &
@@ -70,6 +76,18 @@ part() {
   if [ "$cpu" = 1 ]; then ls -l .ort; else mkdir -p /tmp/ort && mv .ort/part-* /tmp/ort/ && ls -l /tmp/ort; fi
   ls /tmp/site 2>/dev/null | head -3 || echo "gpu_lease: /tmp/site is gone: files do not survive between calls"
   tail -3 /tmp/gpu-background.log 2>/dev/null || echo "gpu_lease: the background run's log is gone"
+}
+
+serve_part() {  # a part of the serving stack; with the checksum, the whole stack installed
+  [ "$cpu" = 1 ] && { ls -l .serve; return; }
+  mkdir -p /tmp/serve-parts && mv .serve/part-* /tmp/serve-parts/ && ls /tmp/serve-parts
+  if [ -f .serve/SHA256 ]; then
+    mv .serve/SHA256 /tmp/serve-parts/
+    SITE=/tmp/serve-site bash bench/gpu_ship.sh join /tmp/serve-parts || echo "gpu_lease: the serving stack could not be put together"
+    PYTHONPATH=/tmp/serve-site $python -c "import numpy, pytriton, tritonclient; print('serving stack: numpy', numpy.__version__, pytriton.__file__)" 2>&1 \
+      | tee "$results/serving-stack.txt"
+    ldd --version | head -1 | tee -a "$results/serving-stack.txt"  # tritonserver wants glibc 2.35
+  fi
 }
 
 join() {
@@ -98,15 +116,18 @@ measure() {
   local end=$(( $(date +%s) + ${MEASURE_S:-300} - 15 ))
   left() { echo $(( end - $(date +%s) > 5 ? end - $(date +%s) : 5 )); }
   environment
-  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="parity bench" GPU_CHECK_CPU="$cpu" \
-    timeout "$(left)" bash "$repo/bench/gpu_check.sh" > /dev/null || echo "gpu_lease: parity/bench: exit $? (124: out of time)"
+  local serve_site=/tmp/serve-site
+  [ "$cpu" = 1 ] && serve_site=""  # the rehearsal: the venv has the serving stack
+  env OUT="$results" WORK_DIR=/tmp/nlu-gpu-check GPU_CHECK_STEPS="${MEASURE_STEPS:-parity bench}" GPU_CHECK_CPU="$cpu" \
+    SERVE_SITE="$serve_site" \
+    timeout "$(left)" bash "$repo/bench/gpu_check.sh" > /dev/null || echo "gpu_lease: ${MEASURE_STEPS:-parity bench}: exit $? (124: out of time)"
   if [ "${PYTEST_S:-0}" -gt 0 ] && [ "$(left)" -gt 30 ]; then  # the suite's own GPU tests, if the lease has time left
     (cd "$repo" && timeout "$(( PYTEST_S < $(left) ? PYTEST_S : $(left) ))" $python -m pytest -m gpu -q -p no:cacheprovider \
       tests/test_gpu.py) 2>&1 | tail -15 > "$results/pytest-gpu.txt"
   fi
   grep -v "it/s" /tmp/gpu-background.log > "$results/gpu-background.log" 2>/dev/null
   tar -czf "$OUT/gpu-results.tar.gz" -C "$results" .
-  for name in gpu_check.log doctor.md training.md predict-parity.md pytest-gpu.txt; do cp "$results/$name" "$OUT/" 2>/dev/null; done
+  for name in gpu_check.log doctor.md training.md predict-parity.md pytest-gpu.txt serving-stack.txt validation-fast.md; do cp "$results/$name" "$OUT/" 2>/dev/null; done
   cp "$results"/bench-*.md "$OUT/" 2>/dev/null
   tail -12 "$results/gpu_check.log"
 }
@@ -129,6 +150,6 @@ sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until t
 }
 
 case "${1:-}" in
-  start) start ;; part) part ;; join) join ;; measure) measure ;; sweep) sweep ;;
-  *) echo "usage: bash bench/gpu_lease.sh start|part|join|measure|sweep" >&2; exit 2 ;;
+  start) start ;; part) part ;; join) join ;; serve-part) serve_part ;; measure) measure ;; sweep) sweep ;;
+  *) echo "usage: bash bench/gpu_lease.sh start|part|join|serve-part|measure|sweep" >&2; exit 2 ;;
 esac

@@ -16,9 +16,14 @@
 #           are widened back to fp32 on load, a change of at most 1e-3 per weight)
 #   .ort/   part-aa, part-ab, ... of the onnxruntime-gpu wheel, and SHA256 (the whole wheel's checksum
 #           plus its file name, for sha256sum -c after reassembly)
+#   .serve/ the same for serve-bench's server and clients (SERVE_STACK with every dependency, for Python
+#           3.12: nvidia-pytriton's tritonserver, tritonclient, and numpy < 2, which the Triton Python
+#           backend stub needs) as one tar of wheels, about 98 MiB: installed there into SERVE_SITE
+#           (/tmp/serve-site), which only serve-bench puts on its path, so the machine's numpy 2
+#           stays under everything else
 # Environment: ORT_VERSION (1.31.1), PART_MIB (60: a part plus the ~2 MiB working tree stays under
 # 64 MiB), PYVER (3.12, the device's Python), SHIP_WHEEL (a local wheel to split instead of downloading
-# onnxruntime-gpu), SNIPS_TRAIN, SKIP_STACK=1 (only the .ort parts).
+# onnxruntime-gpu), SNIPS_TRAIN, SKIP_STACK=1 (only the .ort parts), SKIP_SERVE=1 (no .serve parts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORT_VERSION=${ORT_VERSION:-1.31.1}
@@ -28,9 +33,13 @@ SITE=${SITE:-/tmp/site}
 SNIPS_TRAIN=${SNIPS_TRAIN:-../shared/data/snips/train.jsonl}
 # the versions our pyproject admits and CI installs; the device's own torch stays
 STACK=(transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2 optimum==2.1.0 optimum-onnx==0.1.0)
+# serve-bench's own (pyproject's `serve` extra, at the versions the tests run), dependencies included
+SERVE_STACK=("nvidia-pytriton==0.7.0" "tritonclient[grpc,http]==2.73.0" "prometheus-client>=0.17" "numpy<2")
 
-download() {  # wheels for the device's Python, whatever Python runs this script
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
+download() {  # wheels for the device's Python, whatever Python runs this script (DEPS=1: and theirs)
+  # manylinux_2_35: nvidia-pytriton's tritonserver is built for glibc 2.35
+  python3 -m pip download -q $([ "${DEPS:-0}" = 1 ] || echo --no-deps) --only-binary=:all: \
+    --python-version "$PYVER" --implementation cp --platform manylinux_2_35_x86_64 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d "$@"
 }
@@ -43,12 +52,23 @@ split_wheel() {  # wheel file, parts folder: parts of PART_MIB MiB and the whole
 }
 
 join_parts() {  # parts folder: reassemble next to the parts, verify, install into SITE
-  local parts=$1 name
+  local parts=$1 name wheels
   name=$(awk '{print $2}' "$parts/SHA256")
   cat "$parts"/part-* > "$parts/$name"
   (cd "$parts" && sha256sum -c SHA256) || { echo "gpu_ship: $name does not match its checksum: a part is missing or broken." >&2; return 1; }
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$parts/$name"
-  rm -f "$parts/$name"
+  wheels=("$parts/$name")
+  if [[ $name == *.tar ]]; then  # a bundle of wheels (.serve): every one of them
+    mkdir -p "$parts/wheels" && tar -xf "$parts/$name" -C "$parts/wheels" && wheels=("$parts"/wheels/*.whl)
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}"
+  rm -rf "$parts/$name" "$parts/wheels"
+}
+
+serve_bundle() {  # .serve/: SERVE_STACK's wheels as one tar, in parts
+  rm -rf .ship-cache/serve && mkdir -p .ship-cache/serve
+  DEPS=1 download .ship-cache/serve "${SERVE_STACK[@]}"
+  tar -cf .ship-cache/serve-wheels.tar -C .ship-cache/serve .
+  split_wheel .ship-cache/serve-wheels.tar .serve
 }
 
 fp16_minilm() {  # the packaged MiniLM with fp16 weights, tokenizer and config
@@ -89,6 +109,7 @@ prepare() {
     gzip -c "$SNIPS_TRAIN" > .gpu/data/snips/train.jsonl.gz
     fp16_minilm .gpu/minilm
   fi
+  [ "${SKIP_SERVE:-0}" = 1 ] || serve_bundle
   plan
 }
 
@@ -118,30 +139,50 @@ plan() {  # the calls to make: what each carries, with the working tree that tra
     n=$((n + 1))
   done
   call "$n" "bash bench/gpu_lease.sh join (timeout_s: what the background training needs, up to 520)" "$last" .ort/SHA256
-  call "$((n + 1))" "MEASURE_S=300 bash bench/gpu_lease.sh measure (timeout_s 300)"
+  n=$((n + 1))
+  if [ -f .serve/SHA256 ]; then  # the serving stack: each part, the checksum with the last
+    for part in .serve/part-*; do
+      if [ "$part" = "$(ls .serve/part-* | tail -1)" ]; then
+        call "$n" "bash bench/gpu_lease.sh serve-part" "$part" .serve/SHA256
+      else
+        call "$n" "bash bench/gpu_lease.sh serve-part" "$part"
+      fi
+      n=$((n + 1))
+    done
+  fi
+  call "$n" "MEASURE_S=300 bash bench/gpu_lease.sh measure (timeout_s 300; MEASURE_STEPS=fastpaths for issue 33)"
 }
 
-rehearse() {  # the whole round trip with a small wheel, on this machine's Python
-  local scratch
+rehearse() {  # the whole round trip with small wheels, on this machine's Python (REHEARSE_BUNDLE=1: two
+  # wheels in one tar, as .serve travels)
+  local scratch shipped modules=shipcheck
   scratch=$(mktemp -d)
   python3 - "$scratch" <<'PY'
 import sys, zipfile
 from pathlib import Path
-# a real wheel, as pip builds them, of one module that says who it is
+# real wheels, as pip builds them, each of one module that says who it is
 root = Path(sys.argv[1])
-with zipfile.ZipFile(root / "shipcheck-1.0-py3-none-any.whl", "w") as wheel:
-    wheel.writestr("shipcheck/__init__.py", "ANSWER = 'reassembled'\n" + "# padding\n" * 40000)
-    wheel.writestr("shipcheck-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: shipcheck\nVersion: 1.0\n")
-    wheel.writestr("shipcheck-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: rehearsal\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-    wheel.writestr("shipcheck-1.0.dist-info/RECORD", "")
+for name in ("shipcheck", "shipcheck_extra"):
+    with zipfile.ZipFile(root / f"{name}-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{name}/__init__.py", "ANSWER = 'reassembled'\n" + "# padding\n" * 40000)
+        wheel.writestr(f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        wheel.writestr(f"{name}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: rehearsal\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{name}-1.0.dist-info/RECORD", "")
 PY
-  split_wheel "$scratch/shipcheck-1.0-py3-none-any.whl" "$scratch/parts"
+  shipped="$scratch/shipcheck-1.0-py3-none-any.whl"
+  if [ "${REHEARSE_BUNDLE:-0}" = 1 ]; then
+    tar -cf "$scratch/wheels.tar" -C "$scratch" shipcheck-1.0-py3-none-any.whl shipcheck_extra-1.0-py3-none-any.whl
+    shipped="$scratch/wheels.tar" modules="shipcheck shipcheck_extra"
+  fi
+  split_wheel "$shipped" "$scratch/parts"
   mkdir -p "$scratch/device"
   mv "$scratch/parts"/* "$scratch/device/"  # what the calls carry, gathered in another folder
   [ "${REHEARSE_LOSE_PART:-0}" = 1 ] && rm "$scratch/device/part-ab"  # a call that did not arrive
   echo "parts: $(ls "$scratch/device" | tr '\n' ' ')"
   SITE="$scratch/site" join_parts "$scratch/device" || { rm -rf "$scratch"; return 1; }
-  PYTHONPATH="$scratch/site" python3 -c "import shipcheck; print('imported from', shipcheck.__file__, shipcheck.ANSWER)"
+  for module in $modules; do
+    PYTHONPATH="$scratch/site" python3 -c "import $module; print('imported from', $module.__file__, $module.ANSWER)"
+  done
   rm -rf "$scratch"
 }
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from nlu_deploy import artifacts
 
 TINY = ["--epochs", "6", "--batch-size", "8", "--lr", "5e-3", "--max-length", "32", "--seed", "11"]
@@ -13,15 +15,23 @@ TOLERANCE = 2 / 24
 RUN_TIMEOUT_S = 300
 
 
-def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_train_csv):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_encoder, tiny_train_csv) -> dict:
+    """The metrics of the same fine-tune in one process: what every distributed run is held to."""
+    output = tmp_path_factory.mktemp("one-process") / "single"
     common = ["--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY]
     single = subprocess.run(
-        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output", str(tmp_path / "single")],
+        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
     )
     assert single.returncode == 0, single.stderr
+    return artifacts.read_json(output / "metrics.json")
+
+
+def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_train_csv, one_process):
+    common = ["--model", str(tiny_encoder), "--train", str(tiny_train_csv), *TINY]
     double = subprocess.run(
         [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--nproc", "2", "--output", str(tmp_path / "double")],
         capture_output=True,
@@ -30,14 +40,13 @@ def test_two_processes_match_one_within_tolerance(tmp_path, tiny_encoder, tiny_t
     )
     assert double.returncode == 0, double.stderr[-3000:]
     assert "torch.distributed.run" in double.stderr
-    one = artifacts.read_json(tmp_path / "single" / "metrics.json")
-    two = artifacts.read_json(tmp_path / "double" / "metrics.json")
+    one, two = one_process, artifacts.read_json(tmp_path / "double" / "metrics.json")
     assert one["processes"] == 1 and two["processes"] == 2
     assert two["validation_examples"] == one["validation_examples"] == 24
     assert abs(two["best"]["accuracy"] - one["best"]["accuracy"]) <= TOLERANCE + 1e-9
     assert two["best"]["accuracy"] >= 0.9
     # one output only: the main process wrote it, the other wrote nothing beside it
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["double", "single"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["double"]
     assert (tmp_path / "double" / "model.safetensors").exists()
 
 
@@ -150,7 +159,7 @@ def test_a_search_under_torchrun_runs_each_trial_with_both_processes(tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned", "tuned.search"]
 
 
-def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path, tiny_encoder, tiny_train_csv):
+def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path, tiny_encoder, tiny_train_csv, one_process):
     """`torchrun --nnodes 2` as two machines would run it: two launchers that find each other by
     c10d rendezvous (here both on localhost, gloo), one process each, one output."""
     import socket
@@ -170,18 +179,10 @@ def test_two_nodes_with_c10d_rendezvous_match_one_process(tmp_path, tiny_encoder
             node.kill()
     for node, (_, stderr) in zip(nodes, outcomes):
         assert node.returncode == 0, stderr[-3000:]
-    single = subprocess.run(
-        [sys.executable, "-m", "nlu_deploy", "finetune", *common, "--output", str(tmp_path / "single")],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    assert single.returncode == 0, single.stderr
-    one = artifacts.read_json(tmp_path / "single" / "metrics.json")
-    two = artifacts.read_json(tmp_path / "nodes" / "metrics.json")
+    one, two = one_process, artifacts.read_json(tmp_path / "nodes" / "metrics.json")
     assert two["processes"] == 2 and two["validation_examples"] == one["validation_examples"]
     assert abs(two["best"]["accuracy"] - one["best"]["accuracy"]) <= TOLERANCE + 1e-9
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes", "single"]  # one output, no lock or state left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes"]  # one output, no lock or state left
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -40,16 +40,19 @@ LONG_TEXTS = [
 PREDICT_TEXTS = ["wake me up at seven tomorrow", "play some jazz in the kitchen, please"]
 
 
-def _chain(tmp_path_factory, family: str, task: str, train: Path, **export_options) -> tuple[Path, Path]:
+def _chain(
+    tmp_path_factory, family: str, task: str, train: Path, epochs: int = 4, **export_options
+) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp(f"{family}-{task}")
     base = build_family_model(family, root / "base")
     checkpoint = root / "checkpoint"
     finetune(
         FinetuneConfig(
-            output=checkpoint, model=str(base), train=train, task=task, epochs=4, batch_size=8, lr=5e-3, max_length=48
+            output=checkpoint, model=str(base), train=train, task=task, epochs=epochs, batch_size=8, lr=5e-3,
+            max_length=48,
         ),
         show_progress=False,
-    )
+    )  # fmt: skip
     onnx_dir = root / "onnx"
     export(ExportConfig(model_dir=checkpoint, output=onnx_dir, **export_options))
     return checkpoint, onnx_dir
@@ -128,7 +131,9 @@ def test_validate_passes_and_predict_without_torch_gives_word_aligned_entities(f
     ]
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+# ALBERT and CamemBERT are exported by Optimum as BERT and RoBERTa are (their joint models above go
+# through every stage): the heads are checked where Optimum's path differs
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert", "gpt2", "qwen2"])
 def test_hugging_face_heads_export_with_parity(tmp_path_factory, family, tiny_train_csv, tiny_tagged_train):
     """Text classification (a decoder's head pools its last real token, found from the pad
     token) with an fp16 file, and token classification with a static int8 file, each exported
@@ -138,7 +143,7 @@ def test_hugging_face_heads_export_with_parity(tmp_path_factory, family, tiny_tr
         ("token-classification", tiny_tagged_train, "static"),  # QDQ int8 calibrated on training texts
     )
     for task, train, quantize in runs:
-        checkpoint, onnx_dir = _chain(tmp_path_factory, family, task, train, quantize=quantize)
+        checkpoint, onnx_dir = _chain(tmp_path_factory, family, task, train, epochs=2, quantize=quantize)
         manifest = json.loads((onnx_dir / "nlu_deploy.json").read_text())
         assert manifest["max_abs_logit_diff"]["fp32"] < 1e-4, (family, task)
         # written and compared with PyTorch; whether it keeps the accuracy is validate's gate

@@ -1,4 +1,5 @@
-"""bench/gpu_ship.sh: the wheel split for the lent GPU comes back whole, or is refused."""
+"""bench/gpu_ship.sh: a wheel (or a tar of wheels) split for the lent GPU comes back whole and
+installed, or is refused."""
 
 import subprocess
 import sys
@@ -24,6 +25,15 @@ def test_parts_reassemble_verify_and_install_as_an_importable_package():
     assert "part-ae" in result.stdout  # the 400 kB wheel really travelled in several parts
     assert "shipcheck-1.0-py3-none-any.whl: OK" in result.stdout
     assert "site/shipcheck/__init__.py reassembled" in result.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_a_bundle_of_wheels_installs_every_wheel_in_it():
+    result = rehearse(REHEARSE_BUNDLE="1")
+    assert result.returncode == 0, result.stderr
+    assert "wheels.tar: OK" in result.stdout
+    for module in ("shipcheck", "shipcheck_extra"):
+        assert f"site/{module}/__init__.py reassembled" in result.stdout
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")

@@ -1,6 +1,8 @@
 """A small end-to-end check on the real packaged MiniLM (not a tiny stand-in): a short
 fine-tune, export with O2 and int8, and validation, as an intent classifier and as a slot
-tagger. About a minute on two cores."""
+tagger (pytest -m slow). Fifteen seconds on two cores for the classifier."""
+
+import pytest
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ExportConfig, FinetuneConfig, ValidateConfig
@@ -32,6 +34,7 @@ def test_packaged_minilm_end_to_end(tmp_path, tiny_train_csv, tiny_dev_csv):
     assert by_variant["int8"].agreement["logits"] >= 0.97 and report.passed
 
 
+@pytest.mark.slow  # half a minute; the default run has the packaged encoder end to end above
 def test_packaged_minilm_as_a_slot_tagger(tmp_path, tiny_tagged_train, tiny_tagged_dev):
     """The real encoder through Optimum's token-classification export, the O2 fusions and int8."""
     checkpoint, onnx_dir = tmp_path / "minilm-tagger", tmp_path / "minilm-tagger-onnx"

@@ -19,6 +19,7 @@ from nlu_deploy.errors import ModelError, NluDeployError
 from nlu_deploy.evaluation.real_lengths import mean_width, real_length_batches
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table
+from nlu_deploy.runtime.attention_kernels import ATTENTION_OPS, probe_attention_kernels
 from nlu_deploy.runtime.machine import cpu_flags
 from nlu_deploy.runtime.modeling import pick_device
 from nlu_deploy.runtime.openvino_runtime import OpenVinoVariant, bf16_features
@@ -27,6 +28,8 @@ from nlu_deploy.runtime.sessions import (
     TensorRTSettings,
     create_session,
     cuda_only_graph,
+    graph_feed,
+    graph_ops,
     has_contrib_ops,
     is_dynamic_int8,
 )
@@ -67,6 +70,8 @@ class BenchReport:
     setup_seconds: dict[str, float] = field(default_factory=dict)  # per variant: session start, TensorRT engines
     cpu_only_variants: list[str] = field(default_factory=list)  # dynamic int8 measured on a GPU: never recommended
     stopped: str | None = None  # the signal that stopped the run before every shape was measured
+    # on CUDA, per file with fused attention: shape -> "op dtype: kernel" -> node runs (attention_kernels.py)
+    attention_kernels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(m.variant for m in self.measurements))
@@ -128,8 +133,20 @@ class BenchReport:
         notes = "".join(f"\nNote: {note}" for note in self.notes)
         return (
             f"{header}\n\n{markdown_table(headers, rows)}\n\nFastest variant: **{self.fastest}**.\n"
-            f"{notes}{chr(10) if notes else ''}"
+            f"{notes}{chr(10) if notes else ''}{self._kernels_markdown()}"
         )
+
+    def _kernels_markdown(self) -> str:
+        """Which attention kernel each file's nodes ran, per shape (CUDA only)."""
+        if not self.attention_kernels:
+            return ""
+        rows = [
+            [variant, shape, ", ".join(f"{kernel} x{count}" for kernel, count in kernels.items()) or "nothing printed"]
+            for variant, shapes in self.attention_kernels.items()
+            for shape, kernels in shapes.items()
+        ]
+        table = markdown_table(["variant", "shape", "attention kernel x node runs"], rows)
+        return f"\nAttention kernels on CUDA (onnxruntime's own report, one probe run per shape):\n\n{table}\n"
 
     def recommend(self, validation: dict) -> str | None:
         """The fastest measured ONNX variant that passed validation (a validate --json report)."""
@@ -273,7 +290,8 @@ def bench(config: BenchConfig, on_result: Callable[[Measurement], None] | None =
         runners += _torch_runners(config, report.notes)
         for variant, _, _ in runners:  # every PyTorch baseline runs the checkpoint's weights
             sources[variant] = Path(config.model_dir) / artifacts.WEIGHTS
-    runners += _onnx_runners(config, named, report, vocab_size)
+    probes = _probe_batches(config, vocab_size) if config.provider == "cuda" else {}
+    runners += _onnx_runners(config, named, report, vocab_size, probes)
     for variant, _, _ in runners:  # a CUDA-graph replay runs its file
         sources.setdefault(variant, sources.get(artifacts.gated_variant(variant)))
     for variant, runner in _runtime_variant_runners(config, report):
@@ -341,8 +359,36 @@ def check_variants(onnx_dir: Path, asked: tuple[str, ...], files: list[Path], fl
         raise ModelError(f"{onnx_dir} has no variant {', '.join(missing)}; it has {present}.")
 
 
-def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: int) -> list[tuple]:
-    """One session per file, started (TensorRT engines built) before any timing."""
+def _probe_batches(config: BenchConfig, vocab_size: int) -> dict[str, dict]:
+    """One batch per shape the run times, by label: what the attention kernel probe runs."""
+    batches = {
+        f"{batch_size} x {seq_len}": synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
+        for batch_size in (config.batch_sizes if config.fixed_shapes else ())
+        for seq_len in config.seq_lens
+    }
+    texts = [text for text in config.real_texts if text.strip()]
+    for batch_size in config.real_batch_sizes if texts else ():
+        real = real_length_batches(Path(config.onnx_dir), texts, batch_size, config.seed)
+        batches[f"{batch_size} x real (mean {mean_width(real)})"] = real[0]
+    return batches
+
+
+def _record_attention_kernels(config: BenchConfig, variant: str, path: Path, probes: dict, report: BenchReport):
+    """Which kernel each shape's attention ran, for a graph with fused attention on CUDA; a probe
+    that fails is a note, never the end of the run."""
+    if not probes or not {op for _, op in graph_ops(path)} & ATTENTION_OPS:
+        return
+    try:
+        report.attention_kernels[variant] = probe_attention_kernels(
+            path, probes, lambda: create_session(path, "cuda", config.threads, False, None, config.tf32)
+        )
+    except Exception as exc:  # onnxruntime's errors have no common base; the timing still runs
+        report.notes.append(f"{path.name}: the attention kernel probe failed ({str(exc).splitlines()[0]}).")
+
+
+def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: int, probes: dict) -> list[tuple]:
+    """One session per file, started (TensorRT engines built) before any timing; on CUDA, the
+    attention kernels recorded first, by a session of their own."""
     tensorrt = TensorRTSettings(
         cache_dir=config.trt_cache_dir,
         fp16=config.trt_fp16,
@@ -352,6 +398,7 @@ def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: i
     )
     runners = []
     for variant, path in named:
+        _record_attention_kernels(config, variant, path, probes, report)
         started = time.perf_counter()
         session = create_session(path, config.provider, config.threads, config.fallback, tensorrt, config.tf32)
         ran_on = session.get_providers()[0]
@@ -361,7 +408,7 @@ def _onnx_runners(config: BenchConfig, named, report: BenchReport, vocab_size: i
             # Build every engine outside the timed region: the profile's extremes first.
             for batch_size, seq_len in (tensorrt.min_shape, tensorrt.max_shape):
                 warm = synthetic_batch(batch_size, seq_len, vocab_size, config.seed)
-                session.run(None, {i.name: warm[i.name] for i in session.get_inputs()})
+                session.run(None, graph_feed(session.get_inputs(), warm))
         # session start (and TensorRT's engine builds), reported apart from the latencies
         report.setup_seconds[variant] = time.perf_counter() - started
         if is_fp16_graph(path) and ran_on == EXECUTION_PROVIDERS["cpu"]:
@@ -520,13 +567,14 @@ def _runtime_variant_runners(config: BenchConfig, report: BenchReport) -> list[t
 def _onnx_runner(session, io_binding: bool) -> Callable[[dict], Callable[[], object]]:
     """Plain session.run on CPU; on a GPU provider with io_binding, inputs are copied to the
     device once and the output stays there, so the timing is of the model, not of PCIe."""
-    names = [i.name for i in session.get_inputs()]
+    inputs = session.get_inputs()
     on_gpu = session.get_providers()[0] in (EXECUTION_PROVIDERS["cuda"], EXECUTION_PROVIDERS["tensorrt"])
-    if not (on_gpu and io_binding):
-        return lambda batch: lambda: session.run(None, {n: batch[n] for n in names})
 
     def make_call(batch: dict) -> Callable[[], object]:
-        binding = _bind(session, {n: batch[n] for n in names}, "cuda")
+        feed = graph_feed(inputs, batch)  # converted once, outside the timed calls
+        if not (on_gpu and io_binding):
+            return lambda: session.run(None, feed)
+        binding = _bind(session, feed, "cuda")
         return lambda: session.run_with_iobinding(binding)
 
     return make_call
@@ -538,11 +586,10 @@ def _cuda_graph_runner(graphed, plain) -> Callable[[dict], Callable[[], object]]
     run and replayed after."""
     import onnxruntime as ort
 
-    names = [i.name for i in graphed.get_inputs()]
     graph_ids = iter(range(1, 1 << 30))
 
     def make_call(batch: dict) -> Callable[[], object]:
-        feed = {n: batch[n] for n in names}
+        feed = graph_feed(graphed.get_inputs(), batch)
         binding = graphed.io_binding()
         for name, value in feed.items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))

@@ -107,9 +107,7 @@ def export(config: ExportConfig) -> ExportResult:
         graphs = {"plain": out / artifacts.ONNX_FP32}
         family = family_of(model.config)
         if config.optimize and family.optimizer is None:
-            result.skipped["optimized"] = (
-                f"onnxruntime's transformer optimizer has no fusions for {family.name}: the plain graph is served"
-            )
+            result.skipped["optimized"] = f"{family.no_optimizer_why}: the plain graph is served"
         elif config.optimize:
             graphs["optimized"] = optimize_graph(out, config.optimize)
             result.files["optimized"] = artifacts.ONNX_OPTIMIZED

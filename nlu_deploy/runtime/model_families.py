@@ -12,7 +12,8 @@ Why each setting exists:
   word after a space as its own token ("Ġme"); words handed over one by one (slot tagging) are
   otherwise read as if glued to the word before, which costs accuracy (ModernBERT issue #149).
 - `optimizer`: the model type onnxruntime's transformer optimizer fuses this family as, None
-  where it has no fusions for it (Qwen2: Optimum's ORTOptimizer raises KeyError).
+  where it has no fusions for it (Qwen2: Optimum's ORTOptimizer raises KeyError) or where running
+  it costs more than it gives (DeBERTa-v3: no attention fusion, and minutes and gigabytes at base size).
 - `config_fixes`: settings that training and export need (ModernBERT compiles its layers on
   its own unless told not to, which torch.onnx cannot trace).
 """
@@ -37,6 +38,7 @@ class ModelFamily:
     token_types: bool = True
     layers_fixed: str | None = None  # why distill cannot drop this family's layers, where it cannot
     optimizer: str | None = "bert"
+    no_optimizer_why: str = ""  # with optimizer None: the reason export gives
     config_fixes: dict = field(default_factory=dict)
     # one sentence for the report where dynamic int8 is known to be risky for the family
     int8_caution: str | None = None
@@ -53,7 +55,12 @@ FAMILIES = (
         "ALBERT", ("albert",), pooler=True,
         layers_fixed="it applies one shared layer again and again, so there are no separate layers to keep",
     ),
-    ModelFamily("DeBERTa-v2/v3", ("deberta-v2",)),
+    ModelFamily(
+        "DeBERTa-v2/v3", ("deberta-v2",), optimizer=None,
+        no_optimizer_why="onnxruntime's optimizer fuses no attention of DeBERTa's disentangled attention (only "
+        "its LayerNorms and GELUs, measured on a tiny model), and on deberta-v3-base it ran 12 minutes and grew "
+        "to 17 GB without finishing (2026-12-07)",
+    ),
     ModelFamily(
         "ModernBERT", ("modernbert",), words_after_space=True, token_types=False,
         config_fixes={"reference_compile": False},
@@ -66,6 +73,8 @@ FAMILIES = (
     ),
     ModelFamily(
         "Qwen2", ("qwen2",), decoder=True, words_after_space=True, token_types=False, optimizer=None,
+        no_optimizer_why="onnxruntime's transformer optimizer has no fusions for Qwen2 (Optimum's ORTOptimizer "
+        "raises KeyError for it)",
         int8_caution="dynamic int8 is known to cost decoders accuracy (onnxruntime issue #18430)",
     ),
 )  # fmt: skip

@@ -25,6 +25,18 @@ def check_onnx_file(path: Path) -> None:
         raise ModelError(f"{path} is not a valid ONNX model ({str(exc).strip().splitlines()[0]}).") from None
 
 
+def load_graph(path: Path):
+    """The graph of an ONNX file without its external weights (structure only), or the same
+    one-sentence refusal as check_onnx_file when the file is not ONNX."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # DecodeError, OSError...: let the checker word the refusal
+        check_onnx_file(path)
+        raise
+
+
 @dataclass(frozen=True)
 class TensorRTSettings:
     """TensorRT engine options. The optimization profile must cover every shape that will be
@@ -81,11 +93,8 @@ def provider_options(
 def graph_ops(path: Path) -> set[tuple[str, str]]:
     """(domain, op type) of every node: tells dynamic int8 graphs and onnxruntime's fused
     contrib ops (domain com.microsoft) apart from plain ONNX."""
-    import onnx
 
-    return {
-        (node.domain or "ai.onnx", node.op_type) for node in onnx.load(str(path), load_external_data=False).graph.node
-    }
+    return {(node.domain or "ai.onnx", node.op_type) for node in load_graph(path).node}
 
 
 # onnxruntime's fused transformer ops: how many of each an optimized graph holds says which
@@ -99,10 +108,9 @@ FUSED_OPS = (
 
 
 def fused_op_counts(path: Path) -> dict[str, int]:
-    import onnx
 
     counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
+    for node in load_graph(path).node:
         if node.op_type in FUSED_OPS:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
@@ -116,7 +124,7 @@ def cuda_only_graph(path: Path) -> bool:
     """A graph onnxruntime's CPU provider cannot run: packing mode, or fused attention in fp16."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = load_graph(path)
     ops = {node.op_type for node in graph.node if node.domain == "com.microsoft"}
     fp16 = any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
     return bool(ops & set(_CUDA_ONLY_OPS)) or (fp16 and bool(ops & {"Attention", "MultiHeadAttention"}))
@@ -131,9 +139,8 @@ def has_contrib_ops(path: Path) -> bool:
 
 
 def _graph_input_names(path: Path) -> list[str]:
-    import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = load_graph(path)
     initializers = {i.name for i in graph.initializer}
     return [i.name for i in graph.input if i.name not in initializers]
 
@@ -234,6 +241,22 @@ def pad_batch(
     return batch
 
 
+# integer input types a graph may declare besides int64 (export --gpu-fp16 writes int32 ids)
+_INTEGER_INPUT_TYPES = {"tensor(int32)": np.int32}
+
+
+def graph_feed(inputs, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A batch as a graph takes it: each of the graph's inputs (`session.get_inputs()`) by name,
+    zeros for token types the tokenizer did not give, in the integer type the graph declares
+    (every tokenizer here gives int64; the GPU graphs take int32, half the bytes to copy)."""
+    feed = {}
+    for info in inputs:
+        value = batch[info.name] if info.name in batch else np.zeros_like(batch["input_ids"])
+        dtype = _INTEGER_INPUT_TYPES.get(getattr(info, "type", None))
+        feed[info.name] = value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+    return feed
+
+
 class TextClassifier:
     """Shared logic: tokenize, batch by length, run, restore the input order."""
 
@@ -302,8 +325,7 @@ class OnnxTextClassifier(TextClassifier):
             )
 
     def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {name: batch[name] if name in batch else np.zeros_like(batch["input_ids"]) for name in self.input_names}
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        return dict(zip(self.output_names, self.session.run(None, graph_feed(self.session.get_inputs(), batch))))
 
 
 class TorchTextClassifier(TextClassifier):

@@ -438,7 +438,7 @@ def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int
     texts of one length bucket (as the server's batcher forms them), the runtime's default threads."""
     from nlu_deploy.portable.light_tokenizer import LightTokenizer
     from nlu_deploy.runtime.runtime_variants import find_runtime_variant
-    from nlu_deploy.runtime.sessions import create_session
+    from nlu_deploy.runtime.sessions import create_session, graph_feed
 
     onnx_dir = Path(config.onnx_dir)
     other_runtime = find_runtime_variant(onnx_dir, traffic.served_file)
@@ -448,6 +448,7 @@ def in_process_throughput(config: ServeBenchConfig, traffic: Traffic, batch: int
         session = create_session(onnx_dir / traffic.served_file, _provider(config))
     names = [i.name for i in session.get_inputs()]
     batches = _bucketed_batches(LightTokenizer(onnx_dir), traffic, batch, buckets, names, config.seed)
+    batches = [graph_feed(session.get_inputs(), feed) for feed in batches]  # int32 where the graph says so
     for feed in batches[:3]:  # warm-up
         session.run(None, feed)
     done, started = 0, time.perf_counter()

@@ -148,14 +148,14 @@ def _dynamic_batching(options: TritonOptions) -> list[str]:
     return [f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us}{preferred} }}"]
 
 
-def onnx_model_config(name: str, input_names: list[str], outputs: dict[str, list[int]], options: TritonOptions) -> str:
+def onnx_model_config(served: ServedModel, name: str, options: TritonOptions) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     lines = [
         f'name: "{name}"',
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {options.max_batch_size}",
-        _block("input", [_io(n, "TYPE_INT64", [-1]) for n in input_names]),
-        _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in outputs.items()]),
+        _block("input", [_io(n, served.input_type, [-1]) for n in served.input_names]),
+        _block("output", [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]),
         *_dynamic_batching(options),
         f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]",
     ]
@@ -251,6 +251,7 @@ class ServedModel:
     onnx_file: str
     config: dict  # config.json: the labels, and the out-of-scope rule
     input_names: list[str]
+    input_type: str  # the ids' Triton type: TYPE_INT32 for export --gpu-fp16's graphs, else TYPE_INT64
     outputs: dict[str, list[int]]  # every output's shape after the batch axis (-1: the sequence axis)
     task: Any
     max_length: int
@@ -278,6 +279,11 @@ class ServedModel:
             onnx_file=onnx_file,
             config=config,
             input_names=[i.name for i in graph.input],
+            input_type=(
+                "TYPE_INT32"
+                if graph.input and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+                else "TYPE_INT64"
+            ),
             outputs={o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim[1:]] for o in graph.output},
             task=task_of(onnx_dir),
             max_length=min(int(tokenizer_config.get("model_max_length", 512)), 512),
@@ -313,11 +319,11 @@ def _write_onnx_model(served: ServedModel, staging: Path, options: TritonOptions
         _copy_model_code("onnx_model.py", model_dir / "1" / "model.py")
         _copy_model_code("model_runner.py", model_dir / "1" / "model_runner.py")
         _copy_model_code("shape_batches.py", model_dir / "1" / "shape_batches.py", package="nlu_deploy.portable")
-        inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
+        inputs = [_io(n, served.input_type, [-1]) for n in served.input_names]
         outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
         text = python_model_config(name, inputs, outputs, options, {"threads": str(options.threads)}, batching=True)
     else:
-        text = onnx_model_config(name, served.input_names, served.outputs, options)
+        text = onnx_model_config(served, name, options)
     (model_dir / "config.pbtxt").write_text(text)
 
 
@@ -325,7 +331,7 @@ def _write_openvino_model(served: ServedModel, model_dir: Path, options: TritonO
     """The IR as model.xml/model.bin, for Triton's OpenVINO backend or its Python substitute,
     with the variant's precision hint set explicitly (OpenVINO's default is bf16 on AMX CPUs)."""
     precision = _copy_openvino_ir(served, options, model_dir / "1")
-    inputs = [_io(n, "TYPE_INT64", [-1]) for n in served.input_names]
+    inputs = [_io(n, served.input_type, [-1]) for n in served.input_names]
     outputs = [_io(n, "TYPE_FP32", dims) for n, dims in served.outputs.items()]
     name = model_dir.name
     if options.onnx_backend == "python":
@@ -424,7 +430,7 @@ def _write_tokenizer(served: ServedModel, staging: Path, options: TritonOptions)
         python_model_config(
             f"{options.name}_tokenizer",
             [_io("TEXT", "TYPE_STRING", [1])],
-            [_io(n, "TYPE_INT64", [-1]) for n in token_outputs],
+            [_io(n, served.input_type if n != "WORD_IDS" else "TYPE_INT64", [-1]) for n in token_outputs],
             options,
             parameters,
         )

@@ -21,8 +21,16 @@ def onnx_runner(path: Path, threads: int = 0, device: str = "cpu"):
         raise RuntimeError(
             f"{providers[0]} did not start in this Triton model: it would run on {session.get_providers()[0]}"
         )
+    import numpy as np
+
     output_names = [o.name for o in session.get_outputs()]
-    return [i.name for i in session.get_inputs()], lambda feed: dict(zip(output_names, session.run(output_names, feed)))
+    int32_inputs = {i.name for i in session.get_inputs() if i.type == "tensor(int32)"}  # export --gpu-fp16's graphs
+
+    def run(feed):
+        feed = {name: value.astype(np.int32) if name in int32_inputs else value for name, value in feed.items()}
+        return dict(zip(output_names, session.run(output_names, feed)))
+
+    return [i.name for i in session.get_inputs()], run
 
 
 def openvino_runner(path: Path, precision: str = "f32", threads: int = 0):

@@ -42,13 +42,14 @@ class TextEncoder:
             encoded["WORD_IDS"] = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
         return encoded
 
-    def padded(self, encoded, rows, names) -> dict:
-        """The rows' tensors, padded to the smallest bucket that holds the longest of them."""
+    def padded(self, encoded, rows, names, dtypes: dict | None = None) -> dict:
+        """The rows' tensors, padded to the smallest bucket that holds the longest of them, as
+        int64 unless `dtypes` names another type for a tensor."""
         longest = max(len(encoded["input_ids"][row]) for row in rows)
         width = longest if self.buckets is None else next(b for b in self.buckets if b >= longest)
         tensors = {}
         for name in names:
-            padded = np.full((len(rows), width), self.fill.get(name, 0), dtype=np.int64)
+            padded = np.full((len(rows), width), self.fill.get(name, 0), dtype=(dtypes or {}).get(name, np.int64))
             for position, row in enumerate(rows):
                 values = encoded[name][row]
                 padded[position, : len(values)] = values
@@ -66,6 +67,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.output_names = [output["name"] for output in config["output"]]
+        # int32 ids where the model's graph takes them (export --gpu-fp16), else int64
+        self.dtypes = {o["name"]: np.int32 for o in config["output"] if o["data_type"] == "TYPE_INT32"}
         parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
         self.encoder = TextEncoder(
             Path(__file__).parent / "tokenizer",
@@ -83,7 +86,7 @@ class TritonPythonModel:
         for texts in texts_per_request:
             rows = range(start, start + len(texts))
             start += len(texts)
-            tensors = self.encoder.padded(encoded, rows, self.output_names)
+            tensors = self.encoder.padded(encoded, rows, self.output_names, self.dtypes)
             responses.append(
                 pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, t) for n, t in tensors.items()])
             )
