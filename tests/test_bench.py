@@ -68,8 +68,10 @@ def test_report_has_every_variant_and_shape_with_pytorch_as_baseline(tiny_onnx, 
         "cpu_only_variants",
         "stopped",
         "complete",
+        "attention_kernels",
     }
     assert data["complete"] is True and data["stopped"] is None
+    assert data["attention_kernels"] == {}  # recorded on CUDA only
     assert set(data["measurements"][0]) == {
         "variant",
         "batch_size",

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from nlu_deploy import artifacts
 from nlu_deploy.cli import main
 from nlu_deploy.pipeline import FINALIST_BAND
+from nlu_deploy.runtime.openvino_runtime import bf16_features
 
 COMMANDS = ["finetune", "export", "validate", "bench", "bench-training", "predict", "run"]
 TINY_TRAINING = ["--epochs", "6", "--batch-size", "8", "--lr", "5e-3", "--max-length", "32"]
@@ -177,6 +178,11 @@ def test_run_writes_the_whole_chain_and_a_report(tmp_path, tiny_encoder, tiny_tr
     variants = {f["variant"] for f in report["key_figures"]}
     assert {"fp32", "optimized", "int8", "openvino-f32", "openvino-int8"} <= variants  # OpenVINO is installed here
     assert report["validation"]["passed"] and report["finetune"]["best"]["accuracy"] >= 0.9
+    # the measured recipe's --quantize auto measured the OpenVINO variants beside onnxruntime's
+    search = json.loads((output / "onnx" / "quantization_report.json").read_text())
+    openvino = {c["name"]: c for c in search["candidates"] if c["runtime"] == "openvino"}
+    assert set(openvino) == {"openvino-f32", "openvino-int8"} | ({"openvino-bf16"} if bf16_features() else set())
+    assert all(c["latency_b32_ms"] > 0 and c["accuracy"] is not None for c in openvino.values())
     # what ships is the fastest variant within the gate on real-length held-out batches
     choice = json.loads((output / "onnx" / "recommendation.json").read_text())
     real = {m["variant"]: [] for m in report["benchmark"]["measurements"]}

@@ -217,6 +217,7 @@ def test_the_search_keeps_an_openvino_variant_when_it_is_the_fastest_within_budg
     assert pick_kept([onnx, candidate("openvino-f32", "openvino", 12.0, 0.0)])[0] is onnx
 
 
+@pytest.mark.slow  # half a minute; the default run's `run` test checks the same in its search report
 def test_quantize_auto_measures_the_openvino_variants(tmp_path, tiny_checkpoint):
     result = export(ExportConfig(model_dir=tiny_checkpoint, output=tmp_path / "auto", quantize="auto", openvino=True))
     by_name = {c.name: c for c in result.search.candidates}
