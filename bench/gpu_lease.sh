@@ -56,7 +56,7 @@ start() {
   [ "$cpu" = 1 ] || install_stack
   rm -rf "$repo" "$results" /tmp/payload /tmp/gpu-background.done /tmp/gpu-background.pid && mkdir -p "$repo" "$results" /tmp/payload
   cp -r nlu_deploy bench tests pyproject.toml "$repo"/
-  cp -r .gpu/. /tmp/payload/ && gunzip -f /tmp/payload/data/snips/train.jsonl.gz
+  cp -r .gpu/. /tmp/payload/ && gunzip -f /tmp/payload/data/snips/train.jsonl.gz /tmp/payload/minilm/model.safetensors.gz
   environment
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
     lscpu | grep -E "^Model name|^CPU\(s\)" ; $python -c "import torch, transformers, onnxruntime; \
@@ -143,7 +143,7 @@ sweep() {  # the 2026-11-29 lease: training check, then the recipe sweep until t
   else
     device=cpu workers=2 sweep_options=(--rows 300 --epochs-cap 1 --only snips-slots,clinc150)
   fi
-  gunzip -kf .gpu/data/*/*.gz
+  gunzip -kf .gpu/data/*/*.gz .gpu/minilm/model.safetensors.gz
   left=$($python -c "print(max(0.5, $budget - ($(date +%s) - $started) / 60 - 1.5))")
   $python bench/recipe_sweep.py --data-root .gpu/data --model .gpu/minilm --device "$device" --workers "$workers" \
     --out "$OUT" --deadline-minutes "$left" --grace-minutes "${SWEEP_GRACE:-1}" --plan "${SWEEP_PLAN:-first}" "${sweep_options[@]}"
