@@ -172,7 +172,7 @@ run_fastpaths() {
   [ "$device" = cpu ] && served=cpu levels=8 file=model.onnx
   step "fast paths: serve-bench on $served, concurrency $levels, with and without dynamic batching"
   PYTHONPATH="${SERVE_SITE:+$SERVE_SITE:}${PYTHONPATH:-}" nlu-deploy serve-bench "$work/fast-onnx" --data "$split" --device "$served" --variant "$file" --concurrency "$levels" \
-    --batching off,2000 --instances 1 --p99-ms 100000 --at-concurrency "$levels" --warmup 2 --duration 8 \
+    --batching off,2000 --instances 1 --p99-ms 100000 --at-concurrency "$levels" --warmup 2 --duration 8 --search-repeats 1 \
     --output "$OUT/serve-fast-$served" --overwrite || failed "serve-bench fast paths" $?
 }
 
