@@ -5,8 +5,8 @@
   both take int32 ids and give fp32 logits; the fused graph before fp16 computes what model.onnx
   computes when fed int32 on CPU; on CPU, validate and bench name them as CUDA-only;
 - bench --cuda-graphs: refused without CUDA; a replay is gated by its file's validation;
-- the attention kernel each shape ran (onnxruntime's CUDA debug report): parsed, captured from
-  native code, shown in the bench report, and on CUDA recorded for every shape;
+- the attention kernel each shape ran (onnxruntime's CUDA debug report, read in a child process):
+  parsed, split by shape, shown in the bench report, and on CUDA recorded for every shape;
 - serve-bench --device gpu: the pipeline model's instances on the GPU; without a GPU, one sentence
   before any server starts."""
 
@@ -132,19 +132,24 @@ def test_onnxruntimes_kernel_report_is_counted_per_operator_and_kernel():
     }  # fmt: skip
 
 
-def test_what_native_code_writes_to_the_process_stdout_is_captured():
-    """onnxruntime prints from C++ to file descriptor 1, below Python's sys.stdout."""
-    import ctypes
-    import os
+def test_the_probe_runs_every_shape_in_a_child_process_and_reads_its_output_per_shape(tiny_onnx):
+    """The probe's plumbing, on CPU: the batches reach the child, each shape is run once after its
+    marker, and the child's output comes back split by shape (the CPU provider prints no kernel
+    lines, so every shape's counts are empty); a child that fails is one RuntimeError."""
+    from nlu_deploy.evaluation.benchmark import synthetic_batch
+    from nlu_deploy.runtime.attention_kernels import kernels_per_shape, probe_attention_kernels
 
-    from nlu_deploy.runtime.attention_kernels import captured_stdout
-
-    libc = ctypes.CDLL(None)
-    with captured_stdout() as printed:
-        os.write(1, b"Operator=Attention DataType=fp16 SdpaKernel=FLASH_ATTENTION\n")
-        libc.puts(b"from C")
-        libc.fflush(None)
-    assert printed[0].splitlines() == ["Operator=Attention DataType=fp16 SdpaKernel=FLASH_ATTENTION", "from C"]
+    batches = {"1 x 8": synthetic_batch(1, 8, 100, 0), "4 x real (mean 11)": synthetic_batch(4, 11, 100, 0)}
+    assert probe_attention_kernels(tiny_onnx / "model.onnx", batches, provider="cpu") == dict.fromkeys(batches, {})
+    with pytest.raises(RuntimeError, match="the probe process exited 1"):
+        probe_attention_kernels(tiny_onnx / "nlu_deploy.json", batches, provider="cpu")
+    printed = (
+        "### nlu-deploy probe shape: 1 x 8\nOperator=Attention DataType=fp16 SdpaKernel=FLASH_ATTENTION\n"
+        "### nlu-deploy probe shape: 8 x 8\nOperator=Attention DataType=fp16 SdpaKernel=MATH\n"
+    )
+    assert kernels_per_shape(printed) == {
+        "1 x 8": {"Attention fp16: FLASH_ATTENTION": 1}, "8 x 8": {"Attention fp16: MATH": 1},
+    }  # fmt: skip
 
 
 def test_the_bench_report_shows_the_kernel_of_each_shape():

@@ -2,25 +2,27 @@
 fp16 graph really take flash or memory-efficient attention here, or fall back to GEMM + softmax?".
 
 onnxruntime says it only one way: with ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO=1 in the
-environment when a session is made, its CUDA attention ops print one line per node and run to
-the process's standard output, from C++ (attention_kernel_options.cc):
+environment, its CUDA attention ops print one line per node and run to the process's standard
+output, from C++ (attention_kernel_options.cc):
 
     Operator=Attention Node=Attention_0 DataType=fp16 SdpaKernel=EFFICIENT_ATTENTION
 
-So a separate probe session is made with the variable set, run once per shape with file
-descriptor 1 redirected to a file, and dropped; the timed sessions are made without it (the
-print and its flush on every call would be timed too).
+The probe runs in a child process (`python -m nlu_deploy.runtime.attention_kernels`) with the
+variable set only there: onnxruntime reads it once, and depending on the version per provider or
+per process, so setting it in the benchmark's own process could make the timed sessions print
+(and flush) on every call. The child runs each shape once, after a marker line naming it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 DEBUG_INFO_VARIABLE = "ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO"
 # the fused attention ops whose CUDA kernels choose between flash, memory-efficient, TensorRT's
@@ -29,6 +31,8 @@ ATTENTION_OPS = frozenset(
     {"Attention", "MultiHeadAttention", "PackedAttention", "PackedMultiHeadAttention", "GroupQueryAttention"}
 )
 _KERNEL_LINE = re.compile(r"Operator=(\w+)(?: Node=\S+)? DataType=(\w+) SdpaKernel=(\w+)")
+_SHAPE_MARKER = "### nlu-deploy probe shape: "
+PROBE_TIMEOUT_S = 300
 
 
 def kernel_counts(printed: str) -> dict[str, int]:
@@ -41,50 +45,60 @@ def kernel_counts(printed: str) -> dict[str, int]:
     return counts
 
 
-@contextmanager
-def captured_stdout() -> Iterator[list[str]]:
-    """What this process writes to file descriptor 1 inside the block (C++ included), handed
-    over in the yielded list when the block ends; Python's own stdout is flushed around it."""
-    captured: list[str] = []
+def kernels_per_shape(printed: str) -> dict[str, dict[str, int]]:
+    """The child's whole output split at its shape markers: shape label -> kernel counts."""
+    shapes: dict[str, dict[str, int]] = {}
+    for section in printed.split(_SHAPE_MARKER)[1:]:
+        label, _, rest = section.partition("\n")
+        shapes[label.strip()] = kernel_counts(rest)
+    return shapes
+
+
+def probe_attention_kernels(
+    path: Path, batches: dict[str, dict[str, np.ndarray]], provider: str = "cuda", tf32: bool = False
+) -> dict[str, dict[str, int]]:
+    """Shape label -> kernel counts for one graph, each batch run once in a child process with
+    onnxruntime's report turned on. Empty counts for a shape: onnxruntime printed nothing (the CPU
+    provider, a build without the report, or no attention op ran). Raises RuntimeError with the
+    child's last words if it fails."""
+    from nlu_deploy.stopping import dies_with_this_process
+
+    with tempfile.TemporaryDirectory(prefix="attention-probe-") as scratch:
+        arrays = {
+            f"{index}/{name}": value for index, batch in enumerate(batches.values()) for name, value in batch.items()
+        }
+        np.savez(Path(scratch) / "batches.npz", **arrays)
+        (Path(scratch) / "labels.txt").write_text("\n".join(batches), encoding="utf-8")
+        command = [sys.executable, "-m", "nlu_deploy.runtime.attention_kernels", str(path), scratch, provider]
+        command += ["--tf32"] if tf32 else []
+        child = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            env={**os.environ, DEBUG_INFO_VARIABLE: "1"},
+            preexec_fn=dies_with_this_process(),
+        )
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the probe process exited {child.returncode}: {last}")
+    return kernels_per_shape(child.stdout)
+
+
+def _probe_main(arguments: list[str]) -> None:
+    """The child: one session on the graph, each batch once after its marker."""
+    from nlu_deploy.runtime.sessions import create_session, graph_feed
+
+    path, scratch, provider = Path(arguments[0]), Path(arguments[1]), arguments[2]
+    labels = (scratch / "labels.txt").read_text(encoding="utf-8").split("\n")
+    arrays = np.load(scratch / "batches.npz")
+    session = create_session(path, provider, fallback=False, tf32="--tf32" in arguments)
+    for index, label in enumerate(labels):
+        batch = {key.split("/", 1)[1]: arrays[key] for key in arrays.files if key.split("/", 1)[0] == str(index)}
+        print(f"{_SHAPE_MARKER}{label}", flush=True)  # onnxruntime's own lines follow, flushed by C++
+        session.run(None, graph_feed(session.get_inputs(), batch))
     sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            yield captured
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", errors="replace"))
 
 
-@contextmanager
-def debug_info_enabled() -> Iterator[None]:
-    previous = os.environ.get(DEBUG_INFO_VARIABLE)
-    os.environ[DEBUG_INFO_VARIABLE] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(DEBUG_INFO_VARIABLE, None)
-        else:
-            os.environ[DEBUG_INFO_VARIABLE] = previous
-
-
-def probe_attention_kernels(path: Path, batches: dict[str, dict], make_session) -> dict[str, dict[str, int]]:
-    """Shape label -> kernel counts for one graph: a probe session from `make_session()` (made
-    while the debug variable is set) runs each batch once. Empty counts for a shape mean that
-    onnxruntime printed nothing (a build without the debug print, or no attention op ran)."""
-    from nlu_deploy.runtime.sessions import graph_feed
-
-    with debug_info_enabled():
-        session = make_session()
-        kernels = {}
-        for label, batch in batches.items():
-            with captured_stdout() as printed:
-                session.run(None, graph_feed(session.get_inputs(), batch))
-            kernels[label] = kernel_counts(printed[0])
-    del session
-    return kernels
+if __name__ == "__main__":
+    _probe_main(sys.argv[1:])
