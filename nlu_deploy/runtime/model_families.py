@@ -43,6 +43,11 @@ class ModelFamily:
     # one sentence for the report where dynamic int8 is known to be risky for the family
     int8_caution: str | None = None
 
+    def __post_init__(self) -> None:
+        # export names the reason in its report; an entry without one would print an empty sentence
+        if self.optimizer is None and not self.no_optimizer_why:
+            raise ValueError(f"the {self.name} family entry has no optimizer and no no_optimizer_why")
+
 
 FAMILIES = (
     ModelFamily("BERT", ("bert",), pooler=True),

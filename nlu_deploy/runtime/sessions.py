@@ -93,7 +93,6 @@ def provider_options(
 def graph_ops(path: Path) -> set[tuple[str, str]]:
     """(domain, op type) of every node: tells dynamic int8 graphs and onnxruntime's fused
     contrib ops (domain com.microsoft) apart from plain ONNX."""
-
     return {(node.domain or "ai.onnx", node.op_type) for node in load_graph(path).node}
 
 
@@ -108,7 +107,6 @@ FUSED_OPS = (
 
 
 def fused_op_counts(path: Path) -> dict[str, int]:
-
     counts: dict[str, int] = {}
     for node in load_graph(path).node:
         if node.op_type in FUSED_OPS:
@@ -139,7 +137,6 @@ def has_contrib_ops(path: Path) -> bool:
 
 
 def _graph_input_names(path: Path) -> list[str]:
-
     graph = load_graph(path)
     initializers = {i.name for i in graph.initializer}
     return [i.name for i in graph.input if i.name not in initializers]
