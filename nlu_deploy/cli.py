@@ -15,6 +15,7 @@ import click
 
 from nlu_deploy import __version__, artifacts
 from nlu_deploy.cli_options import (
+    BULK_PREDICT_OPTIONS,
     PROCESS_OPTIONS,
     RUN_CONTROL_OPTIONS,
     apply,
@@ -1004,7 +1005,8 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     "input_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="Texts to classify: one per line, or the 'text' column of a data file.",
+    help="Texts to classify: one per line (.txt), or the text column of a .csv, .tsv, .jsonl or .parquet file. "
+    "With --output, a local path or (with --ray) any URI pyarrow reads.",
 )
 @click.option(
     "--variant",
@@ -1014,23 +1016,34 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
 )
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
-def predict(model_dir, texts, input_file, variant, provider, as_json):
+@apply(BULK_PREDICT_OPTIONS)
+def predict(model_dir, texts, input_file, variant, provider, as_json, output, **bulk):
     """Classify texts, or find their slots/entities, with an exported model (or a PyTorch checkpoint).
 
     A slot tagger prints each entity's type, text, character offsets [start, end) into the
     input and score; texts are split into words at whitespace, as in the training data.
+
+    With --output, a file of any size is answered in chunks into a .jsonl or .parquet file (one
+    `--json` object per readable row, in input order), with a progress bar and a log; a stopped
+    run goes on from its last finished chunk when run again; rows that cannot be read are listed
+    in OUTPUT.odd-rows.jsonl. --ray runs it on a Ray cluster. See docs/bulk.md.
 
     Example: nlu-deploy predict models/demo/onnx "wake me up at 7" "play some jazz"
     """
     from nlu_deploy.data.tables import read_texts
     from nlu_deploy.predict import load_task_predictor
 
-    all_texts = list(texts) + (read_texts(input_file) if input_file else [])
+    if output is not None:
+        return _predict_to_file(model_dir, texts, input_file, variant, provider, output, **bulk)
+    only_with_output = [o for o in given_options(click.get_current_context()) if o in BULK_ONLY_FLAGS]
+    if only_with_output:
+        raise click.UsageError(f"{', '.join(only_with_output)} only apply with --output (a file of answers).")
+    all_texts = list(texts) + (read_texts(input_file, bulk["text_column"]) if input_file else [])
     if not all_texts:
         raise click.UsageError("give texts as arguments or with --file.")
     predictor, used, task = load_task_predictor(model_dir, variant, provider)
     click.echo(f"using {used}", err=True)
-    predictions = predictor.predict(all_texts)
+    predictions = predictor.predict(all_texts, bulk["batch_size"])
     if predictor.last_truncated:
         click.echo(
             f"note: {predictor.last_truncated} text(s) exceed the model's max length of "
@@ -1042,6 +1055,32 @@ def predict(model_dir, texts, input_file, variant, provider, as_json):
             click.echo(json.dumps(task.prediction_json(text, prediction), ensure_ascii=False))
         else:
             click.echo(task.prediction_line(text, prediction))
+
+
+BULK_ONLY_FLAGS = ("--id-column", "--chunk-rows", "--overwrite", "--ray", "--ray-actors")
+
+
+def _predict_to_file(model_dir, texts, input_file, variant, provider, output, **bulk):
+    from nlu_deploy.config import BulkPredictConfig
+
+    if input_file is None:
+        raise click.UsageError("--output writes the answers of a --file; give the input with --file.")
+    if texts:
+        raise click.UsageError("with --output, give the texts in --file only, not as arguments.")
+    ray_address = bulk.pop("ray_address")
+    config = BulkPredictConfig(
+        model_dir, str(input_file), str(output), variant, provider, ray_address=ray_address,
+        show_progress=True, **bulk,
+    )  # fmt: skip
+    if ray_address is None:
+        from nlu_deploy.bulk.local_run import predict_file
+
+        result = predict_file(config)
+    else:
+        from nlu_deploy.bulk.ray_run import predict_file_on_ray
+
+        result = predict_file_on_ray(config)
+    click.echo(result.summary(), err=True)
 
 
 @main.command()

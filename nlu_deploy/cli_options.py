@@ -16,6 +16,7 @@ from nlu_deploy.config import (
     OOS_TRAINING_CHOICES,
     POOLING_CHOICES,
     PRECISION_CHOICES,
+    BulkPredictConfig,
     FinetuneConfig,
 )
 from nlu_deploy.stopping import Stopped, dies_with_this_process
@@ -123,6 +124,51 @@ PROCESS_OPTIONS = [
         "autocast trained intent-length batches 22-33% slower).",
     ),
     click.option("--seed", type=int, default=default_of(FinetuneConfig, "seed"), show_default=True),
+]
+
+# predict --output: a file of answers, in chunks, here or on Ray. Options after --output only
+# apply with it (predict refuses them without it).
+BULK_PREDICT_OPTIONS = [
+    click.option(
+        "--text-column",
+        default=default_of(BulkPredictConfig, "text_column"),
+        show_default=True,
+        help="The column of --file that holds the texts (.csv, .tsv, .jsonl, .parquet).",
+    ),
+    click.option(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="Write the answers to FILE (.jsonl or .parquet), in input order, in chunks; resumable.",
+    ),
+    click.option("--id-column", default=None, help='Carry this column of --file into each answer as "id".'),
+    click.option(
+        "--chunk-rows",
+        "rows_per_chunk",
+        type=int,
+        default=default_of(BulkPredictConfig, "rows_per_chunk"),
+        show_default=True,
+        help="Rows read, answered and kept at a time: the memory, the unit of resuming and of a Ray task.",
+    ),
+    click.option(
+        "--batch-size",
+        type=int,
+        default=default_of(BulkPredictConfig, "batch_size"),
+        show_default=True,
+        help="Texts per model call, grouped by token length within a chunk.",
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace FILE, and start over instead of going on."),
+    click.option(
+        "--ray",
+        "ray_address",
+        default=None,
+        metavar="ADDRESS",
+        help="Answer on a Ray cluster: auto, an address (ray://head:10001), or local (a Ray instance "
+        'here). Needs pip install "ray[data]".',
+    ),
+    click.option(
+        "--ray-actors", type=int, default=None, help="Ray actors (each loads the model once). Default: one per 2 CPUs."
+    ),
 ]
 
 # Controls of a long run that can be interrupted: finetune and distill.

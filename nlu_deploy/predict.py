@@ -20,7 +20,9 @@ def load_predictor(model_dir: Path, variant: str | None = None, provider: str = 
     return predictor, used
 
 
-def load_task_predictor(model_dir: Path, variant: str | None = None, provider: str = "cpu"):
+def load_task_predictor(model_dir: Path, variant: str | None = None, provider: str = "cpu", threads: int | None = None):
+    """(predictor, description of its file, task); `threads`: the runtime's intra-op threads
+    (None: the runtime's default, every core)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir} is not a directory.")
@@ -36,7 +38,7 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
             name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files
         )
     if variant.startswith(("openvino-", "pt2-")):  # another runtime's variant
-        return _runtime_variant_predictor(model_dir, variant, provider, task)
+        return _runtime_variant_predictor(model_dir, variant, provider, task, threads)
     path = (
         onnx_files.get(variant)
         or onnx_files.get(f"{variant}.onnx")
@@ -48,11 +50,11 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
     if "id2label" not in config:
         raise ModelError(f"{model_dir} has no config.json with id2label; export it with `nlu-deploy export`.")
     tokenizer = inference_tokenizer(model_dir)  # tokenizers only: this path never imports torch
-    backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider)
+    backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider, threads)
     return task.predictor(backend), str(path), task
 
 
-def _runtime_variant_predictor(model_dir: Path, variant: str, provider: str, task: Task):
+def _runtime_variant_predictor(model_dir: Path, variant: str, provider: str, task: Task, threads: int | None):
     """Another runtime's variant: OpenVINO's IR at its precision (CPU), or the AOTInductor
     package on the device it was compiled for (this one imports torch)."""
     from nlu_deploy.runtime.runtime_variants import find_runtime_variant
@@ -65,6 +67,6 @@ def _runtime_variant_predictor(model_dir: Path, variant: str, provider: str, tas
         raise ModelError(f"{variant} runs on {found.device} with {found.runtime}; use --provider {found.device}.")
     config = artifacts.read_model_config(model_dir, missing_ok=True)
     tokenizer = inference_tokenizer(model_dir)
-    backend = onnx_backend(found, tokenizer, config, tokenizer.model_max_length, provider)
+    backend = onnx_backend(found, tokenizer, config, tokenizer.model_max_length, provider, threads)
     precision = getattr(backend.session, "precision", found.precision)
     return task.predictor(backend), f"{found.path} with {found.runtime} ({precision})", task

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlu_deploy"
 # fmt: off
 LAYERS = ["portable", "task_specs", "errors", "stopping", "config", "artifacts", "reports", "metrics", "progress",
           "data", "runtime", "tasks",
-          "evaluation", "training", "export", "predict", "serving", "pipeline", "cli_options", "cli", "__main__"]
+          "evaluation", "training", "export", "predict", "bulk", "serving", "pipeline", "cli_options", "cli", "__main__"]
 # fmt: on
 # What portable/ may import: it is copied beside Triton's Python models, where only these exist.
 PORTABLE_IMPORTS = set(sys.stdlib_module_names) | {"numpy", "tokenizers"}

@@ -206,14 +206,14 @@ def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def read_texts(path: Path) -> list[str]:
-    """Texts to predict on: one per line of a .txt file, or the `text` column of a data file."""
+def read_texts(path: Path, column: str = "text") -> list[str]:
+    """Texts to predict on: one per line of a .txt file, or the text column of a data file."""
     path = Path(path)
     if path.suffix.lower() in SUPPORTED_SUFFIXES:
         records = read_records(path)
-        if "text" not in records[0]:
-            raise DataError(f"{path} has no 'text' column.")
-        return [str(record["text"]) for record in records]
+        if column not in records[0]:
+            raise DataError(f"{path} has no {column!r} column.")
+        return [str(record[column]) for record in records]
     texts = [line for line in text_lines(read_text(path)) if line.strip()]
     if not texts:
         raise DataError(f"{path} holds no text.")

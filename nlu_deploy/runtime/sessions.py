@@ -202,10 +202,14 @@ def create_session(
 
 @dataclass
 class Encoded:
-    """Token ids for a list of texts, unpadded, plus how many were cut at max_length."""
+    """Token ids for a list of texts, unpadded, plus which were cut at max_length."""
 
     features: list[dict[str, list[int]]]
-    truncated: int
+    truncated_rows: list[int]
+
+    @property
+    def truncated(self) -> int:
+        return len(self.truncated_rows)
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
@@ -216,7 +220,7 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
         cut = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length)
         for position, row in enumerate(long_rows):
             features[row] = {key: cut[key][position] for key in cut.keys()}
-    return Encoded(features, len(long_rows))
+    return Encoded(features, long_rows)
 
 
 def length_sorted_batches(encoded: Encoded, batch_size: int) -> list[list[int]]:
@@ -268,6 +272,7 @@ class TextClassifier:
         self.intent_id2label = {int(k): v for k, v in (intent_id2label or {}).items()}
         self.max_length = max_length
         self.last_truncated = 0
+        self.last_truncated_rows: list[int] = []  # which texts of the last call were cut
 
     def run_outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output of the model by name (`logits`; a joint model's `intent_logits` and
@@ -280,7 +285,7 @@ class TextClassifier:
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         encoded = encode(self.tokenizer, texts, self.max_length)
-        self.last_truncated = encoded.truncated
+        self.last_truncated, self.last_truncated_rows = encoded.truncated, encoded.truncated_rows
         result = np.zeros((len(texts), len(self.id2label)), dtype=np.float32)
         for indices in length_sorted_batches(encoded, batch_size):
             padded = pad_batch([encoded.features[i] for i in indices], self.tokenizer.pad_token_id or 0)

@@ -125,6 +125,7 @@ class Task:
     # FinetuneConfig options that only this task uses and `--search` tunes (search.py)
     searched_options: tuple[str, ...] = ()
     word_outputs: tuple[str, ...] = ()  # outputs with one row per word (the rest: one per example)
+    answer_fields: tuple[str, ...]  # the keys of prediction_json's object, in order (bulk Parquet columns)
 
     # with a rule, the intent is gated on the rejection scores; these other scores stay
     gated_besides_intent: tuple[str, ...] = ()

@@ -47,6 +47,7 @@ class ClassificationTask(Task):
     intent_head = LABELS
     intent_output = "logits"
     reported_besides_intent = ("macro_f1",)
+    answer_fields = ("text", "label", "score")
 
     def intents_of(self, data: LabelledTexts) -> list[str]:
         return data.labels

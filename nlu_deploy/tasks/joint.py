@@ -106,6 +106,7 @@ class JointTask(Task):
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("LABEL", "TYPE_STRING"), ("SCORE", "TYPE_FP32"), ("ENTITIES", "TYPE_STRING")]
 
+    answer_fields = ("text", "label", "score", "entities")
     intent_head = INTENTS
     intent_output = "intent_logits"
     searched_options = ("slot_loss_weight",)

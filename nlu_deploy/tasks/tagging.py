@@ -86,6 +86,7 @@ class TaggingTask(Task):
     triton_words = True  # the Triton tokenizer splits words and reports each token's word
     triton_postprocess = "word_postprocess_model.py"
     triton_results = [("ENTITIES", "TYPE_STRING")]
+    answer_fields = ("text", "entities")
     optimum_task = "token-classification"
     word_outputs = ("logits",)
 
