@@ -129,7 +129,15 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def recommended_variant(directory: Path) -> str | None:
     """The variant `run` measured fastest within the accuracy gate on this export, if it chose one."""
     path = Path(directory) / RECOMMENDATION
-    return read_json(path).get("variant") if path.is_file() else None
+    if not path.is_file():
+        return None
+    recommendation = read_json(path)
+    if not isinstance(recommendation, dict) or not isinstance(recommendation.get("variant"), str):
+        raise ModelError(
+            f'{path} does not name a variant (it should be a JSON object with a "variant"); '
+            "delete it, or name the variant with --variant."
+        )
+    return recommendation["variant"]
 
 
 def onnx_files(directory: Path) -> list[Path]:
@@ -200,6 +208,13 @@ def output_lock(output: Path) -> Iterator[None]:
     output.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(output)
     descriptor = _take_lock(path, output)
+    try:
+        _refuse_nested_writers(key)
+    except NluDeployError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(descriptor)
+        raise
     _HELD_LOCKS[key] = descriptor
     try:
         yield
@@ -208,6 +223,42 @@ def output_lock(output: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()  # while still holding it: a run that opened the old file sees it is gone
         os.close(descriptor)
+
+
+def _refuse_nested_writers(output: Path) -> None:
+    """Outputs nest (`run` writes OUT, `export` may be pointed at OUT/onnx): a writer of a folder
+    above this output or inside it would delete or be deleted by this one, so it is refused too.
+    Locks this process holds (run's own export into its staging folder) are not in the way."""
+    ancestors = [folder for folder in output.parents if folder != folder.parent]
+    inside = output.rglob(".*.lock") if output.is_dir() else []
+    for lock in [lock_path(folder) for folder in ancestors] + list(inside):
+        owner = lock.parent / lock.name.removeprefix(".").removesuffix(".lock")
+        if owner.absolute() in _HELD_LOCKS or not lock.is_file():
+            continue
+        holder = _holder_if_locked(lock)
+        if holder is not None:
+            where = "inside" if owner.is_relative_to(output) else "around"
+            raise NluDeployError(
+                f"{owner} ({where} {output}) is being written by another run ({holder}); wait for it to end "
+                "or choose an output outside it."
+            )
+
+
+def _holder_if_locked(lock: Path) -> str | None:
+    """Who holds `lock`, or None when nobody does (a shared lock taken for a moment tells)."""
+    import fcntl
+
+    try:
+        descriptor = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(descriptor, 1000).decode("utf-8", "replace").strip() or "another process"
+    finally:
+        os.close(descriptor)  # closing releases the shared lock when it was taken
+    return None
 
 
 def _take_lock(path: Path, output: Path) -> int:
@@ -249,7 +300,7 @@ def staged_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
     check_output(output, overwrite)
     with output_lock(output):
         check_output(output, overwrite)  # again: a writer that held the lock may have finished meanwhile
-        yield from _staged(output)
+        yield from _staged(output, overwrite)
 
 
 class StagedReport:
@@ -296,12 +347,12 @@ def staged_report(output: Path, overwrite: bool = False) -> Iterator[StagedRepor
             return
         staging.chmod(0o777 & ~_umask())
         destination = report.destination
-        if destination.exists():
-            shutil.rmtree(destination)
+        _record_final_paths(staging, destination)
+        _clear_for_swap(destination, staging, overwrite or destination != output)
         staging.rename(destination)
 
 
-def _staged(output: Path) -> Iterator[Path]:
+def _staged(output: Path, overwrite: bool) -> Iterator[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(output)
     # the process id in the name tells a later run whether the stage that wrote it still runs
@@ -312,9 +363,41 @@ def _staged(output: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; outputs should not be
-    if output.exists():
-        shutil.rmtree(output)
+    _record_final_paths(staging, output)
+    _clear_for_swap(output, staging, overwrite)
     staging.rename(output)
+
+
+def _record_final_paths(staging: Path, destination: Path) -> None:
+    """Stages nested in a staged one (run's fine-tune and export) record paths inside the staging
+    folder, which is renamed in a moment: the manifests and reports must name where the files will
+    be. The staging folder's name is unique (a process id and a random suffix), so replacing it in
+    the text of each JSON and markdown file that holds it changes nothing else."""
+    final = json.dumps(destination.name)[1:-1]  # as a JSON string holds it (quotes and backslashes escaped)
+    for path in staging.rglob("*"):
+        if path.suffix not in (".json", ".md") or not path.is_file() or path.stat().st_size > 50_000_000:
+            continue
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        if staging.name in text:
+            new_name = final if path.suffix == ".json" else destination.name
+            path.write_text(text.replace(staging.name, new_name), encoding="utf-8", errors="surrogateescape")
+
+
+def _clear_for_swap(output: Path, staging: Path, overwrite: bool) -> None:
+    """Make room for the staged folder. Without --overwrite the output was empty or absent when
+    the stage began; if something is there now, another program wrote it meanwhile: it is not
+    ours to delete, so the staged result is kept beside it and the stage fails saying where."""
+    if not output.exists():
+        return
+    if overwrite or (output.is_dir() and not any(output.iterdir())):
+        shutil.rmtree(output)
+        return
+    kept = output.with_name(f"{output.name}.kept-{time.strftime('%Y%m%d-%H%M%S')}")
+    staging.rename(kept)
+    raise NluDeployError(
+        f"{output} was written by another program while this stage ran; it was left as it is, and this "
+        f"stage's result is in {kept}."
+    )
 
 
 def remove_stale_partials(output: Path) -> list[Path]:

@@ -252,7 +252,13 @@ def distill(teacher, compile_flag, nproc, search_trials, search_time, study_stor
 
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--output", type=click.Path(path_type=Path), required=True, help="Directory for the ONNX files.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory for the ONNX files. Leave it out to write only the --triton repository of MODEL_DIR when it "
+    "is an export directory already (a run's onnx/ folder: its measured variants and recommendation stay as they are).",
+)
 @click.option("--opset", type=int, default=None, help="ONNX opset. Default: Optimum's choice for the model.")
 @click.option(
     "--optimize",
@@ -401,9 +407,23 @@ def export(
     Writes model.onnx, plus model_optimized.onnx with --optimize, and the quantized variant
     --quantize asks for, each loadable with Optimum's ORTModelForSequenceClassification.
 
+    Given an export directory (a run's onnx/ folder) and --triton without --output, it writes the
+    Triton repository of that directory as it is, serving what its recommendation.json names.
+
     Example: nlu-deploy export models/intents --output models/intents-onnx --optimize O2 --quantize auto
     """
     from nlu_deploy.export.onnx_export import export as run_export
+
+    if output is None:
+        exported = Path(model_dir).is_dir() and any(Path(model_dir).glob("*.onnx"))
+        if triton_repo is None or not exported:
+            raise click.UsageError(
+                "give --output, the directory for the ONNX files (without it, export writes only the --triton "
+                "repository of a directory that holds ONNX files already)."
+            )
+        export_only = [o for o in given_options(click.get_current_context()) if not o.startswith("--triton")]
+        if set(export_only) - {"--overwrite"}:
+            raise click.UsageError(f"{', '.join(export_only)} describe a new export: give --output too.")
 
     if triton_repo is None and (given := given_options(click.get_current_context(), "triton_")):
         raise click.UsageError(f"{', '.join(given)} describe the Triton repository: add --triton REPO.")
@@ -423,9 +443,17 @@ def export(
             runtime=triton_backend, openvino_variant=triton_openvino_variant, layout=triton_layout,
             threads=triton_threads,
         )  # fmt: skip
-        if triton_backend == "openvino" and not options["openvino"]:
+        if triton_backend == "openvino" and not options["openvino"] and output is not None:
             raise click.UsageError("--triton-backend openvino serves the OpenVINO files: add --openvino.")
         artifacts.check_output(triton_repo, options["overwrite"])
+    if output is None:  # the repository of an export directory, which is only read
+        from nlu_deploy.serving.repository import export_triton_repository
+
+        served = export_triton_repository(
+            model_dir, triton_repo, triton_options, onnx_file=triton_variant, overwrite=options["overwrite"]
+        )
+        click.echo(f"Triton repository {triton_repo} ({triton_options.layout} {triton_name!r} serves {served})")
+        return
     result = run_export(ExportConfig(model_dir=model_dir, output=output, **options))
     for variant, file_name in result.files.items():
         diff = result.max_abs_logit_diff.get(variant)
@@ -984,6 +1012,9 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     )  # fmt: skip
     if config.write_repository is not None and config.p99_ms is None:
         raise click.UsageError("--write-repository writes the configuration a search chose: give --p99-ms.")
+    search_only = [o for o in given_options(click.get_current_context()) if o in SERVE_SEARCH_ONLY]
+    if search_only and config.p99_ms is None:
+        raise click.UsageError(f"{', '.join(search_only)} only apply to a search: give --p99-ms, or leave them out.")
     finished = load_bench.serve_bench_report(config)
     click.echo(finished.report.to_markdown())
     click.echo(f"report: {', '.join(str(p) for p in finished.files)}", err=True)
@@ -995,6 +1026,11 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
     problem = load_bench.verdict(finished.report.to_json())
     if problem:
         raise click.ClickException(f"{problem} ({finished.folder})")
+
+
+# serve-bench's options that only its --p99-ms search reads (refused without it, not ignored)
+SERVE_SEARCH_ONLY = ("--at-concurrency", "--at-rate", "--batching", "--instances", "--helper-instances", "--layouts",
+                     "--threads", "--buckets", "--preferred-batch-sizes", "--search-repeats")  # fmt: skip
 
 
 @main.command()
@@ -1011,8 +1047,10 @@ def serve_bench(onnx_dir, output, overwrite, concurrency, rates, batching, bucke
 @click.option(
     "--variant",
     default=None,
-    help="ONNX file in MODEL_DIR to use, or an OpenVINO variant (openvino-f32, openvino-bf16, openvino-int8). "
-    "Default: model_quantized.onnx, else optimized, else fp32.",
+    help="ONNX file in MODEL_DIR to use (or its variant name: int8, optimized, fp32), an OpenVINO variant "
+    "(openvino-f32, openvino-bf16, openvino-int8) or pt2-fp32. Default: the variant MODEL_DIR's "
+    "recommendation.json names (what run measured fastest and shipped), else model_quantized.onnx, else "
+    "optimized, else fp32.",
 )
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")

@@ -195,6 +195,10 @@ def run(config: RunConfig, show_progress: bool = True, log=print) -> RunReport:
     run stopped by a signal after its fine-tune keeps the stages it finished (see _keep_done)."""
     seconds: dict[str, float] = {}
     stop = None
+    if config.pt2:  # said before minutes of fine-tuning, not after
+        from nlu_deploy.export.aoti_export import check_pt2_device
+
+        check_pt2_device(config.pt2)
     with artifacts.staged_report(config.output, config.overwrite) as staged:
         try:
             report = _stages(config, staged.path, seconds, show_progress, log)

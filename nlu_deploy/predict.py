@@ -8,8 +8,12 @@ from pathlib import Path
 
 from nlu_deploy import artifacts
 from nlu_deploy.errors import ModelError
-from nlu_deploy.runtime.modeling import inference_tokenizer, load_tokenizer
+from nlu_deploy.runtime.modeling import check_vocabulary_fits, inference_tokenizer, load_tokenizer
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
+
+
+class MissingVariant(ModelError):
+    """The directory has no file of the variant asked for."""
 
 
 def load_predictor(model_dir: Path, variant: str | None = None, provider: str = "cpu"):
@@ -33,10 +37,23 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         tokenizer = load_tokenizer(str(model_dir))
         backend = torch_backend(model, tokenizer, tokenizer.model_max_length)
         return task.predictor(backend), f"PyTorch checkpoint {model_dir}", task
+    recommended = artifacts.recommended_variant(model_dir) if variant is None else None
     if variant is None:  # what `run` chose to ship, else the fastest kind of file there is
-        variant = artifacts.recommended_variant(model_dir) or next(
+        variant = recommended or next(
             name for name in [*artifacts.PREFERRED_ONNX_FILES, *sorted(onnx_files)] if name in onnx_files
         )
+    try:
+        return _variant_predictor(model_dir, variant, provider, threads, task, onnx_files)
+    except MissingVariant as exc:
+        if recommended is None:
+            raise
+        raise ModelError(
+            f"{str(exc).rstrip('.')}; the name {recommended!r} came from {model_dir / artifacts.RECOMMENDATION} "
+            "(pass --variant to use another file)."
+        ) from None
+
+
+def _variant_predictor(model_dir: Path, variant: str, provider: str, threads: int | None, task: Task, onnx_files):
     if variant.startswith(("openvino-", "pt2-")):  # another runtime's variant
         return _runtime_variant_predictor(model_dir, variant, provider, task, threads)
     path = (
@@ -45,11 +62,12 @@ def load_task_predictor(model_dir: Path, variant: str | None = None, provider: s
         or next((p for p in onnx_files.values() if artifacts.variant_name(p) == variant), None)
     )
     if path is None:
-        raise ModelError(f"{model_dir} has no ONNX variant {variant!r} (files: {', '.join(sorted(onnx_files))}).")
+        raise MissingVariant(f"{model_dir} has no ONNX variant {variant!r} (files: {', '.join(sorted(onnx_files))}).")
     config = artifacts.read_model_config(model_dir, missing_ok=True)
     if "id2label" not in config:
         raise ModelError(f"{model_dir} has no config.json with id2label; export it with `nlu-deploy export`.")
     tokenizer = inference_tokenizer(model_dir)  # tokenizers only: this path never imports torch
+    check_vocabulary_fits(tokenizer, config, model_dir)
     backend = onnx_backend(path, tokenizer, config, tokenizer.model_max_length, provider, threads)
     return task.predictor(backend), str(path), task
 
@@ -60,13 +78,21 @@ def _runtime_variant_predictor(model_dir: Path, variant: str, provider: str, tas
     from nlu_deploy.runtime.runtime_variants import find_runtime_variant
 
     found = find_runtime_variant(model_dir, variant)
+    if found is None and variant.startswith("pt2-"):
+        from nlu_deploy.runtime.aoti_runtime import PT2_FILE, pt2_problem
+
+        if (model_dir / PT2_FILE).is_file() and pt2_problem(model_dir):
+            raise ModelError(
+                f"{model_dir / PT2_FILE} cannot be run: {pt2_problem(model_dir)}; export it again with --pt2."
+            )
     if found is None:
         how = "--openvino" if variant.startswith("openvino-") else "--pt2"
-        raise ModelError(f"{model_dir} has no variant {variant!r}; export it with {how}.")
+        raise MissingVariant(f"{model_dir} has no variant {variant!r}; export it with {how}.")
     if provider != found.device:
         raise ModelError(f"{variant} runs on {found.device} with {found.runtime}; use --provider {found.device}.")
     config = artifacts.read_model_config(model_dir, missing_ok=True)
     tokenizer = inference_tokenizer(model_dir)
+    check_vocabulary_fits(tokenizer, config, model_dir)
     backend = onnx_backend(found, tokenizer, config, tokenizer.model_max_length, provider, threads)
     precision = getattr(backend.session, "precision", found.precision)
     return task.predictor(backend), f"{found.path} with {found.runtime} ({precision})", task

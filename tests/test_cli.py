@@ -3,6 +3,7 @@ user mistakes answered with one sentence, a non-zero exit, no traceback, no outp
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -219,9 +220,13 @@ def test_run_with_the_fixed_recipe_writes_the_files_it_always_wrote(tmp_path, ti
     }  # no recommendation.json, no OpenVINO files, no search report  # fmt: skip
     manifest = json.loads((output / "onnx" / "nlu_deploy.json").read_text())
     assert manifest["quantization"]["mode"] == "dynamic"
-    assert all(
-        m["lengths"] == "fixed" for m in json.loads((output / "report.json").read_text())["benchmark"]["measurements"]
-    )
+    report = json.loads((output / "report.json").read_text())
+    assert all(m["lengths"] == "fixed" for m in report["benchmark"]["measurements"])
+    # the files a run wrote name where its files are, not the staging folder they were made in
+    assert manifest["parent"] == str((output / "checkpoint").resolve())
+    assert all(Path(m["file"]).parent.name in ("checkpoint", "onnx") for m in report["benchmark"]["measurements"])
+    written = [p.read_text() for p in output.rglob("*") if p.suffix in (".json", ".md")]
+    assert not any(".partial-" in text for text in written)
 
 
 def test_non_empty_output_is_refused_without_overwrite(tmp_path, tiny_checkpoint):

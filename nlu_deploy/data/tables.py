@@ -54,8 +54,10 @@ def read_text(path: Path) -> str:
 
 def text_lines(text: str) -> list[str]:
     """Lines as data files mean them: split at \\n (and \\r\\n) only. str.splitlines also splits
-    at U+2028, U+0085 and other characters that are valid inside a JSON string or a text."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
+    at U+2028, U+0085 and other characters that are valid inside a JSON string or a text. A final
+    newline ends the last line; it does not start an empty one."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if len(lines) > 1 and lines[-1] == "" else lines
 
 
 def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
@@ -169,6 +171,26 @@ def label_list(data: LabelledTexts) -> list[str]:
     if len(labels) < 2:
         raise DataError(f"{data.source} has a single label ({labels[0]!r}); a classifier needs at least two.")
     return labels
+
+
+def check_label_names(label_sets: dict[str, list[str]], source: str) -> None:
+    """Labels become one-line answers (`predict` prints label, score and text on a line, split by
+    tabs): a label holding a tab or a line break is refused. Labels that differ only in case are
+    different classes, which is seldom meant: said once, not refused."""
+    for labels in label_sets.values():
+        for label in labels:
+            if any(character in label for character in "\t\n\r"):
+                raise DataError(
+                    f"{source} has the label {label!r}, which holds a tab or a line break; predict answers one "
+                    "line per text, so rename it."
+                )
+        by_case: dict[str, list[str]] = defaultdict(list)
+        for label in labels:
+            by_case[label.casefold()].append(label)
+        for same in (group for group in by_case.values() if len(group) > 1):
+            shown = " and ".join(repr(label) for label in same)
+            print(f"note: {source}: labels {shown} differ only in case; they are trained as different classes.",
+                  file=sys.stderr)  # fmt: skip
 
 
 def check_known_labels(data: LabelledTexts, known: list[str] | set[str]) -> None:

@@ -550,6 +550,10 @@ def _runtime_variant_runners(config: BenchConfig, report: BenchReport) -> list[t
     if config.variants:
         variants = [v for v in variants if v.name in config.variants]
     elsewhere = sorted({v.runtime for v in variants if v.device != config.provider})
+    from nlu_deploy.runtime.aoti_runtime import PT2_FILE, pt2_problem
+
+    if (Path(config.onnx_dir) / PT2_FILE).is_file() and pt2_problem(config.onnx_dir):
+        report.notes.append(f"{PT2_FILE} not measured: {pt2_problem(config.onnx_dir)}.")
     if elsewhere:
         report.notes.append(f"{', '.join(elsewhere)} variants of another device: not measured with {config.provider}.")
     runners = []

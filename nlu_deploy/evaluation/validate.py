@@ -15,7 +15,7 @@ from nlu_deploy.config import ValidateConfig
 from nlu_deploy.errors import ConfigError
 from nlu_deploy.metrics import DISPLAY_NAMES
 from nlu_deploy.reports import markdown_table, percent, signed_points
-from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer
+from nlu_deploy.runtime.modeling import check_finite_weights, check_vocabulary_fits, inference_tokenizer, load_tokenizer
 from nlu_deploy.runtime.runtime_variants import RuntimeVariant, runtime_variants
 from nlu_deploy.runtime.sessions import cuda_only_graph
 from nlu_deploy.tasks import Task, onnx_backend, task_of, torch_backend
@@ -67,7 +67,7 @@ class ValidationReport:
     variants: list[VariantScore]
     unseen: dict[str, dict] = field(default_factory=dict)  # head -> {"rows", "labels": {label: count}}
     provider: str = "cpu"  # where the ONNX files ran (PyTorch: fp32 on the CPU)
-    not_scored: list[str] = field(default_factory=list)  # files only the CUDA provider runs, on a CPU run
+    not_scored: list[str] = field(default_factory=list)  # "file (why and how to score it)": files not run here
 
     @property
     def passed(self) -> bool:
@@ -143,10 +143,7 @@ class ValidationReport:
         """What the reader should know about the data and the runtimes, one sentence each."""
         notes = []
         if self.not_scored:
-            notes.append(
-                f"Not scored here: {', '.join(self.not_scored)} hold fp16 fused ops only the CUDA provider runs; "
-                "validate them with --provider cuda."
-            )
+            notes.append(f"Not scored here: {'; '.join(self.not_scored)}.")
         if self.truncated:
             notes.append(f"{self.truncated} texts were truncated to the model's max length.")
         if self.windowed:
@@ -228,11 +225,24 @@ def validate(config: ValidateConfig) -> ValidationReport:
     variants = []
     on_cuda_only = [path for path in onnx_files if config.provider == "cpu" and cuda_only_graph(path)]
     runs = [(artifacts.variant_name(path), path) for path in onnx_files if path not in on_cuda_only]
+    not_scored = [f"{path.name} (fp16 fused ops only the CUDA provider runs; validate it with --provider cuda)"
+                  for path in on_cuda_only]  # fmt: skip
     # other runtimes' variants where they run: OpenVINO's on CPU (bf16 only where the CPU has
-    # it), an AOTInductor package on the device it was compiled for
-    runs += [(v.name, v) for v in runtime_variants(onnx_dir) if v.device == config.provider]
+    # it), an AOTInductor package on the device it was compiled for; every other one is named
+    for variant in runtime_variants(onnx_dir):
+        if variant.device == config.provider:
+            runs.append((variant.name, variant))
+        else:
+            not_scored.append(f"{variant.file} ({variant.name} runs on {variant.device}; validate it with "
+                              f"--provider {variant.device})")  # fmt: skip
+    not_scored += _unreadable_packages(onnx_dir)
+    # the export directory's own tokenizer, as predict and the Triton models read it (a directory
+    # whose tokenizer differs from the checkpoint's must fail here, not once it is served)
+    served_tokenizer = inference_tokenizer(onnx_dir) if runs else None
+    if runs:
+        check_vocabulary_fits(served_tokenizer, artifacts.read_model_config(onnx_dir, missing_ok=True), onnx_dir)
     for name, path in runs:
-        session = onnx_backend(path, tokenizer, model.config, max_length, config.provider)
+        session = onnx_backend(path, served_tokenizer, model.config, max_length, config.provider)
         inference = task.infer(session, examples, config.batch_size)
         scores = task.score(data, inference.outputs, model.config)
         deltas = {m: 100 * (scores[m] - reference_scores[m]) for m in task.gated_metrics}
@@ -270,5 +280,15 @@ def validate(config: ValidateConfig) -> ValidationReport:
         variants,
         {head: {"rows": u.rows, "labels": u.counts} for head, u in unseen.items()},
         config.provider,
-        [path.name for path in on_cuda_only],
+        not_scored,
     )
+
+
+def _unreadable_packages(onnx_dir: Path) -> list[str]:
+    """An AOTInductor package that no stage can run (its description missing or foreign), named."""
+    from nlu_deploy.runtime.aoti_runtime import PT2_FILE, pt2_problem
+
+    if not (onnx_dir / PT2_FILE).is_file():
+        return []
+    problem = pt2_problem(onnx_dir)
+    return [f"{PT2_FILE} ({problem}; export it again with --pt2)"] if problem else []

@@ -23,6 +23,16 @@ from nlu_deploy.runtime.aoti_runtime import PT2_FACTS, PT2_FILE
 PRECISIONS = {"cpu": "fp32", "cuda": "bf16"}
 
 
+def check_pt2_device(device: str | None) -> None:
+    """Refuse, before any training or export, a package for a device torch cannot use here."""
+    if device == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ModelError(
+            f"--pt2 cuda compiles the package on a CUDA GPU, and torch ({torch.__version__}, {build}) sees none "
+            "here; use --pt2 cpu, or run this on the GPU machine."
+        )
+
+
 def onnx_signature(onnx_path: Path) -> tuple[list[str], list[str], list[int]]:
     """(input names, output names, output ranks) of the exported graph, which the package copies."""
     import onnx

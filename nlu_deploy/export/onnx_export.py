@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from nlu_deploy.export.openvino_export import write_openvino_files
 from nlu_deploy.export.quantize import convert_fp16, quantize_dynamic_int8, quantize_static_int8
 from nlu_deploy.export.quantize_search import QuantizationReport, Search, search_int8, write_report
 from nlu_deploy.runtime.model_families import family_of
-from nlu_deploy.runtime.modeling import check_finite_weights, load_tokenizer, quiet_transformers
+from nlu_deploy.runtime.modeling import check_finite_weights, check_vocabulary_fits, load_tokenizer, quiet_transformers
 from nlu_deploy.runtime.openvino_runtime import openvino_variants, require_openvino
 from nlu_deploy.runtime.runtime_variants import RuntimeVariant
 from nlu_deploy.runtime.sessions import cuda_only_graph, encode, fused_op_counts, pad_batch
@@ -83,11 +84,16 @@ def max_logit_difference(reference: dict[str, np.ndarray], candidate: dict[str, 
 
 
 def export(config: ExportConfig) -> ExportResult:
+    if config.pt2:
+        from nlu_deploy.export.aoti_export import check_pt2_device
+
+        check_pt2_device(config.pt2)
     model_dir = Path(config.model_dir)
     task = task_of(model_dir)
     model = task.load_model(model_dir)  # refuses non-checkpoints before any work starts
     check_finite_weights(model, model_dir)
     tokenizer = load_tokenizer(str(model_dir))
+    check_vocabulary_fits(tokenizer, model.config, model_dir)
     quiet_transformers()
     heldout = _heldout_data(config, model_dir, task) if config.quantize == "auto" else None
     if config.openvino:  # said before minutes of export, not after
@@ -193,6 +199,24 @@ def _export_graph(task: Task, model_dir: Path, model, tokenizer, out: Path, opse
         if out_of_space(exc):
             raise  # the CLI's sentence about the disk, not an exporter failure
         raise ModelError(f"Optimum could not export {model_dir} ({str(exc).strip().splitlines()[0]}).") from None
+    _drop_remote_code(model_dir, out)
+
+
+def _drop_remote_code(model_dir: Path, out: Path) -> None:
+    """The graph is traced from transformers' own classes for the config's model_type, never from
+    the Python files a config's auto_map names: say so once, and leave auto_map out of the
+    exported config.json, so that nothing downstream (Optimum, transformers) goes looking for
+    code that the export does not hold and did not run."""
+    config = artifacts.read_model_config(out, missing_ok=True)
+    if "auto_map" not in config:
+        return
+    print(
+        f"note: {model_dir}'s config.json names code of its own (auto_map); the export uses transformers' "
+        f"{config.get('model_type')!r} classes and ignores that code, and its config.json leaves auto_map out.",
+        file=sys.stderr,
+    )
+    del config["auto_map"]
+    artifacts.write_json(out / artifacts.MODEL_CONFIG, config)
 
 
 class ParityCheck:

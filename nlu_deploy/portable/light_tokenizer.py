@@ -56,6 +56,10 @@ class LightTokenizer:
             pad_token = pad_token.get("content")
         self.pad_token_id = self._tokenizer.token_to_id(pad_token) if pad_token else None
 
+    def __len__(self) -> int:
+        """Tokens in the vocabulary, added ones included (as len() of a transformers tokenizer)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         processor = self._tokenizer.post_processor
         return processor.num_special_tokens_to_add(pair) if processor is not None else 0

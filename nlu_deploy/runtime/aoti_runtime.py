@@ -36,12 +36,34 @@ class Pt2Variant(RuntimeVariant):
         return Pt2Session(self, threads)
 
 
+MODEL_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}  # what this tool feeds a package
+
+
 def read_facts(directory: Path) -> dict:
+    """model.pt2.json: what export recorded about the package; {} when it is missing or is not a
+    description of a package this tool can feed (not an object, no inputs, other inputs, no
+    outputs), so every stage treats such a package as absent and says why (pt2_problem)."""
+    return {} if pt2_problem(directory) else json.loads((Path(directory) / PT2_FACTS).read_text(encoding="utf-8"))
+
+
+def pt2_problem(directory: Path) -> str | None:
+    """Why the package in `directory` cannot be run, in words, or None."""
     path = Path(directory) / PT2_FACTS
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        return f"it has no readable {PT2_FACTS} describing it"
+    except ValueError:
+        return f"its {PT2_FACTS} is not valid JSON"
+    if not isinstance(facts, dict):
+        return f"its {PT2_FACTS} is not a JSON object"
+    inputs, outputs = facts.get("inputs"), facts.get("outputs")
+    if not isinstance(inputs, list) or not inputs or not set(map(str, inputs)) <= MODEL_INPUTS:
+        return f"its {PT2_FACTS} names inputs this tool does not give ({inputs!r}; it gives {sorted(MODEL_INPUTS)})"
+    ranks = facts.get("output_ranks")
+    if not isinstance(outputs, list) or not outputs or not isinstance(ranks, list) or len(ranks) != len(outputs):
+        return f"its {PT2_FACTS} does not list the outputs and their ranks"
+    return None
 
 
 def pt2_variants(directory: Path) -> list[Pt2Variant]:
@@ -62,7 +84,8 @@ class Pt2Session(SessionLike):
 
         facts = read_facts(variant.path.parent)
         if not variant.path.is_file() or not facts:
-            raise ModelError(f"{variant.path} (with {PT2_FACTS} beside it) is not an AOTInductor package.")
+            why = pt2_problem(variant.path.parent) or "it is missing"
+            raise ModelError(f"{variant.path} cannot be run: {why}.")
         if variant.device == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"{variant.path} was compiled for CUDA, and PyTorch finds no CUDA device here.")
         if threads:

@@ -94,6 +94,11 @@ def family_of(config) -> ModelFamily:
     """The entry of a model config (a transformers config or config.json's dict)."""
     model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
     family = _BY_MODEL_TYPE.get(model_type)
+    if model_type is None:
+        raise ModelError(
+            "its config.json has no model_type, so its architecture is unknown; give a config.json that names "
+            f"one of {', '.join(supported_model_types())}."
+        )
     if family is None:
         raise ModelError(
             f"the model is a {model_type!r} model; nlu-deploy handles the families "

@@ -42,12 +42,23 @@ def quiet_transformers() -> None:
     logging.getLogger("optimum").setLevel(logging.ERROR)
 
 
+# Files a transformers tokenizer is made from (one is enough): fast, config, WordPiece, BPE, SentencePiece.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "spm.model")  # fmt: skip
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    local = Path(source)
+    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(
+            f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy them from the model "
+            "its weights came from."
+        )
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: a folder with a config but no vocabulary
         raise ModelError(f"could not load a tokenizer from {source} ({_first_line(exc)}).") from None
 
 
@@ -81,6 +92,18 @@ def check_model_family(source: str, trust_remote_code: bool = False) -> dict:
     return config
 
 
+def check_vocabulary_fits(tokenizer, model_config, where) -> None:
+    """A token id past the model's embedding table fails inside the runtime (onnxruntime's Gather,
+    PyTorch's index error) on the first text that uses it: refuse the pair up front."""
+    read = model_config.get if isinstance(model_config, dict) else lambda key: getattr(model_config, key, None)
+    rows = read("vocab_size")
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise ModelError(
+            f"{where}: the tokenizer has {len(tokenizer):,} tokens but the model's embedding table has {rows:,} "
+            "rows, so some texts would fail; use the tokenizer the model was made with."
+        )
+
+
 def refuse_pickle(source: str, allow_pickle: bool) -> None:
     """Weights must be safetensors unless the user allows pickle: unpickling a downloaded .bin
     file can execute arbitrary code."""
@@ -105,6 +128,8 @@ def load_for_training(
     a bare encoder or a fine-tuned checkpoint, Hugging Face's or one of our own classes; a head
     of another size is replaced, and nothing of the source's trained task (its labels, an
     out-of-scope rule) carries over."""
+    from safetensors import SafetensorError
+
     quiet_transformers()
     refuse_pickle(source, allow_pickle)
     maps = {
@@ -127,6 +152,11 @@ def load_for_training(
                 use_safetensors=None if allow_pickle else True,
                 trust_remote_code=trust_remote_code,
             )
+    except SafetensorError as exc:
+        raise ModelError(
+            f"{source}'s weights cannot be read ({_first_line(exc)}): the file is damaged or incomplete; "
+            "copy or download it again."
+        ) from None
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"could not load model {source} ({_first_line(exc)}); pass a local directory with "
@@ -203,6 +233,12 @@ def load_hf_checkpoint(directory: Path, task: str):
     try:
         model = auto_model_class(task).from_pretrained(directory, use_safetensors=True, trust_remote_code=False)
     except Exception as exc:  # corrupt weights raise anything from OSError to SafetensorError
+        if "size mismatch" in str(exc):
+            labels = len(read_model_config(directory, missing_ok=True).get("id2label") or {})
+            raise ModelError(
+                f"{directory}: config.json's id2label names {labels} labels, but the weights' head has another "
+                "number of outputs; the config and the weights do not belong together."
+            ) from None
         raise ModelError(f"{directory} holds a checkpoint that cannot be loaded ({_first_line(exc)}).") from None
     return model.eval()
 

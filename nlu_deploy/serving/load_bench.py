@@ -27,7 +27,7 @@ import numpy as np
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import ServeBenchConfig
-from nlu_deploy.errors import DataError, ModelError, NluDeployError
+from nlu_deploy.errors import DataError, ModelError, NluDeployError, ProviderError
 from nlu_deploy.progress import ProgressLog
 from nlu_deploy.runtime.sessions import is_dynamic_int8
 from nlu_deploy.serving import server_metrics
@@ -145,8 +145,8 @@ class ServeBenchReport:
 
 
 def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
-    """Texts from --data, less those longer than the model's max length (the served model cuts
-    them, predict reads them in windows, so their answers may rightly differ), with predict's answers."""
+    """Texts from --data with predict's answers; texts longer than the model's max length are sent
+    truncated to a classifier and left out for word models (see below), counted either way."""
     from nlu_deploy.portable.light_tokenizer import LightTokenizer
     from nlu_deploy.predict import load_task_predictor
 
@@ -154,15 +154,26 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     served = served_variant(onnx_dir, default_options(config), config.variant)
     served_file = served_name(onnx_dir, *served)
     # the answers checked against: predict on the device the server runs the model on
-    predictor, _, task = load_task_predictor(onnx_dir, served_file, _provider(config))
+    try:
+        predictor, _, task = load_task_predictor(onnx_dir, served_file, _provider(config))
+    except ProviderError as exc:  # its advice names predict's --provider; serve-bench's option is --device
+        if config.device != "gpu":
+            raise
+        reason = str(exc).split(";")[0]
+        raise ProviderError(f"serve-bench --device gpu: {reason}; use --device cpu to serve on CPU.") from None
     texts, facts = _data_texts(config, onnx_dir)
     tokenizer = LightTokenizer(onnx_dir)
     max_length = predictor.max_length
     words = task.triton_words
     lengths = [len(ids) for ids in tokenizer([t.split() for t in texts] if words else texts,
                                              is_split_into_words=words)["input_ids"]]  # fmt: skip
-    fitting = [t for t, n in zip(texts, lengths) if n <= max_length]
-    facts["longer_than_max_length"] = len(texts) - len(fitting)
+    # Long texts are real traffic: a served classifier reads the first max_length tokens, as predict
+    # does, so they are sent and counted. A word model's server also cuts there while predict reads
+    # long texts whole in windows: their answers differ by design, so those are left out, and counted.
+    long = sum(n > max_length for n in lengths)
+    fitting = [t for t, n in zip(texts, lengths) if n <= max_length] if words else list(texts)
+    facts["longer_than_max_length"] = long
+    facts["long_texts"] = "left out (word models: predict reads them in windows)" if words else "sent truncated"
     if not fitting:
         raise DataError(f"every text in {config.data} is longer than the model's {max_length} tokens.")
     log.line(
@@ -171,7 +182,8 @@ def read_traffic(config: ServeBenchConfig, log: ProgressLog) -> Traffic:
     # each text alone, as `predict --json TEXT` answers it: a dynamic-int8 file's answer depends on
     # the batch it runs in, so a batched reference would itself differ from the single-text one
     expected = [task.prediction_json(t, predictor.predict([t])[0]) for t in fitting]
-    facts.update(texts=len(fitting), mean_tokens=float(np.mean([n for n in lengths if n <= max_length])))
+    sent = [min(n, max_length) for n in lengths if not words or n <= max_length]  # tokens the server reads
+    facts.update(texts=len(fitting), mean_tokens=float(np.mean(sent)))
     outputs = [name for name, _ in task.triton_results]
     # activation scales computed per batch (OpenVINO's NNCF int8 has its scales fixed at calibration)
     dependent = served_file.endswith(".onnx") and is_dynamic_int8(onnx_dir / served_file)

@@ -115,7 +115,7 @@ def report_markdown(report: dict) -> str:
         f"Machine: {machine.get('cpu')} ({machine.get('logical_cores')} logical cores; {flags}). "
         f"Served file: {traffic['served_file']}. Traffic: {traffic['texts']} distinct texts of {traffic['file']} "
         f"(mean {traffic['mean_tokens']:.1f} tokens; {traffic['longer_than_max_length']} longer than the max "
-        f"length and {traffic['empty_or_not_text']} empty rows left out). {_check_rule(traffic)} Each level: {timing['warmup_s']:g} s "
+        f"length, {traffic.get('long_texts', 'left out')}; {traffic['empty_or_not_text']} empty rows left out). {_check_rule(traffic)} Each level: {timing['warmup_s']:g} s "
         f"warm-up, {timing['duration_s']:g} s measured, {timing['timeout_s']:g} s request timeout.\n"
     )
     for configuration in report["configurations"]:

@@ -109,8 +109,17 @@ def load_training_state(directory: Path, run_fingerprint: str) -> dict:
     path = directory / STATE_FILE
     if not path.exists():
         raise NluDeployError(f"there is no interrupted run to resume ({path} does not exist).")
-    # weights_only: our own file, but never unpickle arbitrary objects from disk.
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    # weights_only: our own file, but never unpickle arbitrary objects from disk (a file that
+    # asks for any other object is refused by torch's restricted unpickler, and runs nothing).
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, refused globals: many types
+        raise NluDeployError(
+            f"{path} is not a training state this tool wrote ({str(exc).strip().splitlines()[0][:200]}); "
+            "pass --overwrite to start over."
+        ) from None
+    if not isinstance(state, dict) or not all(key in state for key in ("fingerprint", "torch_rng", "python_rng")):
+        raise NluDeployError(f"{path} is not a training state this tool wrote; pass --overwrite to start over.")
     if state["fingerprint"] != run_fingerprint:
         raise NluDeployError(
             f"the interrupted run in {directory} used other options or data; resume with the same "

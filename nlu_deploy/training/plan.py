@@ -11,9 +11,16 @@ from typing import Any
 
 from nlu_deploy import artifacts
 from nlu_deploy.config import FinetuneConfig, default_epochs
+from nlu_deploy.data.tables import check_label_names
 from nlu_deploy.errors import ConfigError, NluDeployError
 from nlu_deploy.runtime.model_families import fit_tokenizer
-from nlu_deploy.runtime.modeling import check_model_family, load_tokenizer, pick_device, resolve_model_source
+from nlu_deploy.runtime.modeling import (
+    check_model_family,
+    check_vocabulary_fits,
+    load_tokenizer,
+    pick_device,
+    resolve_model_source,
+)
 from nlu_deploy.tasks import Task, get_task, label_maps
 from nlu_deploy.training import checkpointing
 from nlu_deploy.training.distributed import DistributedContext, init_distributed
@@ -51,7 +58,8 @@ def load_finetune_data(config: FinetuneConfig, task: Task):
     """(train, validation): the training data checked strictly (it defines the label sets);
     the validation data only read, since labels it has and train lacks are scored as errors."""
     data = task.demo() if config.train is None else task.read(config.train, config.columns)
-    task.label_sets(data)  # refuses data a model cannot learn from before anything is split or trained
+    # refuses data a model cannot learn from before anything is split or trained
+    check_label_names(task.label_sets(data), str(config.train or "the demo data"))
     if config.validation is not None:
         return data, task.read(config.validation, config.columns)
     return task.holdout(data, config.validation_fraction, config.split_seed)
@@ -79,6 +87,7 @@ def plan_run(config: FinetuneConfig, distillation=None) -> RunPlan:
     model_config = check_model_family(source, config.trust_remote_code)  # before the tokenizer: a clear sentence first
     tokenizer = load_tokenizer(source, config.trust_remote_code)
     if model_config:
+        check_vocabulary_fits(tokenizer, model_config, source)  # before minutes of training, not at export
         fit_tokenizer(tokenizer, model_config)  # the family's pad token and word reading, saved with the checkpoint
     tokenizer.model_max_length = config.max_length  # downstream stages read it from here
     dist = init_distributed(config.device)
