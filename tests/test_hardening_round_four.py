@@ -307,3 +307,17 @@ def test_labels_that_do_not_fit_the_head_are_named(tmp_path, tiny_checkpoint):
     result = run_cli("export", folder, "--output", tmp_path / "onnx")
     assert result.exit_code == 1
     assert f"id2label names {len(config['id2label'])} labels, but the weights' head has another" in result.output
+
+
+def test_a_model_with_eight_positions_trained_at_max_length_8_exports(tmp_path, tiny_encoder, tiny_train_csv):
+    short = tmp_path / "short"
+    shutil.copytree(tiny_encoder, short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 8  # its position table is cut to 8 rows (re-initialised at fine-tuning)
+    (short / "config.json").write_text(json.dumps(config))
+    trained = run_cli("finetune", "--model", short, "--train", tiny_train_csv, "--epochs", "1", "--max-length", "8",
+                      "--output", tmp_path / "checkpoint")  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    exported = run_cli("export", tmp_path / "checkpoint", "--output", tmp_path / "onnx")
+    assert exported.exit_code == 0, exported.output
+    assert run_cli("predict", tmp_path / "onnx", "wake me up at 7 am please").exit_code == 0

@@ -223,19 +223,7 @@ def validate(config: ValidateConfig) -> ValidationReport:
     reference = task.infer(torch_backend(model, tokenizer, max_length), examples, config.batch_size)
     reference_scores = task.score(data, reference.outputs, model.config)
     variants = []
-    on_cuda_only = [path for path in onnx_files if config.provider == "cpu" and cuda_only_graph(path)]
-    runs = [(artifacts.variant_name(path), path) for path in onnx_files if path not in on_cuda_only]
-    not_scored = [f"{path.name} (fp16 fused ops only the CUDA provider runs; validate it with --provider cuda)"
-                  for path in on_cuda_only]  # fmt: skip
-    # other runtimes' variants where they run: OpenVINO's on CPU (bf16 only where the CPU has
-    # it), an AOTInductor package on the device it was compiled for; every other one is named
-    for variant in runtime_variants(onnx_dir):
-        if variant.device == config.provider:
-            runs.append((variant.name, variant))
-        else:
-            not_scored.append(f"{variant.file} ({variant.name} runs on {variant.device}; validate it with "
-                              f"--provider {variant.device})")  # fmt: skip
-    not_scored += _unreadable_packages(onnx_dir)
+    runs, not_scored = _what_runs_here(onnx_dir, onnx_files, config.provider)
     # the export directory's own tokenizer, as predict and the Triton models read it (a directory
     # whose tokenizer differs from the checkpoint's must fail here, not once it is served)
     served_tokenizer = inference_tokenizer(onnx_dir) if runs else None
@@ -282,6 +270,25 @@ def validate(config: ValidateConfig) -> ValidationReport:
         config.provider,
         not_scored,
     )
+
+
+def _what_runs_here(onnx_dir: Path, onnx_files: list[Path], provider: str) -> tuple[list[tuple], list[str]]:
+    """(variant name, file or runtime variant) for every file that runs on `provider`, and every
+    other one named with why it is not scored and how to score it."""
+    on_cuda_only = [path for path in onnx_files if provider == "cpu" and cuda_only_graph(path)]
+    runs = [(artifacts.variant_name(path), path) for path in onnx_files if path not in on_cuda_only]
+    not_scored = [f"{path.name} (fp16 fused ops only the CUDA provider runs; validate it with --provider cuda)"
+                  for path in on_cuda_only]  # fmt: skip
+    # other runtimes' variants where they run: OpenVINO's on CPU (bf16 only where the CPU has
+    # it), an AOTInductor package on the device it was compiled for; every other one is named
+    for variant in runtime_variants(onnx_dir):
+        if variant.device == provider:
+            runs.append((variant.name, variant))
+        else:
+            not_scored.append(f"{variant.file} ({variant.name} runs on {variant.device}; validate it with "
+                              f"--provider {variant.device})")  # fmt: skip
+    not_scored += _unreadable_packages(onnx_dir)
+    return runs, not_scored
 
 
 def _unreadable_packages(onnx_dir: Path) -> list[str]:

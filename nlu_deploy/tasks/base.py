@@ -301,10 +301,21 @@ class Task:
             do_validation=False,
             trust_remote_code=False,
             local_files_only=True,
+            **dummy_shapes(model.config),
         )
 
     def training_summary(self, scores: dict) -> str:
         raise NotImplementedError
+
+
+def dummy_shapes(model_config) -> dict[str, int]:
+    """The exporter traces the model on dummy inputs of 16 tokens: a model with fewer positions
+    (one made for --max-length 8) needs shorter ones. RoBERTa-like models start counting positions
+    after the padding index, hence the margin of 2."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < 18:
+        return {"sequence_length": max(2, positions - 2)}
+    return {}
 
 
 def flat_logits(outputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -22,6 +22,7 @@ from nlu_deploy.runtime.modeling import (
     quiet_transformers,
     refuse_pickle,
 )
+from nlu_deploy.tasks.base import dummy_shapes
 
 
 class OwnHeadModel(torch.nn.Module):
@@ -133,6 +134,9 @@ def export_own_model(model, tokenizer, out: Path, opset: int | None, outputs: di
     model_inputs = property(lambda self: {k: v for k, v in base.inputs.fget(self).items() if k != "position_ids"})
     own_config = type("OwnOnnxConfig", (base,), {"outputs": property(lambda self: outputs), "inputs": model_inputs})
     onnx_config = own_config(model.config, task="feature-extraction")
-    export_pytorch(model.eval(), onnx_config, opset or onnx_config.DEFAULT_ONNX_OPSET, out / "model.onnx")
+    export_pytorch(
+        model.eval(), onnx_config, opset or onnx_config.DEFAULT_ONNX_OPSET, out / "model.onnx",
+        input_shapes=dummy_shapes(model.config) or None,
+    )  # fmt: skip
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
