@@ -104,7 +104,7 @@ def predict_file(config: BulkPredictConfig) -> BulkResult:
         if finished:
             rows = sum(done["counts"]["rows"] for done in finished)
             log.line(f"going on after chunk {len(finished)} ({rows:,} rows answered before)")
-        started, rows_this_run = time.monotonic(), 0
+        started, rows_this_run, resumed = time.monotonic(), 0, len(finished)
         after = Chunk.from_json(finished[-1]["chunk"]) if finished else None
         with _ChunkProgress(source, finished, log, config.show_progress) as progress:
             try:
@@ -126,13 +126,9 @@ def predict_file(config: BulkPredictConfig) -> BulkResult:
         counts = _assemble(folder, finished, config, answer_schema_for(task, config, id_type))
         shutil.rmtree(folder, ignore_errors=True)
     odd = odd_rows_path(config.output) if counts["bad"] or counts["truncated"] else None
-    result = BulkResult(str(output), odd, counts, seconds, rows_this_run, len(finished) - _new(finished), used)
+    result = BulkResult(str(output), odd, counts, seconds, rows_this_run, resumed, used)
     log.line(result.summary())
     return result
-
-
-def _new(finished: list[dict]) -> int:
-    return sum(1 for done in finished if done.get("this_run"))
 
 
 def answer_schema_for(task, config: BulkPredictConfig, id_type=None):
@@ -187,8 +183,9 @@ def _resume_point(folder: Path, identity: dict, overwrite: bool) -> list[dict]:
     finished = []
     while (folder / f"{len(finished):06d}.done.json").exists():
         finished.append(json.loads((folder / f"{len(finished):06d}.done.json").read_text(encoding="utf-8")))
-    for part in folder.iterdir():  # a chunk cut short: its parts have no marker
-        if part.name != STATE_FILE and int(part.name.split(".")[0]) >= len(finished):
+    for part in folder.iterdir():  # a chunk cut short: its parts have no marker (and half-written .tmp files)
+        index = part.name.split(".")[0]
+        if part.name != STATE_FILE and (not index.isdigit() or int(index) >= len(finished)):
             part.unlink()
     return finished
 
@@ -206,7 +203,7 @@ def _keep_chunk(folder: Path, answers: ChunkAnswers) -> dict:
     _write_atomic(folder / f"{stem}.odd.jsonl", "".join(line + "\n" for line in answers.odd_rows))
     done = {"chunk": answers.chunk.to_json(), "counts": answers.counts()}
     _write_atomic(folder / f"{stem}.done.json", json.dumps(done))
-    return {**done, "this_run": True}
+    return done
 
 
 def _assemble(folder: Path, finished: list[dict], config: BulkPredictConfig, schema) -> dict:

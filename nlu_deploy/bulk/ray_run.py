@@ -130,12 +130,9 @@ def _answer_and_write(ray, config, plan: list[dict], actors: int, threads: int, 
         num_cpus=threads,
     )
     counts = {key: 0 for key in ChunkAnswers(None).counts()}
-    staged = f"{config.output}.partial-{os.getpid()}"
+    suffix = ".parquet" if str(config.output).lower().endswith(".parquet") else ".jsonl"  # AnswerFile writes by it
+    staged = f"{config.output}.partial-{os.getpid()}{suffix}"
     staged_odd = f"{odd_rows_path(config.output)}.partial-{os.getpid()}"
-    if not str(config.output).lower().endswith(".parquet"):
-        staged += ".jsonl"  # AnswerFile writes by the suffix
-    else:
-        staged += ".parquet"
     pending, next_index = {}, 0
     try:
         with AnswerFile(staged, schema) as answers, AnswerFile(staged_odd + ".jsonl") as odd:
